@@ -1,0 +1,213 @@
+"""The envelope of a CALLR webhook event, v1 and v2, parsed from the raw body.
+
+A pure function of the bytes: it decides what the event is called, which try this
+is, and whether the body is something the receiver understands at all. It never
+raises on bad input; a body it cannot understand comes back as `Malformed` with
+the reason, so that the caller can still store it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+HANDLED_TYPES = frozenset(
+    {"sms.mt.status_update", "sms.mo", "v2.sms.outbound.updated", "v2.sms.inbound.received"}
+)
+
+MAX_ID_LENGTH = 256
+MAX_ATTEMPT = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A well-formed event: its identity, its try, and the SMS object it carries."""
+
+    event_id: str
+    type: str
+    attempt: int
+    emitted_at: datetime | None
+    subscription: str | None
+    generation: int
+    object: Any
+    fingerprint: bytes
+
+    @property
+    def handled(self) -> bool:
+        """True for the SMS event types this service acts on."""
+        return self.type in HANDLED_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A body that is not a CALLR event the receiver understands, and why."""
+
+    key: str
+    reason: str
+    type: str | None
+    attempt: int | None
+    subscription: str | None
+    fingerprint: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    id: str
+    emitted_at: str
+    subscription: str
+    object: str
+
+
+_V1 = _Fields(id="event_id", emitted_at="event_at", subscription="hook_hash", object="data")
+_V2 = _Fields(id="id", emitted_at="at", subscription="sid", object="payload")
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def parse_envelope(body: bytes) -> Envelope | Malformed:
+    """Parse a webhook body into an `Envelope`, or say in a `Malformed` what is wrong with it."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        return _malformed(body, f"body is not valid JSON: {error}")
+    if not isinstance(document, dict):
+        return _malformed(body, f"body is a JSON {_json_kind(document)}, not an object")
+    fields = _V1 if "event_id" in document else _V2
+    try:
+        return _envelope(document, fields)
+    except _Invalid as error:
+        return _malformed_document(body, document, fields, str(error))
+
+
+def _envelope(document: dict[str, Any], fields: _Fields) -> Envelope:
+    event_id = _text(document, fields.id, required=True)
+    event_type = _text(document, "type", required=True)
+    attempt = _attempt(document)
+    assert event_id is not None
+    assert event_type is not None
+    return Envelope(
+        event_id=event_id,
+        type=event_type,
+        attempt=attempt,
+        emitted_at=_timestamp(document, fields.emitted_at),
+        subscription=_text(document, fields.subscription, required=False),
+        generation=1 if fields is _V1 else 2,
+        object=document.get(fields.object),
+        fingerprint=content_fingerprint(document, fields.subscription),
+    )
+
+
+def content_fingerprint(document: dict[str, Any], subscription_field: str) -> bytes:
+    """sha256 of the event without `try` and the subscription id.
+
+    Two deliveries of one event differ only in those two fields: a retry raises
+    `try`, and a second subscription (global + dynamic webhook) has its own id.
+    Anything else that differs is a conflict.
+    """
+    content = {k: v for k, v in document.items() if k not in ("try", subscription_field)}
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def _malformed(body: bytes, reason: str) -> Malformed:
+    digest = hashlib.sha256(body).digest()
+    return Malformed(
+        key=f"sha256:{digest.hex()}",
+        reason=reason,
+        type=None,
+        attempt=None,
+        subscription=None,
+        fingerprint=digest,
+    )
+
+
+def _malformed_document(
+    body: bytes, document: dict[str, Any], fields: _Fields, reason: str
+) -> Malformed:
+    """A JSON object that is not a valid event: keep what can be trusted of it.
+
+    When it carries a usable id it is keyed by that id, so that its retries are
+    recognised; otherwise by the hash of its bytes.
+    """
+    digest = hashlib.sha256(body).digest()
+    event_id = _lenient_text(document, fields.id)
+    return Malformed(
+        key=event_id or f"sha256:{digest.hex()}",
+        reason=reason,
+        type=_lenient_text(document, "type"),
+        attempt=_lenient_attempt(document),
+        subscription=_lenient_text(document, fields.subscription),
+        fingerprint=content_fingerprint(document, fields.subscription) if event_id else digest,
+    )
+
+
+def _lenient_text(document: dict[str, Any], name: str) -> str | None:
+    try:
+        return _text(document, name, required=False)
+    except _Invalid:
+        return None
+
+
+def _lenient_attempt(document: dict[str, Any]) -> int | None:
+    try:
+        return _attempt(document)
+    except _Invalid:
+        return None
+
+
+def _text(document: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = document.get(name)
+    if value is None:
+        if required:
+            raise _Invalid(f"field '{name}' is missing")
+        return None
+    if not isinstance(value, str):
+        raise _Invalid(f"field '{name}' must be a string, not a JSON {_json_kind(value)}")
+    if not value or len(value) > MAX_ID_LENGTH or "\x00" in value:
+        raise _Invalid(f"field '{name}' must be 1 to {MAX_ID_LENGTH} characters, without NUL")
+    return value
+
+
+def _attempt(document: dict[str, Any]) -> int:
+    value = document.get("try")
+    if value is None:
+        raise _Invalid("field 'try' is missing")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Invalid(f"field 'try' must be an integer, not a JSON {_json_kind(value)}")
+    if not 0 <= value <= MAX_ATTEMPT:
+        raise _Invalid(f"field 'try' must be between 0 and {MAX_ATTEMPT}")
+    return value
+
+
+def _timestamp(document: dict[str, Any], name: str) -> datetime | None:
+    value = document.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Invalid(f"field '{name}' must be an ISO 8601 string, not a JSON {_json_kind(value)}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Invalid(f"field '{name}' is not an ISO 8601 time: {value[:64]!r}") from None
+    if parsed.tzinfo is None:
+        raise _Invalid(f"field '{name}' has no time zone: {value[:64]!r}")
+    return parsed
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

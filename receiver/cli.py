@@ -1,0 +1,181 @@
+"""The `receiver` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import structlog
+
+from receiver.app import WEBHOOK_PATH
+from receiver.db import migrate
+from receiver.db.embedded import embedded_database_url, start_embedded
+from receiver.db.engine import describe
+from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
+from receiver.logging import configure_logging
+from receiver.settings import Settings, SettingsError, load_settings
+
+log = structlog.get_logger("receiver.cli")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The database the service will use, and the embedded server behind it if any."""
+
+    url: str
+    server: Any = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.server is not None
+
+
+def open_database(settings: Settings) -> Database:
+    """RECEIVER_DATABASE_URL when set; otherwise the embedded server in the data folder."""
+    if settings.database_url is not None:
+        return Database(url=settings.database_url)
+    server = start_embedded(settings.data_dir)
+    return Database(url=embedded_database_url(server), server=server)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the service with uvicorn (and the embedded database unless a URL is set)."""
+    import uvicorn
+
+    configured = _configured()
+    database = open_database(configured)
+    settings = resolve_webhook_auth(
+        configured.model_copy(update={"database_url": database.url}), embedded=database.embedded
+    )
+    if database.embedded or args.migrate:
+        migrate.upgrade(database.url)
+    token_generated = settings.callr_url_token != configured.callr_url_token
+    _announce(settings, database, host=args.host, port=args.port, token_generated=token_generated)
+    # The workers build their app from the environment: hand them what was decided here.
+    os.environ["RECEIVER_DATABASE_URL"] = database.url
+    if settings.callr_url_token:
+        os.environ["RECEIVER_CALLR_URL_TOKEN"] = settings.callr_url_token
+    uvicorn.run(
+        "receiver.asgi:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        server_header=False,
+    )
+    return 0
+
+
+def run_migrations(args: argparse.Namespace) -> int:
+    """Bring the database schema to the latest revision."""
+    settings = _configured()
+    database = open_database(settings)
+    migrate.upgrade(database.url)
+    log.info("migrated", database=describe(database.url), revision=migrate.head_revision())
+    return 0
+
+
+def _configured() -> Settings:
+    settings = load_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    return settings
+
+
+def _announce(
+    settings: Settings, database: Database, *, host: str, port: int, token_generated: bool
+) -> None:
+    base = f"http://{host}:{port}"
+    path = WEBHOOK_PATH
+    if settings.callr_url_token:
+        path += f"/{settings.callr_url_token}"
+    if database.embedded:
+        where = f"embedded PostgreSQL in {settings.data_dir / 'postgres'}"
+    else:
+        where = "RECEIVER_DATABASE_URL"
+    auth = [
+        name
+        for name, on in (
+            ("URL token", settings.callr_url_token),
+            ("HMAC signature", settings.callr_hmac_secrets),
+            ("basic auth", settings.callr_basic_auth),
+        )
+        if on
+    ] or ["none (RECEIVER_ALLOW_UNAUTHENTICATED)"]
+    lines = [
+        f"receiver {version('receiver')}",
+        f"  listening on    {base}",
+        f"  database        {where}: {describe(database.url)}",
+        f"  webhook URL     {base}{path}",
+        f"  authentication  {', '.join(auth)}",
+    ]
+    if token_generated:
+        lines.append(
+            f"                  (token generated, kept in {settings.data_dir / TOKEN_FILE})"
+        )
+    print("\n".join(lines), flush=True)
+    log.info(
+        "receiver_starting",
+        listen=base,
+        database=describe(database.url),
+        embedded=database.embedded,
+        webhook_path=WEBHOOK_PATH + ("/{token}" if settings.callr_url_token else ""),
+        authentication=auth,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per operation."""
+    parser = argparse.ArgumentParser(
+        prog="receiver",
+        description="Receive CALLR SMS webhooks durably. Settings come from RECEIVER_* variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('receiver')}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run the webhook service")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve_parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve_parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve_parser.add_argument(
+        "--migrate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="apply migrations before serving (always done for the embedded database)",
+    )
+    serve_parser.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies whose X-Forwarded-For / -Proto headers are trusted",
+    )
+    serve_parser.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=30,
+        help="seconds to finish in-flight requests on SIGTERM",
+    )
+    serve_parser.set_defaults(handler=serve)
+
+    migrate_parser = commands.add_parser("migrate", help="apply the database migrations")
+    migrate_parser.set_defaults(handler=run_migrations)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `receiver` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except SettingsError as error:
+        print(f"receiver: {error}", file=sys.stderr)
+        return 2
+    return result

@@ -1,0 +1,1 @@
+"""PostgreSQL: the schema, connections, the embedded server and migrations."""

@@ -1,0 +1,53 @@
+"""The embedded PostgreSQL used when no `RECEIVER_DATABASE_URL` is set.
+
+The `pgserver` package ships the server binaries in its wheel; the cluster lives in
+`<data dir>/postgres` and listens only on a Unix socket in that folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+DATABASE_NAME = "receiver"
+
+
+def _import_pgserver() -> Any:
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); pgserver
+        # then falls back to a folder under /tmp, which is what we want.
+        warnings.simplefilter("ignore")
+        import pgserver
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    return pgserver
+
+
+def start_embedded(data_dir: Path, *, cleanup: str = "stop") -> Any:
+    """Start (or join) the embedded server for `data_dir`; it stops when this process exits."""
+    pgserver = _import_pgserver()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pgserver.get_server(data_dir.resolve() / "postgres", cleanup_mode=cleanup)
+
+
+def embedded_database_url(server: Any) -> str:
+    """The URL of the service's own database on `server`, created if it does not exist."""
+    asyncio.run(ensure_database(server.get_uri("postgres"), DATABASE_NAME))
+    return str(server.get_uri(DATABASE_NAME))
+
+
+async def ensure_database(admin_url: str, name: str) -> None:
+    """Create database `name` through `admin_url` unless it exists."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()

@@ -1,0 +1,50 @@
+"""Connections to PostgreSQL: the asyncpg pool the service runs on, and URL helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+# Errors that say "the database is away", as opposed to "this data is wrong".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InternalServerError,
+)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database as `url`, spelled for SQLAlchemy's asyncpg dialect."""
+    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def describe(url: str) -> str:
+    """The URL with its password masked, for logs and messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The URL in the form asyncpg reads (`postgresql://`, no driver suffix)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def create_pool(url: str, *, size: int, command_timeout: float) -> Any:
+    """A pool that opens connections lazily, so the service starts while the database is away."""
+    return await asyncpg.create_pool(
+        asyncpg_dsn(url),
+        min_size=0,
+        max_size=size,
+        command_timeout=command_timeout,
+        # Idle connections are dropped so that a restarted database is not met
+        # with a pool full of dead sockets.
+        max_inactive_connection_lifetime=60,
+        server_settings={"application_name": "receiver"},
+    )

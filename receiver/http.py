@@ -1,0 +1,42 @@
+"""JSON answers and the error handlers that keep every answer JSON, with no stack trace."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = structlog.get_logger("receiver.http")
+
+
+class JSONResponse(Response):
+    """A JSON response rendered by orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(
+    status_code: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """`{"error": message, ...}` with the given status."""
+    return JSONResponse({"error": message, **extra}, status_code=status_code, headers=headers)
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 answers, as JSON."""
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail, headers=exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its trace, answered 500 with none."""
+    log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    return error_response(500, "internal error")

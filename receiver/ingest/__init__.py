@@ -1,0 +1,1 @@
+"""The webhook intake: authentication, the endpoint, and the group-commit writer."""

@@ -1,0 +1,155 @@
+"""`POST /webhooks/callr[/{token}]`: read, authenticate, parse, store, and only then answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from receiver.callr.envelope import Envelope, Malformed, parse_envelope
+from receiver.callr.signature import HEADER as SIGNATURE_HEADER
+from receiver.http import JSONResponse, error_response
+from receiver.ingest.auth import WebhookAuth
+from receiver.ingest.store import Incoming, Outcome, Result
+from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter, Overloaded
+
+log = structlog.get_logger("receiver.webhook")
+
+# Kept with each delivery: what identifies the sender and what a replay must resend.
+KEPT_HEADERS = ("x-callr-eventid", SIGNATURE_HEADER, "user-agent", "content-type")
+_MAX_HEADER_CHARS = 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """The webhook route, configured once; the writer comes from the lifespan state."""
+
+    auth: WebhookAuth
+    max_body_bytes: int
+    ack_timeout: float
+    retry_after: int
+
+    async def receive(self, request: Request) -> Response:
+        """Answer one CALLR delivery; a 2xx only once its event is committed."""
+        started = time.perf_counter()
+        rejection = self._precheck(request)
+        if rejection is not None:
+            return rejection
+        try:
+            body = await _read_body(request, self.max_body_bytes)
+        except _TooLarge:
+            return self._refuse(request, 413, f"body is larger than {self.max_body_bytes} bytes")
+        except ClientDisconnect:
+            log.info("webhook_client_gone", client=_client(request))
+            return error_response(400, "the client closed the connection before the body ended")
+        check = self.auth.signature
+        if check is not None and not check.verify(body, request.headers.get(SIGNATURE_HEADER)):
+            return self._refuse(request, 401, "signature is missing or does not match the body")
+        item = Incoming(
+            parsed=parse_envelope(body),
+            body=body,
+            received_at=datetime.now(UTC),
+            headers=_kept_headers(request),
+            remote_addr=_client(request),
+        )
+        response, outcome = await self._store(request.state.writer, item)
+        self._log(item, response, outcome, started)
+        return response
+
+    def _precheck(self, request: Request) -> Response | None:
+        """The checks that need no body: the URL token, basic auth, the declared length."""
+        if self.auth.url_token is not None and not self.auth.token_matches(
+            request.path_params.get("token", "")
+        ):
+            return error_response(404, "Not Found")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return self._refuse(request, 413, f"body is larger than {self.max_body_bytes} bytes")
+        if self.auth.basic_credentials is not None and not self.auth.basic_matches(
+            request.headers.get("authorization")
+        ):
+            response = self._refuse(request, 401, "basic authentication failed")
+            response.headers["www-authenticate"] = 'Basic realm="receiver"'
+            return response
+        return None
+
+    async def _store(
+        self, writer: GroupCommitWriter, item: Incoming
+    ) -> tuple[Response, Outcome | None]:
+        try:
+            outcome = await asyncio.wait_for(writer.submit(item), self.ack_timeout)
+        except (DatabaseUnavailable, Overloaded, TimeoutError) as error:
+            reason = {
+                DatabaseUnavailable: "the database is unavailable",
+                Overloaded: "the receiver is overloaded",
+            }.get(type(error), "the database did not commit in time")
+            return self._unavailable(reason), None
+        if outcome.result is Result.INVALID:
+            assert isinstance(item.parsed, Malformed)
+            body = {"error": item.parsed.reason, "event_id": outcome.event_id, "stored": True}
+            return JSONResponse(body, status_code=400), outcome
+        return JSONResponse({"result": outcome.result.value, "event_id": outcome.event_id}), outcome
+
+    def _unavailable(self, reason: str) -> Response:
+        return error_response(
+            503, f"{reason}; retry later", headers={"retry-after": str(self.retry_after)}
+        )
+
+    def _refuse(self, request: Request, status: int, reason: str) -> Response:
+        log.warning("webhook_rejected", status=status, reason=reason, client=_client(request))
+        return error_response(status, reason)
+
+    def _log(
+        self, item: Incoming, response: Response, outcome: Outcome | None, started: float
+    ) -> None:
+        parsed = item.parsed
+        fields = {
+            "event_id": item.key,
+            "type": parsed.type,
+            "try": parsed.attempt,
+            "status": response.status_code,
+            "result": outcome.result.value if outcome else "unavailable",
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        if isinstance(parsed, Malformed):
+            log.warning("webhook", reason=parsed.reason, **fields)
+        elif outcome is not None and outcome.conflict:
+            log.warning("webhook", conflict=True, new_delivery=outcome.new_delivery, **fields)
+        elif outcome is None:
+            log.warning("webhook", **fields)
+        else:
+            assert isinstance(parsed, Envelope)
+            log.info("webhook", new_delivery=outcome.new_delivery, **fields)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _kept_headers(request: Request) -> dict[str, str]:
+    kept = {}
+    for name in KEPT_HEADERS:
+        value = request.headers.get(name)
+        if value is not None:
+            kept[name] = value[:_MAX_HEADER_CHARS].replace("\x00", "")
+    return kept
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None

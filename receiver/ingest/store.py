@@ -1,0 +1,201 @@
+"""Storing a batch of webhook deliveries: a few set-based statements in the caller's transaction.
+
+Idempotency lives in the constraints (`events.event_id`, the deliveries'
+`(event_id, attempt, fingerprint)`), never in a check-then-insert: two receivers
+taking the same event at once both end with one row, and both can answer 200.
+Rows are inserted in key order so that concurrent batches lock in the same order
+and cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from receiver.callr.envelope import Envelope, Malformed
+from receiver.db.models import EventState
+
+
+class Result(enum.StrEnum):
+    """What one delivery did to the store; the webhook answer says it to CALLR."""
+
+    STORED = "stored"
+    """A new event of a handled type."""
+    UNHANDLED = "unhandled"
+    """A new event of a type this service keeps but does not act on."""
+    DUPLICATE = "duplicate"
+    """An event already stored: a retry, a repeat or a second subscription."""
+    INVALID = "invalid"
+    """A body that is not a valid event; stored all the same."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One authenticated webhook request, parsed, ready to be stored."""
+
+    parsed: Envelope | Malformed
+    body: bytes
+    received_at: datetime
+    headers: dict[str, str]
+    remote_addr: str | None
+
+    @property
+    def key(self) -> str:
+        """The event id this request is stored under."""
+        return self.parsed.event_id if isinstance(self.parsed, Envelope) else self.parsed.key
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The stored result of one request."""
+
+    result: Result
+    event_id: str
+    new_delivery: bool
+    conflict: bool
+
+
+_INSERT_EVENTS = """
+INSERT INTO events AS e
+    (event_id, type, emitted_at, received_at, state, reason, subscription, fingerprint, body)
+SELECT DISTINCT ON (i.event_id)
+    i.event_id, i.type, i.emitted_at, i.received_at, i.state, i.reason, i.subscription,
+    i.fingerprint, i.body
+FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+            $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])
+    AS i(ord, event_id, type, emitted_at, received_at, state, reason, subscription,
+         fingerprint, body)
+ORDER BY i.event_id, i.ord
+ON CONFLICT (event_id) DO NOTHING
+RETURNING e.event_id
+"""
+
+# A separate statement from the events insert on purpose: under READ COMMITTED it
+# takes a fresh snapshot, so it sees an event that a concurrent batch committed
+# while the insert above waited for it.
+_INSERT_DELIVERIES = """
+WITH i AS (
+    SELECT * FROM unnest($1::int[], $2::text[], $3::int[], $4::bytea[], $5::timestamptz[],
+                         $6::text[], $7::text[], $8::text[])
+        AS i(ord, event_id, attempt, fingerprint, received_at, subscription, headers,
+             remote_addr)
+),
+inserted AS (
+    INSERT INTO deliveries AS d
+        (event_id, attempt, fingerprint, conflict, received_at, subscription, headers,
+         remote_addr)
+    SELECT i.event_id, i.attempt, i.fingerprint, i.fingerprint <> e.fingerprint,
+           i.received_at, i.subscription, i.headers::jsonb, i.remote_addr
+    FROM i JOIN events e USING (event_id)
+    ORDER BY i.event_id, i.attempt, i.ord
+    ON CONFLICT (event_id, attempt, fingerprint) DO NOTHING
+    RETURNING d.id, d.event_id, d.attempt, d.fingerprint
+)
+SELECT i.ord, i.fingerprint <> e.fingerprint AS conflict, inserted.id AS delivery_id
+FROM i
+JOIN events e USING (event_id)
+LEFT JOIN inserted
+    ON inserted.event_id = i.event_id
+    AND inserted.attempt IS NOT DISTINCT FROM i.attempt
+    AND inserted.fingerprint = i.fingerprint
+"""
+
+_KEEP_CONFLICTING_BODY = "UPDATE deliveries SET body = $2 WHERE id = $1"
+
+
+async def store_batch(conn: Any, items: Sequence[Incoming]) -> list[Outcome]:
+    """Store every item's event (once per id) and delivery (once per id, try and content)."""
+    created = await _insert_events(conn, items)
+    rows = await _insert_deliveries(conn, items)
+    outcomes: list[Outcome] = []
+    claimed_events: set[str] = set()
+    claimed_deliveries: set[int] = set()
+    conflicting: list[tuple[int, bytes]] = []
+    for ord_, item in enumerate(items):
+        conflict, delivery_id = rows[ord_]
+        first_of_event = item.key in created and item.key not in claimed_events
+        if first_of_event:
+            claimed_events.add(item.key)
+        new_delivery = False
+        if delivery_id is not None and delivery_id not in claimed_deliveries:
+            new_delivery = True
+            claimed_deliveries.add(delivery_id)
+            if conflict:
+                conflicting.append((delivery_id, item.body))
+        outcomes.append(
+            Outcome(
+                result=_result(item, first_of_event),
+                event_id=item.key,
+                new_delivery=new_delivery,
+                conflict=conflict,
+            )
+        )
+    if conflicting:
+        await conn.executemany(_KEEP_CONFLICTING_BODY, conflicting)
+    return outcomes
+
+
+def _result(item: Incoming, first_of_event: bool) -> Result:
+    parsed = item.parsed
+    if isinstance(parsed, Malformed):
+        return Result.INVALID
+    if not first_of_event:
+        return Result.DUPLICATE
+    return Result.STORED if parsed.handled else Result.UNHANDLED
+
+
+def event_state(parsed: Envelope | Malformed) -> EventState:
+    """The state an event is stored in, from what its parse found."""
+    if isinstance(parsed, Malformed):
+        return EventState.INVALID
+    return EventState.PROCESSED if parsed.handled else EventState.UNHANDLED
+
+
+async def _insert_events(conn: Any, items: Sequence[Incoming]) -> set[str]:
+    columns: list[list[Any]] = [[] for _ in range(10)]
+    for ord_, item in enumerate(items):
+        parsed = item.parsed
+        envelope = parsed if isinstance(parsed, Envelope) else None
+        values = (
+            ord_,
+            item.key,
+            parsed.type,
+            envelope.emitted_at if envelope else None,
+            item.received_at,
+            event_state(parsed).value,
+            parsed.reason if isinstance(parsed, Malformed) else None,
+            parsed.subscription,
+            parsed.fingerprint,
+            item.body,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    records = await conn.fetch(_INSERT_EVENTS, *columns)
+    return {record["event_id"] for record in records}
+
+
+async def _insert_deliveries(
+    conn: Any, items: Sequence[Incoming]
+) -> dict[int, tuple[bool, int | None]]:
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for ord_, item in enumerate(items):
+        parsed = item.parsed
+        values = (
+            ord_,
+            item.key,
+            parsed.attempt,
+            parsed.fingerprint,
+            item.received_at,
+            parsed.subscription,
+            orjson.dumps(item.headers).decode(),
+            item.remote_addr,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    records = await conn.fetch(_INSERT_DELIVERIES, *columns)
+    return {record["ord"]: (record["conflict"], record["delivery_id"]) for record in records}

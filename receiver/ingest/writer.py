@@ -1,0 +1,189 @@
+"""The group-commit writer: many webhook requests, one transaction, each answered after its commit.
+
+A request hands its parsed event to `submit` and waits. Writer tasks take whatever
+has queued up (up to `batch_max` items), store it in one transaction, commit, and
+only then wake the requests of that batch. While one batch commits, the next one
+gathers, so the cost of an fsync is shared by everyone who arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+from receiver.callr.envelope import Malformed
+from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.ingest.store import Incoming, Outcome, store_batch
+
+log = structlog.get_logger("receiver.writer")
+
+# Runs inside the batch's transaction after the events are stored, with the
+# items and their outcomes (the projection plugs in here).
+BatchHook = Callable[[Any, Sequence[Incoming], Sequence[Outcome]], Awaitable[None]]
+
+_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+_RETRIES = 3
+
+
+class DatabaseUnavailable(Exception):
+    """The batch could not be committed because the database is away: answer 503."""
+
+
+class Overloaded(Exception):
+    """More requests are waiting than the writer accepts: answer 503."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    item: Incoming
+    future: asyncio.Future[Outcome]
+
+
+class GroupCommitWriter:
+    """Stores submitted items in shared transactions and resolves each after its commit."""
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        batch_max: int,
+        concurrency: int,
+        queue_max: int,
+        hook: BatchHook | None = None,
+    ) -> None:
+        self._pool = pool
+        self._batch_max = batch_max
+        self._concurrency = concurrency
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
+        self._hook = hook
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the writer tasks."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"writer-{n}") for n in range(self._concurrency)
+        ]
+
+    async def stop(self) -> None:
+        """Commit everything already submitted, then stop the writer tasks."""
+        await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def submit(self, item: Incoming) -> Outcome:
+        """Wait until `item` is committed and return what it did; raises if it cannot be."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(item, future))
+        except asyncio.QueueFull:
+            raise Overloaded from None
+        return await future
+
+    @property
+    def backlog(self) -> int:
+        """How many submitted items are waiting for a writer."""
+        return self._queue.qsize()
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        items = [pending.item for pending in batch]
+        try:
+            outcomes = await self._store(items)
+        except DatabaseUnavailable as error:
+            for pending in batch:
+                _settle(pending.future, error=error)
+            return
+        except Exception as error:
+            # A bug, not the database: the requests get 503 and CALLR retries;
+            # nothing was committed, so nothing is half-stored.
+            log.exception("batch_failed", size=len(items))
+            for pending in batch:
+                _settle(pending.future, error=DatabaseUnavailable(str(error)))
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            _settle(pending.future, outcome=outcome)
+
+    async def _store(self, items: Sequence[Incoming]) -> list[Outcome]:
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                return await self._transaction(items)
+            except _RETRYABLE as error:
+                log.warning("batch_retried", size=len(items), attempt=attempt, error=str(error))
+            except UNAVAILABLE_ERRORS as error:
+                log.error("database_unavailable", size=len(items), error=repr(error))
+                raise DatabaseUnavailable(repr(error)) from error
+            except asyncpg.PostgresError as error:
+                return await self._isolate(items, error)
+        raise DatabaseUnavailable("the batch kept conflicting with concurrent writers")
+
+    async def _isolate(self, items: Sequence[Incoming], error: Exception) -> list[Outcome]:
+        """Split a batch that one bad item made fail, so the others still commit."""
+        if len(items) > 1:
+            middle = len(items) // 2
+            return [*await self._store(items[:middle]), *await self._store(items[middle:])]
+        (item,) = items
+        log.error("event_not_storable", event_id=item.key, error=repr(error))
+        if isinstance(item.parsed, Malformed):
+            raise DatabaseUnavailable(repr(error)) from error
+        kept = Incoming(
+            parsed=_unstorable(item, error),
+            body=item.body,
+            received_at=item.received_at,
+            headers=item.headers,
+            remote_addr=item.remote_addr,
+        )
+        return await self._store([kept])
+
+    async def _transaction(self, items: Sequence[Incoming]) -> list[Outcome]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            outcomes = await store_batch(conn, items)
+            if self._hook is not None:
+                await self._hook(conn, items, outcomes)
+        return outcomes
+
+
+def _unstorable(item: Incoming, error: Exception) -> Malformed:
+    """An event that parsed but that the database refused: kept raw, as invalid, with why."""
+    parsed = item.parsed
+    sqlstate = getattr(error, "sqlstate", None)
+    return Malformed(
+        key=item.key,
+        reason=f"the event could not be stored ({sqlstate}): {error}"[:500],
+        type=parsed.type,
+        attempt=parsed.attempt,
+        subscription=parsed.subscription,
+        fingerprint=parsed.fingerprint,
+    )
+
+
+def _settle(
+    future: asyncio.Future[Outcome],
+    *,
+    outcome: Outcome | None = None,
+    error: Exception | None = None,
+) -> None:
+    # The request may have given up (its deadline passed): nobody is waiting.
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert outcome is not None
+        future.set_result(outcome)

@@ -1,0 +1,107 @@
+"""Configuration from the environment (`RECEIVER_*`), validated once at start."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+HmacAlgorithm = Literal["sha256", "sha1", "sha512", "md5"]
+
+_URL_TOKEN = re.compile(r"[A-Za-z0-9_\-.~]{16,256}")
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot run with; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Each field is read from `RECEIVER_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="RECEIVER_", frozen=True, extra="ignore")
+
+    database_url: str | None = None
+    data_dir: Path = Path(".receiver")
+
+    callr_hmac_secrets: Annotated[tuple[str, ...], NoDecode] = ()
+    callr_hmac_algorithm: HmacAlgorithm = "sha256"
+    callr_url_token: str | None = None
+    callr_basic_auth: str | None = None
+    allow_unauthenticated: bool = False
+
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    ack_timeout: float = Field(default=5.0, gt=0, le=60)
+    retry_after: int = Field(default=5, ge=1, le=3600)
+
+    writer_batch_max: int = Field(default=500, ge=1, le=10_000)
+    writer_concurrency: int = Field(default=2, ge=1, le=16)
+    writer_queue_max: int = Field(default=20_000, ge=1)
+    db_pool_size: int = Field(default=8, ge=2, le=200)
+    db_command_timeout: float = Field(default=10.0, gt=0)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("callr_hmac_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("callr_hmac_algorithm", "log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("database_url", "callr_url_token", "callr_basic_auth", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("callr_url_token")
+    @classmethod
+    def _token_shape(cls, value: str | None) -> str | None:
+        if value is not None and not _URL_TOKEN.fullmatch(value):
+            raise ValueError(
+                "must be 16 to 256 characters from A-Z a-z 0-9 - _ . ~ (it is a URL path segment)"
+            )
+        return value
+
+    @field_validator("callr_basic_auth")
+    @classmethod
+    def _user_colon_password(cls, value: str | None) -> str | None:
+        if value is not None:
+            user, sep, password = value.partition(":")
+            if not sep or not user or not password:
+                raise ValueError("must be user:password, both non-empty")
+        return value
+
+    @property
+    def webhook_auth_configured(self) -> bool:
+        """True when at least one way of authenticating CALLR is set."""
+        return bool(self.callr_hmac_secrets or self.callr_url_token or self.callr_basic_auth)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment, raising `SettingsError` with every bad one named."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        lines = [f"invalid configuration ({error.error_count()} problem(s)):"]
+        for problem in error.errors():
+            name = "RECEIVER_" + "_".join(str(part) for part in problem["loc"]).upper()
+            lines.append(f"  {name}: {problem['msg']}")
+        raise SettingsError("\n".join(lines)) from None
