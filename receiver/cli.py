@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ def serve(args: argparse.Namespace) -> int:
     os.environ["RECEIVER_DATABASE_URL"] = database.url
     if settings.callr_url_token:
         os.environ["RECEIVER_CALLR_URL_TOKEN"] = settings.callr_url_token
+    _exit_cleanly_on_stop_signals()
     uvicorn.run(
         "receiver.asgi:create_app_from_env",
         factory=True,
@@ -74,6 +76,21 @@ def serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+def _exit_cleanly_on_stop_signals() -> None:
+    """Make SIGTERM / SIGINT end the process with exit code 0 once uvicorn has drained.
+
+    uvicorn drains, restores the handlers it found, then raises the signal again so
+    that the process dies of it. Dying of a signal skips `atexit`, which is what
+    stops the embedded database; exiting normally runs it.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 def run_migrations(args: argparse.Namespace) -> int:

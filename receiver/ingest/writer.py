@@ -160,15 +160,19 @@ class GroupCommitWriter:
 
 
 def _unstorable(item: Incoming, error: Exception) -> Malformed:
-    """An event that parsed but that the database refused: kept raw, as invalid, with why."""
+    """An event that parsed but that the database refused: kept raw, as invalid, with why.
+
+    Only its key, try and fingerprint are kept beside the raw body; whatever else
+    the database refused is in the body for a replay to look at.
+    """
     parsed = item.parsed
     sqlstate = getattr(error, "sqlstate", None)
     return Malformed(
         key=item.key,
         reason=f"the event could not be stored ({sqlstate}): {error}"[:500],
-        type=parsed.type,
+        type=None,
         attempt=parsed.attempt,
-        subscription=parsed.subscription,
+        subscription=None,
         fingerprint=parsed.fingerprint,
     )
 

@@ -1,0 +1,96 @@
+"""The database goes away under a running service, then comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.app import create_app
+from receiver.db import migrate
+from receiver.db.embedded import embedded_database_url, start_embedded
+from receiver.settings import Settings
+from tests.conftest import TEST_URL_TOKEN
+from tests.support import example, fetch, running, with_fields
+
+TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[Any, str]]:
+    """A PostgreSQL server of this test's own, which it may stop and start, and its database."""
+    server = start_embedded(tmp_path / "outage", cleanup="delete")
+    try:
+        url = embedded_database_url(server)
+        migrate.upgrade(url)
+        yield server, url
+    finally:
+        server.cleanup()
+
+
+def stop(server: Any) -> None:
+    """A fast shutdown (SIGINT to the postmaster): clients are cut off at once."""
+    pid = server.get_pid()
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("PostgreSQL did not stop within 30 s")
+
+
+async def test_503_while_the_database_is_down_then_200_without_a_restart(
+    own_server: tuple[Any, str], tmp_path: Path
+) -> None:
+    server, url = own_server
+    settings = Settings(
+        database_url=url,
+        data_dir=tmp_path / "data",
+        callr_url_token=TEST_URL_TOKEN,
+        ack_timeout=2.0,
+        retry_after=7,
+    )
+    body = example("v1-sms.mt.status_update")
+    async with running(create_app(settings)) as client:
+        before = await client.post(TOKEN_PATH, content=body, headers=JSON)
+        assert before.status_code == 200
+
+        await asyncio.to_thread(stop, server)
+        during = []
+        for n in range(5):
+            started = time.monotonic()
+            response = await client.post(
+                TOKEN_PATH, content=with_fields(body, event_id=f"outage-{n}"), headers=JSON
+            )
+            during.append((response, time.monotonic() - started))
+        ready_during = await client.get("/readyz")
+
+        await asyncio.to_thread(server.ensure_postgres_running)
+        after = await client.post(
+            TOKEN_PATH, content=with_fields(body, event_id="outage-0"), headers=JSON
+        )
+        ready_after = await client.get("/readyz")
+
+    for response, seconds in during:
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
+        assert "retry later" in response.json()["error"]
+        assert seconds < settings.ack_timeout + 1
+    assert ready_during.status_code == 503
+    assert ready_during.json()["reason"] == "the database is unavailable"
+    assert after.status_code == 200
+    assert after.json() == {"result": "stored", "event_id": "outage-0"}
+    assert ready_after.status_code == 200
+    stored = await fetch(url, "SELECT event_id FROM events ORDER BY event_id")
+    # What was refused with 503 was not stored: only what got a 200 is there.
+    assert [row["event_id"] for row in stored] == ["942214623649723405HGNSmlw2sOrjq", "outage-0"]

@@ -1,0 +1,93 @@
+"""Helpers shared by the tests: a PostgreSQL server to make databases on, and running apps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from asgi_lifespan import LifespanManager
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
+
+from receiver.callr.signature import sign
+
+# CALLR's example events (from the provider notes), kept with the tests.
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+
+
+def example(name: str) -> bytes:
+    """The raw bytes of one of CALLR's example events (`v1-sms.mo`, ...)."""
+    return (EXAMPLES_DIR / f"{name}.json").read_bytes()
+
+
+EXAMPLE_NAMES = (
+    "v1-sms.mo",
+    "v1-sms.mt.status_update",
+    "v2.sms.inbound.received",
+    "v2.sms.outbound.updated",
+)
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A server the tests may create and drop databases on."""
+
+    admin_url: str
+
+    def url_for(self, database: str) -> str:
+        url = make_url(self.admin_url).set(database=database)
+        return url.render_as_string(hide_password=False)
+
+    def execute(self, sql: str) -> None:
+        asyncio.run(_execute(self.admin_url, sql))
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def fetch(url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Rows of `sql` on the database at `url`, as dicts."""
+    conn = await asyncpg.connect(url)
+    try:
+        return [dict(row) for row in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan started, and an HTTP client speaking to it."""
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://receiver.test"
+        ) as client,
+    ):
+        yield client
+
+
+def with_fields(body: bytes, **changes: Any) -> bytes:
+    """The example with some top-level fields changed (`try_` for `try`)."""
+    document = json.loads(body)
+    for name, value in changes.items():
+        document[name.rstrip("_")] = value
+    return json.dumps(document).encode()
+
+
+def signed_headers(body: bytes, secret: str, algorithm: str = "sha256") -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "x-callr-hmacsignature": sign(body, secret, algorithm),
+    }
