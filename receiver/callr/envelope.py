@@ -8,12 +8,15 @@ the reason, so that the caller can still store it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
+
+from receiver.callr.sms import SmsInvalid, Snapshot, parse_sms
 
 HANDLED_TYPES = frozenset(
     {"sms.mt.status_update", "sms.mo", "v2.sms.outbound.updated", "v2.sms.inbound.received"}
@@ -35,6 +38,8 @@ class Envelope:
     generation: int
     object: Any
     fingerprint: bytes
+    sms: Snapshot | None = None
+    """The SMS the event reports, for the handled types."""
 
     @property
     def handled(self) -> bool:
@@ -80,9 +85,23 @@ def parse_envelope(body: bytes) -> Envelope | Malformed:
         return _malformed(body, f"body is a JSON {_json_kind(document)}, not an object")
     fields = _V1 if "event_id" in document else _V2
     try:
-        return _envelope(document, fields)
+        envelope = _envelope(document, fields)
     except _Invalid as error:
         return _malformed_document(body, document, fields, str(error))
+    if not envelope.handled:
+        return envelope
+    try:
+        sms = parse_sms(envelope.type, envelope.object, generation=envelope.generation)
+    except SmsInvalid as error:
+        return Malformed(
+            key=envelope.event_id,
+            reason=str(error),
+            type=envelope.type,
+            attempt=envelope.attempt,
+            subscription=envelope.subscription,
+            fingerprint=envelope.fingerprint,
+        )
+    return dataclasses.replace(envelope, sms=sms)
 
 
 def _envelope(document: dict[str, Any], fields: _Fields) -> Envelope:

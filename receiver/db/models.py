@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -18,12 +19,19 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
     Text,
     UniqueConstraint,
-    text,
+)
+from sqlalchemy import (
+    text as sql_text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from receiver.callr.sms import Status
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -51,6 +59,17 @@ class EventState(enum.StrEnum):
 
 def _enum_values(enum_cls: type[enum.StrEnum]) -> list[str]:
     return [member.value for member in enum_cls]
+
+
+def _status_type(name: str) -> Enum:
+    return Enum(
+        Status,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        name=name,
+        values_callable=_enum_values,
+    )
 
 
 class Event(Base):
@@ -87,7 +106,7 @@ class Event(Base):
     __table_args__ = (
         Index(None, "received_at"),
         Index(None, "type", "received_at"),
-        Index(None, "state", "received_at", postgresql_where=text("state <> 'processed'")),
+        Index(None, "state", "received_at", postgresql_where=sql_text("state <> 'processed'")),
     )
 
 
@@ -107,7 +126,7 @@ class Delivery(Base):
     )
     attempt: Mapped[int | None] = mapped_column(Integer)
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
-    conflict: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    conflict: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     subscription: Mapped[str | None] = mapped_column(Text)
     remote_addr: Mapped[str | None] = mapped_column(Text)
@@ -119,3 +138,82 @@ class Delivery(Base):
         CheckConstraint("attempt >= 0", name="attempt_not_negative"),
         Index(None, "received_at"),
     )
+
+
+class Message(Base):
+    """The current state of one SMS, keyed by its id in lower case (v1 `hash` = v2 `sid`).
+
+    Every field is an order-independent function of the events seen for the SMS:
+    descriptive fields keep the greatest non-empty value reported (they do not change
+    over an SMS's life), times the earliest, and the status the greatest point of
+    evidence under the order (terminal, time, lifecycle rank, name): nothing moves out
+    of a terminal status, and a late, older report does not move the status back.
+    """
+
+    __tablename__ = "messages"
+
+    sms_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    direction: Mapped[str] = mapped_column(Text)
+    from_number: Mapped[str | None] = mapped_column(Text)
+    to_number: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    user_data: Mapped[str | None] = mapped_column(Text)
+    encoding: Mapped[str | None] = mapped_column(Text)
+    parts: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[Decimal | None] = mapped_column(Numeric)
+    network: Mapped[str | None] = mapped_column(Text)
+    nature: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[Status] = mapped_column(_status_type("status"))
+    provider_status: Mapped[str] = mapped_column(Text)
+    status_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_rank: Mapped[int] = mapped_column(SmallInteger)
+    status_terminal: Mapped[bool] = mapped_column(Boolean)
+    anomaly: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("direction IN ('outbound', 'inbound')", name="direction"),
+        Index(None, "status_at"),
+        Index(None, "to_number", "created_at"),
+    )
+
+
+class Transition(Base):
+    """One step of an SMS's status history, stored once however many events report it.
+
+    Reported steps come from the provider's history lists and are never removed.
+    Derived steps (`derived`) fill a gap that no history shows, between two statuses
+    the receiver saw in snapshots; they are re-inferred from all the evidence each
+    time the SMS gets a new event, and a reported step replaces a derived one.
+    """
+
+    __tablename__ = "transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    sms_id: Mapped[str] = mapped_column(Text, ForeignKey("messages.sms_id", ondelete="CASCADE"))
+    before: Mapped[Status] = mapped_column(_status_type("before"))
+    after: Mapped[Status] = mapped_column(_status_type("after"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    derived: Mapped[bool] = mapped_column(Boolean)
+    event_id: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("sms_id", "before", "after", "at"),)
+
+
+class Observation(Base):
+    """A status an event's snapshot showed for an SMS, and since when: the evidence for
+    the current status and for derived history steps."""
+
+    __tablename__ = "observations"
+
+    sms_id: Mapped[str] = mapped_column(Text, ForeignKey("messages.sms_id", ondelete="CASCADE"))
+    status: Mapped[Status] = mapped_column(_status_type("status"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_id: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (PrimaryKeyConstraint("sms_id", "status", "at"),)

@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 
 from receiver.callr.envelope import Envelope, Malformed
+from receiver.db.arrays import columns
 from receiver.db.models import EventState
+from receiver.projection import Report
 
 
 class Result(enum.StrEnum):
@@ -157,45 +159,58 @@ def event_state(parsed: Envelope | Malformed) -> EventState:
 
 
 async def _insert_events(conn: Any, items: Sequence[Incoming]) -> set[str]:
-    columns: list[list[Any]] = [[] for _ in range(10)]
+    rows = []
     for ord_, item in enumerate(items):
         parsed = item.parsed
-        envelope = parsed if isinstance(parsed, Envelope) else None
-        values = (
-            ord_,
-            item.key,
-            parsed.type,
-            envelope.emitted_at if envelope else None,
-            item.received_at,
-            event_state(parsed).value,
-            parsed.reason if isinstance(parsed, Malformed) else None,
-            parsed.subscription,
-            parsed.fingerprint,
-            item.body,
+        rows.append(
+            (
+                ord_,
+                item.key,
+                parsed.type,
+                parsed.emitted_at if isinstance(parsed, Envelope) else None,
+                item.received_at,
+                event_state(parsed).value,
+                parsed.reason if isinstance(parsed, Malformed) else None,
+                parsed.subscription,
+                parsed.fingerprint,
+                item.body,
+            )
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    records = await conn.fetch(_INSERT_EVENTS, *columns)
+    records = await conn.fetch(_INSERT_EVENTS, *columns(rows, 10))
     return {record["event_id"] for record in records}
 
 
 async def _insert_deliveries(
     conn: Any, items: Sequence[Incoming]
 ) -> dict[int, tuple[bool, int | None]]:
-    columns: list[list[Any]] = [[] for _ in range(8)]
-    for ord_, item in enumerate(items):
-        parsed = item.parsed
-        values = (
+    rows = [
+        (
             ord_,
             item.key,
-            parsed.attempt,
-            parsed.fingerprint,
+            item.parsed.attempt,
+            item.parsed.fingerprint,
             item.received_at,
-            parsed.subscription,
+            item.parsed.subscription,
             orjson.dumps(item.headers).decode(),
             item.remote_addr,
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    records = await conn.fetch(_INSERT_DELIVERIES, *columns)
+        for ord_, item in enumerate(items)
+    ]
+    records = await conn.fetch(_INSERT_DELIVERIES, *columns(rows, 8))
     return {record["ord"]: (record["conflict"], record["delivery_id"]) for record in records}
+
+
+def stored_reports(items: Sequence[Incoming], outcomes: Sequence[Outcome]) -> list[Report]:
+    """The SMS snapshots of the events this batch stored first: what the projection applies."""
+    return [
+        Report(
+            event_id=outcome.event_id,
+            received_at=item.received_at,
+            emitted_at=item.parsed.emitted_at,
+            sms=item.parsed.sms,
+        )
+        for item, outcome in zip(items, outcomes, strict=True)
+        if outcome.result is Result.STORED
+        and isinstance(item.parsed, Envelope)
+        and item.parsed.sms is not None
+    ]

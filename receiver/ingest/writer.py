@@ -9,7 +9,7 @@ gathers, so the cost of an fsync is shared by everyone who arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +18,10 @@ import structlog
 
 from receiver.callr.envelope import Malformed
 from receiver.db.engine import UNAVAILABLE_ERRORS
-from receiver.ingest.store import Incoming, Outcome, store_batch
+from receiver.ingest.store import Incoming, Outcome, store_batch, stored_reports
+from receiver.projection import project
 
 log = structlog.get_logger("receiver.writer")
-
-# Runs inside the batch's transaction after the events are stored, with the
-# items and their outcomes (the projection plugs in here).
-BatchHook = Callable[[Any, Sequence[Incoming], Sequence[Outcome]], Awaitable[None]]
 
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _RETRIES = 3
@@ -54,13 +51,11 @@ class GroupCommitWriter:
         batch_max: int,
         concurrency: int,
         queue_max: int,
-        hook: BatchHook | None = None,
     ) -> None:
         self._pool = pool
         self._batch_max = batch_max
         self._concurrency = concurrency
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
-        self._hook = hook
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -154,8 +149,7 @@ class GroupCommitWriter:
     async def _transaction(self, items: Sequence[Incoming]) -> list[Outcome]:
         async with self._pool.acquire() as conn, conn.transaction():
             outcomes = await store_batch(conn, items)
-            if self._hook is not None:
-                await self._hook(conn, items, outcomes)
+            await project(conn, stored_reports(items, outcomes))
         return outcomes
 
 

@@ -1,0 +1,305 @@
+"""The SMS object inside an event, v1 (`data`) and v2 (`payload`), as one `Snapshot`.
+
+Pure: statuses mapped to the v2 vocabulary, dates to aware UTC datetimes, ids to
+lower case (a v1 `hash` and a v2 `sid` name the same SMS). A field of the wrong
+type raises `SmsInvalid` with a reason that names it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+class Status(enum.StrEnum):
+    """An SMS status in CALLR's v2 vocabulary."""
+
+    CREATED = "created"
+    """Accepted by CALLR."""
+    PENDING = "pending"
+    """Waiting to be sent."""
+    SENT = "sent"
+    """Handed to the carrier."""
+    REMOTE_QUEUED = "remote-queued"
+    """Queued on the carrier side."""
+    DELIVERED = "delivered"
+    """Delivered to the handset (MT) or received (MO). Terminal."""
+    ERROR = "error"
+    """Rejected at creation. Terminal."""
+    FAILED = "failed"
+    """Rejected by the carrier. Terminal."""
+    EXPIRED = "expired"
+    """Not delivered in time. Terminal."""
+    UNKNOWN = "unknown"
+    """A status string this service does not know; the raw string is kept beside it."""
+
+
+TERMINAL = frozenset({Status.DELIVERED, Status.ERROR, Status.FAILED, Status.EXPIRED})
+
+# Lifecycle order, the last resort when neither history nor time orders two statuses.
+RANK = {
+    Status.UNKNOWN: 0,
+    Status.CREATED: 1,
+    Status.PENDING: 2,
+    Status.SENT: 3,
+    Status.REMOTE_QUEUED: 4,
+    Status.DELIVERED: 5,
+    Status.ERROR: 5,
+    Status.FAILED: 5,
+    Status.EXPIRED: 5,
+}
+
+_V1_STATUSES = {
+    "CREATED": Status.CREATED,
+    "PENDING": Status.PENDING,
+    "SENT": Status.SENT,
+    "REMOTE_QUEUED": Status.REMOTE_QUEUED,
+    "RECEIVED": Status.DELIVERED,
+    "DELIVERED": Status.DELIVERED,  # undocumented, harmless as a synonym of success
+    "ERROR": Status.ERROR,
+    "FAILED": Status.FAILED,
+    "EXPIRED": Status.EXPIRED,
+}
+_V2_STATUSES = {status.value: status for status in Status if status is not Status.UNKNOWN}
+
+INBOUND_TYPES = frozenset({"sms.mo", "v2.sms.inbound.received"})
+_V1_NO_DATE = "0000-00-00 00:00:00"
+MAX_SMS_ID_LENGTH = 64
+
+
+class SmsInvalid(ValueError):
+    """The SMS object of a handled event cannot be understood; the message says which field."""
+
+
+def map_status(raw: str, *, generation: int) -> Status:
+    """The v2 status for a provider string; `UNKNOWN` for one this service does not know."""
+    table = _V1_STATUSES if generation == 1 else _V2_STATUSES
+    return table.get(
+        raw.strip().upper() if generation == 1 else raw.strip().lower(), Status.UNKNOWN
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One step of the status history, as the provider reported it (times to the second)."""
+
+    before: Status
+    after: Status
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one event says about one SMS."""
+
+    sms_id: str
+    direction: str
+    from_number: str | None
+    to_number: str | None
+    text: str | None
+    user_data: str | None
+    encoding: str | None
+    parts: int | None
+    cost: Decimal | None
+    network: str | None
+    nature: str | None
+    error: str | None
+    created_at: datetime | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    status: Status
+    provider_status: str
+    status_at: datetime | None
+    history: tuple[Transition, ...]
+
+
+def parse_sms(event_type: str, obj: Any, *, generation: int) -> Snapshot:
+    """The snapshot carried by a handled event; raises `SmsInvalid` naming the bad field."""
+    if generation == 1:
+        return _parse_v1(event_type, _object(obj, "data"))
+    return _parse_v2(event_type, _object(obj, "payload"))
+
+
+def _parse_v1(event_type: str, data: dict[str, Any]) -> Snapshot:
+    f = _Fields(data, "data")
+    raw_status = f.required_text("status")
+    status = map_status(raw_status, generation=1)
+    history = tuple(
+        Transition(
+            before=map_status(h.required_text("old_status"), generation=1),
+            after=map_status(h.required_text("new_status"), generation=1),
+            at=_required(h.v1_date("updated_at"), h.name("updated_at")).replace(microsecond=0),
+        )
+        for h in f.entries("status_history")
+    )
+    return Snapshot(
+        sms_id=f.sms_id("hash"),
+        direction="inbound" if event_type in INBOUND_TYPES else "outbound",
+        from_number=f.text("from"),
+        to_number=f.text("to"),
+        text=f.text("text", keep_empty=True),
+        user_data=f.text("user_data"),
+        encoding=_lower(f.text("encoding")),
+        parts=f.integer("parts"),
+        cost=f.decimal("b_customer_debit"),
+        network=f.text("network"),
+        nature=_lower(f.text("nature")),
+        error=f.text("status_error"),
+        created_at=f.v1_date("date_creation"),
+        sent_at=f.v1_date("date_sent"),
+        delivered_at=f.v1_date("date_received"),
+        status=status,
+        provider_status=raw_status,
+        status_at=_status_time(status, history, f.v1_date("date_update")),
+        history=history,
+    )
+
+
+def _parse_v2(event_type: str, payload: dict[str, Any]) -> Snapshot:
+    f = _Fields(payload, "payload")
+    raw_status = f.required_text("status")
+    status = map_status(raw_status, generation=2)
+    history = tuple(
+        Transition(
+            before=map_status(h.required_text("before"), generation=2),
+            after=map_status(h.required_text("after"), generation=2),
+            at=_required(h.rfc3339("at"), h.name("at")).replace(microsecond=0),
+        )
+        for h in f.entries("statusHistory")
+    )
+    body = payload.get("body")
+    text = _Fields(body, "payload.body").text("text", keep_empty=True) if body is not None else None
+    direction = f.text("direction")
+    if direction is None:
+        direction = "inbound" if event_type in INBOUND_TYPES else "outbound"
+    return Snapshot(
+        sms_id=f.sms_id("sid"),
+        direction=direction.lower(),
+        from_number=f.text("from"),
+        to_number=f.text("to"),
+        text=text,
+        user_data=f.text("user_data"),
+        encoding=_lower(f.text("encoding")),
+        parts=f.integer("parts"),
+        cost=f.decimal("cost"),
+        network=f.text("network"),
+        nature=_lower(f.text("trafficType")),
+        error=f.text("error"),
+        created_at=f.rfc3339("created"),
+        sent_at=f.rfc3339("sent"),
+        delivered_at=f.rfc3339("delivered"),
+        status=status,
+        provider_status=raw_status,
+        status_at=_status_time(status, history, f.rfc3339("updated")),
+        history=history,
+    )
+
+
+def _status_time(
+    status: Status, history: tuple[Transition, ...], updated: datetime | None
+) -> datetime | None:
+    """When the SMS reached its current status: from its history when it shows the step."""
+    reached = [step.at for step in history if step.after is status]
+    if reached:
+        return max(reached)
+    return updated.replace(microsecond=0) if updated else None
+
+
+class _Fields:
+    """Typed access to one JSON object's fields, with errors that name them."""
+
+    def __init__(self, obj: Any, path: str) -> None:
+        self._obj = _object(obj, path)
+        self._path = path
+
+    def name(self, field: str) -> str:
+        return f"{self._path}.{field}"
+
+    def _get(self, field: str, kinds: tuple[type, ...], kind_name: str) -> Any:
+        value = self._obj.get(field)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise SmsInvalid(f"{self.name(field)} must be {kind_name}")
+        return value
+
+    def text(self, field: str, *, keep_empty: bool = False) -> str | None:
+        value = self._get(field, (str,), "a string")
+        if value is None:
+            return None
+        if "\x00" in value:
+            raise SmsInvalid(f"{self.name(field)} contains a NUL character")
+        return value if value or keep_empty else None
+
+    def required_text(self, field: str) -> str:
+        return _required(self.text(field), self.name(field))
+
+    def sms_id(self, field: str) -> str:
+        value = self.required_text(field).strip().lower()
+        if not value or len(value) > MAX_SMS_ID_LENGTH:
+            raise SmsInvalid(f"{self.name(field)} must be 1 to {MAX_SMS_ID_LENGTH} characters")
+        return value
+
+    def integer(self, field: str) -> int | None:
+        value = self._get(field, (int,), "an integer")
+        if value is not None and not 0 <= value <= 2**31 - 1:
+            raise SmsInvalid(f"{self.name(field)} is out of range")
+        return value  # type: ignore[no-any-return]
+
+    def decimal(self, field: str) -> Decimal | None:
+        value = self._get(field, (str, int, float), "a decimal string")
+        if value is None or value == "":
+            return None
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            raise SmsInvalid(f"{self.name(field)} must be a decimal string") from None
+        if not amount.is_finite() or abs(amount) >= Decimal(10) ** 12:
+            raise SmsInvalid(f"{self.name(field)} is out of range")
+        return amount
+
+    def v1_date(self, field: str) -> datetime | None:
+        value = self.text(field)
+        if value is None or value == _V1_NO_DATE:
+            return None
+        try:
+            shape = "%Y-%m-%d %H:%M:%S.%f" if "." in value else "%Y-%m-%d %H:%M:%S"
+            parsed = datetime.strptime(value, shape)
+        except ValueError:
+            raise SmsInvalid(f"{self.name(field)} is not a 'YYYY-MM-DD HH:MM:SS' date") from None
+        return parsed.replace(tzinfo=UTC)
+
+    def rfc3339(self, field: str) -> datetime | None:
+        value = self.text(field)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise SmsInvalid(f"{self.name(field)} is not an RFC 3339 time") from None
+        if parsed.tzinfo is None:
+            raise SmsInvalid(f"{self.name(field)} has no time zone")
+        return parsed.astimezone(UTC)
+
+    def entries(self, field: str) -> list[_Fields]:
+        value = self._get(field, (list,), "a list")
+        return [_Fields(item, f"{self.name(field)}[{n}]") for n, item in enumerate(value or [])]
+
+
+def _object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SmsInvalid(f"{path} must be an object")
+    return value
+
+
+def _required(value: _T | None, name: str) -> _T:
+    if value is None:
+        raise SmsInvalid(f"{name} is missing")
+    return value
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value else None

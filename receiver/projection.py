@@ -1,0 +1,242 @@
+"""Events to message records: the current state per SMS, its history and the evidence behind it.
+
+Runs inside the transaction that stores the events (the writer's batch, later a
+replay's), as a handful of set-based statements per batch, whatever its size.
+
+The result depends only on the set of events seen, never on their order:
+- reported history steps are a union (one row per step, however many events repeat it);
+- each snapshot's status and time is an observation, also a union;
+- the current status is the greatest point of evidence under one total order,
+  (terminal, time, lifecycle rank, name), so a late, older report changes nothing
+  and nothing moves out of a terminal status;
+- derived steps are recomputed from all the evidence of the SMS;
+- descriptive fields take the greatest non-empty value, times the earliest.
+The message row is written first: its lock makes concurrent batches that touch
+one SMS take turns, so each sees the other's evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
+from receiver.db.arrays import columns
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One newly stored event's snapshot of an SMS."""
+
+    event_id: str
+    received_at: datetime
+    emitted_at: datetime | None
+    sms: Snapshot
+
+    @property
+    def status_at(self) -> datetime:
+        """When the snapshot's status was reached; the event's own times when it does not say."""
+        return (self.sms.status_at or self.emitted_at or self.received_at).replace(microsecond=0)
+
+
+def evidence_key(status: Status, at: datetime) -> tuple[bool, datetime, int, str]:
+    """The total order of status evidence: terminal first, then time, rank and name."""
+    return (status in TERMINAL, at, RANK[status], status.value)
+
+
+# Fields every snapshot repeats; they do not change over an SMS's life, so the
+# greatest non-empty value is the value whatever the order.
+_GREATEST = (
+    "direction",
+    "from_number",
+    "to_number",
+    "text",
+    "user_data",
+    "encoding",
+    "parts",
+    "cost",
+    "network",
+    "nature",
+    "error",
+)
+_LEAST = ("created_at", "sent_at", "delivered_at")
+_STATUS = ("status", "provider_status", "status_at", "status_rank", "status_terminal")
+_SNAPSHOT_TYPES = {
+    "parts": "int",
+    "cost": "numeric",
+    "created_at": "timestamptz",
+    "sent_at": "timestamptz",
+    "delivered_at": "timestamptz",
+    "status_at": "timestamptz",
+    "status_rank": "smallint",
+    "status_terminal": "boolean",
+    "received_at": "timestamptz",
+    "anomaly": "boolean",
+}
+_SNAPSHOT_COLUMNS = ("sms_id", *_GREATEST, *_LEAST, *_STATUS, "received_at", "anomaly")
+
+
+def _key(row: str) -> str:
+    return (
+        f"({row}.status_terminal, {row}.status_at, {row}.status_rank, "
+        f'{row}.status::text COLLATE "C", {row}.provider_status COLLATE "C")'
+    )
+
+
+# The statements below are assembled once, at import, from the constant column lists
+# and status tables of this module; no input ever reaches their text.
+def _upsert_messages_sql() -> str:
+    params = ", ".join(
+        f"${n}::{_SNAPSHOT_TYPES.get(column, 'text')}[]"
+        for n, column in enumerate(_SNAPSHOT_COLUMNS, start=1)
+    )
+    aggregates = ", ".join(
+        [f"max(s.{c}) AS {c}" for c in _GREATEST]
+        + [f"min(s.{c}) AS {c}" for c in _LEAST]
+        + [
+            "min(s.received_at) AS first_seen_at",
+            "max(s.received_at) AS last_seen_at",
+            "bool_or(s.anomaly)"
+            " OR count(DISTINCT s.status) FILTER (WHERE s.status_terminal) > 1 AS anomaly",
+        ]
+    )
+    status_columns = ", ".join(f"s.{c}" for c in _STATUS)
+    top_order = (
+        "s.sms_id, s.status_terminal DESC, s.status_at DESC, s.status_rank DESC,"
+        ' s.status COLLATE "C" DESC, s.provider_status COLLATE "C" DESC'
+    )
+    columns = (*_GREATEST, *_LEAST, *_STATUS, "first_seen_at", "last_seen_at", "anomaly")
+    newer = f"{_key('EXCLUDED')} > {_key('m')}"
+    updates = ", ".join(
+        [f"{c} = GREATEST(m.{c}, EXCLUDED.{c})" for c in _GREATEST]
+        + [f"{c} = LEAST(m.{c}, EXCLUDED.{c})" for c in _LEAST]
+        + [f"{c} = CASE WHEN {newer} THEN EXCLUDED.{c} ELSE m.{c} END" for c in _STATUS]
+        + [
+            "first_seen_at = LEAST(m.first_seen_at, EXCLUDED.first_seen_at)",
+            "last_seen_at = GREATEST(m.last_seen_at, EXCLUDED.last_seen_at)",
+            "anomaly = m.anomaly OR EXCLUDED.anomaly OR (m.status_terminal"
+            " AND EXCLUDED.status_terminal AND EXCLUDED.status <> m.status)",
+        ]
+    )
+    return f"""
+WITH s AS (SELECT * FROM unnest({params}) AS s({", ".join(_SNAPSHOT_COLUMNS)})),
+top AS (SELECT DISTINCT ON (s.sms_id) s.sms_id, {status_columns} FROM s ORDER BY {top_order}),
+agg AS (SELECT s.sms_id, {aggregates} FROM s GROUP BY s.sms_id)
+INSERT INTO messages AS m (sms_id, {", ".join(columns)})
+SELECT agg.sms_id, {", ".join(("top." if c in _STATUS else "agg.") + c for c in columns)}
+FROM agg JOIN top USING (sms_id)
+ORDER BY agg.sms_id
+ON CONFLICT (sms_id) DO UPDATE SET {updates}
+"""
+
+
+_UPSERT_MESSAGES = _upsert_messages_sql()
+
+# A derived step that a report now shows becomes a reported one.
+_INSERT_REPORTED = """
+INSERT INTO transitions AS t (sms_id, before, after, at, derived, event_id)
+SELECT DISTINCT ON (h.sms_id, h.before, h.after, h.at)
+    h.sms_id, h.before, h.after, h.at, false, h.event_id
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::int[])
+    AS h(sms_id, before, after, at, event_id, ord)
+ORDER BY h.sms_id, h.before, h.after, h.at, h.ord
+ON CONFLICT (sms_id, before, after, at)
+    DO UPDATE SET derived = false, event_id = EXCLUDED.event_id WHERE t.derived
+"""
+
+_INSERT_OBSERVATIONS = """
+INSERT INTO observations (sms_id, status, at, event_id)
+SELECT DISTINCT ON (o.sms_id, o.status, o.at) o.sms_id, o.status, o.at, o.event_id
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int[])
+    AS o(sms_id, status, at, event_id, ord)
+ORDER BY o.sms_id, o.status, o.at, o.ord
+ON CONFLICT DO NOTHING
+"""
+
+_FORGET_DERIVED = "DELETE FROM transitions WHERE derived AND sms_id = ANY($1::text[])"
+
+
+def _rank_sql(column: str) -> str:
+    cases = " ".join(f"WHEN '{status.value}' THEN {rank}" for status, rank in RANK.items())
+    return f"CASE {column} {cases} ELSE 0 END"
+
+
+def _terminal_sql(column: str) -> str:
+    return f"{column} IN ({', '.join(repr(status.value) for status in sorted(TERMINAL))})"
+
+
+# An observed status that no reported step leads to gets a derived step from the
+# status just before it in evidence order.
+_DERIVE = f"""
+INSERT INTO transitions (sms_id, before, after, at, derived, event_id)
+SELECT p.sms_id, p.previous, p.status, p.at, true, p.event_id
+FROM (
+    SELECT pts.*, lag(pts.status) OVER (
+        PARTITION BY pts.sms_id
+        ORDER BY {_terminal_sql("pts.status")}, pts.at, {_rank_sql("pts.status")},
+                 pts.status COLLATE "C", pts.observed
+    ) AS previous
+    FROM (
+        SELECT o.sms_id, o.status::text AS status, o.at, o.event_id, true AS observed
+        FROM observations o WHERE o.sms_id = ANY($1::text[])
+        UNION ALL
+        SELECT t.sms_id, t.after::text, t.at, t.event_id, false
+        FROM transitions t WHERE NOT t.derived AND t.sms_id = ANY($1::text[])
+    ) pts
+) p
+WHERE p.observed AND p.previous IS NOT NULL AND p.previous <> p.status
+  AND NOT EXISTS (
+      SELECT 1 FROM transitions r
+      WHERE NOT r.derived AND r.sms_id = p.sms_id AND r.after = p.status
+  )
+ORDER BY p.sms_id
+ON CONFLICT (sms_id, before, after, at) DO NOTHING
+"""
+
+
+async def project(conn: Any, reports: Sequence[Report]) -> None:
+    """Apply newly stored events to the message records, inside the caller's transaction."""
+    if not reports:
+        return
+    await conn.execute(_UPSERT_MESSAGES, *_snapshotcolumns(reports))
+    history = [
+        (r.sms.sms_id, step.before.value, step.after.value, step.at, r.event_id, ord_)
+        for ord_, r in enumerate(reports)
+        for step in r.sms.history
+    ]
+    if history:
+        await conn.execute(_INSERT_REPORTED, *columns(history, 6))
+    observations = [
+        (r.sms.sms_id, r.sms.status.value, r.status_at, r.event_id, ord_)
+        for ord_, r in enumerate(reports)
+    ]
+    await conn.execute(_INSERT_OBSERVATIONS, *columns(observations, 5))
+    touched = sorted({r.sms.sms_id for r in reports})
+    await conn.execute(_FORGET_DERIVED, touched)
+    await conn.execute(_DERIVE, touched)
+
+
+def _snapshotcolumns(reports: Sequence[Report]) -> list[list[Any]]:
+    rows = []
+    for report in reports:
+        sms = report.sms
+        points = [(sms.status, report.status_at), *((s.after, s.at) for s in sms.history)]
+        status, at = max(points, key=lambda point: evidence_key(*point))
+        terminals = {s for s, _ in points if s in TERMINAL}
+        rows.append(
+            (
+                sms.sms_id,
+                *(getattr(sms, column) for column in _GREATEST),
+                *(getattr(sms, column) for column in _LEAST),
+                status.value,
+                sms.provider_status if status is sms.status else status.value,
+                at,
+                RANK[status],
+                status in TERMINAL,
+                report.received_at,
+                len(terminals) > 1,
+            )
+        )
+    return columns(rows, len(_SNAPSHOT_COLUMNS))
