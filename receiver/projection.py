@@ -167,17 +167,20 @@ def _terminal_sql(column: str) -> str:
     return f"{column} IN ({', '.join(repr(status.value) for status in sorted(TERMINAL))})"
 
 
-# An observed status that no reported step leads to gets a derived step from the
-# status just before it in evidence order.
+# An observed status that no reported step leads to ("explained") gets a derived
+# step from the status just before it in evidence order. Everything is read per
+# touched SMS, so the cost follows the batch, not the size of the tables.
 _DERIVE = f"""
 INSERT INTO transitions (sms_id, before, after, at, derived, event_id)
 SELECT p.sms_id, p.previous, p.status, p.at, true, p.event_id
 FROM (
-    SELECT pts.*, lag(pts.status) OVER (
-        PARTITION BY pts.sms_id
-        ORDER BY {_terminal_sql("pts.status")}, pts.at, {_rank_sql("pts.status")},
-                 pts.status COLLATE "C", pts.observed
-    ) AS previous
+    SELECT pts.*,
+        lag(pts.status) OVER (
+            PARTITION BY pts.sms_id
+            ORDER BY {_terminal_sql("pts.status")}, pts.at, {_rank_sql("pts.status")},
+                     pts.status COLLATE "C", pts.observed
+        ) AS previous,
+        bool_or(NOT pts.observed) OVER (PARTITION BY pts.sms_id, pts.status) AS explained
     FROM (
         SELECT o.sms_id, o.status::text AS status, o.at, o.event_id, true AS observed
         FROM observations o WHERE o.sms_id = ANY($1::text[])
@@ -186,11 +189,7 @@ FROM (
         FROM transitions t WHERE NOT t.derived AND t.sms_id = ANY($1::text[])
     ) pts
 ) p
-WHERE p.observed AND p.previous IS NOT NULL AND p.previous <> p.status
-  AND NOT EXISTS (
-      SELECT 1 FROM transitions r
-      WHERE NOT r.derived AND r.sms_id = p.sms_id AND r.after = p.status
-  )
+WHERE p.observed AND NOT p.explained AND p.previous IS NOT NULL AND p.previous <> p.status
 ORDER BY p.sms_id
 ON CONFLICT (sms_id, before, after, at) DO NOTHING
 """

@@ -85,12 +85,6 @@ def upgrade() -> None:
         ),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("event_id", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["sms_id"],
-            ["messages.sms_id"],
-            name=op.f("fk_observations_sms_id_messages"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("sms_id", "status", "at", name=op.f("pk_observations")),
     )
     op.create_table(
@@ -110,12 +104,6 @@ def upgrade() -> None:
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("derived", sa.Boolean(), nullable=False),
         sa.Column("event_id", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["sms_id"],
-            ["messages.sms_id"],
-            name=op.f("fk_transitions_sms_id_messages"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_transitions")),
         sa.UniqueConstraint(
             "sms_id", "before", "after", "at", name=op.f("uq_transitions_sms_id_before_after_at")

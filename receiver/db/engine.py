@@ -46,5 +46,12 @@ async def create_pool(url: str, *, size: int, command_timeout: float) -> Any:
         # Idle connections are dropped so that a restarted database is not met
         # with a pool full of dead sockets.
         max_inactive_connection_lifetime=60,
-        server_settings={"application_name": "receiver"},
+        server_settings={
+            "application_name": "receiver",
+            # Prepared statements would otherwise settle on a generic plan made
+            # while the tables were small (whole-table scans that never go away).
+            # Batches are few and large: planning each with current statistics
+            # costs about a millisecond per batch.
+            "plan_cache_mode": "force_custom_plan",
+        },
     )

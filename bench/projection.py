@@ -1,0 +1,141 @@
+"""What the projection costs on top of storing the events alone, measured in one run.
+
+Runs the writer's real batch code (`store_batch`, then `project`) over the same
+realistic events, in batches, one transaction per batch with fsync on, into fresh
+databases: once storing only, once storing and projecting. Alternates the two
+modes for several rounds and reports the best rate of each and their ratio.
+
+    .venv/bin/python bench/projection.py [--messages 5000] [--batch 200] [--rounds 3]
+    RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...  (a server)
+
+Without RECEIVER_BENCH_DATABASE_URL it starts an embedded PostgreSQL in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from receiver.callr.envelope import parse_envelope
+from receiver.callr.sms import Status
+from receiver.db import migrate
+from receiver.db.embedded import start_embedded
+from receiver.ingest.store import Incoming, store_batch, stored_reports
+from receiver.projection import project
+from tests.callr_events import Step, v1_event, v2_event
+
+LIFECYCLE = (Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED)
+
+
+def realistic_events(messages: int, seed: int) -> list[Incoming]:
+    """Each SMS reported at each step by a v1 or v2 event, half with history; shuffled a little."""
+    rng = random.Random(seed)
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    items = []
+    for n in range(messages):
+        sms_id = f"b{n:07d}"
+        base = start + timedelta(seconds=rng.randrange(90 * 86400))
+        steps = [Step(s, base + timedelta(seconds=3 * k)) for k, s in enumerate(LIFECYCLE)]
+        for k in range(1, len(steps) + 1):
+            build = v1_event if rng.random() < 0.5 else v2_event
+            body = build(f"{sms_id}-{k}", sms_id, steps[:k], with_history=rng.random() < 0.5)
+            items.append(
+                Incoming(
+                    parsed=parse_envelope(body),
+                    body=body,
+                    received_at=datetime.now(UTC),
+                    headers={"user-agent": "CALLR/API 0.9942"},
+                    remote_addr="127.0.0.1",
+                )
+            )
+    # Deliveries of neighbouring messages interleave, as they do on the wire.
+    for i in range(len(items) - 1):
+        if rng.random() < 0.3:
+            items[i], items[i + 1] = items[i + 1], items[i]
+    return items
+
+
+async def run(url: str, items: Sequence[Incoming], batch: int, *, projecting: bool) -> float:
+    # The service's pool plans every statement with current statistics; so does this.
+    conn = await asyncpg.connect(url, server_settings={"plan_cache_mode": "force_custom_plan"})
+    try:
+        started = time.perf_counter()
+        for offset in range(0, len(items), batch):
+            chunk = items[offset : offset + batch]
+            async with conn.transaction():
+                outcomes = await store_batch(conn, chunk)
+                if projecting:
+                    await project(conn, stored_reports(chunk, outcomes))
+        return len(items) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def database(admin_url: str, name: str) -> str:
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    admin = os.environ.get("RECEIVER_BENCH_DATABASE_URL")
+    server = None
+    if admin is None:
+        server = start_embedded(Path(tempfile.mkdtemp()) / "bench", cleanup="delete")
+        admin = server.get_uri("postgres")
+    template = f"bench_template_{uuid.uuid4().hex[:8]}"
+    await execute(admin, f'CREATE DATABASE "{template}"')
+    await asyncio.to_thread(migrate.upgrade, database(admin, template))
+    items = realistic_events(args.messages, seed=1)
+    best = {False: 0.0, True: 0.0}
+    created = []
+    try:
+        for _ in range(args.rounds):
+            for projecting in (False, True):
+                name = f"bench_{uuid.uuid4().hex[:8]}"
+                await execute(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                created.append(name)
+                rate = await run(database(admin, name), items, args.batch, projecting=projecting)
+                best[projecting] = max(best[projecting], rate)
+    finally:
+        for name in [*created, template]:
+            await execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if server is not None:
+            server.cleanup()
+    print(
+        f"events: {len(items)} ({args.messages} SMS x 4 reports), batch {args.batch}, "
+        f"best of {args.rounds} rounds, fsync on"
+    )
+    print(f"store only          {best[False]:10,.0f} events/s")
+    print(f"store + projection  {best[True]:10,.0f} events/s")
+    print(f"ratio               {best[True] / best[False]:10.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
