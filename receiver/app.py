@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from receiver.api.auth import BearerTokens
+from receiver.api.handlers import routes as handler_routes
 from receiver.db.engine import create_pool
 from receiver.db.migrate import head_revision
+from receiver.forwarding.dispatcher import Dispatcher
+from receiver.forwarding.policy import RetryPolicy
 from receiver.health import Readiness, healthz
 from receiver.http import http_exception, server_error
 from receiver.ingest.auth import WebhookAuth
@@ -21,6 +26,20 @@ from receiver.ingest.writer import GroupCommitWriter
 from receiver.settings import Settings, SettingsError
 
 WEBHOOK_PATH = "/webhooks/callr"
+
+
+def dispatcher(settings: Settings, pool: Any) -> Dispatcher:
+    """The forward dispatcher the settings describe, on `pool`."""
+    assert settings.database_url is not None
+    return Dispatcher(
+        pool,
+        settings.database_url,
+        policy=RetryPolicy(
+            max_attempts=settings.forward_max_attempts, base=settings.forward_backoff_base
+        ),
+        concurrency=settings.dispatch_concurrency,
+        poll_interval=settings.dispatch_poll_interval,
+    )
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -54,11 +73,20 @@ def create_app(settings: Settings) -> Starlette:
             batch_max=settings.writer_batch_max,
             concurrency=settings.writer_concurrency,
             queue_max=settings.writer_queue_max,
+            routing_window=timedelta(hours=settings.routing_window_hours),
         )
         await writer.start()
+        dispatching = (
+            asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher")
+            if settings.dispatcher
+            else None
+        )
         try:
             yield {"pool": pool, "writer": writer}
         finally:
+            if dispatching is not None:
+                dispatching.cancel()
+                await asyncio.gather(dispatching, return_exceptions=True)
             await writer.stop()
             try:
                 await asyncio.wait_for(pool.close(), timeout=10)
@@ -70,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
         Route(webhook_path, endpoint.receive, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
+        *handler_routes(BearerTokens(settings.api_tokens)),
     ]
     return Starlette(
         routes=routes,

@@ -42,10 +42,19 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=8, ge=2, le=200)
     db_command_timeout: float = Field(default=10.0, gt=0)
 
+    api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
+
+    routing_window_hours: float = Field(default=7 * 24, gt=0)
+    forward_max_attempts: int = Field(default=12, ge=1, le=100)
+    forward_backoff_base: float = Field(default=40.0, gt=0)
+    dispatcher: bool = True
+    dispatch_concurrency: int = Field(default=16, ge=1, le=1000)
+    dispatch_poll_interval: float = Field(default=5.0, gt=0)
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("callr_hmac_secrets", mode="before")
+    @field_validator("callr_hmac_secrets", "api_tokens", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:
         if isinstance(value, str):

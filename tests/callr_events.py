@@ -159,3 +159,45 @@ def lifecycle(*statuses: Status, start: datetime = BASE_TIME, gap: int = 2) -> l
 
 def _dump(document: dict[str, object]) -> bytes:
     return json.dumps(document).encode()
+
+
+def mo_event(
+    event_id: str,
+    sms_id: str,
+    *,
+    sender: str,
+    recipient: str = "+33644630010",
+    user_data: str = "",
+    at: datetime = BASE_TIME,
+    text: str = "YES",
+) -> bytes:
+    """A v1 `sms.mo`: `sender` answered on `recipient`."""
+    document = json.loads(
+        v1_event(
+            event_id,
+            sms_id,
+            lifecycle(Status.CREATED, Status.DELIVERED, start=at, gap=0),
+            inbound=True,
+        )
+    )
+    document["data"].update({"from": sender, "to": recipient, "user_data": user_data, "text": text})
+    return _dump(document)
+
+
+def mt_event(
+    event_id: str,
+    sms_id: str,
+    *,
+    to: str,
+    sender: str = "SMS",
+    user_data: str = "42",
+    at: datetime = BASE_TIME,
+) -> bytes:
+    """A v1 `sms.mt.status_update` for an SMS sent from `sender` to `to`."""
+    document = json.loads(
+        v1_event(
+            event_id, sms_id, lifecycle(Status.CREATED, Status.SENT, start=at), user_data=user_data
+        )
+    )
+    document["data"].update({"from": sender, "to": to})
+    return _dump(document)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     SmallInteger,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy import (
     text as sql_text,
@@ -220,3 +222,118 @@ class Observation(Base):
     event_id: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (PrimaryKeyConstraint("sms_id", "status", "at"),)
+
+
+class ForwardState(enum.StrEnum):
+    """Where the forward of one inbound SMS to its handler stands."""
+
+    UNROUTED = "unrouted"
+    """No handler matched; kept, and routed when a matching handler is added."""
+    PENDING = "pending"
+    """Waiting for its next attempt (`next_attempt_at`)."""
+    IN_FLIGHT = "in_flight"
+    """Claimed by a dispatcher until `lease_until`; reclaimed if the dispatcher dies."""
+    DONE = "done"
+    """The handler answered 2xx."""
+    DEAD = "dead"
+    """Given up (a 4xx that retrying cannot fix, or every attempt used); kept, retryable."""
+
+
+class Handler(Base):
+    """An internal endpoint that receives the inbound SMS routed to it.
+
+    `match` is a `user_data` value; with `prefix` it matches every value that starts
+    with it. The default handler has no `match`. An exact match wins over a prefix,
+    a longer prefix over a shorter one.
+    """
+
+    __tablename__ = "handlers"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    match: Mapped[str | None] = mapped_column(Text)
+    prefix: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    is_default: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str | None] = mapped_column(Text)
+    timeout: Mapped[float] = mapped_column(Float, server_default=sql_text("10"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("is_default = (match IS NULL)", name="default_has_no_match"),
+        CheckConstraint("timeout > 0", name="timeout_positive"),
+        Index(None, "match", "prefix", unique=True, postgresql_where=sql_text("NOT is_default")),
+        Index(None, "is_default", unique=True, postgresql_where=sql_text("is_default")),
+    )
+
+
+class Forward(Base):
+    """The outbox row of one inbound SMS: written in the transaction that stores the MO.
+
+    `conversation` (handler and the MO's sender) orders delivery: a forward waits
+    while an earlier one of its conversation is pending or in flight.
+    """
+
+    __tablename__ = "forwards"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text, unique=True)
+    sms_id: Mapped[str] = mapped_column(Text)
+    handler_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("handlers.id", ondelete="SET NULL")
+    )
+    rule: Mapped[str] = mapped_column(Text)
+    user_data: Mapped[str | None] = mapped_column(Text)
+    mt_sms_id: Mapped[str | None] = mapped_column(Text)
+    sender: Mapped[str | None] = mapped_column(Text)
+    conversation: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[ForwardState] = mapped_column(
+        Enum(
+            ForwardState,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            name="state",
+            values_callable=_enum_values,
+        )
+    )
+    attempts: Mapped[int] = mapped_column(Integer, server_default=sql_text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("rule IN ('user_data', 'recent_mt', 'default', 'unrouted')", name="rule"),
+        Index(
+            None,
+            "next_attempt_at",
+            "id",
+            postgresql_where=sql_text("state IN ('pending', 'in_flight')"),
+        ),
+        Index(
+            None,
+            "conversation",
+            "id",
+            postgresql_where=sql_text("state IN ('pending', 'in_flight')"),
+        ),
+        Index(None, "state", "created_at"),
+        Index(None, "sender", "id", postgresql_where=sql_text("state = 'unrouted'")),
+    )
+
+
+class ForwardAttempt(Base):
+    """One try at delivering a forward: when, how long, and what came back."""
+
+    __tablename__ = "forward_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    forward_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("forwards.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    excerpt: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)

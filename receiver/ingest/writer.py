@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,7 @@ import structlog
 
 from receiver.callr.envelope import Malformed
 from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.forwarding.routing import route
 from receiver.ingest.store import Incoming, Outcome, store_batch, stored_reports
 from receiver.projection import project
 
@@ -51,12 +53,14 @@ class GroupCommitWriter:
         batch_max: int,
         concurrency: int,
         queue_max: int,
+        routing_window: timedelta = timedelta(days=7),
     ) -> None:
         self._pool = pool
         self._batch_max = batch_max
         self._concurrency = concurrency
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
         self._tasks: list[asyncio.Task[None]] = []
+        self._routing_window = routing_window
 
     async def start(self) -> None:
         """Start the writer tasks."""
@@ -149,7 +153,9 @@ class GroupCommitWriter:
     async def _transaction(self, items: Sequence[Incoming]) -> list[Outcome]:
         async with self._pool.acquire() as conn, conn.transaction():
             outcomes = await store_batch(conn, items)
-            await project(conn, stored_reports(items, outcomes))
+            reports = stored_reports(items, outcomes)
+            await project(conn, reports)
+            await route(conn, reports, window=self._routing_window)
         return outcomes
 
 

@@ -1,0 +1,95 @@
+"""Time from an MO's acknowledgement (the 200 to CALLR) to its arrival at the handler.
+
+The dispatcher is idle between MOs, so what is measured is the wake-up path
+(NOTIFY on commit), not throughput. The poll fallback is set to 30 s, so a figure
+far below that can only come from the NOTIFY path.
+
+    .venv/bin/python bench/forward_latency.py [--count 200]
+    RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from functools import partial
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from receiver.app import create_app
+from receiver.db import migrate
+from receiver.db.embedded import start_embedded
+from receiver.forwarding.handlers import NewHandler, add_handler
+from receiver.logging import configure_logging
+from receiver.settings import Settings
+from tests.callr_events import mo_event
+from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
+from tests.support import PostgresServer, running
+
+TOKEN = "bench-token-0123456789"
+
+
+def arrived(handler: HandlerServer, count: int) -> bool:
+    return len(handler.received) >= count
+
+
+async def measure(url: str, count: int) -> list[float]:
+    async with handler_server() as handler:
+        conn = await asyncpg.connect(url)
+        await add_handler(conn, NewHandler(user_data="42", default=False, url=handler.url("/h")))
+        await conn.close()
+        settings = Settings(database_url=url, callr_url_token=TOKEN, dispatch_poll_interval=30)
+        latencies = []
+        async with running(create_app(settings)) as client:
+            await asyncio.sleep(0.5)  # the dispatcher is listening
+            for n in range(count):
+                body = mo_event(f"lat-{n}", f"LAT{n:05d}", sender=f"+1{n}", user_data="42")
+                response = await client.post(f"/webhooks/callr/{TOKEN}", content=body)
+                acknowledged = time.monotonic()
+                assert response.status_code == 200, response.text
+                # The arrival time is the handler's own stamp: polling does not blur it.
+                await wait_for(partial(arrived, handler, n + 1))
+                latencies.append((handler.received[n].at - acknowledged) * 1000)
+                await asyncio.sleep(0.02)  # idle again
+        return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=200)
+    args = parser.parse_args()
+    configure_logging(level="warning")
+    admin = os.environ.get("RECEIVER_BENCH_DATABASE_URL")
+    server = None
+    if admin is None:
+        server = start_embedded(Path(tempfile.mkdtemp()) / "bench", cleanup="delete")
+        admin = server.get_uri("postgres")
+    postgres = PostgresServer(admin)
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    postgres.execute(f'CREATE DATABASE "{name}"')
+    try:
+        migrate.upgrade(postgres.url_for(name))
+        latencies = asyncio.run(measure(postgres.url_for(name), args.count))
+    finally:
+        postgres.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if server is not None:
+            server.cleanup()
+    quantiles = statistics.quantiles(latencies, n=100)
+    print(f"{len(latencies)} MOs, dispatcher idle between them, poll fallback 30 s")
+    print(
+        f"ack -> handler: p50 {quantiles[49]:.1f} ms, p90 {quantiles[89]:.1f} ms, "
+        f"p99 {quantiles[98]:.1f} ms, max {max(latencies):.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`/api/v1/handlers`: the handler registry over HTTP (the same operations as the CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from receiver.api.auth import BearerTokens
+from receiver.forwarding.handlers import (
+    HandlerError,
+    NewHandler,
+    add_handler,
+    list_handlers,
+    remove_handler,
+    set_enabled,
+)
+from receiver.http import JSONResponse, error_response
+
+
+async def list_all(request: Request) -> Response:
+    async with request.state.pool.acquire() as conn:
+        handlers = await list_handlers(conn)
+    return JSONResponse({"items": [h.to_json() for h in handlers]})
+
+
+async def create(request: Request) -> Response:
+    try:
+        document = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as error:
+        return error_response(400, f"body is not valid JSON: {error}")
+    try:
+        new = _new_handler(document)
+        async with request.state.pool.acquire() as conn:
+            handler, routed = await add_handler(conn, new)
+    except HandlerError as error:
+        return error_response(400, str(error))
+    return JSONResponse({**handler.to_json(), "routed_forwards": routed}, status_code=201)
+
+
+async def delete(request: Request) -> Response:
+    handler_id = _handler_id(request)
+    if handler_id is None:
+        return error_response(404, "no such handler")
+    async with request.state.pool.acquire() as conn:
+        removed = await remove_handler(conn, handler_id)
+    return Response(status_code=204) if removed else error_response(404, "no such handler")
+
+
+def _toggle(enabled: bool) -> Any:
+    async def toggle(request: Request) -> Response:
+        handler_id = _handler_id(request)
+        handler = None
+        if handler_id is not None:
+            async with request.state.pool.acquire() as conn:
+                handler = await set_enabled(conn, handler_id, enabled=enabled)
+        if handler is None:
+            return error_response(404, "no such handler")
+        return JSONResponse(handler.to_json())
+
+    return toggle
+
+
+def _handler_id(request: Request) -> int | None:
+    raw = request.path_params["handler_id"]
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
+
+def _new_handler(document: Any) -> NewHandler:
+    if not isinstance(document, dict):
+        raise HandlerError("body must be a JSON object")
+    known = {"user_data", "default", "url", "secret", "timeout"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise HandlerError(f"unknown field(s): {', '.join(unknown)}")
+    user_data, default = document.get("user_data"), document.get("default", False)
+    url, secret, timeout = document.get("url"), document.get("secret"), document.get("timeout", 10)
+    if user_data is not None and not isinstance(user_data, str):
+        raise HandlerError("user_data must be a string")
+    if not isinstance(default, bool):
+        raise HandlerError("default must be true or false")
+    if not isinstance(url, str):
+        raise HandlerError("url is required, as a string")
+    if secret is not None and not isinstance(secret, str):
+        raise HandlerError("secret must be a string")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise HandlerError("timeout must be a number of seconds")
+    return NewHandler(
+        user_data=user_data, default=default, url=url, secret=secret, timeout=float(timeout)
+    )
+
+
+def routes(tokens: BearerTokens) -> list[Route]:
+    """The handler routes, each behind the API tokens."""
+    return [
+        Route("/api/v1/handlers", tokens.guard(list_all), methods=["GET"]),
+        Route("/api/v1/handlers", tokens.guard(create), methods=["POST"]),
+        Route("/api/v1/handlers/{handler_id}", tokens.guard(delete), methods=["DELETE"]),
+        Route(
+            "/api/v1/handlers/{handler_id}/disable", tokens.guard(_toggle(False)), methods=["POST"]
+        ),
+        Route(
+            "/api/v1/handlers/{handler_id}/enable", tokens.guard(_toggle(True)), methods=["POST"]
+        ),
+    ]

@@ -1,0 +1,1 @@
+"""Forwarding inbound SMS to the internal handlers: routing, the outbox dispatcher, retries."""

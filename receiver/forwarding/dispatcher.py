@@ -1,0 +1,330 @@
+"""The outbox dispatcher: claims due forwards, posts them to their handlers, records the outcome.
+
+Any number of dispatchers may run against one database. A forward is claimed with
+`FOR UPDATE SKIP LOCKED` in a short transaction that leases it (`in_flight` until
+`next_attempt_at`); the HTTP call happens outside any transaction, and a dispatcher
+that dies loses its lease, so another one retries. A forward waits while an earlier
+one of its conversation is pending or in flight: replies from one phone number to
+one handler arrive in order, and a retry holds back only its own conversation.
+Dispatchers wake on NOTIFY and poll as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import structlog
+
+from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn
+from receiver.db.models import ForwardState
+from receiver.forwarding import signing
+from receiver.forwarding.policy import RetryPolicy, Verdict
+from receiver.forwarding.routing import NOTIFY_CHANNEL
+
+log = structlog.get_logger("receiver.dispatcher")
+
+EXCERPT_BYTES = 1024
+_STATE_AFTER = {
+    Verdict.DONE: ForwardState.DONE,
+    Verdict.RETRY: ForwardState.PENDING,
+    Verdict.DEAD: ForwardState.DEAD,
+}
+_LEASE_MARGIN_SECONDS = 30
+
+_CLAIM = """
+WITH due AS (
+    SELECT c.id FROM forwards c
+    JOIN handlers h ON h.id = c.handler_id AND h.enabled
+    WHERE c.state IN ('pending', 'in_flight') AND c.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM forwards e
+          WHERE e.conversation = c.conversation AND e.id < c.id
+            AND e.state IN ('pending', 'in_flight')
+      )
+    ORDER BY c.id
+    LIMIT $1
+    FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE forwards f SET
+    state = 'in_flight',
+    attempts = f.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => h.timeout + $2)
+FROM due, handlers h
+WHERE f.id = due.id AND h.id = f.handler_id
+RETURNING f.id, f.attempts, h.url, h.secret, h.timeout
+"""
+
+_PAYLOAD = """
+SELECT f.id, f.event_id, f.rule, f.user_data, e.type, e.received_at, e.body,
+    mo.sms_id, mo.from_number, mo.to_number, mo.text, mo.created_at, mo.encoding, mo.parts,
+    mt.sms_id AS mt_id, mt.user_data AS mt_user_data, mt.sent_at AS mt_sent_at
+FROM forwards f
+JOIN events e ON e.event_id = f.event_id
+JOIN messages mo ON mo.sms_id = f.sms_id
+LEFT JOIN messages mt ON mt.sms_id = f.mt_sms_id
+WHERE f.id = $1
+"""
+
+_RECORD_ATTEMPT = """
+INSERT INTO forward_attempts (forward_id, at, status_code, excerpt, error, duration_ms)
+VALUES ($1, now(), $2, $3, $4, $5)
+"""
+
+# Guarded by the attempt number: a dispatcher whose lease ran out and whose forward
+# was claimed again does not overwrite the newer attempt's state.
+_SETTLE = """
+UPDATE forwards SET
+    state = $3::text,
+    next_attempt_at = CASE WHEN $3::text = 'pending' THEN now() + make_interval(secs => $4)
+                           ELSE next_attempt_at END,
+    delivered_at = CASE WHEN $3::text = 'done' THEN now() ELSE delivered_at END,
+    last_error = $5
+WHERE id = $1 AND attempts = $2 AND state = 'in_flight'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    forward_id: int
+    attempt: int
+    url: str
+    secret: str | None
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int | None
+    excerpt: str | None
+    error: str | None
+    retry_after: float | None
+    duration_ms: float
+
+
+class Dispatcher:
+    """Delivers forwards until stopped; one per process is enough, several are safe."""
+
+    def __init__(
+        self,
+        pool: Any,
+        database_url: str,
+        *,
+        policy: RetryPolicy,
+        concurrency: int = 16,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._dsn = asyncpg_dsn(database_url)
+        self._policy = policy
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._client = httpx.AsyncClient(follow_redirects=False)
+
+    async def run(self) -> None:
+        """Claim and deliver until cancelled; survives database outages."""
+        listener = asyncio.create_task(self._listen(), name="dispatcher-listen")
+        try:
+            while True:
+                await self._claim_and_start()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                self._wake.clear()
+        finally:
+            listener.cancel()
+            for task in self._running:
+                task.cancel()
+            await asyncio.gather(listener, *self._running, return_exceptions=True)
+            await self._client.aclose()
+
+    async def _claim_and_start(self) -> None:
+        room = self._concurrency - len(self._running)
+        if room <= 0:
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                records = await conn.fetch(_CLAIM, room, _LEASE_MARGIN_SECONDS)
+        except UNAVAILABLE_ERRORS as error:
+            log.warning("dispatcher_database_unavailable", error=repr(error))
+            return
+        for record in records:
+            claim = Claim(
+                forward_id=record["id"],
+                attempt=record["attempts"],
+                url=record["url"],
+                secret=record["secret"],
+                timeout=record["timeout"],
+            )
+            task = asyncio.create_task(self._deliver(claim), name=f"forward-{claim.forward_id}")
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        # A finished forward may free the next one of its conversation.
+        self._wake.set()
+
+    async def _deliver(self, claim: Claim) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                row = await conn.fetchrow(_PAYLOAD, claim.forward_id)
+            body = _payload(row)
+            headers = signing.headers(
+                message_id=row["event_id"],
+                timestamp=int(time.time()),
+                body=body,
+                secret=claim.secret,
+            )
+            answer = await post(self._client, claim.url, body, headers, within=claim.timeout)
+            await self._settle(claim, answer)
+        except UNAVAILABLE_ERRORS as error:
+            # The lease runs out and the forward is tried again: at least once.
+            log.warning("forward_unsettled", forward_id=claim.forward_id, error=repr(error))
+        except Exception:
+            log.exception("forward_failed", forward_id=claim.forward_id)
+
+    async def _settle(self, claim: Claim, answer: Answer) -> None:
+        decision = self._policy.decide(
+            attempt=claim.attempt, status=answer.status, retry_after=answer.retry_after
+        )
+        error = answer.error or decision.reason or None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _RECORD_ATTEMPT,
+                claim.forward_id,
+                answer.status,
+                answer.excerpt,
+                answer.error,
+                answer.duration_ms,
+            )
+            await conn.execute(
+                _SETTLE,
+                claim.forward_id,
+                claim.attempt,
+                _STATE_AFTER[decision.verdict].value,
+                decision.delay,
+                None if decision.verdict is Verdict.DONE else error,
+            )
+            if decision.verdict is not Verdict.RETRY:
+                await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        log.info(
+            "forward",
+            forward_id=claim.forward_id,
+            attempt=claim.attempt,
+            status=answer.status,
+            verdict=decision.verdict.value,
+            delay=round(decision.delay, 3),
+            duration_ms=answer.duration_ms,
+            error=error,
+        )
+
+    async def _listen(self) -> None:
+        """Wake on NOTIFY; reconnect after a database error."""
+        backoff = 0.5
+        while True:
+            try:
+                await self._listen_once()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("dispatcher_listen_failed", error=repr(error))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10)
+
+    async def _listen_once(self) -> None:
+        lost = asyncio.Event()
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            conn.add_termination_listener(lambda _: lost.set())
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            self._wake.set()  # catch up on what was notified while away
+            await lost.wait()
+        finally:
+            if not conn.is_closed():
+                await conn.close()
+
+
+async def post(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], *, within: float
+) -> Answer:
+    """POST to a handler within `within` seconds in all (connect, send, read the excerpt)."""
+    started = time.perf_counter()
+    request_headers = {**headers, "content-type": "application/json"}
+    try:
+        async with asyncio.timeout(within):
+            async with client.stream(
+                "POST", url, content=body, headers=request_headers
+            ) as response:
+                excerpt = bytearray()
+                async for chunk in response.aiter_bytes():
+                    excerpt += chunk
+                    if len(excerpt) >= EXCERPT_BYTES:
+                        break
+                return Answer(
+                    status=response.status_code,
+                    excerpt=bytes(excerpt[:EXCERPT_BYTES]).decode("utf-8", "replace"),
+                    error=None,
+                    retry_after=_retry_after(response.headers.get("retry-after")),
+                    duration_ms=_since(started),
+                )
+    except TimeoutError:
+        error = f"no complete answer within {within:g} s"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    return Answer(
+        status=None, excerpt=None, error=error, retry_after=None, duration_ms=_since(started)
+    )
+
+
+def _payload(row: Any) -> bytes:
+    mt = None
+    if row["mt_id"] is not None:
+        mt = {"id": row["mt_id"], "user_data": row["mt_user_data"], "sent_at": row["mt_sent_at"]}
+    return orjson.dumps(
+        {
+            "event_id": row["event_id"],
+            "event_type": row["type"],
+            "received_at": row["received_at"],
+            "rule": row["rule"],
+            "user_data": row["user_data"],
+            "mo": {
+                "id": row["sms_id"],
+                "from": row["from_number"],
+                "to": row["to_number"],
+                "text": row["text"],
+                "received_at": row["created_at"],
+                "encoding": row["encoding"],
+                "parts": row["parts"],
+            },
+            "mt": mt,
+            # The event as CALLR sent it, byte for byte.
+            "event": orjson.Fragment(row["body"]),
+        }
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.now(when.tzinfo)).total_seconds(), 0.0)
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

@@ -1,0 +1,153 @@
+"""The handler registry, shared by the CLI and the HTTP API. Changes apply at once, no restart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from receiver.forwarding.routing import NOTIFY_CHANNEL, route_unrouted
+from receiver.forwarding.signing import SecretInvalid, secret_key
+
+_INSERT = """
+INSERT INTO handlers (match, prefix, is_default, url, secret, timeout)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at
+"""
+_LIST = """
+SELECT id, match, prefix, is_default, url, secret, timeout, enabled, created_at
+FROM handlers ORDER BY is_default, match, prefix, id
+"""
+_SET_ENABLED = """
+UPDATE handlers SET enabled = $2 WHERE id = $1
+RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at
+"""
+
+
+class HandlerError(ValueError):
+    """A handler that cannot be registered as asked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerView:
+    """A registered handler as people see it (the secret is never shown)."""
+
+    id: int
+    user_data: str | None
+    default: bool
+    url: str
+    signed: bool
+    timeout: float
+    enabled: bool
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "user_data": self.user_data,
+            "default": self.default,
+            "url": self.url,
+            "signed": self.signed,
+            "timeout": self.timeout,
+            "enabled": self.enabled,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewHandler:
+    """What a caller asks to register, checked before it reaches the database."""
+
+    user_data: str | None
+    default: bool
+    url: str
+    secret: str | None = None
+    timeout: float = 10.0
+
+    def validated(self) -> NewHandler:
+        if self.default == (self.user_data is not None):
+            raise HandlerError("give either a user_data value or default, not both or neither")
+        if self.user_data is not None and not self.user_data.rstrip("*"):
+            raise HandlerError("user_data must have at least one character before a final '*'")
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise HandlerError(f"url must be an http:// or https:// URL, not {self.url!r}")
+        if not 0 < self.timeout <= 300:
+            raise HandlerError("timeout must be between 0 and 300 seconds")
+        if self.secret is not None:
+            try:
+                secret_key(self.secret)
+            except SecretInvalid as error:
+                raise HandlerError(str(error)) from None
+        return self
+
+
+async def add_handler(conn: Any, new: NewHandler) -> tuple[HandlerView, int]:
+    """Register a handler; returns it and how many waiting forwards it took."""
+    new = new.validated()
+    match, prefix = None, False
+    if new.user_data is not None:
+        prefix = new.user_data.endswith("*")
+        match = new.user_data[:-1] if prefix else new.user_data
+    try:
+        row = await conn.fetchrow(
+            _INSERT,
+            match,
+            prefix,
+            new.default,
+            new.url,
+            new.secret,
+            new.timeout,
+        )
+    except asyncpg.UniqueViolationError:
+        which = "a default handler" if new.default else f"a handler for {new.user_data!r}"
+        raise HandlerError(f"{which} is already registered") from None
+    return _view(row), await route_unrouted(conn)
+
+
+async def list_handlers(conn: Any) -> list[HandlerView]:
+    """Every handler, the default last."""
+    rows = await conn.fetch(_LIST)
+    return [_view(row) for row in rows]
+
+
+async def remove_handler(conn: Any, handler_id: int) -> bool:
+    """Delete a handler; its undelivered forwards go back to routing (to another, or unrouted)."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE forwards SET state = 'unrouted', handler_id = NULL, conversation = NULL"
+            " WHERE handler_id = $1 AND state IN ('pending', 'in_flight')",
+            handler_id,
+        )
+        removed = await conn.fetchval("DELETE FROM handlers WHERE id = $1 RETURNING id", handler_id)
+    if removed is None:
+        return False
+    await route_unrouted(conn)
+    return True
+
+
+async def set_enabled(conn: Any, handler_id: int, *, enabled: bool) -> HandlerView | None:
+    """Enable or disable a handler; a disabled one keeps its forwards waiting."""
+    row = await conn.fetchrow(_SET_ENABLED, handler_id, enabled)
+    if row is not None and enabled:
+        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return _view(row) if row is not None else None
+
+
+def _view(row: Any) -> HandlerView:
+    user_data = None
+    if not row["is_default"]:
+        user_data = row["match"] + ("*" if row["prefix"] else "")
+    return HandlerView(
+        id=row["id"],
+        user_data=user_data,
+        default=row["is_default"],
+        url=row["url"],
+        signed=row["secret"] is not None,
+        timeout=row["timeout"],
+        enabled=row["enabled"],
+        created_at=row["created_at"],
+    )

@@ -1,0 +1,150 @@
+"""Routing inbound SMS to handlers, inside the transaction that stores them (the outbox).
+
+For each MO, in order, recording which rule matched:
+1. `user_data`: the MO's own `user_data`, when not empty, matches a handler;
+2. `recent_mt`: otherwise the `user_data` of the most recent outbound SMS sent to
+   the MO's sender within the window, preferring one sent from the number the MO
+   was sent to, matches a handler;
+3. `default`: otherwise the default handler;
+4. `unrouted`: otherwise the forward waits for a handler (`route_unrouted`).
+An exact `user_data` match wins over a prefix, a longer prefix over a shorter one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from receiver.db.arrays import columns
+from receiver.projection import Report
+
+NOTIFY_CHANNEL = "receiver_forwards"
+
+# Handlers matching a routing key, best first. `$key` stands for the key expression.
+_HANDLER_FOR_KEY = """
+SELECT h.id FROM handlers h
+WHERE h.enabled AND NOT h.is_default AND {key} IS NOT NULL
+  AND (h.match = {key} OR (h.prefix AND starts_with({key}, h.match)))
+ORDER BY h.prefix, length(h.match) DESC
+LIMIT 1
+"""
+
+_ROUTE = f"""
+WITH mo AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::int[])
+        AS mo(event_id, sms_id, sender, recipient, user_data, at, ord)
+),
+keyed AS (
+    SELECT mo.*, mt.sms_id AS mt_sms_id, mt.user_data AS mt_user_data
+    FROM mo LEFT JOIN LATERAL (
+        SELECT m.sms_id, m.user_data FROM messages m
+        WHERE mo.user_data IS NULL
+          AND m.direction = 'outbound' AND m.to_number = mo.sender
+          AND m.created_at BETWEEN mo.at - $8::interval AND mo.at
+        ORDER BY (m.from_number = mo.recipient) DESC NULLS LAST, m.created_at DESC
+        LIMIT 1
+    ) mt ON true
+),
+routed AS (
+    SELECT k.*,
+        own.id AS own_handler, recent.id AS recent_handler, fallback.id AS default_handler
+    FROM keyed k
+    LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.user_data")}) own ON true
+    LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.mt_user_data")}) recent ON true
+    LEFT JOIN LATERAL (
+        SELECT h.id FROM handlers h WHERE h.enabled AND h.is_default LIMIT 1
+    ) fallback ON true
+),
+chosen AS (
+    SELECT r.*,
+        COALESCE(r.own_handler, r.recent_handler, r.default_handler) AS handler_id,
+        CASE WHEN r.own_handler IS NOT NULL THEN 'user_data'
+             WHEN r.recent_handler IS NOT NULL THEN 'recent_mt'
+             WHEN r.default_handler IS NOT NULL THEN 'default'
+             ELSE 'unrouted' END AS rule
+    FROM routed r
+)
+INSERT INTO forwards (event_id, sms_id, handler_id, rule, user_data, mt_sms_id, sender,
+                      conversation, state, next_attempt_at, created_at)
+SELECT c.event_id, c.sms_id, c.handler_id, c.rule,
+    COALESCE(c.user_data, c.mt_user_data), c.mt_sms_id, c.sender,
+    c.handler_id::text || ':' || COALESCE(c.sender, ''),
+    CASE WHEN c.handler_id IS NULL THEN 'unrouted' ELSE 'pending' END,
+    now(), now()
+FROM chosen c
+ORDER BY c.ord
+ON CONFLICT (event_id) DO NOTHING
+RETURNING state
+"""
+
+
+async def route(conn: Any, reports: Sequence[Report], *, window: timedelta) -> int:
+    """Write a forward for each newly stored inbound SMS; returns how many await delivery.
+
+    When any does, dispatchers are woken by a NOTIFY that PostgreSQL sends on commit.
+    """
+    inbound = [r for r in reports if r.sms.direction == "inbound"]
+    if not inbound:
+        return 0
+    rows = [
+        (
+            r.event_id,
+            r.sms.sms_id,
+            r.sms.from_number,
+            r.sms.to_number,
+            r.sms.user_data,
+            r.sms.created_at or r.status_at,
+            ord_,
+        )
+        for ord_, r in enumerate(inbound)
+    ]
+    records = await conn.fetch(_ROUTE, *columns(rows, 7), window)
+    pending = sum(1 for record in records if record["state"] == "pending")
+    if pending:
+        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return pending
+
+
+# Unrouted forwards, oldest first, take the handler the same rules give them now.
+_ROUTE_UNROUTED = f"""
+WITH candidates AS (
+    SELECT f.id, f.user_data, f.sender, m.user_data AS own_user_data
+    FROM forwards f JOIN messages m ON m.sms_id = f.sms_id
+    WHERE f.state = 'unrouted'
+    ORDER BY f.id
+    FOR UPDATE OF f
+),
+routed AS (
+    SELECT c.id, own.id AS own_handler, recent.id AS recent_handler,
+           fallback.id AS default_handler
+    FROM candidates c
+    LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="c.own_user_data")}) own ON true
+    LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="c.user_data")}) recent ON true
+    LEFT JOIN LATERAL (
+        SELECT h.id FROM handlers h WHERE h.enabled AND h.is_default LIMIT 1
+    ) fallback ON true
+)
+UPDATE forwards f SET
+    handler_id = COALESCE(r.own_handler, r.recent_handler, r.default_handler),
+    rule = CASE WHEN r.own_handler IS NOT NULL THEN 'user_data'
+                WHEN r.recent_handler IS NOT NULL THEN 'recent_mt'
+                ELSE 'default' END,
+    conversation = COALESCE(r.own_handler, r.recent_handler, r.default_handler)::text
+                   || ':' || COALESCE(f.sender, ''),
+    state = 'pending',
+    next_attempt_at = now()
+FROM routed r
+WHERE f.id = r.id AND COALESCE(r.own_handler, r.recent_handler, r.default_handler) IS NOT NULL
+RETURNING f.id
+"""
+
+
+async def route_unrouted(conn: Any) -> int:
+    """Route the forwards that had no handler, with the handlers there are now."""
+    async with conn.transaction():
+        records = await conn.fetch(_ROUTE_UNROUTED)
+        if records:
+            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return len(records)

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from receiver.app import create_app
+from tests.conftest import SettingsFactory
+from tests.support import running
+
+TOKEN = "api-token-for-tests"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/handlers"),
+        ("POST", "/api/v1/handlers"),
+        ("DELETE", "/api/v1/handlers/1"),
+        ("POST", "/api/v1/handlers/1/disable"),
+        ("POST", "/api/v1/handlers/1/enable"),
+    ],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Bearer wrong"}, {"authorization": f"Basic {TOKEN}"}],
+    ids=["none", "wrong", "not-bearer"],
+)
+async def test_every_route_needs_a_valid_token(
+    method: str, path: str, headers: dict[str, str], make_settings: SettingsFactory
+) -> None:
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        response = await client.request(method, path, headers=headers, json={})
+    assert response.status_code == 401
+    assert response.json()["error"].startswith("a valid API token is required")
+
+
+async def test_the_webhook_token_does_not_open_the_api(make_settings: SettingsFactory) -> None:
+    settings = make_settings(api_tokens=TOKEN)
+    async with running(create_app(settings)) as client:
+        response = await client.get(
+            "/api/v1/handlers", headers={"authorization": f"Bearer {settings.callr_url_token}"}
+        )
+    assert response.status_code == 401
+
+
+async def test_without_configured_tokens_the_api_is_closed(make_settings: SettingsFactory) -> None:
+    async with running(create_app(make_settings())) as client:
+        response = await client.get("/api/v1/handlers", headers={"authorization": "Bearer "})
+    assert response.status_code == 401
+
+
+async def test_handlers_are_added_listed_toggled_and_removed(
+    make_settings: SettingsFactory,
+) -> None:
+    async with running(create_app(make_settings(api_tokens=f"other,{TOKEN}"))) as client:
+        created = await client.post(
+            "/api/v1/handlers",
+            headers=AUTH,
+            json={"user_data": "booking-*", "url": "http://127.0.0.1:9/hook", "timeout": 3},
+        )
+        default = await client.post(
+            "/api/v1/handlers", headers=AUTH, json={"default": True, "url": "http://127.0.0.1:9/"}
+        )
+        duplicate = await client.post(
+            "/api/v1/handlers", headers=AUTH, json={"default": True, "url": "http://127.0.0.1:9/"}
+        )
+        handler_id = created.json()["id"]
+        disabled = await client.post(f"/api/v1/handlers/{handler_id}/disable", headers=AUTH)
+        listed = await client.get("/api/v1/handlers", headers=AUTH)
+        removed = await client.delete(f"/api/v1/handlers/{handler_id}", headers=AUTH)
+        again = await client.delete(f"/api/v1/handlers/{handler_id}", headers=AUTH)
+        after = await client.get("/api/v1/handlers", headers=AUTH)
+    assert created.status_code == 201
+    assert created.json()["user_data"] == "booking-*"
+    assert created.json()["timeout"] == 3
+    assert created.json()["signed"] is False
+    assert default.status_code == 201
+    assert duplicate.status_code == 400
+    assert duplicate.json() == {"error": "a default handler is already registered"}
+    assert disabled.json()["enabled"] is False
+    assert [h["user_data"] for h in listed.json()["items"]] == ["booking-*", None]
+    assert removed.status_code == 204
+    assert again.status_code == 404
+    assert [h["default"] for h in after.json()["items"]] == [True]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"url": "http://x/"}, "give either a user_data value or default, not both or neither"),
+        ({"user_data": "a", "default": True, "url": "http://x/"}, "give either a user_data"),
+        ({"user_data": "a", "url": "ftp://x/"}, "url must be an http:// or https:// URL"),
+        ({"user_data": "*", "url": "http://x/"}, "user_data must have at least one character"),
+        ({"user_data": "a", "url": "http://x/", "secret": "plain"}, "a handler secret must be"),
+        ({"user_data": "a", "url": "http://x/", "timeout": 0}, "timeout must be between"),
+        ({"user_data": "a", "url": "http://x/", "colour": "red"}, "unknown field(s): colour"),
+        ([1, 2], "body must be a JSON object"),
+    ],
+)
+async def test_a_bad_handler_is_refused_with_the_reason(
+    body: object, error: str, make_settings: SettingsFactory
+) -> None:
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        response = await client.post("/api/v1/handlers", headers=AUTH, json=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(error)
+
+
+def test_the_cli_adds_and_lists_handlers(database_url: str) -> None:
+    env = {**os.environ, "RECEIVER_DATABASE_URL": database_url, "RECEIVER_LOG_FORMAT": "json"}
+
+    def receiver(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "receiver", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    added = receiver(
+        "handlers", "add", "--user-data", "42", "--url", "http://127.0.0.1:9/h", "--generate-secret"
+    )
+    assert added.returncode == 0, added.stderr
+    handler = json.loads(added.stdout.splitlines()[0])
+    assert (handler["user_data"], handler["signed"]) == ("42", True)
+    assert "secret (shown once, give it to the handler): whsec_" in added.stdout
+    duplicate = receiver("handlers", "add", "--user-data", "42", "--url", "http://127.0.0.1:9/h")
+    assert duplicate.returncode == 2
+    assert "a handler for '42' is already registered" in duplicate.stderr
+    assert receiver("handlers", "disable", str(handler["id"])).returncode == 0
+    listed = receiver("handlers", "list")
+    assert [json.loads(line)["enabled"] for line in listed.stdout.splitlines()] == [False]
+    assert receiver("handlers", "remove", str(handler["id"])).returncode == 0
+    assert receiver("handlers", "list").stdout == ""

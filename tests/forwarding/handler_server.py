@@ -1,0 +1,112 @@
+"""A real HTTP handler on loopback that records what it receives and answers as scripted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+
+# (status, seconds to wait before answering) for the n-th request (0-based) to a path.
+Script = Callable[[int], tuple[int, float]]
+
+
+def always(status: int) -> Script:
+    return lambda n: (status, 0.0)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class HandlerServer:
+    """Records every request; `scripts` decides each path's answers (200 by default)."""
+
+    scripts: dict[str, Script] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    port: int = 0
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def on(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.path == path]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        count = len(self.on(path))
+        self.received.append(
+            Received(
+                path=path,
+                headers={k.decode(): v.decode() for k, v in scope["headers"]},
+                body=body,
+                at=time.monotonic(),
+            )
+        )
+        status, delay = self.scripts.get(path, always(200))(count)
+        await asyncio.sleep(delay)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"ok": true}'})
+
+    async def start(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        # Listening now means connections wait in the backlog until uvicorn serves them.
+        sock.listen(128)
+        config = uvicorn.Config(self, log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._server, self._task = None, None
+
+
+@contextlib.asynccontextmanager
+async def handler_server() -> AsyncIterator[HandlerServer]:
+    server = HandlerServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def wait_for(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    """Wait until `condition()` holds; fail the test if it does not within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {seconds} s")
+        await asyncio.sleep(0.02)

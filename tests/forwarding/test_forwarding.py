@@ -1,0 +1,312 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from receiver.app import create_app, dispatcher
+from receiver.db.engine import create_pool
+from receiver.forwarding.handlers import NewHandler, add_handler
+from receiver.forwarding.signing import new_secret
+from tests.callr_events import BASE_TIME, mo_event, mt_event
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
+from tests.support import fetch, running
+
+TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
+FAST = {"forward_backoff_base": 0.05, "dispatch_poll_interval": 0.2}
+
+
+@pytest.fixture
+async def handler() -> AsyncIterator[HandlerServer]:
+    async with handler_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(make_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(make_settings(**FAST))) as client:
+        yield client
+
+
+async def register(database: str, **fields: Any) -> int:
+    conn = await asyncpg.connect(database)
+    try:
+        handler, _ = await add_handler(conn, NewHandler(**{"default": False, **fields}))
+    finally:
+        await conn.close()
+    return handler.id
+
+
+async def send(client: httpx.AsyncClient, *bodies: bytes) -> None:
+    for body in bodies:
+        response = await client.post(TOKEN_PATH, content=body)
+        assert response.status_code == 200, response.text
+
+
+async def forwards(url: str) -> list[dict[str, Any]]:
+    return await fetch(url, "SELECT * FROM forwards ORDER BY id")
+
+
+async def wait_for_state(url: str, *states: str, seconds: float = 10.0) -> None:
+    """Wait until every forward is in one of `states`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while {f["state"] for f in await forwards(url)} - set(states):
+        assert asyncio.get_running_loop().time() < deadline, await forwards(url)
+        await asyncio.sleep(0.05)
+
+
+async def test_an_mo_with_its_own_user_data_reaches_that_handler(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    await register(database_url, user_data="42", url=handler.url("/team-42"))
+    await register(database_url, user_data=None, default=True, url=handler.url("/default"))
+    await send(client, mo_event("mo-1", "MO000001", sender="+33611111111", user_data="42"))
+    await wait_for(lambda: len(handler.received) == 1)
+    (request,) = handler.on("/team-42")
+    payload = request.json
+    assert payload["event_id"] == "mo-1"
+    assert payload["event_type"] == "sms.mo"
+    assert payload["rule"] == "user_data"
+    assert payload["user_data"] == "42"
+    assert payload["mo"]["id"] == "mo000001"
+    assert (payload["mo"]["from"], payload["mo"]["to"]) == ("+33611111111", "+33644630010")
+    assert payload["mo"]["text"] == "YES"
+    assert payload["mt"] is None
+    assert payload["event"]["event_id"] == "mo-1"  # the raw event as CALLR sent it
+    assert request.headers["webhook-id"] == "mo-1"
+    assert "webhook-signature" not in request.headers  # the handler has no secret
+    await wait_for_state(database_url, "done")
+    (forward,) = await forwards(database_url)
+    assert (forward["rule"], forward["attempts"]) == ("user_data", 1)
+    assert forward["delivered_at"] is not None
+
+
+async def test_an_mo_without_user_data_follows_the_latest_mt_to_its_sender(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    await register(database_url, user_data="booking", url=handler.url("/booking"))
+    await register(database_url, user_data="promo", url=handler.url("/promo"))
+    customer = "+33622222222"
+    await send(
+        client,
+        # The newest MT to the customer was sent from another number than the one
+        # the MO reaches: the older MT from that number wins.
+        mt_event("mt-1", "MT000001", to=customer, sender="+33644630010", user_data="booking"),
+        mt_event(
+            "mt-2",
+            "MT000002",
+            to=customer,
+            sender="PROMO",
+            user_data="promo",
+            at=BASE_TIME + timedelta(minutes=5),
+        ),
+        mo_event("mo-2", "MO000002", sender=customer, at=BASE_TIME + timedelta(minutes=10)),
+    )
+    await wait_for(lambda: len(handler.received) == 1)
+    (request,) = handler.on("/booking")
+    assert request.json["rule"] == "recent_mt"
+    assert request.json["user_data"] == "booking"
+    assert request.json["mt"]["id"] == "mt000001"
+    assert request.json["mt"]["user_data"] == "booking"
+
+
+async def test_an_mt_older_than_the_window_is_not_followed(
+    make_settings: SettingsFactory, handler: HandlerServer, database_url: str
+) -> None:
+    await register(database_url, user_data="booking", url=handler.url("/booking"))
+    await register(database_url, user_data=None, default=True, url=handler.url("/default"))
+    settings = make_settings(routing_window_hours=1, **FAST)
+    async with running(create_app(settings)) as client:
+        await send(
+            client,
+            mt_event("mt-old", "MTOLD001", to="+33633333333", user_data="booking"),
+            mo_event("mo-3", "MO000003", sender="+33633333333", at=BASE_TIME + timedelta(hours=2)),
+        )
+        await wait_for(lambda: len(handler.received) == 1)
+    assert handler.on("/default")[0].json["rule"] == "default"
+
+
+async def test_an_exact_match_beats_a_prefix_and_a_longer_prefix_a_shorter(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    await register(database_url, user_data="booking-*", url=handler.url("/short"))
+    await register(database_url, user_data="booking-reminder-*", url=handler.url("/long"))
+    await register(database_url, user_data="booking-reminder-2", url=handler.url("/exact"))
+    await send(
+        client,
+        mo_event("p-1", "PFX00001", sender="+1", user_data="booking-reminder-2"),
+        mo_event("p-2", "PFX00002", sender="+2", user_data="booking-reminder-9"),
+        mo_event("p-3", "PFX00003", sender="+3", user_data="booking-other"),
+        mo_event("p-4", "PFX00004", sender="+4", user_data="bookings"),
+    )
+    await wait_for(lambda: len(handler.received) == 3)
+    assert [r.json["event_id"] for r in handler.on("/exact")] == ["p-1"]
+    assert [r.json["event_id"] for r in handler.on("/long")] == ["p-2"]
+    assert [r.json["event_id"] for r in handler.on("/short")] == ["p-3"]
+    states = {f["event_id"]: (f["rule"], f["state"]) for f in await forwards(database_url)}
+    assert states["p-4"] == ("unrouted", "unrouted")
+
+
+async def test_an_unrouted_mo_is_delivered_when_a_handler_is_added(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    await send(client, mo_event("late-1", "LATE0001", sender="+33644444444", user_data="new"))
+    (waiting,) = await forwards(database_url)
+    assert (waiting["state"], waiting["rule"], waiting["handler_id"]) == (
+        "unrouted",
+        "unrouted",
+        None,
+    )
+    await register(database_url, user_data="new", url=handler.url("/new"))
+    await wait_for(lambda: len(handler.received) == 1)
+    assert handler.on("/new")[0].json["event_id"] == "late-1"
+    (forward,) = await forwards(database_url)
+    assert forward["rule"] == "user_data"
+
+
+async def test_500_twice_then_200_is_delivered_once_after_three_attempts(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    handler.scripts["/flaky"] = lambda n: (500, 0.0) if n < 2 else (200, 0.0)
+    await register(database_url, user_data="42", url=handler.url("/flaky"))
+    await send(client, mo_event("f-1", "FLAKY001", sender="+5", user_data="42"))
+    await wait_for(lambda: len(handler.received) == 3)
+    await wait_for_state(database_url, "done")
+    await asyncio.sleep(0.3)  # no fourth attempt follows
+    assert len(handler.received) == 3
+    assert {r.headers["webhook-id"] for r in handler.received} == {"f-1"}
+    (forward,) = await forwards(database_url)
+    assert (forward["state"], forward["attempts"]) == ("done", 3)
+    attempts = await fetch(database_url, "SELECT status_code FROM forward_attempts ORDER BY id")
+    assert [a["status_code"] for a in attempts] == [500, 500, 200]
+
+
+async def test_a_handler_that_is_down_gets_the_forward_when_it_comes_back(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    await register(database_url, user_data="42", url=handler.url("/back"))
+    await handler.stop()
+    await send(client, mo_event("d-1", "DOWN0001", sender="+6", user_data="42"))
+    await asyncio.sleep(0.5)
+    failed = await fetch(database_url, "SELECT error FROM forward_attempts")
+    assert failed, "the dispatcher tried while the handler was down"
+    assert all("Connect" in (a["error"] or "") for a in failed)
+    await handler.start()
+    await wait_for_state(database_url, "done")
+    assert [r.json["event_id"] for r in handler.received] == ["d-1"]
+
+
+async def test_a_400_is_dead_at_once(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    handler.scripts["/reject"] = lambda n: (400, 0.0)
+    await register(database_url, user_data="42", url=handler.url("/reject"))
+    await send(client, mo_event("r-1", "REJECT01", sender="+7", user_data="42"))
+    await wait_for_state(database_url, "dead")
+    await asyncio.sleep(0.3)
+    assert len(handler.received) == 1
+    (forward,) = await forwards(database_url)
+    assert (forward["state"], forward["attempts"]) == ("dead", 1)
+    assert forward["last_error"] == "the handler answered 400"
+
+
+async def test_a_slow_handler_times_out_and_is_tried_again(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    handler.scripts["/slow"] = lambda n: (200, 2.0) if n == 0 else (200, 0.0)
+    await register(database_url, user_data="42", url=handler.url("/slow"), timeout=0.3)
+    await send(client, mo_event("s-1", "SLOW0001", sender="+8", user_data="42"))
+    await wait_for_state(database_url, "done")
+    (forward,) = await forwards(database_url)
+    assert (forward["state"], forward["attempts"]) == ("done", 2)
+    errors = await fetch(database_url, "SELECT error FROM forward_attempts ORDER BY id")
+    assert errors[0]["error"] == "no complete answer within 0.3 s"
+
+
+async def test_a_conversation_keeps_its_order_while_others_flow(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    # The first reply of +9 fails twice; its later replies must wait for it,
+    # while the replies of +10 go through at once.
+    def script(n: int) -> tuple[int, float]:
+        event_id = handler.received[-1].json["event_id"]
+        tries = sum(1 for r in handler.received if r.json["event_id"] == event_id)
+        return (500, 0.0) if event_id == "a-1" and tries <= 2 else (200, 0.0)
+
+    handler.scripts["/h"] = script
+    await register(database_url, user_data="42", url=handler.url("/h"))
+    await send(
+        client,
+        *[mo_event(f"a-{n}", f"CONVA00{n}", sender="+9", user_data="42") for n in (1, 2, 3)],
+        *[mo_event(f"b-{n}", f"CONVB00{n}", sender="+10", user_data="42") for n in (1, 2, 3)],
+    )
+    await wait_for(lambda: len({r.json["event_id"] for r in handler.received}) == 6)
+    await asyncio.sleep(0.2)
+    order = [r.json["event_id"] for r in handler.received]
+    a_done = [e for e in order if e.startswith("a-")]
+    assert a_done == ["a-1", "a-1", "a-1", "a-2", "a-3"]
+    assert [e for e in order if e.startswith("b-")] == ["b-1", "b-2", "b-3"]
+    # +10's replies did not wait for +9's retries.
+    assert order.index("b-3") < order.index("a-2")
+
+
+async def test_the_signature_verifies_with_the_standard_webhooks_library(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    secret = new_secret()
+    await register(database_url, user_data="42", url=handler.url("/signed"), secret=secret)
+    await send(client, mo_event("sig-1", "SIGNED01", sender="+11", user_data="42"))
+    await wait_for(lambda: len(handler.received) == 1)
+    request = handler.received[0]
+    verified = Webhook(secret).verify(request.body, request.headers)
+    assert verified["event_id"] == "sig-1"
+    tampered = request.body.replace(b"YES", b"NO!")
+    with pytest.raises(Exception, match="No matching signature found"):
+        Webhook(secret).verify(tampered, request.headers)
+
+
+@pytest.mark.slow
+async def test_two_dispatchers_deliver_a_thousand_forwards_once_each(
+    make_settings: SettingsFactory, handler: HandlerServer, database_url: str
+) -> None:
+    await register(database_url, user_data="42", url=handler.url("/bulk"))
+    settings = make_settings(dispatcher=False, **FAST)
+    async with running(create_app(settings)) as client:
+        bodies = [
+            mo_event(f"bulk-{n}", f"BULK{n:04d}", sender=f"+1{n % 50:03d}", user_data="42")
+            for n in range(1000)
+        ]
+        for start in range(0, 1000, 100):
+            answers = await asyncio.gather(
+                *(client.post(TOKEN_PATH, content=b) for b in bodies[start : start + 100])
+            )
+            assert {a.status_code for a in answers} == {200}
+    pools = [await create_pool(database_url, size=4, command_timeout=10) for _ in range(2)]
+    tasks = [asyncio.create_task(dispatcher(settings, pool).run()) for pool in pools]
+    try:
+        await wait_for(lambda: len(handler.received) >= 1000, seconds=60)
+        await asyncio.sleep(0.5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for pool in pools:
+            await pool.close()
+    ids = [r.headers["webhook-id"] for r in handler.received]
+    assert len(ids) == 1000
+    assert len(set(ids)) == 1000
+    states = await fetch(database_url, "SELECT state, count(*) AS n FROM forwards GROUP BY state")
+    assert states == [{"state": "done", "n": 1000}]
+    # Each sender's replies arrived in the order they were received.
+    for sender in {f"+1{n % 50:03d}" for n in range(1000)}:
+        seen = [
+            int(r.json["event_id"][5:]) for r in handler.received if r.json["mo"]["from"] == sender
+        ]
+        assert seen == sorted(seen)
