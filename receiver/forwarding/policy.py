@@ -33,7 +33,7 @@ class RetryPolicy:
     max_attempts: int = 12
     base: float = 40.0
     """Seconds before the second attempt; each later wait doubles."""
-    cap: float = 6 * 3600.0
+    cap: float = 12 * 3600.0
     jitter: float = 0.2
     """Each wait is scaled by a random factor in [1 - jitter, 1 + jitter]."""
 

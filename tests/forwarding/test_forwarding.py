@@ -13,6 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from receiver.app import create_app, dispatcher
 from receiver.db.engine import create_pool
 from receiver.forwarding.handlers import NewHandler, add_handler
+from receiver.forwarding.outbox import ForwardFilter, retry_forwards
 from receiver.forwarding.signing import new_secret
 from tests.callr_events import BASE_TIME, mo_event, mt_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
@@ -310,3 +311,23 @@ async def test_two_dispatchers_deliver_a_thousand_forwards_once_each(
             int(r.json["event_id"][5:]) for r in handler.received if r.json["mo"]["from"] == sender
         ]
         assert seen == sorted(seen)
+
+
+async def test_a_dead_forward_is_delivered_when_retried(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    handler.scripts["/fixed"] = lambda n: (404, 0.0) if n == 0 else (200, 0.0)
+    handler_id = await register(database_url, user_data="42", url=handler.url("/fixed"))
+    await send(client, mo_event("dead-1", "DEAD0001", sender="+12", user_data="42"))
+    await wait_for_state(database_url, "dead")
+    conn = await asyncpg.connect(database_url)
+    try:
+        wrong_handler = await retry_forwards(conn, ForwardFilter(handler_id=handler_id + 1))
+        queued = await retry_forwards(conn, ForwardFilter(handler_id=handler_id))
+    finally:
+        await conn.close()
+    assert (wrong_handler, queued) == (0, 1)
+    await wait_for_state(database_url, "done")
+    assert [r.headers["webhook-id"] for r in handler.received] == ["dead-1", "dead-1"]
+    attempts = await fetch(database_url, "SELECT status_code FROM forward_attempts ORDER BY id")
+    assert [a["status_code"] for a in attempts] == [404, 200]

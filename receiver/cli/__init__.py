@@ -1,0 +1,66 @@
+"""The `receiver` command: one subcommand per operation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import version
+
+from receiver.cli.forwarding import add_forward_commands, add_handler_commands
+from receiver.cli.service import run_migrations, serve, worker
+from receiver.settings import SettingsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per operation."""
+    parser = argparse.ArgumentParser(
+        prog="receiver",
+        description="Receive CALLR SMS webhooks durably. Settings come from RECEIVER_* variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('receiver')}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run the webhook service")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve_parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve_parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve_parser.add_argument(
+        "--migrate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="apply migrations before serving (always done for the embedded database)",
+    )
+    serve_parser.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies whose X-Forwarded-For / -Proto headers are trusted",
+    )
+    serve_parser.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=30,
+        help="seconds to finish in-flight requests on SIGTERM",
+    )
+    serve_parser.set_defaults(handler=serve)
+
+    migrate_parser = commands.add_parser("migrate", help="apply the database migrations")
+    migrate_parser.set_defaults(handler=run_migrations)
+
+    worker_parser = commands.add_parser("worker", help="run only the forward dispatcher")
+    worker_parser.set_defaults(handler=worker)
+
+    add_handler_commands(commands)
+    add_forward_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `receiver` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except SettingsError as error:
+        print(f"receiver: {error}", file=sys.stderr)
+        return 2
+    return result

@@ -1,0 +1,175 @@
+"""The service commands: `serve`, `migrate` and `worker`, and the database they open."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import structlog
+
+from receiver.app import WEBHOOK_PATH, dispatcher
+from receiver.db import migrate
+from receiver.db.embedded import embedded_database_url, start_embedded
+from receiver.db.engine import create_pool, describe
+from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
+from receiver.logging import configure_logging
+from receiver.settings import Settings, load_settings
+
+log = structlog.get_logger("receiver.cli")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The database the service will use, and the embedded server behind it if any."""
+
+    url: str
+    server: Any = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.server is not None
+
+
+def open_database(settings: Settings) -> Database:
+    """RECEIVER_DATABASE_URL when set; otherwise the embedded server in the data folder."""
+    if settings.database_url is not None:
+        return Database(url=settings.database_url)
+    server = start_embedded(settings.data_dir)
+    return Database(url=embedded_database_url(server), server=server)
+
+
+def configured() -> Settings:
+    settings = load_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    return settings
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the service with uvicorn (and the embedded database unless a URL is set)."""
+    import uvicorn
+
+    given = configured()
+    database = open_database(given)
+    settings = resolve_webhook_auth(
+        given.model_copy(update={"database_url": database.url}), embedded=database.embedded
+    )
+    if database.embedded or args.migrate:
+        migrate.upgrade(database.url)
+    token_generated = settings.callr_url_token != given.callr_url_token
+    _announce(settings, database, host=args.host, port=args.port, token_generated=token_generated)
+    # The workers build their app from the environment: hand them what was decided here.
+    os.environ["RECEIVER_DATABASE_URL"] = database.url
+    if settings.callr_url_token:
+        os.environ["RECEIVER_CALLR_URL_TOKEN"] = settings.callr_url_token
+    _exit_cleanly_on_stop_signals()
+    uvicorn.run(
+        "receiver.asgi:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        server_header=False,
+    )
+    return 0
+
+
+def _exit_cleanly_on_stop_signals() -> None:
+    """Make SIGTERM / SIGINT end the process with exit code 0 once uvicorn has drained.
+
+    uvicorn drains, restores the handlers it found, then raises the signal again so
+    that the process dies of it. Dying of a signal skips `atexit`, which is what
+    stops the embedded database; exiting normally runs it.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+
+
+def run_migrations(args: argparse.Namespace) -> int:
+    """Bring the database schema to the latest revision."""
+    settings = configured()
+    database = open_database(settings)
+    migrate.upgrade(database.url)
+    log.info("migrated", database=describe(database.url), revision=migrate.head_revision())
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run only the forward dispatcher (for deployments that separate it from serve)."""
+    settings = configured()
+    database = open_database(settings)
+    settings = settings.model_copy(update={"database_url": database.url})
+
+    async def run() -> None:
+        pool = await create_pool(
+            database.url, size=settings.db_pool_size, command_timeout=settings.db_command_timeout
+        )
+        task = asyncio.create_task(dispatcher(settings, pool).run())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("worker_started", database=describe(database.url))
+        await stop.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.close()
+        log.info("worker_stopped")
+
+    asyncio.run(run())
+    return 0
+
+
+def _announce(
+    settings: Settings, database: Database, *, host: str, port: int, token_generated: bool
+) -> None:
+    base = f"http://{host}:{port}"
+    path = WEBHOOK_PATH
+    if settings.callr_url_token:
+        path += f"/{settings.callr_url_token}"
+    if database.embedded:
+        where = f"embedded PostgreSQL in {settings.data_dir / 'postgres'}"
+    else:
+        where = "RECEIVER_DATABASE_URL"
+    auth = [
+        name
+        for name, on in (
+            ("URL token", settings.callr_url_token),
+            ("HMAC signature", settings.callr_hmac_secrets),
+            ("basic auth", settings.callr_basic_auth),
+        )
+        if on
+    ] or ["none (RECEIVER_ALLOW_UNAUTHENTICATED)"]
+    lines = [
+        f"receiver {version('receiver')}",
+        f"  listening on    {base}",
+        f"  database        {where}: {describe(database.url)}",
+        f"  webhook URL     {base}{path}",
+        f"  authentication  {', '.join(auth)}",
+    ]
+    if token_generated:
+        lines.append(
+            f"                  (token generated, kept in {settings.data_dir / TOKEN_FILE})"
+        )
+    print("\n".join(lines), flush=True)
+    log.info(
+        "receiver_starting",
+        listen=base,
+        database=describe(database.url),
+        embedded=database.embedded,
+        webhook_path=WEBHOOK_PATH + ("/{token}" if settings.callr_url_token else ""),
+        authentication=auth,
+    )

@@ -1,0 +1,54 @@
+"""Operations on the forwards themselves: re-queueing them by filter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from receiver.forwarding.routing import NOTIFY_CHANNEL
+
+RETRYABLE_STATES = ("dead", "done", "pending")
+
+_RETRY = """
+UPDATE forwards SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+WHERE state = $1 AND handler_id IS NOT NULL
+  AND ($2::bigint IS NULL OR handler_id = $2)
+  AND ($3::timestamptz IS NULL OR created_at >= $3)
+  AND ($4::timestamptz IS NULL OR created_at < $4)
+  AND ($5::text IS NULL OR event_id = $5)
+RETURNING id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardFilter:
+    """Which forwards an operation applies to; None means any."""
+
+    state: str = "dead"
+    handler_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    event_id: str | None = None
+
+
+async def retry_forwards(conn: Any, selection: ForwardFilter) -> int:
+    """Queue the selected forwards for delivery now, with a fresh set of attempts.
+
+    Their earlier attempts stay recorded. Unrouted forwards are routed instead
+    (`route_unrouted`).
+    """
+    if selection.state not in RETRYABLE_STATES:
+        raise ValueError(f"state must be one of {', '.join(RETRYABLE_STATES)}")
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _RETRY,
+            selection.state,
+            selection.handler_id,
+            selection.since,
+            selection.until,
+            selection.event_id,
+        )
+        if rows:
+            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return len(rows)
