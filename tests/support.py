@@ -91,3 +91,26 @@ def signed_headers(body: bytes, secret: str, algorithm: str = "sha256") -> dict[
         "content-type": "application/json",
         "x-callr-hmacsignature": sign(body, secret, algorithm),
     }
+
+
+@asynccontextmanager
+async def serving(app: Starlette) -> AsyncIterator[str]:
+    """`app` behind a real uvicorn on a free loopback port; yields its base URL."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        # The lifespan (pool, writer) must be up before the first request.
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -8,7 +8,6 @@ the reason, so that the caller can still store it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,23 +84,20 @@ def parse_envelope(body: bytes) -> Envelope | Malformed:
         return _malformed(body, f"body is a JSON {_json_kind(document)}, not an object")
     fields = _V1 if "event_id" in document else _V2
     try:
-        envelope = _envelope(document, fields)
+        return _envelope(document, fields)
     except _Invalid as error:
         return _malformed_document(body, document, fields, str(error))
-    if not envelope.handled:
-        return envelope
-    try:
-        sms = parse_sms(envelope.type, envelope.object, generation=envelope.generation)
     except SmsInvalid as error:
+        # A well-formed envelope around an SMS object that is not understood:
+        # kept under its event id, with the field named.
         return Malformed(
-            key=envelope.event_id,
+            key=document[fields.id],
             reason=str(error),
-            type=envelope.type,
-            attempt=envelope.attempt,
-            subscription=envelope.subscription,
-            fingerprint=envelope.fingerprint,
+            type=document["type"],
+            attempt=document["try"],
+            subscription=document.get(fields.subscription),
+            fingerprint=content_fingerprint(document, fields.subscription),
         )
-    return dataclasses.replace(envelope, sms=sms)
 
 
 def _envelope(document: dict[str, Any], fields: _Fields) -> Envelope:
@@ -110,15 +106,21 @@ def _envelope(document: dict[str, Any], fields: _Fields) -> Envelope:
     attempt = _attempt(document)
     assert event_id is not None
     assert event_type is not None
+    generation = 1 if fields is _V1 else 2
+    emitted_at = _timestamp(document, fields.emitted_at)
+    subscription = _text(document, fields.subscription, required=False)
+    obj = document.get(fields.object)
+    sms = parse_sms(event_type, obj, generation=generation) if event_type in HANDLED_TYPES else None
     return Envelope(
         event_id=event_id,
         type=event_type,
         attempt=attempt,
-        emitted_at=_timestamp(document, fields.emitted_at),
-        subscription=_text(document, fields.subscription, required=False),
-        generation=1 if fields is _V1 else 2,
-        object=document.get(fields.object),
+        emitted_at=emitted_at,
+        subscription=subscription,
+        generation=generation,
+        object=obj,
         fingerprint=content_fingerprint(document, fields.subscription),
+        sms=sms,
     )
 
 

@@ -11,9 +11,7 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
-
-_T = TypeVar("_T")
+from typing import Any
 
 
 class Status(enum.StrEnum):
@@ -121,19 +119,18 @@ class Snapshot:
 def parse_sms(event_type: str, obj: Any, *, generation: int) -> Snapshot:
     """The snapshot carried by a handled event; raises `SmsInvalid` naming the bad field."""
     if generation == 1:
-        return _parse_v1(event_type, _object(obj, "data"))
-    return _parse_v2(event_type, _object(obj, "payload"))
+        return _parse_v1(event_type, _Fields(obj, "data"))
+    return _parse_v2(event_type, _Fields(obj, "payload"))
 
 
-def _parse_v1(event_type: str, data: dict[str, Any]) -> Snapshot:
-    f = _Fields(data, "data")
+def _parse_v1(event_type: str, f: _Fields) -> Snapshot:
     raw_status = f.required_text("status")
     status = map_status(raw_status, generation=1)
     history = tuple(
         Transition(
             before=map_status(h.required_text("old_status"), generation=1),
             after=map_status(h.required_text("new_status"), generation=1),
-            at=_required(h.v1_date("updated_at"), h.name("updated_at")).replace(microsecond=0),
+            at=h.required_time("updated_at", h.v1_date("updated_at")),
         )
         for h in f.entries("status_history")
     )
@@ -160,20 +157,19 @@ def _parse_v1(event_type: str, data: dict[str, Any]) -> Snapshot:
     )
 
 
-def _parse_v2(event_type: str, payload: dict[str, Any]) -> Snapshot:
-    f = _Fields(payload, "payload")
+def _parse_v2(event_type: str, f: _Fields) -> Snapshot:
     raw_status = f.required_text("status")
     status = map_status(raw_status, generation=2)
     history = tuple(
         Transition(
             before=map_status(h.required_text("before"), generation=2),
             after=map_status(h.required_text("after"), generation=2),
-            at=_required(h.rfc3339("at"), h.name("at")).replace(microsecond=0),
+            at=h.required_time("at", h.rfc3339("at")),
         )
         for h in f.entries("statusHistory")
     )
-    body = payload.get("body")
-    text = _Fields(body, "payload.body").text("text", keep_empty=True) if body is not None else None
+    body = f.object("body")
+    text = body.text("text", keep_empty=True) if body is not None else None
     direction = f.text("direction")
     if direction is None:
         direction = "inbound" if event_type in INBOUND_TYPES else "outbound"
@@ -211,31 +207,45 @@ def _status_time(
 
 
 class _Fields:
-    """Typed access to one JSON object's fields, with errors that name them."""
+    """Typed access to one JSON object's fields, with errors that name them.
 
-    def __init__(self, obj: Any, path: str) -> None:
-        self._obj = _object(obj, path)
-        self._path = path
+    On the hot path of every webhook: exact type checks (orjson makes exact types)
+    and field paths that are only spelled out when there is an error to report.
+    """
+
+    __slots__ = ("_index", "_obj", "_parent")
+
+    def __init__(self, obj: Any, parent: str, index: int | None = None) -> None:
+        if type(obj) is not dict:
+            raise SmsInvalid(f"{_path(parent, index)} must be an object")
+        self._obj: dict[str, Any] = obj
+        self._parent = parent
+        self._index = index
 
     def name(self, field: str) -> str:
-        return f"{self._path}.{field}"
-
-    def _get(self, field: str, kinds: tuple[type, ...], kind_name: str) -> Any:
-        value = self._obj.get(field)
-        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
-            raise SmsInvalid(f"{self.name(field)} must be {kind_name}")
-        return value
+        return f"{_path(self._parent, self._index)}.{field}"
 
     def text(self, field: str, *, keep_empty: bool = False) -> str | None:
-        value = self._get(field, (str,), "a string")
+        value = self._obj.get(field)
         if value is None:
             return None
+        if type(value) is not str:
+            raise SmsInvalid(f"{self.name(field)} must be a string")
         if "\x00" in value:
             raise SmsInvalid(f"{self.name(field)} contains a NUL character")
         return value if value or keep_empty else None
 
     def required_text(self, field: str) -> str:
-        return _required(self.text(field), self.name(field))
+        value = self.text(field)
+        if value is None:
+            raise SmsInvalid(f"{self.name(field)} is missing")
+        return value
+
+    def required_time(self, field: str, value: datetime | None) -> datetime:
+        """`value` (the field, parsed) to the second; an error naming the field if absent."""
+        if value is None:
+            raise SmsInvalid(f"{self.name(field)} is missing")
+        return value.replace(microsecond=0)
 
     def sms_id(self, field: str) -> str:
         value = self.required_text(field).strip().lower()
@@ -244,15 +254,21 @@ class _Fields:
         return value
 
     def integer(self, field: str) -> int | None:
-        value = self._get(field, (int,), "an integer")
-        if value is not None and not 0 <= value <= 2**31 - 1:
+        value = self._obj.get(field)
+        if value is None:
+            return None
+        if type(value) is not int:
+            raise SmsInvalid(f"{self.name(field)} must be an integer")
+        if not 0 <= value <= 2**31 - 1:
             raise SmsInvalid(f"{self.name(field)} is out of range")
-        return value  # type: ignore[no-any-return]
+        return value
 
     def decimal(self, field: str) -> Decimal | None:
-        value = self._get(field, (str, int, float), "a decimal string")
+        value = self._obj.get(field)
         if value is None or value == "":
             return None
+        if type(value) not in (str, int, float):
+            raise SmsInvalid(f"{self.name(field)} must be a decimal string")
         try:
             amount = Decimal(str(value))
         except InvalidOperation:
@@ -265,9 +281,12 @@ class _Fields:
         value = self.text(field)
         if value is None or value == _V1_NO_DATE:
             return None
+        # fromisoformat is ten times faster than strptime; the shape check keeps the
+        # field to CALLR's own format (a space, no zone).
         try:
-            shape = "%Y-%m-%d %H:%M:%S.%f" if "." in value else "%Y-%m-%d %H:%M:%S"
-            parsed = datetime.strptime(value, shape)
+            if len(value) < 19 or value[10] != " " or value[19:20] not in ("", "."):
+                raise ValueError(value)
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             raise SmsInvalid(f"{self.name(field)} is not a 'YYYY-MM-DD HH:MM:SS' date") from None
         return parsed.replace(tzinfo=UTC)
@@ -282,23 +301,24 @@ class _Fields:
             raise SmsInvalid(f"{self.name(field)} is not an RFC 3339 time") from None
         if parsed.tzinfo is None:
             raise SmsInvalid(f"{self.name(field)} has no time zone")
-        return parsed.astimezone(UTC)
+        return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+
+    def object(self, field: str) -> _Fields | None:
+        value = self._obj.get(field)
+        return None if value is None else _Fields(value, self.name(field))
 
     def entries(self, field: str) -> list[_Fields]:
-        value = self._get(field, (list,), "a list")
-        return [_Fields(item, f"{self.name(field)}[{n}]") for n, item in enumerate(value or [])]
+        value = self._obj.get(field)
+        if value is None:
+            return []
+        if type(value) is not list:
+            raise SmsInvalid(f"{self.name(field)} must be a list")
+        parent = self.name(field)
+        return [_Fields(item, parent, n) for n, item in enumerate(value)]
 
 
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise SmsInvalid(f"{path} must be an object")
-    return value
-
-
-def _required(value: _T | None, name: str) -> _T:
-    if value is None:
-        raise SmsInvalid(f"{name} is missing")
-    return value
+def _path(parent: str, index: int | None) -> str:
+    return parent if index is None else f"{parent}[{index}]"
 
 
 def _lower(value: str | None) -> str | None:

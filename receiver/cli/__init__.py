@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
+from receiver.cli.replay import add_replay_commands
 from receiver.cli.service import run_migrations, serve, worker
 from receiver.settings import SettingsError
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_handler_commands(commands)
     add_forward_commands(commands)
+    add_replay_commands(commands)
     return parser
 
 

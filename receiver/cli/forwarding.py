@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
-from receiver.cli.service import configured, open_database
+from receiver.cli.service import configured, open_database, timestamp
 from receiver.db.engine import asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding.handlers import (
@@ -134,14 +133,6 @@ def forwards_retry(args: argparse.Namespace) -> int:
     return _run_with_connection(retry)
 
 
-def _timestamp(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def forwards_list(args: argparse.Namespace) -> int:
     """Print forwards (newest first), optionally of one state, one JSON object per line."""
 
@@ -204,7 +195,7 @@ def add_forward_commands(commands: Any) -> None:
     retry = sub.add_parser("retry", help="queue forwards for delivery now (dead ones by default)")
     retry.add_argument("--state", choices=RETRYABLE_STATES, default="dead")
     retry.add_argument("--handler", type=int, help="only this handler's forwards")
-    retry.add_argument("--since", type=_timestamp, help="created at or after (ISO 8601, UTC)")
-    retry.add_argument("--until", type=_timestamp, help="created before (ISO 8601, UTC)")
+    retry.add_argument("--since", type=timestamp, help="created at or after (ISO 8601, UTC)")
+    retry.add_argument("--until", type=timestamp, help="created before (ISO 8601, UTC)")
     retry.add_argument("--event-id", help="only the forward of this event")
     retry.set_defaults(handler=forwards_retry)

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
@@ -41,6 +42,15 @@ def open_database(settings: Settings) -> Database:
         return Database(url=settings.database_url)
     server = start_embedded(settings.data_dir)
     return Database(url=embedded_database_url(server), server=server)
+
+
+def timestamp(value: str) -> datetime:
+    """An ISO 8601 command-line time; UTC when it names no zone."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def configured() -> Settings:

@@ -100,6 +100,8 @@ class Event(Base):
     )
     reason: Mapped[str | None] = mapped_column(Text)
     subscription: Mapped[str | None] = mapped_column(Text)
+    # The SMS a handled event reports (lower case), for finding an SMS's events.
+    sms_id: Mapped[str | None] = mapped_column(Text)
     # sha256 of the event without `try` and the subscription id: what must be equal
     # for a later delivery to be the same event.
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
@@ -109,6 +111,7 @@ class Event(Base):
         Index(None, "received_at"),
         Index(None, "type", "received_at"),
         Index(None, "state", "received_at", postgresql_where=sql_text("state <> 'processed'")),
+        Index(None, "sms_id", "received_at"),
     )
 
 

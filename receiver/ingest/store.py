@@ -64,13 +64,14 @@ class Outcome:
 
 _INSERT_EVENTS = """
 INSERT INTO events AS e
-    (event_id, type, emitted_at, received_at, state, reason, subscription, fingerprint, body)
+    (event_id, type, emitted_at, received_at, state, reason, subscription, sms_id,
+     fingerprint, body)
 SELECT DISTINCT ON (i.event_id)
     i.event_id, i.type, i.emitted_at, i.received_at, i.state, i.reason, i.subscription,
-    i.fingerprint, i.body
+    i.sms_id, i.fingerprint, i.body
 FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-            $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])
-    AS i(ord, event_id, type, emitted_at, received_at, state, reason, subscription,
+            $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])
+    AS i(ord, event_id, type, emitted_at, received_at, state, reason, subscription, sms_id,
          fingerprint, body)
 ORDER BY i.event_id, i.ord
 ON CONFLICT (event_id) DO NOTHING
@@ -162,21 +163,23 @@ async def _insert_events(conn: Any, items: Sequence[Incoming]) -> set[str]:
     rows = []
     for ord_, item in enumerate(items):
         parsed = item.parsed
+        envelope = parsed if isinstance(parsed, Envelope) else None
         rows.append(
             (
                 ord_,
                 item.key,
                 parsed.type,
-                parsed.emitted_at if isinstance(parsed, Envelope) else None,
+                envelope.emitted_at if envelope else None,
                 item.received_at,
                 event_state(parsed).value,
                 parsed.reason if isinstance(parsed, Malformed) else None,
                 parsed.subscription,
+                envelope.sms.sms_id if envelope and envelope.sms else None,
                 parsed.fingerprint,
                 item.body,
             )
         )
-    records = await conn.fetch(_INSERT_EVENTS, *columns(rows, 10))
+    records = await conn.fetch(_INSERT_EVENTS, *columns(rows, 11))
     return {record["event_id"] for record in records}
 
 

@@ -1,0 +1,131 @@
+"""The commands over stored events: `replay` (also `--dry-run` and `--to URL`) and `rebuild`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from receiver.cli.service import configured, open_database, timestamp
+from receiver.db.engine import create_pool
+from receiver.progress import Progress
+from receiver.replay import EventFilter, count, rebuild, replay
+from receiver.resend import resend
+from receiver.settings import Settings
+
+STATES = ("processed", "unhandled", "invalid")
+# The exit code of a command stopped by Ctrl-C, as shells report it.
+STOPPED = 130
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """Run the current code over stored events, or count them, or send them elsewhere."""
+    selection = EventFilter(
+        since=args.since,
+        until=args.until,
+        types=tuple(args.type or ()),
+        event_id=args.event_id,
+        sms_id=args.sms_id,
+        states=tuple(args.state or ()),
+    )
+
+    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+        async with pool.acquire() as conn:
+            counts = await count(conn, selection)
+        total = sum(n for _, _, n in counts)
+        if args.dry_run:
+            for event_type, state, n in counts:
+                print(f"{n:>10}  {state:<10} {event_type or '(no type)'}")
+            print(f"{total:>10}  events would be replayed; nothing was changed")
+            return 0
+        if args.to:
+            with Progress(total, label="resend") as progress:
+                sent = await resend(
+                    pool,
+                    selection,
+                    args.to,
+                    concurrency=args.concurrency,
+                    rate=args.rate,
+                    advance=progress.advance,
+                    stop=stop,
+                )
+            print(sent.line())
+            return STOPPED if sent.stopped else 0
+        with Progress(total, label="replay") as progress:
+            summary = await replay(
+                pool,
+                selection,
+                batch=args.batch,
+                routing_window=timedelta(hours=settings.routing_window_hours),
+                advance=progress.advance,
+                stop=stop,
+                total=total,
+            )
+        print(summary.line())
+        return STOPPED if summary.stopped else 0
+
+    return _run(run)
+
+
+def rebuild_command(args: argparse.Namespace) -> int:
+    """Empty the message records and history and rebuild them from every stored event."""
+
+    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+        async with pool.acquire() as conn:
+            total = sum(n for _, _, n in await count(conn, EventFilter()))
+        with Progress(total, label="rebuild") as progress:
+            summary = await rebuild(
+                pool, batch=args.batch, advance=progress.advance, stop=stop, total=total
+            )
+        print(summary.line().replace("replayed", "rebuilt from", 1))
+        return STOPPED if summary.stopped else 0
+
+    return _run(run)
+
+
+def _run(command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]]) -> int:
+    settings = configured()
+    database = open_database(settings)
+    settings = settings.model_copy(update={"database_url": database.url})
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # Stop after the page in hand: what is committed stays, a rerun finishes.
+            loop.add_signal_handler(signum, stop.set)
+        pool = await create_pool(
+            database.url, size=4, command_timeout=max(settings.db_command_timeout, 300)
+        )
+        try:
+            return await command(pool, settings, stop)
+        finally:
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+def add_replay_commands(commands: Any) -> None:
+    replaying = commands.add_parser(
+        "replay", help="run the current code over stored events (or --to URL: resend them)"
+    )
+    replaying.add_argument("--since", type=timestamp, help="received at or after (ISO 8601)")
+    replaying.add_argument("--until", type=timestamp, help="received before (ISO 8601)")
+    replaying.add_argument("--type", action="append", help="event type (repeatable)")
+    replaying.add_argument("--event-id", help="one event")
+    replaying.add_argument("--sms-id", help="the events of one SMS")
+    replaying.add_argument("--state", action="append", choices=STATES, help="(repeatable)")
+    replaying.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    replaying.add_argument("--batch", type=int, default=1000, help="events per transaction")
+    replaying.add_argument("--to", help="resend the raw events to this receiver URL instead")
+    replaying.add_argument("--concurrency", type=int, default=8, help="with --to")
+    replaying.add_argument("--rate", type=float, help="with --to: at most this many per second")
+    replaying.set_defaults(handler=replay_command)
+    rebuilding = commands.add_parser(
+        "rebuild", help="empty the message records and history and rebuild them from the events"
+    )
+    rebuilding.add_argument("--batch", type=int, default=2000, help="events per transaction")
+    rebuilding.set_defaults(handler=rebuild_command)

@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from receiver.app import create_app
+from receiver.callr.sms import Status
+from receiver.db.engine import create_pool
+from receiver.replay import EventFilter, rebuild, replay
+from receiver.resend import resend
+from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.support import example, fetch, running, serving, signed_headers
+
+TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
+C, P, S, Q, D, F = (
+    Status.CREATED,
+    Status.PENDING,
+    Status.SENT,
+    Status.REMOTE_QUEUED,
+    Status.DELIVERED,
+    Status.FAILED,
+)
+
+# Everything the projection writes, in an order that does not depend on row ids.
+PROJECTED = {
+    "messages": "SELECT * FROM messages ORDER BY sms_id",
+    "transitions": (
+        "SELECT sms_id, before, after, at, derived, event_id FROM transitions"
+        " ORDER BY sms_id, at, before, after"
+    ),
+    "observations": "SELECT * FROM observations ORDER BY sms_id, at, status",
+}
+
+
+async def projected(url: str) -> dict[str, list[dict[str, Any]]]:
+    return {table: await fetch(url, sql) for table, sql in PROJECTED.items()}
+
+
+def generated_history(count: int, seed: int) -> list[bytes]:
+    """Many SMS through whole lifecycles: v1, v2, with and without history, repeated, shuffled."""
+    rng = random.Random(seed)
+    bodies = []
+    for n in range(count):
+        end = rng.choice([(C, P, S, Q, D), (C, P, S, F), (C, S, D), (C, P)])
+        steps = lifecycle(*end, gap=rng.randint(1, 30))
+        for k in range(1, len(steps) + 1):
+            if rng.random() < 0.25:
+                continue  # not every step is reported
+            build = v1_event if rng.random() < 0.5 else v2_event
+            body = build(f"gen{n}-{k}", f"gen{n:05d}", steps[:k], with_history=rng.random() < 0.5)
+            bodies.extend([body] * rng.randint(1, 2))
+        if rng.random() < 0.2:
+            bodies.append(mo_event(f"gen{n}-mo", f"genmo{n:03d}", sender="+33612345678"))
+    rng.shuffle(bodies)
+    return bodies
+
+
+async def post_all(client: httpx.AsyncClient, bodies: list[bytes]) -> None:
+    for start in range(0, len(bodies), 50):
+        answers = await asyncio.gather(
+            *(client.post(TOKEN_PATH, content=body) for body in bodies[start : start + 50])
+        )
+        assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Any]:
+    pool = await create_pool(database_url, size=4, command_timeout=60)
+    yield pool
+    await pool.close()
+
+
+async def test_a_rebuild_equals_live_ingest_row_for_row(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        await post_all(client, generated_history(150, seed=11))
+    live = await projected(database_url)
+    assert len(live["messages"]) > 100
+    summary = await rebuild(pool, batch=97)
+    assert summary.replayed == summary.total > 400
+    assert await projected(database_url) == live
+
+
+async def test_a_rebuild_while_webhooks_arrive_loses_nothing(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    bodies = generated_history(120, seed=12)
+    early, late = bodies[: len(bodies) // 2], bodies[len(bodies) // 2 :]
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        await post_all(client, early)
+        await asyncio.gather(rebuild(pool, batch=20), post_all(client, late))
+    during = await projected(database_url)
+    await rebuild(pool)  # the same events, calmly
+    calm = await projected(database_url)
+    # Which event reported a step first depends on processing order, and live events
+    # overtook older ones during the rebuild; everything else is identical.
+    assert without_provenance(during) == without_provenance(calm)
+    reporters = await fetch(
+        database_url,
+        "SELECT count(*) AS n FROM transitions t JOIN events e"
+        " ON e.event_id = t.event_id AND e.sms_id = t.sms_id",
+    )
+    assert reporters[0]["n"] == len(calm["transitions"])
+
+
+def without_provenance(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        table: [{k: v for k, v in row.items() if k != "event_id"} for row in table_rows]
+        for table, table_rows in rows.items()
+    }
+
+
+async def test_replay_processes_an_event_an_older_parser_refused(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    body = example("v1-sms.mt.status_update")
+    # As if an earlier version of the parser had refused this event.
+    await fetch(
+        database_url,
+        "INSERT INTO events (event_id, received_at, state, reason, fingerprint, body)"
+        " VALUES ('942214623649723405HGNSmlw2sOrjq', now(), 'invalid', 'old parser', '\\x00', $1)",
+        body,
+    )
+    summary = await replay(pool, EventFilter(states=("invalid",)))
+    assert (summary.replayed, summary.changed) == (1, 1)
+    (event,) = await fetch(database_url, "SELECT state, reason, type, sms_id FROM events")
+    assert event == {
+        "state": "processed",
+        "reason": None,
+        "type": "sms.mt.status_update",
+        "sms_id": "0lwlnvlh",
+    }
+    (message,) = await fetch(database_url, "SELECT status FROM messages")
+    assert message["status"] == "remote-queued"
+
+
+async def test_an_event_that_fails_again_stays_invalid_with_its_reason(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    async with running(create_app(make_settings())) as client:
+        response = await client.post(TOKEN_PATH, content=b'{"event_id": "x", "try": "one"}')
+    assert response.status_code == 400
+    summary = await replay(pool, EventFilter())
+    assert (summary.replayed, summary.changed) == (1, 0)
+    (event,) = await fetch(database_url, "SELECT state, reason FROM events")
+    assert event["state"] == "invalid"
+    assert event["reason"] == "field 'type' is missing"
+
+
+async def test_replaying_twice_changes_nothing_the_second_time(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        await post_all(client, generated_history(40, seed=13))
+    before = await projected(database_url)
+    events = await fetch(database_url, "SELECT * FROM events ORDER BY event_id")
+    forwards = await fetch(database_url, "SELECT event_id, state FROM forwards ORDER BY id")
+    first = await replay(pool, EventFilter())
+    second = await replay(pool, EventFilter())
+    assert (first.changed, second.changed) == (0, 0)
+    assert await projected(database_url) == before
+    assert await fetch(database_url, "SELECT * FROM events ORDER BY event_id") == events
+    assert await fetch(database_url, "SELECT event_id, state FROM forwards ORDER BY id") == forwards
+
+
+async def test_a_stopped_replay_says_so_and_a_rerun_finishes(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        await post_all(client, generated_history(30, seed=14))
+    stop = asyncio.Event()
+    stopped = await replay(pool, EventFilter(), batch=10, advance=lambda n: stop.set(), stop=stop)
+    assert stopped.stopped
+    assert stopped.replayed == 10
+    assert "run the same command again" in stopped.line()
+    finished = await replay(pool, EventFilter(), batch=10)
+    assert not finished.stopped
+    assert finished.replayed == finished.total
+
+
+async def test_filters_select_by_sms_and_type(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        await post_all(client, generated_history(30, seed=15))
+    one_sms = await replay(pool, EventFilter(sms_id="GEN00003"))
+    expected = await fetch(
+        database_url, "SELECT count(*) AS n FROM events WHERE sms_id = 'gen00003'"
+    )
+    assert one_sms.replayed == expected[0]["n"] > 0
+    mo_only = await replay(pool, EventFilter(types=("sms.mo",)))
+    mos = await fetch(database_url, "SELECT count(*) AS n FROM events WHERE type = 'sms.mo'")
+    assert mo_only.replayed == mos[0]["n"]
+
+
+async def test_resending_to_a_second_receiver_is_duplicate_the_second_time(
+    make_settings: SettingsFactory, database_url: str, empty_database_url: str, pool: Any
+) -> None:
+    from receiver.db import migrate
+
+    body = example("v1-sms.mo")
+    settings = make_settings(dispatcher=False, callr_url_token=None, callr_hmac_secrets="s3cret")
+    async with running(create_app(settings)) as client:
+        for name in ("v1-sms.mo", "v1-sms.mt.status_update", "v2.sms.inbound.received"):
+            body = example(name)
+            response = await client.post(
+                "/webhooks/callr", content=body, headers=signed_headers(body, "s3cret")
+            )
+            assert response.status_code == 200
+    await asyncio.to_thread(migrate.upgrade, empty_database_url)
+    staging = create_app(settings.model_copy(update={"database_url": empty_database_url}))
+    async with serving(staging) as base:
+        first = await resend(pool, EventFilter(), f"{base}/webhooks/callr")
+        second = await resend(pool, EventFilter(), f"{base}/webhooks/callr")
+    assert (first.sent, dict(first.classes), dict(first.results)) == (3, {"2xx": 3}, {"stored": 3})
+    assert dict(second.results) == {"duplicate": 3}
+    sent = await fetch(database_url, "SELECT event_id, body FROM events ORDER BY event_id")
+    received = await fetch(
+        empty_database_url, "SELECT event_id, body FROM events ORDER BY event_id"
+    )
+    assert sent == received
+
+
+def test_dry_run_counts_and_changes_nothing(database_url: str) -> None:
+    async def seed() -> dict[str, list[dict[str, Any]]]:
+        from receiver.settings import Settings
+
+        settings = Settings(database_url=database_url, callr_url_token=TEST_URL_TOKEN)
+        async with running(create_app(settings)) as client:
+            await post_all(client, generated_history(10, seed=16))
+            await client.post(TOKEN_PATH, content=b"not json")
+        return {
+            **(await projected(database_url)),
+            "events": await fetch(database_url, "SELECT * FROM events ORDER BY event_id"),
+        }
+
+    before = asyncio.run(seed())
+    result = subprocess.run(
+        [sys.executable, "-m", "receiver", "replay", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECEIVER_DATABASE_URL": database_url},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1].split()[0] == str(len(before["events"]))
+    assert any("invalid" in line and "(no type)" in line for line in lines)
+    after = asyncio.run(_snapshot(database_url))
+    assert after == before
+
+
+async def _snapshot(url: str) -> dict[str, list[dict[str, Any]]]:
+    return {
+        **(await projected(url)),
+        "events": await fetch(url, "SELECT * FROM events ORDER BY event_id"),
+    }
