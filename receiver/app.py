@@ -13,13 +13,14 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from receiver.api.auth import BearerTokens
-from receiver.api.handlers import routes as handler_routes
+from receiver.api.params import BadParameter
+from receiver.api.routes import api_routes
 from receiver.db.engine import create_pool
 from receiver.db.migrate import head_revision
 from receiver.forwarding.dispatcher import Dispatcher
 from receiver.forwarding.policy import RetryPolicy
 from receiver.health import Readiness, healthz
-from receiver.http import http_exception, server_error
+from receiver.http import bad_parameter, http_exception, server_error
 from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.endpoint import WebhookEndpoint
 from receiver.ingest.writer import GroupCommitWriter
@@ -75,6 +76,14 @@ def create_app(settings: Settings) -> Starlette:
             queue_max=settings.writer_queue_max,
             routing_window=timedelta(hours=settings.routing_window_hours),
         )
+        # Dashboards get a pool of their own, small and with a statement timeout, so
+        # that a heavy query can neither take the writer's connections nor run on.
+        api_pool = await create_pool(
+            database_url,
+            size=settings.api_pool_size,
+            command_timeout=settings.api_statement_timeout + 1,
+            statement_timeout=settings.api_statement_timeout,
+        )
         await writer.start()
         dispatching = (
             asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher")
@@ -82,26 +91,31 @@ def create_app(settings: Settings) -> Starlette:
             else None
         )
         try:
-            yield {"pool": pool, "writer": writer}
+            yield {"pool": pool, "writer": writer, "api_pool": api_pool}
         finally:
             if dispatching is not None:
                 dispatching.cancel()
                 await asyncio.gather(dispatching, return_exceptions=True)
             await writer.stop()
-            try:
-                await asyncio.wait_for(pool.close(), timeout=10)
-            except TimeoutError:
-                pool.terminate()
+            for each in (api_pool, pool):
+                try:
+                    await asyncio.wait_for(each.close(), timeout=10)
+                except TimeoutError:
+                    each.terminate()
 
     webhook_path = f"{WEBHOOK_PATH}/{{token}}" if auth.url_token else WEBHOOK_PATH
     routes = [
         Route(webhook_path, endpoint.receive, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
-        *handler_routes(BearerTokens(settings.api_tokens)),
+        *api_routes(BearerTokens(settings.api_tokens)),
     ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_exception, 500: server_error},
+        exception_handlers={
+            HTTPException: http_exception,
+            BadParameter: bad_parameter,
+            500: server_error,
+        },
     )

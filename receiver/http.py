@@ -40,3 +40,9 @@ async def server_error(request: Request, exc: Exception) -> Response:
     """A bug: logged with its trace, answered 500 with none."""
     log.error("unhandled_error", path=request.url.path, exc_info=exc)
     return error_response(500, "internal error")
+
+
+async def bad_parameter(request: Request, exc: Exception) -> Response:
+    """A query parameter the API cannot use: 400 naming it."""
+    name = getattr(exc, "name", None)
+    return error_response(400, str(exc), parameter=name)

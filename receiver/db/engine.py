@@ -36,8 +36,24 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def create_pool(url: str, *, size: int, command_timeout: float) -> Any:
-    """A pool that opens connections lazily, so the service starts while the database is away."""
+async def create_pool(
+    url: str, *, size: int, command_timeout: float, statement_timeout: float | None = None
+) -> Any:
+    """A pool that opens connections lazily, so the service starts while the database is away.
+
+    `statement_timeout` (seconds), when given, makes PostgreSQL itself cancel longer
+    statements.
+    """
+    settings = {
+        "application_name": "receiver",
+        # Prepared statements would otherwise settle on a generic plan made
+        # while the tables were small (whole-table scans that never go away).
+        # Batches are few and large: planning each with current statistics
+        # costs about a millisecond per batch.
+        "plan_cache_mode": "force_custom_plan",
+    }
+    if statement_timeout is not None:
+        settings["statement_timeout"] = str(int(statement_timeout * 1000))
     return await asyncpg.create_pool(
         asyncpg_dsn(url),
         min_size=0,
@@ -46,12 +62,5 @@ async def create_pool(url: str, *, size: int, command_timeout: float) -> Any:
         # Idle connections are dropped so that a restarted database is not met
         # with a pool full of dead sockets.
         max_inactive_connection_lifetime=60,
-        server_settings={
-            "application_name": "receiver",
-            # Prepared statements would otherwise settle on a generic plan made
-            # while the tables were small (whole-table scans that never go away).
-            # Batches are few and large: planning each with current statistics
-            # costs about a millisecond per batch.
-            "plan_cache_mode": "force_custom_plan",
-        },
+        server_settings=settings,
     )

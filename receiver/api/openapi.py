@@ -1,0 +1,409 @@
+"""The OpenAPI 3.1 description of /api/v1, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from receiver.callr.sms import Status
+from receiver.db.models import EventState, ForwardState
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def _time(nullable: bool = True) -> dict[str, Any]:
+    return (
+        _nullable("string", format="date-time")
+        if nullable
+        else {
+            "type": "string",
+            "format": "date-time",
+        }
+    )
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "next_cursor": _nullable("string", description="pass as `cursor` for the next page"),
+        },
+    }
+
+
+_ERRORS = {
+    "400": _json(_ref("Error"), "a parameter is wrong; `parameter` names it"),
+    "401": _json(_ref("Error"), "no valid API token"),
+}
+_SINCE = _query("since", {"type": "string", "format": "date-time"}, "from this time (inclusive)")
+_UNTIL = _query("until", {"type": "string", "format": "date-time"}, "to this time (exclusive)")
+_LIMIT = _query(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "items per page"
+)
+_CURSOR = _query("cursor", {"type": "string"}, "the `next_cursor` of the previous page")
+_STATUSES = [status.value for status in Status]
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}, "parameter": _nullable("string")},
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "direction", "status", "status_at", "anomaly"],
+        "properties": {
+            "id": {"type": "string", "description": "the SMS id, lower case"},
+            "direction": {"type": "string", "enum": ["outbound", "inbound"]},
+            "from": _nullable("string"),
+            "to": _nullable("string"),
+            "text": _nullable("string"),
+            "user_data": _nullable("string"),
+            "status": {"type": "string", "enum": _STATUSES},
+            "provider_status": {"type": "string", "description": "as CALLR spelled it"},
+            "status_at": _time(False),
+            "created_at": _time(),
+            "sent_at": _time(),
+            "delivered_at": _time(),
+            "parts": _nullable("integer"),
+            "cost": _nullable("string", description="a decimal, as CALLR reported it"),
+            "network": _nullable("string", description="MCC+MNC"),
+            "encoding": _nullable("string"),
+            "nature": _nullable("string"),
+            "error": _nullable("string"),
+            "anomaly": {"type": "boolean", "description": "two terminal statuses were reported"},
+        },
+    },
+    "HistoryStep": {
+        "type": "object",
+        "required": ["before", "after", "at", "derived", "event_id"],
+        "properties": {
+            "before": {"type": "string", "enum": _STATUSES},
+            "after": {"type": "string", "enum": _STATUSES},
+            "at": _time(False),
+            "derived": {"type": "boolean", "description": "inferred, not reported"},
+            "event_id": {"type": "string"},
+        },
+    },
+    "MessageEvent": {
+        "type": "object",
+        "required": ["event_id", "type", "received_at", "state", "tries"],
+        "properties": {
+            "event_id": {"type": "string"},
+            "type": _nullable("string"),
+            "received_at": _time(False),
+            "state": {"type": "string", "enum": [s.value for s in EventState]},
+            "tries": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+    "Forward": {
+        "type": "object",
+        "required": ["id", "event_id", "sms_id", "rule", "state", "attempts", "created_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "event_id": {"type": "string"},
+            "sms_id": {"type": "string"},
+            "handler_id": _nullable("integer"),
+            "rule": {"type": "string", "enum": ["user_data", "recent_mt", "default", "unrouted"]},
+            "user_data": _nullable("string"),
+            "mt_sms_id": _nullable("string"),
+            "state": {"type": "string", "enum": [s.value for s in ForwardState]},
+            "attempts": {"type": "integer"},
+            "next_attempt_at": _time(),
+            "created_at": _time(False),
+            "delivered_at": _time(),
+            "last_error": _nullable("string"),
+        },
+    },
+    "MessageDetail": {
+        "allOf": [
+            _ref("Message"),
+            {
+                "type": "object",
+                "required": ["history", "events", "forwards"],
+                "properties": {
+                    "history": {"type": "array", "items": _ref("HistoryStep")},
+                    "events": {"type": "array", "items": _ref("MessageEvent")},
+                    "forwards": {"type": "array", "items": _ref("Forward")},
+                },
+            },
+        ]
+    },
+    "Event": {
+        "type": "object",
+        "required": ["event_id", "received_at", "state"],
+        "properties": {
+            "event_id": {"type": "string"},
+            "type": _nullable("string"),
+            "emitted_at": _time(),
+            "received_at": _time(False),
+            "state": {"type": "string", "enum": [s.value for s in EventState]},
+            "reason": _nullable("string"),
+            "sms_id": _nullable("string"),
+        },
+    },
+    "Delivery": {
+        "type": "object",
+        "required": ["try", "received_at", "headers", "conflict"],
+        "properties": {
+            "try": _nullable("integer"),
+            "received_at": _time(False),
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "conflict": {"type": "boolean"},
+            "subscription": _nullable("string"),
+            "remote_addr": _nullable("string"),
+            "body": _nullable("string", description="a conflicting delivery's own body"),
+            "body_base64": {"type": "string"},
+        },
+    },
+    "EventDetail": {
+        "allOf": [
+            _ref("Event"),
+            {
+                "type": "object",
+                "required": ["body_base64", "deliveries"],
+                "properties": {
+                    "subscription": _nullable("string"),
+                    "body": _nullable("string", description="the raw body, when it is UTF-8"),
+                    "body_base64": {"type": "string", "description": "the raw body, always"},
+                    "deliveries": {"type": "array", "items": _ref("Delivery")},
+                },
+            },
+        ]
+    },
+    "Handler": {
+        "type": "object",
+        "required": ["id", "default", "url", "signed", "timeout", "enabled", "created_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "user_data": _nullable("string", description="a final * matches a prefix"),
+            "default": {"type": "boolean"},
+            "url": {"type": "string"},
+            "signed": {"type": "boolean"},
+            "timeout": {"type": "number"},
+            "enabled": {"type": "boolean"},
+            "created_at": _time(False),
+        },
+    },
+    "NewHandler": {
+        "type": "object",
+        "required": ["url"],
+        "additionalProperties": False,
+        "properties": {
+            "user_data": {"type": "string"},
+            "default": {"type": "boolean"},
+            "url": {"type": "string", "format": "uri"},
+            "secret": {"type": "string", "description": "whsec_ followed by base64"},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+        },
+    },
+    "Outcomes": {
+        "type": "object",
+        "required": ["key", "total", "by_status", "delivery_rate", "latency_seconds", "anomalies"],
+        "properties": {
+            "key": {"description": "the group's value (network, user_data, hour or day)"},
+            "total": {"type": "integer"},
+            "by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "delivery_rate": _nullable("number", description="delivered / all terminal"),
+            "latency_seconds": {
+                "type": ["object", "null"],
+                "properties": {k: {"type": "number"} for k in ("p50", "p90", "p99")},
+                "description": "from sent to delivered",
+            },
+            "anomalies": {"type": "integer"},
+        },
+    },
+    "Stats": {
+        "type": "object",
+        "required": ["since", "until", "mo_received", "forwards", "deliveries", "anomalies"],
+        "properties": {
+            "since": _time(False),
+            "until": _time(False),
+            "outbound": _ref("Outcomes"),
+            "group_by": {"type": "string"},
+            "groups": {"type": "array", "items": _ref("Outcomes")},
+            "mo_received": {"type": "integer"},
+            "forwards": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "deliveries": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "anomalies": {"type": "integer"},
+        },
+    },
+}
+
+
+def _get(summary: str, parameters: list[dict[str, Any]], ok: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": {"summary": summary, "parameters": parameters, "responses": {"200": ok, **_ERRORS}}
+    }
+
+
+_PATHS: dict[str, Any] = {
+    "/api/v1/messages": _get(
+        "Messages, newest status first",
+        [
+            _query("direction", {"type": "string", "enum": ["outbound", "inbound"]}, ""),
+            _query("status", {"type": "string", "enum": _STATUSES}, "repeatable"),
+            _query("user_data", {"type": "string"}, ""),
+            _query("from", {"type": "string"}, ""),
+            _query("to", {"type": "string"}, ""),
+            _query("network", {"type": "string"}, "MCC+MNC"),
+            _SINCE,
+            _UNTIL,
+            _LIMIT,
+            _CURSOR,
+        ],
+        _json(_page("Message"), "a page of messages"),
+    ),
+    "/api/v1/messages/{sms_id}": {
+        "get": {
+            "summary": "One message with its history, events and forwards",
+            "parameters": [_path("sms_id", "the SMS id, any case")],
+            "responses": {
+                "200": _json(_ref("MessageDetail"), "the message"),
+                "404": _json(_ref("Error"), "no such message"),
+                **_ERRORS,
+            },
+        }
+    },
+    "/api/v1/events": _get(
+        "Stored events, newest first",
+        [
+            _query("type", {"type": "string"}, "event type"),
+            _query("state", {"type": "string", "enum": [s.value for s in EventState]}, ""),
+            _SINCE,
+            _UNTIL,
+            _LIMIT,
+            _CURSOR,
+        ],
+        _json(_page("Event"), "a page of events"),
+    ),
+    "/api/v1/events/{event_id}": {
+        "get": {
+            "summary": "One event, its raw body as received, and every distinct delivery",
+            "parameters": [_path("event_id", "the event id")],
+            "responses": {
+                "200": _json(_ref("EventDetail"), "the event"),
+                "404": _json(_ref("Error"), "no such event"),
+                **_ERRORS,
+            },
+        }
+    },
+    "/api/v1/forwards": _get(
+        "Forwards of replies to handlers, newest first",
+        [
+            _query("state", {"type": "string", "enum": [s.value for s in ForwardState]}, ""),
+            _query("handler", {"type": "integer", "minimum": 0}, "handler id"),
+            _SINCE,
+            _UNTIL,
+            _LIMIT,
+            _CURSOR,
+        ],
+        _json(_page("Forward"), "a page of forwards"),
+    ),
+    "/api/v1/stats": _get(
+        "Outcomes of outbound SMS created in the window (default: the last day)",
+        [
+            _SINCE,
+            _UNTIL,
+            _query(
+                "group_by", {"type": "string", "enum": ["network", "user_data", "hour", "day"]}, ""
+            ),
+        ],
+        _json(_ref("Stats"), "the figures"),
+    ),
+    "/api/v1/handlers": {
+        "get": {
+            "summary": "The registered handlers",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"items": {"type": "array", "items": _ref("Handler")}},
+                    },
+                    "the handlers",
+                ),
+                "401": _ERRORS["401"],
+            },
+        },
+        "post": {
+            "summary": "Register a handler (waiting forwards are routed to it)",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("NewHandler")}},
+            },
+            "responses": {"201": _json(_ref("Handler"), "registered"), **_ERRORS},
+        },
+    },
+    "/api/v1/handlers/{handler_id}": {
+        "delete": {
+            "summary": "Remove a handler (its undelivered forwards are routed again)",
+            "parameters": [_path("handler_id", "handler id")],
+            "responses": {
+                "204": {"description": "removed"},
+                "404": _json(_ref("Error"), "no such handler"),
+                "401": _ERRORS["401"],
+            },
+        }
+    },
+    **{
+        f"/api/v1/handlers/{{handler_id}}/{action}": {
+            "post": {
+                "summary": f"{action.capitalize()} a handler",
+                "parameters": [_path("handler_id", "handler id")],
+                "responses": {
+                    "200": _json(_ref("Handler"), "the handler"),
+                    "404": _json(_ref("Error"), "no such handler"),
+                    "401": _ERRORS["401"],
+                },
+            }
+        }
+        for action in ("enable", "disable")
+    },
+}
+
+DESCRIPTION: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "receiver",
+        "version": version("receiver"),
+        "description": "What happened to the SMS sent through CALLR, for internal dashboards.",
+    },
+    "security": [{"bearer": []}],
+    "paths": _PATHS,
+    "components": {
+        "schemas": _SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}

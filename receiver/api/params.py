@@ -1,0 +1,98 @@
+"""Query parameters of the API, read strictly: a bad value is a 400 that names the parameter."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.datastructures import QueryParams
+
+
+class BadParameter(ValueError):
+    """A query parameter the API cannot use; `name` is the parameter."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class Params:
+    """Typed access to a request's query parameters."""
+
+    def __init__(self, query: QueryParams, *, allowed: Collection[str]) -> None:
+        unknown = sorted(set(query.keys()) - set(allowed))
+        if unknown:
+            raise BadParameter(unknown[0], f"unknown parameter {unknown[0]!r}")
+        self._query = query
+
+    def text(self, name: str) -> str | None:
+        values = self._query.getlist(name)
+        if len(values) > 1:
+            raise BadParameter(name, f"{name} may be given once")
+        return values[0] if values else None
+
+    def choices(self, name: str, allowed: Sequence[str]) -> list[str]:
+        values = self._query.getlist(name)
+        for value in values:
+            if value not in allowed:
+                raise BadParameter(name, f"{name} must be one of {', '.join(allowed)}")
+        return values
+
+    def choice(self, name: str, allowed: Sequence[str]) -> str | None:
+        value = self.text(name)
+        if value is not None and value not in allowed:
+            raise BadParameter(name, f"{name} must be one of {', '.join(allowed)}")
+        return value
+
+    def time(self, name: str) -> datetime | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise BadParameter(name, f"{name} must be an ISO 8601 time with a zone") from None
+        if parsed.tzinfo is None:
+            raise BadParameter(name, f"{name} must be an ISO 8601 time with a zone")
+        return parsed
+
+    def integer(self, name: str, *, default: int, low: int, high: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise BadParameter(name, f"{name} must be a whole number from {low} to {high}")
+        return int(value)
+
+
+class Cursors:
+    """Opaque, signed keyset positions: a cursor that was changed is refused."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def encode(self, position: Sequence[Any]) -> str:
+        payload = orjson.dumps(list(position), default=str)
+        mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
+
+    def decode(self, cursor: str | None) -> list[Any] | None:
+        if cursor is None:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except (binascii.Error, ValueError):
+            raise BadParameter("cursor", "cursor is not one this API gave") from None
+        mac, payload = raw[:16], raw[16:]
+        expected = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+        if not hmac.compare_digest(mac, expected):
+            raise BadParameter("cursor", "cursor is not one this API gave")
+        position = orjson.loads(payload)
+        assert isinstance(position, list)
+        return position

@@ -1,0 +1,269 @@
+"""The read-only query routes for dashboards: messages, events, forwards.
+
+Lists are newest first with keyset pagination (`next_cursor`): a page is found by
+an index seek from the last item of the previous one, however deep, and a new row
+never shifts the pages after it.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from receiver.api.params import BadParameter, Cursors, Params
+from receiver.callr.sms import Status
+from receiver.db.models import EventState, ForwardState
+from receiver.http import JSONResponse, error_response
+
+STATUSES = [status.value for status in Status]
+EVENT_STATES = [state.value for state in EventState]
+FORWARD_STATES = [state.value for state in ForwardState]
+
+_MESSAGE_COLUMNS = """
+    m.sms_id, m.direction, m.from_number, m.to_number, m.text, m.user_data, m.status,
+    m.provider_status, m.status_at, m.created_at, m.sent_at, m.delivered_at, m.parts,
+    m.cost, m.network, m.encoding, m.nature, m.error, m.anomaly
+"""
+
+_MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.sms_id = $1"
+
+_MESSAGES = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages m
+WHERE ($1::text IS NULL OR m.direction = $1)
+  AND (cardinality($2::text[]) = 0 OR m.status = ANY($2::text[]))
+  AND ($3::text IS NULL OR m.user_data = $3)
+  AND ($4::text IS NULL OR m.from_number = $4)
+  AND ($5::text IS NULL OR m.to_number = $5)
+  AND ($6::text IS NULL OR m.network = $6)
+  AND ($7::timestamptz IS NULL OR m.status_at >= $7)
+  AND ($8::timestamptz IS NULL OR m.status_at < $8)
+  AND ($9::timestamptz IS NULL OR (m.status_at, m.sms_id) < ($9, $10::text))
+ORDER BY m.status_at DESC, m.sms_id DESC
+LIMIT $11
+"""
+
+_HISTORY = """
+SELECT before, after, at, derived, event_id FROM transitions
+WHERE sms_id = $1 ORDER BY at, id
+"""
+
+_MESSAGE_EVENTS = """
+SELECT e.event_id, e.type, e.received_at, e.state,
+    array(SELECT DISTINCT d.attempt FROM deliveries d
+          WHERE d.event_id = e.event_id AND d.attempt IS NOT NULL ORDER BY 1) AS tries
+FROM events e WHERE e.sms_id = $1 ORDER BY e.received_at, e.event_id
+"""
+
+_FORWARD_COLUMNS = """
+    f.id, f.event_id, f.sms_id, f.handler_id, f.rule, f.user_data, f.mt_sms_id, f.state,
+    f.attempts, f.next_attempt_at, f.created_at, f.delivered_at, f.last_error
+"""
+
+_MESSAGE_FORWARDS = f"SELECT {_FORWARD_COLUMNS} FROM forwards f WHERE f.sms_id = $1 ORDER BY f.id"
+
+_EVENTS = """
+SELECT e.event_id, e.type, e.emitted_at, e.received_at, e.state, e.reason, e.sms_id
+FROM events e
+WHERE ($1::text IS NULL OR e.type = $1)
+  AND ($2::text IS NULL OR e.state = $2)
+  AND ($3::timestamptz IS NULL OR e.received_at >= $3)
+  AND ($4::timestamptz IS NULL OR e.received_at < $4)
+  AND ($5::timestamptz IS NULL OR (e.received_at, e.event_id) < ($5, $6::text))
+ORDER BY e.received_at DESC, e.event_id DESC
+LIMIT $7
+"""
+
+_EVENT = """
+SELECT e.event_id, e.type, e.emitted_at, e.received_at, e.state, e.reason, e.sms_id,
+    e.subscription, e.body
+FROM events e WHERE e.event_id = $1
+"""
+
+_DELIVERIES = """
+SELECT attempt, received_at, headers, conflict, subscription, remote_addr, body
+FROM deliveries WHERE event_id = $1 ORDER BY id
+"""
+
+_FORWARDS = f"""
+SELECT {_FORWARD_COLUMNS} FROM forwards f
+WHERE ($1::text IS NULL OR f.state = $1)
+  AND ($2::bigint IS NULL OR f.handler_id = $2)
+  AND ($3::timestamptz IS NULL OR f.created_at >= $3)
+  AND ($4::timestamptz IS NULL OR f.created_at < $4)
+  AND ($5::bigint IS NULL OR f.id < $5)
+ORDER BY f.id DESC
+LIMIT $6
+"""
+
+
+def _message(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["sms_id"],
+        "direction": row["direction"],
+        "from": row["from_number"],
+        "to": row["to_number"],
+        "text": row["text"],
+        "user_data": row["user_data"],
+        "status": row["status"],
+        "provider_status": row["provider_status"],
+        "status_at": row["status_at"],
+        "created_at": row["created_at"],
+        "sent_at": row["sent_at"],
+        "delivered_at": row["delivered_at"],
+        "parts": row["parts"],
+        "cost": str(row["cost"]) if row["cost"] is not None else None,
+        "network": row["network"],
+        "encoding": row["encoding"],
+        "nature": row["nature"],
+        "error": row["error"],
+        "anomaly": row["anomaly"],
+    }
+
+
+def _forward(row: Any) -> dict[str, Any]:
+    return dict(row)
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    """A raw body as JSON can carry it: the text when it is UTF-8, always the base64."""
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"body": text, "body_base64": base64.b64encode(raw).decode()}
+
+
+class Queries:
+    """The query endpoints; cursors are signed with a key derived from the API tokens."""
+
+    def __init__(self, cursors: Cursors) -> None:
+        self._cursors = cursors
+
+    async def message(self, request: Request) -> Response:
+        sms_id = request.path_params["sms_id"].strip().lower()
+        async with request.state.api_pool.acquire() as conn:
+            row = await conn.fetchrow(_MESSAGE, sms_id)
+            if row is None:
+                return error_response(404, f"no message {sms_id!r}")
+            history = await conn.fetch(_HISTORY, sms_id)
+            events = await conn.fetch(_MESSAGE_EVENTS, sms_id)
+            forwards = await conn.fetch(_MESSAGE_FORWARDS, sms_id)
+        return JSONResponse(
+            {
+                **_message(row),
+                "history": [dict(step) for step in history],
+                "events": [dict(event) for event in events],
+                "forwards": [_forward(forward) for forward in forwards],
+            }
+        )
+
+    async def messages(self, request: Request) -> Response:
+        p = Params(
+            request.query_params,
+            allowed={
+                "direction", "status", "user_data", "from", "to", "network",
+                "since", "until", "limit", "cursor",
+            },
+        )  # fmt: skip
+        direction = p.choice("direction", ["outbound", "inbound"])
+        statuses = p.choices("status", STATUSES)
+        filters = (p.text("user_data"), p.text("from"), p.text("to"), p.text("network"))
+        since, until = p.time("since"), p.time("until")
+        limit = p.integer("limit", default=100, low=1, high=1000)
+        after = self._position(p)
+        async with request.state.api_pool.acquire() as conn:
+            rows = await conn.fetch(
+                _MESSAGES, direction, statuses, *filters, since, until, *after, limit + 1
+            )
+        items = [_message(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = self._cursors.encode([last["status_at"].isoformat(), last["sms_id"]])
+        return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+    async def events(self, request: Request) -> Response:
+        p = Params(
+            request.query_params, allowed={"type", "state", "since", "until", "limit", "cursor"}
+        )
+        event_type, state = p.text("type"), p.choice("state", EVENT_STATES)
+        since, until = p.time("since"), p.time("until")
+        limit = p.integer("limit", default=100, low=1, high=1000)
+        after = self._position(p)
+        async with request.state.api_pool.acquire() as conn:
+            rows = await conn.fetch(_EVENTS, event_type, state, since, until, *after, limit + 1)
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = self._cursors.encode([last["received_at"].isoformat(), last["event_id"]])
+        return JSONResponse({"items": [dict(r) for r in rows[:limit]], "next_cursor": next_cursor})
+
+    async def event(self, request: Request) -> Response:
+        event_id = request.path_params["event_id"]
+        async with request.state.api_pool.acquire() as conn:
+            row = await conn.fetchrow(_EVENT, event_id)
+            if row is None:
+                return error_response(404, f"no event {event_id!r}")
+            deliveries = await conn.fetch(_DELIVERIES, event_id)
+        event = {k: v for k, v in dict(row).items() if k != "body"}
+        return JSONResponse(
+            {
+                **event,
+                **_body(row["body"]),
+                "deliveries": [
+                    {
+                        "try": d["attempt"],
+                        "received_at": d["received_at"],
+                        "headers": orjson.loads(d["headers"]),
+                        "conflict": d["conflict"],
+                        "subscription": d["subscription"],
+                        "remote_addr": d["remote_addr"],
+                        **(_body(d["body"]) if d["body"] is not None else {}),
+                    }
+                    for d in deliveries
+                ],
+            }
+        )
+
+    async def forwards(self, request: Request) -> Response:
+        p = Params(
+            request.query_params, allowed={"state", "handler", "since", "until", "limit", "cursor"}
+        )
+        state = p.choice("state", FORWARD_STATES)
+        handler = p.integer("handler", default=-1, low=0, high=2**62)
+        since, until = p.time("since"), p.time("until")
+        limit = p.integer("limit", default=100, low=1, high=1000)
+        position = self._cursors.decode(p.text("cursor"))
+        if position is not None and not (len(position) == 1 and isinstance(position[0], int)):
+            raise BadParameter("cursor", "cursor is not one this API gave")
+        after = position[0] if position else None
+        async with request.state.api_pool.acquire() as conn:
+            rows = await conn.fetch(
+                _FORWARDS,
+                state,
+                handler if handler >= 0 else None,
+                since,
+                until,
+                after,
+                limit + 1,
+            )
+        next_cursor = self._cursors.encode([rows[limit - 1]["id"]]) if len(rows) > limit else None
+        return JSONResponse(
+            {"items": [_forward(r) for r in rows[:limit]], "next_cursor": next_cursor}
+        )
+
+    def _position(self, p: Params) -> tuple[Any, Any]:
+        position = self._cursors.decode(p.text("cursor"))
+        if position is None:
+            return (None, None)
+        if len(position) != 2 or not isinstance(position[1], str):
+            raise BadParameter("cursor", "cursor is not one this API gave")
+        try:
+            return (datetime.fromisoformat(position[0]), position[1])
+        except (TypeError, ValueError):
+            raise BadParameter("cursor", "cursor is not one this API gave") from None

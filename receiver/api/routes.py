@@ -1,0 +1,39 @@
+"""Every /api/v1 route, each behind the API tokens (the OpenAPI description too)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from receiver.api.auth import BearerTokens
+from receiver.api.handlers import routes as handler_routes
+from receiver.api.openapi import DESCRIPTION
+from receiver.api.params import Cursors
+from receiver.api.queries import Queries
+from receiver.api.stats import stats
+from receiver.http import JSONResponse
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(DESCRIPTION)
+
+
+def api_routes(tokens: BearerTokens) -> list[Route]:
+    """The API: handlers, queries, stats and the OpenAPI description."""
+    # Cursors are signed with a key every process derives alike from the tokens.
+    key = hashlib.sha256(("receiver-cursors\n" + "\n".join(sorted(tokens.tokens))).encode())
+    queries = Queries(Cursors(key.digest()))
+    guard = tokens.guard
+    return [
+        *handler_routes(tokens),
+        Route("/api/v1/messages", guard(queries.messages), methods=["GET"]),
+        Route("/api/v1/messages/{sms_id}", guard(queries.message), methods=["GET"]),
+        Route("/api/v1/events", guard(queries.events), methods=["GET"]),
+        Route("/api/v1/events/{event_id}", guard(queries.event), methods=["GET"]),
+        Route("/api/v1/forwards", guard(queries.forwards), methods=["GET"]),
+        Route("/api/v1/stats", guard(stats), methods=["GET"]),
+        Route("/api/v1/openapi.json", guard(openapi), methods=["GET"]),
+    ]
