@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -15,12 +16,18 @@ from starlette.routing import Route
 from receiver.api.auth import BearerTokens
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
-from receiver.db.engine import create_pool
+from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
 from receiver.db.migrate import head_revision
 from receiver.forwarding.dispatcher import Dispatcher
 from receiver.forwarding.policy import RetryPolicy
 from receiver.health import Readiness, healthz
-from receiver.http import bad_parameter, http_exception, server_error
+from receiver.http import (
+    bad_parameter,
+    database_unavailable,
+    http_exception,
+    query_cancelled,
+    server_error,
+)
 from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.endpoint import WebhookEndpoint
 from receiver.ingest.writer import GroupCommitWriter
@@ -116,6 +123,8 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             HTTPException: http_exception,
             BadParameter: bad_parameter,
+            asyncpg.exceptions.QueryCanceledError: query_cancelled,
+            **dict.fromkeys(UNAVAILABLE_ERRORS, database_unavailable),
             500: server_error,
         },
     )

@@ -46,3 +46,17 @@ async def bad_parameter(request: Request, exc: Exception) -> Response:
     """A query parameter the API cannot use: 400 naming it."""
     name = getattr(exc, "name", None)
     return error_response(400, str(exc), parameter=name)
+
+
+async def query_cancelled(request: Request, exc: Exception) -> Response:
+    """A dashboard query that ran past the statement timeout: 503, nothing to retry at once."""
+    log.warning("query_timeout", path=request.url.path)
+    return error_response(503, "the query took too long; narrow it (a shorter window, a filter)")
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """The database cannot be reached: 503 with Retry-After."""
+    log.warning("database_unavailable", path=request.url.path, error=repr(exc))
+    return error_response(
+        503, "the database is unavailable; retry later", headers={"retry-after": "5"}
+    )

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -207,3 +209,25 @@ async def test_the_openapi_description_covers_every_route(client: httpx.AsyncCli
         assert ref in schemas, ref
     unauthenticated = await client.get("/api/v1/openapi.json")
     assert unauthenticated.status_code == 401
+
+
+async def test_a_query_past_the_statement_timeout_is_a_503(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    settings = make_settings(api_tokens=TOKEN, dispatcher=False, api_statement_timeout=0.2)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with running(create_app(settings)) as client:
+            # Another session holds the table: the dashboard query waits, then is cancelled.
+            transaction = blocker.transaction()
+            await transaction.start()
+            await blocker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            started = asyncio.get_running_loop().time()
+            response = await client.get("/api/v1/stats", headers=AUTH)
+            waited = asyncio.get_running_loop().time() - started
+            await transaction.rollback()
+    finally:
+        await blocker.close()
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("the query took too long")
+    assert waited < 2
