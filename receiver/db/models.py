@@ -183,7 +183,26 @@ class Message(Base):
 
     __table_args__ = (
         CheckConstraint("direction IN ('outbound', 'inbound')", name="direction"),
-        Index(None, "status_at"),
+        # Dashboards page newest first by keyset (status_at, sms_id), unfiltered or by
+        # network or user_data; stats read a window of created_at from the index alone.
+        Index(None, "status_at", "sms_id"),
+        Index(None, "network", "status_at", "sms_id"),
+        Index(None, "user_data", "status_at", "sms_id"),
+        Index(
+            "ix_messages_created_at_outcomes",
+            "created_at",
+            postgresql_include=[
+                "direction",
+                "status",
+                "status_terminal",
+                "anomaly",
+                "sent_at",
+                "delivered_at",
+                "network",
+                "user_data",
+            ],
+        ),
+        # An MO looks for the latest MT sent to its sender.
         Index(None, "to_number", "created_at"),
     )
 
@@ -322,6 +341,7 @@ class Forward(Base):
             postgresql_where=sql_text("state IN ('pending', 'in_flight')"),
         ),
         Index(None, "state", "created_at"),
+        Index(None, "sms_id"),
         Index(None, "sender", "id", postgresql_where=sql_text("state = 'unrouted'")),
     )
 
