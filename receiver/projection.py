@@ -129,6 +129,7 @@ SELECT agg.sms_id, {", ".join(("top." if c in _STATUS else "agg.") + c for c in 
 FROM agg JOIN top USING (sms_id)
 ORDER BY agg.sms_id
 ON CONFLICT (sms_id) DO UPDATE SET {updates}
+RETURNING m.sms_id, m.unexplained
 """
 
 
@@ -156,6 +157,17 @@ ON CONFLICT DO NOTHING
 """
 
 _FORGET_DERIVED = "DELETE FROM transitions WHERE derived AND sms_id = ANY($1::text[])"
+
+_MARK_UNEXPLAINED = """
+UPDATE messages m SET unexplained = EXISTS (
+    SELECT 1 FROM observations o
+    WHERE o.sms_id = m.sms_id AND NOT EXISTS (
+        SELECT 1 FROM transitions t
+        WHERE t.sms_id = o.sms_id AND NOT t.derived AND t.after = o.status
+    )
+)
+WHERE m.sms_id = ANY($1::text[])
+"""
 
 
 def _rank_sql(column: str) -> str:
@@ -199,7 +211,7 @@ async def project(conn: Any, reports: Sequence[Report]) -> None:
     """Apply newly stored events to the message records, inside the caller's transaction."""
     if not reports:
         return
-    await conn.execute(_UPSERT_MESSAGES, *_snapshotcolumns(reports))
+    upserted = await conn.fetch(_UPSERT_MESSAGES, *_snapshot_columns(reports))
     history = [
         (r.sms.sms_id, step.before.value, step.after.value, step.at, r.event_id, ord_)
         for ord_, r in enumerate(reports)
@@ -212,12 +224,21 @@ async def project(conn: Any, reports: Sequence[Report]) -> None:
         for ord_, r in enumerate(reports)
     ]
     await conn.execute(_INSERT_OBSERVATIONS, *columns(observations, 5))
-    touched = sorted({r.sms.sms_id for r in reports})
-    await conn.execute(_FORGET_DERIVED, touched)
-    await conn.execute(_DERIVE, touched)
+    # Derived steps can only change for an SMS with an observation that no reported
+    # step explains: one already stored (the flag), or one this batch brings (a
+    # snapshot whose own history does not show its status). Most batches have none,
+    # and skip the two statements that read the SMS's whole evidence.
+    unexplained = {row["sms_id"] for row in upserted if row["unexplained"]} | {
+        r.sms.sms_id for r in reports if r.sms.status not in {s.after for s in r.sms.history}
+    }
+    if unexplained:
+        touched = sorted(unexplained)
+        await conn.execute(_FORGET_DERIVED, touched)
+        await conn.execute(_DERIVE, touched)
+        await conn.execute(_MARK_UNEXPLAINED, touched)
 
 
-def _snapshotcolumns(reports: Sequence[Report]) -> list[list[Any]]:
+def _snapshot_columns(reports: Sequence[Report]) -> list[list[Any]]:
     rows = []
     for report in reports:
         sms = report.sms

@@ -219,5 +219,7 @@ async def test_the_record_and_history_are_the_same_in_every_order(
     record, history = results[0]
     for other in results[1:]:
         assert other == (record, history)
-    assert record == expected_record(scenario)
+    # `unexplained` is the projection's own bookkeeping: equal in every order (above),
+    # and not something the lifecycle says.
+    assert {k: v for k, v in record.items() if k != "unexplained"} == expected_record(scenario)
     assert history == expected_history(scenario)

@@ -51,6 +51,9 @@ async def create_pool(
         # Batches are few and large: planning each with current statistics
         # costs about a millisecond per batch.
         "plan_cache_mode": "force_custom_plan",
+        # JIT compiles a plan the planner thinks costly: hundreds of milliseconds
+        # (measured) spent on statements that then touch a few rows.
+        "jit": "off",
     }
     if statement_timeout is not None:
         settings["statement_timeout"] = str(int(statement_timeout * 1000))

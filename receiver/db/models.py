@@ -178,6 +178,9 @@ class Message(Base):
     status_rank: Mapped[int] = mapped_column(SmallInteger)
     status_terminal: Mapped[bool] = mapped_column(Boolean)
     anomaly: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    # Some observation has no reported step leading to it: derived steps may change
+    # when the SMS gets an event (see receiver.projection).
+    unexplained: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
