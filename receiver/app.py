@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> Starlette:
             size=settings.api_pool_size,
             command_timeout=settings.api_statement_timeout + 1,
             statement_timeout=settings.api_statement_timeout,
+            # Stats group millions of rows: enough memory to do it without temp files.
+            work_mem="64MB",
         )
         await writer.start()
         dispatching = (

@@ -39,6 +39,7 @@ def upgrade() -> None:
         "messages",
         ["network", "status_at", "sms_id"],
         unique=False,
+        postgresql_include=["status", "direction"],
     )
     op.create_index(
         op.f("ix_messages_status_at_sms_id"), "messages", ["status_at", "sms_id"], unique=False
@@ -48,6 +49,7 @@ def upgrade() -> None:
         "messages",
         ["user_data", "status_at", "sms_id"],
         unique=False,
+        postgresql_include=["status", "direction"],
     )
 
 

@@ -32,8 +32,12 @@ _MESSAGE_COLUMNS = """
 
 _MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.sms_id = $1"
 
+# The page's keys first, by an index-only scan where an index covers the filters
+# (network and user_data indexes carry status and direction); then only the rows
+# of the page itself are read.
 _MESSAGES = f"""
-SELECT {_MESSAGE_COLUMNS} FROM messages m
+SELECT {_MESSAGE_COLUMNS} FROM (
+SELECT m.sms_id, m.status_at FROM messages m
 WHERE ($1::text IS NULL OR m.direction = $1)
   AND (cardinality($2::text[]) = 0 OR m.status = ANY($2::text[]))
   AND ($3::text IS NULL OR m.user_data = $3)
@@ -45,6 +49,9 @@ WHERE ($1::text IS NULL OR m.direction = $1)
   AND ($9::timestamptz IS NULL OR (m.status_at, m.sms_id) < ($9, $10::text))
 ORDER BY m.status_at DESC, m.sms_id DESC
 LIMIT $11
+) page
+JOIN messages m ON m.sms_id = page.sms_id
+ORDER BY page.status_at DESC, page.sms_id DESC
 """
 
 _HISTORY = """

@@ -37,7 +37,12 @@ def asyncpg_dsn(url: str) -> str:
 
 
 async def create_pool(
-    url: str, *, size: int, command_timeout: float, statement_timeout: float | None = None
+    url: str,
+    *,
+    size: int,
+    command_timeout: float,
+    statement_timeout: float | None = None,
+    work_mem: str | None = None,
 ) -> Any:
     """A pool that opens connections lazily, so the service starts while the database is away.
 
@@ -57,6 +62,8 @@ async def create_pool(
     }
     if statement_timeout is not None:
         settings["statement_timeout"] = str(int(statement_timeout * 1000))
+    if work_mem is not None:
+        settings["work_mem"] = work_mem
     return await asyncpg.create_pool(
         asyncpg_dsn(url),
         min_size=0,

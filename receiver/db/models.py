@@ -189,8 +189,8 @@ class Message(Base):
         # Dashboards page newest first by keyset (status_at, sms_id), unfiltered or by
         # network or user_data; stats read a window of created_at from the index alone.
         Index(None, "status_at", "sms_id"),
-        Index(None, "network", "status_at", "sms_id"),
-        Index(None, "user_data", "status_at", "sms_id"),
+        Index(None, "network", "status_at", "sms_id", postgresql_include=["status", "direction"]),
+        Index(None, "user_data", "status_at", "sms_id", postgresql_include=["status", "direction"]),
         Index(
             "ix_messages_created_at_outcomes",
             "created_at",
