@@ -104,11 +104,12 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             if dispatching is not None:
                 dispatching.cancel()
-                await asyncio.gather(dispatching, return_exceptions=True)
+                await asyncio.wait([dispatching], timeout=5)
             await writer.stop()
             for each in (api_pool, pool):
+                # Bounded: a connection that does not come back in time is cut.
                 try:
-                    await asyncio.wait_for(each.close(), timeout=10)
+                    await asyncio.wait_for(each.close(), timeout=3)
                 except TimeoutError:
                     each.terminate()
 

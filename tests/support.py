@@ -70,7 +70,8 @@ async def fetch(url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
 async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan started, and an HTTP client speaking to it."""
     async with (
-        LifespanManager(app) as manager,
+        # A slow CI machine gets time to start and stop the app; a real hang still fails.
+        LifespanManager(app, startup_timeout=20, shutdown_timeout=20) as manager,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app), base_url="http://receiver.test"
         ) as client,

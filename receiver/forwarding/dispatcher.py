@@ -251,8 +251,9 @@ class Dispatcher:
             self._wake.set()  # catch up on what was notified while away
             await lost.wait()
         finally:
-            if not conn.is_closed():
-                await conn.close()
+            # No goodbye to the server: a graceful close can wait on it, and this
+            # connection only ever listened.
+            conn.terminate()
 
 
 async def post(
