@@ -12,28 +12,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from functools import partial
 from pathlib import Path
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scratch import bench_server, scratch_database
 
 from receiver.app import create_app
-from receiver.db import migrate
-from receiver.db.embedded import start_embedded
 from receiver.forwarding.handlers import NewHandler, add_handler
 from receiver.logging import configure_logging
 from receiver.settings import Settings
 from tests.callr_events import mo_event
 from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
-from tests.support import PostgresServer, running
+from tests.support import running
 
 TOKEN = "bench-token-0123456789"
 
@@ -68,22 +66,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     args = parser.parse_args()
     configure_logging(level="warning")
-    admin = os.environ.get("RECEIVER_BENCH_DATABASE_URL")
-    server = None
-    if admin is None:
-        server = start_embedded(Path(tempfile.mkdtemp()) / "bench", cleanup="delete")
-        admin = server.get_uri("postgres")
-    postgres = PostgresServer(admin)
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    postgres.execute(f'CREATE DATABASE "{name}"')
-    try:
-        migrate.upgrade(postgres.url_for(name))
+    with bench_server() as postgres, scratch_database(postgres) as name:
         latencies = asyncio.run(measure(postgres.url_for(name), args.count))
-    finally:
-        postgres.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if server is not None:
-            server.cleanup()
-    quantiles = statistics.quantiles(latencies, n=100)
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     print(f"{len(latencies)} MOs, dispatcher idle between them, poll fallback 30 s")
     print(
         f"ack -> handler: p50 {quantiles[49]:.1f} ms, p90 {quantiles[89]:.1f} ms, "

@@ -15,25 +15,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scratch import bench_server, scratch_database
 
 from receiver.callr.envelope import parse_envelope
 from receiver.callr.sms import Status
-from receiver.db import migrate
-from receiver.db.embedded import start_embedded
 from receiver.ingest.store import Incoming, store_batch, stored_reports
 from receiver.projection import project
 from tests.callr_events import Step, v1_event, v2_event
@@ -85,49 +82,22 @@ async def run(url: str, items: Sequence[Incoming], batch: int, *, projecting: bo
         await conn.close()
 
 
-async def execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def database(admin_url: str, name: str) -> str:
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-
-    admin = os.environ.get("RECEIVER_BENCH_DATABASE_URL")
-    server = None
-    if admin is None:
-        server = start_embedded(Path(tempfile.mkdtemp()) / "bench", cleanup="delete")
-        admin = server.get_uri("postgres")
-    template = f"bench_template_{uuid.uuid4().hex[:8]}"
-    await execute(admin, f'CREATE DATABASE "{template}"')
-    await asyncio.to_thread(migrate.upgrade, database(admin, template))
     items = realistic_events(args.messages, seed=1)
     best = {False: 0.0, True: 0.0}
-    created = []
-    try:
+    with bench_server() as postgres, scratch_database(postgres) as template:
         for _ in range(args.rounds):
             for projecting in (False, True):
-                name = f"bench_{uuid.uuid4().hex[:8]}"
-                await execute(admin, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-                created.append(name)
-                rate = await run(database(admin, name), items, args.batch, projecting=projecting)
+                with scratch_database(postgres, template=template) as name:
+                    rate = asyncio.run(
+                        run(postgres.url_for(name), items, args.batch, projecting=projecting)
+                    )
                 best[projecting] = max(best[projecting], rate)
-    finally:
-        for name in [*created, template]:
-            await execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if server is not None:
-            server.cleanup()
     print(
         f"events: {len(items)} ({args.messages} SMS x 4 reports), batch {args.batch}, "
         f"best of {args.rounds} rounds, fsync on"
@@ -138,4 +108,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

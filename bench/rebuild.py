@@ -12,25 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from projection import realistic_events
+from scratch import bench_server, scratch_database
 
-from receiver.db import migrate
-from receiver.db.embedded import start_embedded
 from receiver.db.engine import create_pool
 from receiver.ingest.store import store_batch, stored_reports
 from receiver.projection import project
 from receiver.replay import rebuild
-from tests.support import PostgresServer
 
 
 async def measure(url: str, messages: int, batch: int) -> tuple[int, float]:
@@ -57,21 +52,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=25_000)
     parser.add_argument("--batch", type=int, default=2000)
     args = parser.parse_args()
-    admin = os.environ.get("RECEIVER_BENCH_DATABASE_URL")
-    server = None
-    if admin is None:
-        server = start_embedded(Path(tempfile.mkdtemp()) / "bench", cleanup="delete")
-        admin = server.get_uri("postgres")
-    postgres = PostgresServer(admin)
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    postgres.execute(f'CREATE DATABASE "{name}"')
-    try:
-        migrate.upgrade(postgres.url_for(name))
+    with bench_server() as postgres, scratch_database(postgres) as name:
         events, elapsed = asyncio.run(measure(postgres.url_for(name), args.messages, args.batch))
-    finally:
-        postgres.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if server is not None:
-            server.cleanup()
     print(f"rebuilt {events} events ({args.messages} SMS) in {elapsed:.1f} s, batch {args.batch}")
     print(f"rate: {events / elapsed:,.0f} events/s (target 20,000)")
 

@@ -233,35 +233,27 @@ async def rebuild(
     # existed) in the order received; then every SMS's events together, so that
     # each message row is written once and repeated history is merged in the batch.
     # The projection does not depend on the order, so the result is the same.
-    first = await replay(
-        pool,
-        EventFilter(),
-        batch=batch,
-        routing_window=None,
-        advance=advance,
-        stop=stop,
-        total=0,
-        pager=Pager(_PAGE_UNTIED, (), _by_received, (None, None)),
-    )
-    second = await replay(
-        pool,
-        EventFilter(),
-        batch=batch,
-        routing_window=None,
-        advance=advance,
-        stop=stop,
-        total=0,
-        pager=Pager(_PAGE_BY_SMS, (), _by_sms, (None, None, None)),
-    )
-    summary = ReplaySummary(
-        total=total if total is not None else first.replayed + second.replayed,
-        replayed=first.replayed + second.replayed,
-        changed=first.changed + second.changed,
-        reingested=first.reingested + second.reingested,
-    )
-    for part in (first, second):
+    summary = ReplaySummary()
+    for pager in (
+        Pager(_PAGE_UNTIED, (), _by_received, (None, None)),
+        Pager(_PAGE_BY_SMS, (), _by_sms, (None, None, None)),
+    ):
+        part = await replay(
+            pool,
+            EventFilter(),
+            batch=batch,
+            routing_window=None,
+            advance=advance,
+            stop=stop,
+            total=0,
+            pager=pager,
+        )
+        summary.replayed += part.replayed
+        summary.changed += part.changed
+        summary.reingested += part.reingested
         for state, n in part.by_state.items():
             summary.by_state[state] = summary.by_state.get(state, 0) + n
+    summary.total = total if total is not None else summary.replayed
     summary.stopped = stop is not None and stop.is_set()
     return summary
 

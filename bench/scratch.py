@@ -1,0 +1,49 @@
+"""A PostgreSQL server and migrated scratch databases for the benchmark scripts.
+
+RECEIVER_BENCH_DATABASE_URL names a server to use (its databases are made and
+dropped here); without it an embedded server is started in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from receiver.db import migrate
+from receiver.db.embedded import start_embedded
+from tests.support import PostgresServer
+
+
+@contextmanager
+def bench_server() -> Iterator[PostgresServer]:
+    """The server named by RECEIVER_BENCH_DATABASE_URL, or an embedded one for this run."""
+    admin = os.environ.get("RECEIVER_BENCH_DATABASE_URL")
+    if admin:
+        yield PostgresServer(admin)
+        return
+    server = start_embedded(Path(tempfile.mkdtemp()) / "bench", cleanup="delete")
+    try:
+        yield PostgresServer(server.get_uri("postgres"))
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def scratch_database(postgres: PostgresServer, *, template: str | None = None) -> Iterator[str]:
+    """A fresh database at the schema's head (a clone of `template` when given); its name."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    postgres.execute(f'CREATE DATABASE "{name}"{clone}')
+    try:
+        if template is None:
+            migrate.upgrade(postgres.url_for(name))
+        yield name
+    finally:
+        postgres.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
