@@ -132,10 +132,6 @@ def _message(row: Any) -> dict[str, Any]:
     }
 
 
-def _forward(row: Any) -> dict[str, Any]:
-    return dict(row)
-
-
 def _body(raw: bytes) -> dict[str, Any]:
     """A raw body as JSON can carry it: the text when it is UTF-8, always the base64."""
     try:
@@ -165,7 +161,7 @@ class Queries:
                 **_message(row),
                 "history": [dict(step) for step in history],
                 "events": [dict(event) for event in events],
-                "forwards": [_forward(forward) for forward in forwards],
+                "forwards": [dict(forward) for forward in forwards],
             }
         )
 
@@ -260,9 +256,7 @@ class Queries:
                 limit + 1,
             )
         next_cursor = self._cursors.encode([rows[limit - 1]["id"]]) if len(rows) > limit else None
-        return JSONResponse(
-            {"items": [_forward(r) for r in rows[:limit]], "next_cursor": next_cursor}
-        )
+        return JSONResponse({"items": [dict(r) for r in rows[:limit]], "next_cursor": next_cursor})
 
     def _position(self, p: Params) -> tuple[Any, Any]:
         position = self._cursors.decode(p.text("cursor"))

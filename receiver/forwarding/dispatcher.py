@@ -28,7 +28,7 @@ from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding import signing
 from receiver.forwarding.policy import RetryPolicy, Verdict
-from receiver.forwarding.routing import NOTIFY_CHANNEL
+from receiver.forwarding.routing import NOTIFY_CHANNEL, wake_dispatchers
 
 log = structlog.get_logger("receiver.dispatcher")
 
@@ -216,7 +216,7 @@ class Dispatcher:
                 None if decision.verdict is Verdict.DONE else error,
             )
             if decision.verdict is not Verdict.RETRY:
-                await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+                await wake_dispatchers(conn)
         log.info(
             "forward",
             forward_id=claim.forward_id,

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from receiver.forwarding.routing import NOTIFY_CHANNEL, route_unrouted
+from receiver.forwarding.routing import route_unrouted, wake_dispatchers
 from receiver.forwarding.signing import SecretInvalid, secret_key
 
 _INSERT = """
@@ -133,7 +133,7 @@ async def set_enabled(conn: Any, handler_id: int, *, enabled: bool) -> HandlerVi
     """Enable or disable a handler; a disabled one keeps its forwards waiting."""
     row = await conn.fetchrow(_SET_ENABLED, handler_id, enabled)
     if row is not None and enabled:
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        await wake_dispatchers(conn)
     return _view(row) if row is not None else None
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from receiver.forwarding.routing import NOTIFY_CHANNEL
+from receiver.forwarding.routing import wake_dispatchers
 
 RETRYABLE_STATES = ("dead", "done", "pending")
 
@@ -50,5 +50,5 @@ async def retry_forwards(conn: Any, selection: ForwardFilter) -> int:
             selection.event_id,
         )
         if rows:
-            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+            await wake_dispatchers(conn)
     return len(rows)

@@ -21,6 +21,12 @@ from receiver.projection import Report
 
 NOTIFY_CHANNEL = "receiver_forwards"
 
+
+async def wake_dispatchers(conn: Any) -> None:
+    """Tell every dispatcher there is work; PostgreSQL delivers it when the transaction commits."""
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
 # Handlers matching a routing key, best first. `$key` stands for the key expression.
 _HANDLER_FOR_KEY = """
 SELECT h.id FROM handlers h
@@ -103,7 +109,7 @@ async def route(conn: Any, reports: Sequence[Report], *, window: timedelta) -> i
     records = await conn.fetch(_ROUTE, *columns(rows, 7), window)
     pending = sum(1 for record in records if record["state"] == "pending")
     if pending:
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        await wake_dispatchers(conn)
     return pending
 
 
@@ -146,5 +152,5 @@ async def route_unrouted(conn: Any) -> int:
     async with conn.transaction():
         records = await conn.fetch(_ROUTE_UNROUTED)
         if records:
-            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+            await wake_dispatchers(conn)
     return len(records)

@@ -85,11 +85,6 @@ class GroupCommitWriter:
             raise Overloaded from None
         return await future
 
-    @property
-    def backlog(self) -> int:
-        """How many submitted items are waiting for a writer."""
-        return self._queue.qsize()
-
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
