@@ -16,6 +16,7 @@ from starlette.routing import Route
 from receiver.api.auth import BearerTokens
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
+from receiver.daily_stats import keep
 from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
 from receiver.db.migrate import head_revision
 from receiver.forwarding.dispatcher import Dispatcher
@@ -99,12 +100,16 @@ def create_app(settings: Settings) -> Starlette:
             if settings.dispatcher
             else None
         )
+        keeping = asyncio.create_task(
+            keep(api_pool, every=settings.stats_keep_interval), name="daily-stats"
+        )
         try:
             yield {"pool": pool, "writer": writer, "api_pool": api_pool}
         finally:
-            if dispatching is not None:
-                dispatching.cancel()
-                await asyncio.wait([dispatching], timeout=5)
+            background = [keeping] if dispatching is None else [keeping, dispatching]
+            for task in background:
+                task.cancel()
+            await asyncio.wait(background, timeout=5)
             await writer.stop()
             for each in (api_pool, pool):
                 # Bounded: a connection that does not come back in time is cut.

@@ -17,12 +17,13 @@ one SMS take turns, so each sees the other's evidence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
+from receiver.daily_stats import mark_changed, utc_day
 from receiver.db.arrays import columns
 
 
@@ -120,16 +121,24 @@ def _upsert_messages_sql() -> str:
             " AND EXCLUDED.status_terminal AND EXCLUDED.status <> m.status)",
         ]
     )
+    # `before` reads the creation times as they were: a message whose creation time
+    # moves leaves a day's statistics as well as joining another's.
     return f"""
 WITH s AS (SELECT * FROM unnest({params}) AS s({", ".join(_SNAPSHOT_COLUMNS)})),
 top AS (SELECT DISTINCT ON (s.sms_id) s.sms_id, {status_columns} FROM s ORDER BY {top_order}),
-agg AS (SELECT s.sms_id, {aggregates} FROM s GROUP BY s.sms_id)
+agg AS (SELECT s.sms_id, {aggregates} FROM s GROUP BY s.sms_id),
+before AS (SELECT b.created_at FROM messages b WHERE b.sms_id = ANY($1::text[])),
+up AS (
 INSERT INTO messages AS m (sms_id, {", ".join(columns)})
 SELECT agg.sms_id, {", ".join(("top." if c in _STATUS else "agg.") + c for c in columns)}
 FROM agg JOIN top USING (sms_id)
 ORDER BY agg.sms_id
 ON CONFLICT (sms_id) DO UPDATE SET {updates}
-RETURNING m.sms_id, m.unexplained
+RETURNING m.sms_id, m.unexplained, m.created_at
+)
+SELECT sms_id, unexplained, created_at FROM up
+UNION ALL
+SELECT NULL, false, created_at FROM before
 """
 
 
@@ -207,11 +216,20 @@ ON CONFLICT (sms_id, before, after, at) DO NOTHING
 """
 
 
-async def project(conn: Any, reports: Sequence[Report]) -> None:
-    """Apply newly stored events to the message records, inside the caller's transaction."""
+async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[date] = ()) -> None:
+    """Apply newly stored events to the message records, inside the caller's transaction.
+
+    `received`: the days on which events of this transaction were received, for the
+    daily statistics, which are told about every day whose figures may change.
+    """
+    changed = set(received)
     if not reports:
+        await mark_changed(conn, changed)
         return
-    upserted = await conn.fetch(_UPSERT_MESSAGES, *_snapshot_columns(reports))
+    returned = await conn.fetch(_UPSERT_MESSAGES, *_snapshot_columns(reports))
+    changed.update(utc_day(row["created_at"]) for row in returned if row["created_at"])
+    await mark_changed(conn, changed)
+    upserted = [row for row in returned if row["sms_id"] is not None]
     history = [
         (r.sms.sms_id, step.before.value, step.after.value, step.at, r.event_id, ord_)
         for ord_, r in enumerate(reports)

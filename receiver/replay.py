@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
+from receiver.daily_stats import utc_day
 from receiver.db.arrays import columns
 from receiver.forwarding.routing import route
 from receiver.ingest.store import Incoming, Result, event_state, store_batch, stored_reports
@@ -78,7 +79,8 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $
 WHERE e.event_id = u.event_id
 """
 
-_EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations"
+# The days kept for the statistics go too: they are computed again when asked for.
+_EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations, stats_rows, stats_days"
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +304,7 @@ async def _apply_page(
         outcomes = await store_batch(conn, reingest)
         summary.reingested += sum(o.result is not Result.DUPLICATE for o in outcomes)
         reports.extend(stored_reports(reingest, outcomes))
-    await project(conn, reports)
+    await project(conn, reports, received={utc_day(i.received_at) for i in reingest})
     if routing_window is not None:
         await route(conn, reports, window=routing_window)
 

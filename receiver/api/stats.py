@@ -10,55 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.api.params import BadParameter, Params
-from receiver.callr.sms import Status
+from receiver.callr.sms import TERMINAL, Status
+from receiver.daily_stats import GROUPS, window
 from receiver.http import JSONResponse
 
-GROUPS = {
-    "network": "m.network",
-    "user_data": "m.user_data",
-    "hour": "date_trunc('hour', m.created_at)",
-    "day": "date_trunc('day', m.created_at)",
-}
 _MAX_WINDOW = timedelta(days=366)
-
-_STATUS_COUNTS = ", ".join(
-    f"count(*) FILTER (WHERE m.status = '{status.value}') AS \"{status.value}\""
-    for status in Status
-)
-
-
-def _outbound_sql(group: str | None) -> str:
-    # One row per group and delivery time. CALLR's times are to the second, so the
-    # distinct delivery times are few: their counts give exact percentiles (see
-    # `_percentile`), and grouping runs in parallel where an ordered-set aggregate
-    # over millions of rows would sort them on one core.
-    key = GROUPS[group] if group else "NULL"
-    return f"""
-SELECT {key} AS key,
-    CASE WHEN m.status = 'delivered' THEN extract(epoch FROM m.delivered_at - m.sent_at) END
-        AS latency,
-    count(*) AS total, {_STATUS_COUNTS},
-    count(*) FILTER (WHERE m.status_terminal) AS terminal,
-    count(*) FILTER (WHERE m.anomaly) AS anomalies
-FROM messages m
-WHERE m.direction = 'outbound' AND m.created_at >= $1 AND m.created_at < $2
-GROUP BY 1, 2
-"""
-
-
-_OUTBOUND = {group: _outbound_sql(group) for group in (None, *GROUPS)}
-
-_AROUND = """
-SELECT
-    (SELECT count(*) FROM messages
-     WHERE direction = 'inbound' AND created_at >= $1 AND created_at < $2) AS mo_received,
-    (SELECT count(*) FROM events WHERE received_at >= $1 AND received_at < $2) AS events,
-    (SELECT count(*) FROM deliveries WHERE received_at >= $1 AND received_at < $2) AS deliveries,
-    (SELECT count(*) FROM deliveries
-     WHERE received_at >= $1 AND received_at < $2 AND attempt > 0) AS retries,
-    (SELECT count(*) FROM deliveries
-     WHERE received_at >= $1 AND received_at < $2 AND conflict) AS conflicts
-"""
 
 _FORWARDS = """
 SELECT state, count(*) AS n FROM forwards
@@ -77,21 +33,21 @@ async def stats(request: Request) -> Response:
         raise BadParameter("since", "the window may span at most 366 days")
     group = p.choice("group_by", list(GROUPS))
     async with request.state.api_pool.acquire() as conn:
-        rows = await conn.fetch(_OUTBOUND[group], since, until)
-        around = await conn.fetchrow(_AROUND, since, until)
+        counted = await window(conn, since, until, group)
         forwards = await conn.fetch(_FORWARDS, since, until)
-    groups = _groups(rows)
+    groups, mo_received = _groups(counted.rows)
+    traffic = counted.traffic
     body: dict[str, Any] = {
         "since": since,
         "until": until,
-        "mo_received": around["mo_received"],
+        "mo_received": mo_received,
         "forwards": {row["state"]: row["n"] for row in forwards},
         "deliveries": {
-            "received": around["deliveries"],
-            "events": around["events"],
-            "repeated": around["deliveries"] - around["events"],
-            "retries": around["retries"],
-            "conflicts": around["conflicts"],
+            "received": traffic["deliveries"],
+            "events": traffic["events"],
+            "repeated": traffic["deliveries"] - traffic["events"],
+            "retries": traffic["retries"],
+            "conflicts": traffic["conflicts"],
         },
         "anomalies": sum(g["anomalies"] for g in groups),
     }
@@ -104,21 +60,32 @@ async def stats(request: Request) -> Response:
 
 
 _COUNTED = ("total", "terminal", "anomalies", *(status.value for status in Status))
+_TERMINAL = {status.value for status in TERMINAL}
 
 
-def _groups(rows: Any) -> list[dict[str, Any]]:
-    """Fold the (group, delivery time) rows into one summary per group, in key order."""
+def _groups(rows: Any) -> tuple[list[dict[str, Any]], int]:
+    """Fold outcome rows into a summary of outbound SMS per group, in key order; and the MOs."""
     totals: dict[Any, dict[str, int]] = {}
     latencies: dict[Any, dict[float, int]] = {}
+    inbound = 0
     for row in rows:
+        n = row["n"]
+        if row["direction"] != "outbound":
+            inbound += n
+            continue
         counts = totals.setdefault(row["key"], dict.fromkeys(_COUNTED, 0))
-        for name in _COUNTED:
-            counts[name] += row[name]
+        counts["total"] += n
+        counts[row["status"]] += n
+        if row["status"] in _TERMINAL:
+            counts["terminal"] += n
+        if row["anomaly"]:
+            counts["anomalies"] += n
         if row["latency"] is not None:
             seen = latencies.setdefault(row["key"], {})
-            seen[float(row["latency"])] = seen.get(float(row["latency"]), 0) + row["delivered"]
+            latency = float(row["latency"])
+            seen[latency] = seen.get(latency, 0) + n
     keys = sorted(totals, key=lambda k: (k is None, str(k)))
-    return [_group(key, totals[key], latencies.get(key, {})) for key in keys]
+    return [_group(key, totals[key], latencies.get(key, {})) for key in keys], inbound
 
 
 def _group(key: Any, counts: dict[str, int] | None, latency: dict[float, int]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Enum,
     Float,
@@ -363,3 +364,56 @@ class ForwardAttempt(Base):
     excerpt: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class StatsDay(Base):
+    """A UTC day whose statistics are kept in `stats_rows` (see receiver.daily_stats).
+
+    The raw-traffic counts of the day are here; its message outcomes are the rows.
+    """
+
+    __tablename__ = "stats_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    events: Mapped[int] = mapped_column(BigInteger)
+    deliveries: Mapped[int] = mapped_column(BigInteger)
+    retries: Mapped[int] = mapped_column(BigInteger)
+    conflicts: Mapped[int] = mapped_column(BigInteger)
+
+
+class StatsRow(Base):
+    """How many messages created on `day` share a key, direction, status, anomaly and latency.
+
+    One set of rows per grouping: `''` (none), `network`, `user_data` and `hour`
+    (the hour of the day, `'0'` to `'23'`).
+    """
+
+    __tablename__ = "stats_rows"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    grouping: Mapped[str] = mapped_column(Text)
+    key: Mapped[str | None] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    anomaly: Mapped[bool] = mapped_column(Boolean)
+    latency: Mapped[float | None] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "grouping", "day"), Index(None, "day"))
+
+
+class StatsChange(Base):
+    """A day whose statistics may be out of date: its messages or raw traffic changed.
+
+    Written by every transaction that projects or stores events, in the same
+    transaction; removed only by a refresh that saw the change.
+    """
+
+    __tablename__ = "stats_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+
+    __table_args__ = (Index(None, "day"),)

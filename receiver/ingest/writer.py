@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from receiver.callr.envelope import Malformed
+from receiver.daily_stats import utc_day
 from receiver.db.engine import UNAVAILABLE_ERRORS
 from receiver.forwarding.routing import route
 from receiver.ingest.store import Incoming, Outcome, store_batch, stored_reports
@@ -149,7 +150,7 @@ class GroupCommitWriter:
         async with self._pool.acquire() as conn, conn.transaction():
             outcomes = await store_batch(conn, items)
             reports = stored_reports(items, outcomes)
-            await project(conn, reports)
+            await project(conn, reports, received={utc_day(i.received_at) for i in items})
             await route(conn, reports, window=self._routing_window)
         return outcomes
 

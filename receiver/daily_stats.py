@@ -1,0 +1,258 @@
+"""Daily statistics: what `/api/v1/stats` reads for whole UTC days, kept exact by change markers.
+
+Counting a month of messages one by one takes seconds; reading the same month as
+thirty days of counted rows takes milliseconds. A day's rows are computed from the
+message records and the stored events themselves, never adjusted by deltas, so they
+are what a live count gives, as long as the day is fresh:
+
+- every transaction that changes a message record or stores an event writes, in that
+  same transaction, a marker for each UTC day it touched (`mark_changed`): the day
+  the message was created (before and after the change) and the day the event was
+  received;
+- a refresh recomputes a day in one REPEATABLE READ transaction and deletes only the
+  markers its snapshot sees, so a change it did not see keeps its marker and the day
+  stays stale until the next refresh;
+- a day is fresh when it has been computed and has no marker left.
+
+Only days that have ended are kept; the edges of a window and the current day are
+counted live. Markers pile up for days nobody asks about (today, mostly): `keep`
+replaces each day's markers by one, recounts the kept days that changed and counts
+the recent days never counted, so that the next dashboard finds them ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from receiver.db.engine import UNAVAILABLE_ERRORS
+
+log = structlog.get_logger(__name__)
+
+DAY = timedelta(days=1)
+GROUPS = ("network", "user_data", "hour", "day")
+TRAFFIC = ("events", "deliveries", "retries", "conflicts")
+# One refresh or compaction at a time, across every process on the database.
+_LOCK = 7_263_110_401
+
+
+def utc_day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
+
+
+def day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _ceil_day(at: datetime) -> date:
+    day = utc_day(at)
+    return day if day_start(day) == at else day + DAY
+
+
+_MARK = "INSERT INTO stats_changes (day) SELECT unnest($1::date[])"
+
+
+async def mark_changed(conn: Any, days: Iterable[date]) -> None:
+    """Record, in the caller's transaction, that these days' statistics may have changed."""
+    wanted = sorted(set(days))
+    if wanted:
+        await conn.execute(_MARK, wanted)
+
+
+# The outcome of messages, one row per (key, direction, status, anomaly, latency):
+# `latency` is the time from sent to delivered, in seconds, of delivered messages.
+# CALLR's times are to the second, so these rows are few, and their counts give
+# exact percentiles.
+_LATENCY = (
+    "CASE WHEN m.status = 'delivered' THEN extract(epoch FROM m.delivered_at - m.sent_at) END"
+)
+_LIVE_KEYS = {
+    None: "NULL::text",
+    "network": "m.network",
+    "user_data": "m.user_data",
+    "hour": "date_trunc('hour', m.created_at, 'UTC')",
+    "day": "date_trunc('day', m.created_at, 'UTC')",
+}
+_CACHED_KEYS = {
+    None: ("", "NULL::text"),
+    "network": ("network", "s.key"),
+    "user_data": ("user_data", "s.key"),
+    "hour": ("hour", "(s.day + s.key::int * interval '1 hour') AT TIME ZONE 'UTC'"),
+    "day": ("", "s.day::timestamp AT TIME ZONE 'UTC'"),
+}
+_LIVE = {
+    group: f"""
+SELECT {key} AS key, m.direction, m.status::text AS status, m.anomaly, {_LATENCY} AS latency,
+    count(*) AS n
+FROM messages m
+WHERE m.created_at >= $1 AND m.created_at < $2
+GROUP BY 1, 2, 3, 4, 5
+"""
+    for group, key in _LIVE_KEYS.items()
+}
+_CACHED = {
+    group: f"""
+SELECT {key} AS key, s.direction, s.status, s.anomaly, s.latency, sum(s.n)::bigint AS n
+FROM stats_rows s
+WHERE s.grouping = '{grouping}' AND s.day >= $1 AND s.day < $2
+GROUP BY 1, 2, 3, 4, 5
+"""
+    for group, (grouping, key) in _CACHED_KEYS.items()
+}
+_LIVE_TRAFFIC = """
+SELECT
+    (SELECT count(*) FROM events WHERE received_at >= $1 AND received_at < $2) AS events,
+    (SELECT count(*) FROM deliveries WHERE received_at >= $1 AND received_at < $2) AS deliveries,
+    (SELECT count(*) FROM deliveries
+     WHERE received_at >= $1 AND received_at < $2 AND attempt > 0) AS retries,
+    (SELECT count(*) FROM deliveries
+     WHERE received_at >= $1 AND received_at < $2 AND conflict) AS conflicts
+"""
+_CACHED_TRAFFIC = f"""
+SELECT {", ".join(f"coalesce(sum({name}), 0)::bigint AS {name}" for name in TRAFFIC)}
+FROM stats_days WHERE day >= $1 AND day < $2
+"""
+
+# A day's rows for every grouping in one pass over its messages.
+_REFRESH_ROWS = f"""
+INSERT INTO stats_rows (day, grouping, key, direction, status, anomaly, latency, n)
+SELECT $3::date,
+    CASE WHEN GROUPING(r.network) = 0 THEN 'network'
+         WHEN GROUPING(r.user_data) = 0 THEN 'user_data'
+         WHEN GROUPING(r.hour) = 0 THEN 'hour'
+         ELSE '' END,
+    coalesce(r.network, r.user_data, r.hour),
+    r.direction, r.status, r.anomaly, r.latency, count(*)
+FROM (
+    SELECT m.direction, m.status::text AS status, m.anomaly, {_LATENCY} AS latency,
+        m.network, m.user_data,
+        extract(hour FROM m.created_at AT TIME ZONE 'UTC')::int::text AS hour
+    FROM messages m
+    WHERE m.created_at >= $1 AND m.created_at < $2
+) r
+GROUP BY r.direction, r.status, r.anomaly, r.latency,
+    GROUPING SETS ((), (r.network), (r.user_data), (r.hour))
+"""
+_REFRESH_TRAFFIC = f"""
+INSERT INTO stats_days (day, refreshed_at, {", ".join(TRAFFIC)})
+SELECT $3::date, now(), t.* FROM ({_LIVE_TRAFFIC}) t
+ON CONFLICT (day) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at,
+    {", ".join(f"{name} = EXCLUDED.{name}" for name in TRAFFIC)}
+"""
+_STALE = """
+SELECT d::date AS day
+FROM generate_series($1::date::timestamp, ($2::date - 1)::timestamp, interval '1 day') AS d
+WHERE NOT EXISTS (SELECT 1 FROM stats_days s WHERE s.day = d::date)
+   OR EXISTS (SELECT 1 FROM stats_changes c WHERE c.day = d::date)
+ORDER BY 1
+"""
+_IS_FRESH = """
+SELECT EXISTS (SELECT 1 FROM stats_days WHERE day = $1)
+   AND NOT EXISTS (SELECT 1 FROM stats_changes WHERE day = $1)
+"""
+# Days to count ahead of the dashboards: the kept days that changed, and the days of
+# the last `AHEAD` that were never counted.
+AHEAD = 92
+_TO_COUNT = f"""
+SELECT DISTINCT c.day FROM stats_changes c JOIN stats_days s USING (day) WHERE c.day < $1
+UNION
+SELECT d::date FROM generate_series(
+    ($1::date - {AHEAD})::timestamp, ($1::date - 1)::timestamp, interval '1 day'
+) AS d
+WHERE NOT EXISTS (SELECT 1 FROM stats_days s WHERE s.day = d::date)
+ORDER BY 1 DESC
+"""
+# A day's markers replaced by one, atomically: the same meaning, fewer rows.
+_COMPACT = """
+WITH gone AS (DELETE FROM stats_changes RETURNING day)
+INSERT INTO stats_changes (day) SELECT DISTINCT day FROM gone
+"""
+
+
+@dataclass
+class Window:
+    """The outcome rows and traffic counts of a window, from kept days and live counts."""
+
+    rows: list[Any] = field(default_factory=list)
+    traffic: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRAFFIC, 0))
+
+    def add_traffic(self, row: Any) -> None:
+        for name in TRAFFIC:
+            self.traffic[name] += row[name]
+
+
+async def window(conn: Any, since: datetime, until: datetime, group: str | None) -> Window:
+    """Outcome rows (key, direction, status, anomaly, latency, n) and traffic in [since, until)."""
+    result = Window()
+    first = _ceil_day(since)
+    # Whole days that have ended; the rest is counted live.
+    end = min(utc_day(until), utc_day(datetime.now(UTC)))
+    live = [(since, until)]
+    if first < end:
+        await refresh(conn, [row["day"] for row in await conn.fetch(_STALE, first, end)])
+        result.rows.extend(await conn.fetch(_CACHED[group], first, end))
+        result.add_traffic(await conn.fetchrow(_CACHED_TRAFFIC, first, end))
+        live = [(since, day_start(first)), (day_start(end), until)]
+    for start, stop in live:
+        if start < stop:
+            result.rows.extend(await conn.fetch(_LIVE[group], start, stop))
+            result.add_traffic(await conn.fetchrow(_LIVE_TRAFFIC, start, stop))
+    return result
+
+
+async def refresh(conn: Any, days: Sequence[date]) -> None:
+    """Recompute these days' rows, each in a snapshot of its own; one day at a time."""
+    for day in days:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
+        try:
+            await _refresh_day(conn, day)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+
+
+async def _refresh_day(conn: Any, day: date) -> None:
+    start, stop = day_start(day), day_start(day) + DAY
+    # The snapshot is taken by the first statement, after the lock: whatever an
+    # earlier refresh committed is in it.
+    async with conn.transaction(isolation="repeatable_read"):
+        if await conn.fetchval(_IS_FRESH, day):
+            return
+        await conn.execute("DELETE FROM stats_rows WHERE day = $1", day)
+        await conn.execute(_REFRESH_ROWS, start, stop, day)
+        await conn.execute(_REFRESH_TRAFFIC, start, stop, day)
+        await conn.execute("DELETE FROM stats_changes WHERE day = $1", day)
+
+
+async def maintain(conn: Any) -> int:
+    """Compact the markers, recount the kept days that changed and count the recent ones.
+
+    Returns how many days were counted; another process doing the same meanwhile
+    makes it skip the compaction, and the days that process counted.
+    """
+    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK):
+        try:
+            await conn.execute(_COMPACT)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+    days = [row["day"] for row in await conn.fetch(_TO_COUNT, utc_day(datetime.now(UTC)))]
+    await refresh(conn, days)
+    return len(days)
+
+
+async def keep(pool: Any, *, every: float) -> None:
+    """Run `maintain` every `every` seconds until cancelled; a database error waits a round."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            async with pool.acquire() as conn:
+                refreshed = await maintain(conn)
+            if refreshed:
+                log.info("daily_stats_refreshed", days=refreshed)
+        except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
+            log.warning("daily_stats_not_kept", error=repr(error))

@@ -1,0 +1,258 @@
+"""Stats over whole days read kept rows: they must always equal a count of the messages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from receiver.app import create_app
+from receiver.callr.envelope import Envelope, parse_envelope
+from receiver.callr.sms import Status
+from receiver.daily_stats import AHEAD, day_start, maintain, refresh, utc_day
+from receiver.projection import Report, project
+from tests.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.support import running
+
+TOKEN = "dashboards-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
+C, P, S, D, F, E = (
+    Status.CREATED,
+    Status.PENDING,
+    Status.SENT,
+    Status.DELIVERED,
+    Status.FAILED,
+    Status.EXPIRED,
+)
+DAY0 = day_start(utc_day(BASE_TIME))
+# Three whole days, and a few hours on either side that are counted live.
+WINDOW = {
+    "since": (DAY0 - timedelta(hours=5)).isoformat(),
+    "until": (DAY0 + timedelta(days=3, hours=7)).isoformat(),
+}
+GROUPINGS = (None, "network", "user_data", "hour", "day")
+
+
+@pytest.fixture
+async def client(make_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(api_tokens=TOKEN, dispatcher=False)
+    async with running(create_app(settings)) as client:
+        yield client
+
+
+async def send(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await client.post(WEBHOOK, content=body)
+    assert response.status_code == 200, response.text
+
+
+async def stats(client: httpx.AsyncClient, group: str | None, **window: str) -> Any:
+    params = dict(window or WINDOW)
+    if group:
+        params["group_by"] = group
+    response = await client.get("/api/v1/stats", params=params, headers=AUTH)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+_KEYS = {
+    None: "NULL",
+    "network": "network",
+    "user_data": "user_data",
+    "hour": "date_trunc('hour', created_at, 'UTC')",
+    "day": "date_trunc('day', created_at, 'UTC')",
+}
+
+
+async def counted(url: str, group: str | None, since: str, until: str) -> list[Any]:
+    """What the stats must say, counted straight from the messages with SQL's own percentiles."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            f"""
+            SELECT {_KEYS[group]} AS key, count(*) AS total,
+                jsonb_object_agg_strict(status, 1) AS statuses,
+                percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
+                    ORDER BY extract(epoch FROM delivered_at - sent_at)
+                ) FILTER (WHERE status = 'delivered') AS latency
+            FROM messages
+            WHERE direction = 'outbound' AND created_at >= $1 AND created_at < $2
+            GROUP BY 1
+            """,  # noqa: S608 - the key is one of the constants above
+            datetime.fromisoformat(since),
+            datetime.fromisoformat(until),
+        )
+        by_status = await conn.fetch(
+            f"""
+            SELECT {_KEYS[group]} AS key, status::text, count(*) AS n FROM messages
+            WHERE direction = 'outbound' AND created_at >= $1 AND created_at < $2
+            GROUP BY 1, 2
+            """,  # noqa: S608
+            datetime.fromisoformat(since),
+            datetime.fromisoformat(until),
+        )
+        inbound = await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE direction = 'inbound'"
+            " AND created_at >= $1 AND created_at < $2",
+            datetime.fromisoformat(since),
+            datetime.fromisoformat(until),
+        )
+    finally:
+        await conn.close()
+    expected = []
+    for row in sorted(rows, key=lambda r: (r["key"] is None, str(r["key"]))):
+        key = row["key"].isoformat() if isinstance(row["key"], datetime) else row["key"]
+        statuses = {r["status"]: r["n"] for r in by_status if r["key"] == row["key"]}
+        latency = row["latency"]
+        expected.append(
+            {
+                "key": key,
+                "total": row["total"],
+                "by_status": {s.value: statuses.get(s.value, 0) for s in Status},
+                "latency": [pytest.approx(float(v)) for v in latency] if latency else None,
+            }
+        )
+    return [*expected, {"mo_received": inbound}]
+
+
+def answered(body: Any, group: str | None) -> list[Any]:
+    groups = body["groups"] if group else [body["outbound"]] if body["outbound"]["total"] else []
+    result = []
+    for g in groups:
+        key = g["key"]
+        if group in ("hour", "day"):
+            key = datetime.fromisoformat(key).isoformat()
+        latency = g["latency_seconds"]
+        result.append(
+            {
+                "key": key,
+                "total": g["total"],
+                "by_status": g["by_status"],
+                "latency": [latency["p50"], latency["p90"], latency["p99"]] if latency else None,
+            }
+        )
+    return [*result, {"mo_received": body["mo_received"]}]
+
+
+async def assert_exact(client: httpx.AsyncClient, url: str, **window: str) -> None:
+    for group in GROUPINGS:
+        body = await stats(client, group, **window)
+        want = await counted(url, group, **(window or WINDOW))
+        assert answered(body, group) == want, group
+
+
+async def traffic(client: httpx.AsyncClient) -> None:
+    """Forty outbound SMS and some MOs, every few hours over four days, in every outcome."""
+    outcomes = [(C, S, D), (C, P, S, F), (C, S, E), (C, P), (C, S)]
+    for n in range(40):
+        start = DAY0 - timedelta(hours=4) + timedelta(hours=2 * n + n % 3, minutes=n)
+        steps = lifecycle(*outcomes[n % len(outcomes)], start=start, gap=1 + n % 7)
+        if n % 2:
+            await send(client, v1_event(f"d-{n}", f"day{n:05d}", steps, user_data=f"u{n % 4}"))
+        else:
+            await send(client, v2_event(f"d-{n}", f"day{n:05d}", steps))
+        if n % 5 == 0:
+            await send(client, mo_event(f"dmo-{n}", f"DMO{n:05d}", sender=f"+{n}", at=start))
+
+
+async def test_whole_days_equal_a_count_of_the_messages(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    await traffic(client)
+    await assert_exact(client, database_url)
+    # Read a second time from the kept rows alone.
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM stats_days") == 3
+        stale = "SELECT count(*) FROM stats_changes WHERE day >= $1 AND day < $1 + 3"
+        assert await conn.fetchval(stale, DAY0.date()) == 0
+    finally:
+        await conn.close()
+    await assert_exact(client, database_url)
+    # Windows that start and end on day boundaries, and one inside a day.
+    await assert_exact(
+        client, database_url, since=DAY0.isoformat(), until=(DAY0 + timedelta(days=2)).isoformat()
+    )
+    await assert_exact(
+        client,
+        database_url,
+        since=(DAY0 + timedelta(hours=3)).isoformat(),
+        until=(DAY0 + timedelta(hours=20)).isoformat(),
+    )
+
+
+async def test_late_reports_change_the_days_already_kept(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    await traffic(client)
+    before = await stats(client, None)
+    # day00003 was left pending; day00004 was sent: both get their outcome later, and
+    # day00030's creation time turns out to be earlier than first reported, on the
+    # day before, so that it leaves a day nothing else changes.
+    for sms_id, steps in (
+        ("day00003", lifecycle(C, P, S, D, start=DAY0 + timedelta(hours=3, minutes=3), gap=5)),
+        ("day00004", lifecycle(C, S, F, start=DAY0 + timedelta(hours=8, minutes=5))),
+        ("day00030", lifecycle(C, S, D, start=DAY0 + timedelta(days=1, hours=20), gap=3)),
+    ):
+        await send(client, v2_event(f"late-{sms_id}", sms_id, steps))
+    after = await stats(client, None)
+    assert after["outbound"]["by_status"] != before["outbound"]["by_status"]
+    await assert_exact(client, database_url)
+
+
+async def test_a_change_the_refresh_did_not_see_keeps_the_day_stale(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    await traffic(client)
+    await stats(client, None)
+    day = utc_day(DAY0 + timedelta(days=1))
+    late = parse_envelope(
+        v2_event("unseen", "day00014", lifecycle(C, S, D, start=day_start(day), gap=4))
+    )
+    assert isinstance(late, Envelope)
+    assert late.sms is not None
+    writer, refresher = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        async with writer.transaction():
+            report = Report("unseen", BASE_TIME, late.emitted_at, late.sms)
+            await project(writer, [report])
+            # The day is refreshed while the change is not committed yet.
+            await refresher.execute("INSERT INTO stats_changes (day) VALUES ($1)", day)
+            await refresh(refresher, [day])
+        assert await refresher.fetchval("SELECT count(*) FROM stats_changes WHERE day = $1", day)
+    finally:
+        await writer.close()
+        await refresher.close()
+    await assert_exact(client, database_url)
+
+
+async def test_upkeep_compacts_markers_and_refreshes_kept_days(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    await traffic(client)
+    await stats(client, None)
+    kept, unkept = utc_day(DAY0 + timedelta(days=1)), utc_day(DAY0 + timedelta(days=30))
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO stats_changes (day)"
+            " SELECT d FROM unnest($1::date[]) d, generate_series(1, 50)",
+            [kept, unkept],
+        )
+        # The kept day that changed, and the last 92 days, counted ahead.
+        assert await maintain(conn) == 1 + AHEAD
+        today = utc_day(datetime.now(UTC))
+        ahead = "SELECT count(*) FROM stats_days WHERE day >= $1::date - $2::int AND day < $1"
+        assert await conn.fetchval(ahead, today, AHEAD) == AHEAD
+        assert await maintain(conn) == 0
+        remaining = await conn.fetch("SELECT day, count(*) AS n FROM stats_changes GROUP BY day")
+        assert {(r["day"], r["n"]) for r in remaining} >= {(unkept, 1)}
+        assert kept not in {r["day"] for r in remaining}
+    finally:
+        await conn.close()
+    await assert_exact(client, database_url)
