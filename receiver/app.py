@@ -32,6 +32,7 @@ from receiver.http import (
 from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.endpoint import WebhookEndpoint
 from receiver.ingest.writer import GroupCommitWriter
+from receiver.metrics import MetricsEndpoint
 from receiver.settings import Settings, SettingsError
 
 WEBHOOK_PATH = "/webhooks/callr"
@@ -123,6 +124,7 @@ def create_app(settings: Settings) -> Starlette:
         Route(webhook_path, endpoint.receive, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
+        Route("/metrics", MetricsEndpoint(settings.metrics_token).metrics, methods=["GET"]),
         *api_routes(BearerTokens(settings.api_tokens)),
     ]
     return Starlette(

@@ -134,11 +134,11 @@ SELECT agg.sms_id, {", ".join(("top." if c in _STATUS else "agg.") + c for c in 
 FROM agg JOIN top USING (sms_id)
 ORDER BY agg.sms_id
 ON CONFLICT (sms_id) DO UPDATE SET {updates}
-RETURNING m.sms_id, m.unexplained, m.created_at
+RETURNING m.sms_id, m.unexplained, m.created_at, m.status_at
 )
-SELECT sms_id, unexplained, created_at FROM up
+SELECT sms_id, unexplained, created_at, status_at FROM up
 UNION ALL
-SELECT NULL, false, created_at FROM before
+SELECT NULL, false, created_at, NULL FROM before
 """
 
 
@@ -216,20 +216,24 @@ ON CONFLICT (sms_id, before, after, at) DO NOTHING
 """
 
 
-async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[date] = ()) -> None:
+async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[date] = ()) -> int:
     """Apply newly stored events to the message records, inside the caller's transaction.
 
     `received`: the days on which events of this transaction were received, for the
     daily statistics, which are told about every day whose figures may change.
+    Returns how many reports were older than their message's status once applied:
+    the ones that arrived out of order.
     """
     changed = set(received)
     if not reports:
         await mark_changed(conn, changed)
-        return
+        return 0
     returned = await conn.fetch(_UPSERT_MESSAGES, *_snapshot_columns(reports))
     changed.update(utc_day(row["created_at"]) for row in returned if row["created_at"])
     await mark_changed(conn, changed)
     upserted = [row for row in returned if row["sms_id"] is not None]
+    status_at = {row["sms_id"]: row["status_at"] for row in upserted}
+    late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     history = [
         (r.sms.sms_id, step.before.value, step.after.value, step.at, r.event_id, ord_)
         for ord_, r in enumerate(reports)
@@ -254,6 +258,7 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
         await conn.execute(_FORGET_DERIVED, touched)
         await conn.execute(_DERIVE, touched)
         await conn.execute(_MARK_UNEXPLAINED, touched)
+    return late
 
 
 def _snapshot_columns(reports: Sequence[Report]) -> list[list[Any]]:

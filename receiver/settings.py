@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
     api_pool_size: int = Field(default=4, ge=1, le=100)
     api_statement_timeout: float = Field(default=5.0, gt=0, le=600)
+    # /metrics needs `Authorization: Bearer <token>` when set; open otherwise.
+    metrics_token: str | None = None
     # How often the days kept for /api/v1/stats are tidied and refreshed.
     stats_keep_interval: float = Field(default=60.0, gt=0)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import signal
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -76,6 +79,11 @@ def serve(args: argparse.Namespace) -> int:
     os.environ["RECEIVER_DATABASE_URL"] = database.url
     if settings.callr_url_token:
         os.environ["RECEIVER_CALLR_URL_TOKEN"] = settings.callr_url_token
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker counts into files here, and /metrics on any worker sums them.
+        metrics_dir = tempfile.mkdtemp(prefix="receiver-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     _exit_cleanly_on_stop_signals()
     uvicorn.run(
         "receiver.asgi:create_app_from_env",

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ import httpx
 import orjson
 import structlog
 
+from receiver import metrics
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding import signing
@@ -186,14 +187,14 @@ class Dispatcher:
                 secret=claim.secret,
             )
             answer = await post(self._client, claim.url, body, headers, within=claim.timeout)
-            await self._settle(claim, answer)
+            await self._settle(claim, answer, row["received_at"])
         except UNAVAILABLE_ERRORS as error:
             # The lease runs out and the forward is tried again: at least once.
             log.warning("forward_unsettled", forward_id=claim.forward_id, error=repr(error))
         except Exception:
             log.exception("forward_failed", forward_id=claim.forward_id)
 
-    async def _settle(self, claim: Claim, answer: Answer) -> None:
+    async def _settle(self, claim: Claim, answer: Answer, received_at: datetime) -> None:
         decision = self._policy.decide(
             attempt=claim.attempt, status=answer.status, retry_after=answer.retry_after
         )
@@ -217,6 +218,14 @@ class Dispatcher:
             )
             if decision.verdict is not Verdict.RETRY:
                 await wake_dispatchers(conn)
+        metrics.FORWARD_ATTEMPTS.labels(
+            "ok" if decision.verdict is Verdict.DONE else "failed"
+        ).inc()
+        if decision.verdict is Verdict.DONE:
+            metrics.FORWARDS_DONE.inc()
+            metrics.FORWARD_SECONDS.observe((datetime.now(UTC) - received_at).total_seconds())
+        elif decision.verdict is Verdict.DEAD:
+            metrics.FORWARDS_DEAD.inc()
         log.info(
             "forward",
             forward_id=claim.forward_id,

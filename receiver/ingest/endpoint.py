@@ -11,7 +11,8 @@ import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from receiver.callr.envelope import Envelope, Malformed, parse_envelope
+from receiver import metrics
+from receiver.callr.envelope import HANDLED_TYPES, Envelope, Malformed, parse_envelope
 from receiver.callr.signature import HEADER as SIGNATURE_HEADER
 from receiver.http import JSONResponse, error_response
 from receiver.ingest.auth import WebhookAuth
@@ -50,6 +51,7 @@ class WebhookEndpoint:
             return self._refuse(request, 413, f"body is larger than {self.max_body_bytes} bytes")
         except ClientDisconnect:
             log.info("webhook_client_gone", client=_client(request))
+            metrics.WEBHOOKS.labels("incomplete", "none").inc()
             return error_response(400, "the client closed the connection before the body ended")
         check = self.auth.signature
         if check is not None and not check.verify(body, request.headers.get(SIGNATURE_HEADER)):
@@ -70,6 +72,7 @@ class WebhookEndpoint:
         if self.auth.url_token is not None and not self.auth.token_matches(
             request.path_params.get("token", "")
         ):
+            metrics.WEBHOOKS.labels("unknown_url", "none").inc()
             return error_response(404, "Not Found")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -106,19 +109,33 @@ class WebhookEndpoint:
 
     def _refuse(self, request: Request, status: int, reason: str) -> Response:
         log.warning("webhook_rejected", status=status, reason=reason, client=_client(request))
+        metrics.WEBHOOKS.labels(_REFUSED.get(status, str(status)), "none").inc()
         return error_response(status, reason)
 
     def _log(
         self, item: Incoming, response: Response, outcome: Outcome | None, started: float
     ) -> None:
         parsed = item.parsed
+        elapsed = time.perf_counter() - started
+        result = outcome.result.value if outcome else "unavailable"
+        metrics.WEBHOOKS.labels(
+            result, parsed.type if parsed.type in HANDLED_TYPES else "other"
+        ).inc()
+        metrics.ACK_SECONDS.observe(elapsed)
+        if outcome is not None:
+            duplicate = outcome.result is Result.DUPLICATE
+            metrics.DELIVERIES.labels("duplicate" if duplicate else "new").inc()
+            if parsed.attempt:
+                metrics.DELIVERIES.labels("retry").inc()
+            if outcome.conflict:
+                metrics.DELIVERIES.labels("conflict").inc()
         fields = {
             "event_id": item.key,
             "type": parsed.type,
             "try": parsed.attempt,
             "status": response.status_code,
-            "result": outcome.result.value if outcome else "unavailable",
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            "result": result,
+            "latency_ms": round(elapsed * 1000, 2),
         }
         if isinstance(parsed, Malformed):
             log.warning("webhook", reason=parsed.reason, **fields)
@@ -129,6 +146,10 @@ class WebhookEndpoint:
         else:
             assert isinstance(parsed, Envelope)
             log.info("webhook", new_delivery=outcome.new_delivery, **fields)
+
+
+# What a refusal counts as in receiver_webhook_requests.
+_REFUSED = {401: "unauthorized", 413: "too_large"}
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

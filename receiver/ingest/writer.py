@@ -9,6 +9,7 @@ gathers, so the cost of an fsync is shared by everyone who arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from receiver import metrics
 from receiver.callr.envelope import Malformed
 from receiver.daily_stats import utc_day
 from receiver.db.engine import UNAVAILABLE_ERRORS
@@ -147,11 +149,15 @@ class GroupCommitWriter:
         return await self._store([kept])
 
     async def _transaction(self, items: Sequence[Incoming]) -> list[Outcome]:
+        started = time.perf_counter()
         async with self._pool.acquire() as conn, conn.transaction():
             outcomes = await store_batch(conn, items)
             reports = stored_reports(items, outcomes)
-            await project(conn, reports, received={utc_day(i.received_at) for i in items})
+            late = await project(conn, reports, received={utc_day(i.received_at) for i in items})
             await route(conn, reports, window=self._routing_window)
+        metrics.BATCH_SIZE.observe(len(items))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.OUT_OF_ORDER.inc(late)
         return outcomes
 
 

@@ -1,0 +1,170 @@
+"""`GET /metrics` in Prometheus's text format.
+
+Two kinds of figures:
+- what each process sees (requests, acknowledgement latency, batches, forwards):
+  counters and histograms of prometheus-client; with several uvicorn workers they
+  live in files under `PROMETHEUS_MULTIPROC_DIR`, which `receiver serve` sets, and a
+  scrape of any worker sums them all;
+- what the database holds (messages by current status, anomalies, forwards by state):
+  read at scrape time on the dashboard pool, at most every few seconds.
+
+The endpoint is open unless `RECEIVER_METRICS_TOKEN` is set; then it needs
+`Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from receiver.http import error_response
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+WEBHOOKS = Counter(
+    "receiver_webhook_requests",
+    "Webhook requests answered, by result (stored, unhandled, duplicate, invalid, "
+    "unauthorized, too_large, unavailable, ...) and event type.",
+    ["result", "type"],
+)
+ACK_SECONDS = Histogram(
+    "receiver_webhook_ack_seconds",
+    "From a webhook request's arrival to its answer (after the commit for a 2xx).",
+    buckets=_LATENCY_BUCKETS,
+)
+DELIVERIES = Counter(
+    "receiver_deliveries",
+    "Deliveries received, by kind: new (a first event), duplicate (an event already "
+    "stored), retry (try above 0), conflict (same id, other content).",
+    ["kind"],
+)
+BATCH_SIZE = Histogram(
+    "receiver_batch_size",
+    "Webhook events per group-commit transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+BATCH_SECONDS = Histogram(
+    "receiver_batch_commit_seconds",
+    "Time to store, project, route and commit one batch.",
+    buckets=_LATENCY_BUCKETS,
+)
+OUT_OF_ORDER = Counter(
+    "receiver_out_of_order_reports",
+    "Status reports older than what the message record already showed when they arrived.",
+)
+FORWARDS_DONE = Counter("receiver_forwards_delivered", "Forwards a handler acknowledged.")
+FORWARDS_DEAD = Counter("receiver_forwards_dead", "Forwards given up after the last attempt.")
+FORWARD_ATTEMPTS = Counter(
+    "receiver_forward_attempts", "Forward attempts, by outcome (ok, failed).", ["outcome"]
+)
+FORWARD_SECONDS = Histogram(
+    "receiver_forward_latency_seconds",
+    "From an MO's arrival to its handler's acknowledgement.",
+    buckets=(*_LATENCY_BUCKETS, 30, 60, 300, 900, 3600, 21600),
+)
+POOL = Gauge(
+    "receiver_db_pool_connections",
+    "Database connections of this service, by pool (writer, api) and state (busy, idle).",
+    ["pool", "state"],
+    multiprocess_mode="livesum",
+)
+
+# Kept short: every status of every message of the last day is counted per scrape.
+_DATABASE_TTL = 10.0
+_MESSAGES = """
+SELECT direction, status::text AS status, count(*) AS n,
+    count(*) FILTER (WHERE anomaly) AS anomalies
+FROM messages WHERE created_at >= now() - interval '1 day'
+GROUP BY 1, 2
+"""
+# Done forwards are counted by the dispatchers: the table holds every one ever made.
+_FORWARDS = "SELECT state, count(*) AS n FROM forwards WHERE state <> 'done' GROUP BY state"
+
+
+class DatabaseFigures(Collector):
+    """The gauges read from the database, as of the last `refresh`."""
+
+    def __init__(self) -> None:
+        self.read_at = 0.0
+        self.messages: list[Any] = []
+        self.forwards: list[Any] = []
+
+    async def refresh(self, pool: Any) -> None:
+        if time.monotonic() - self.read_at < _DATABASE_TTL:
+            return
+        async with pool.acquire() as conn:
+            self.messages = await conn.fetch(_MESSAGES)
+            self.forwards = await conn.fetch(_FORWARDS)
+        self.read_at = time.monotonic()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        messages = GaugeMetricFamily(
+            "receiver_messages_last_day",
+            "Messages created in the last 24 hours, by direction and current status.",
+            labels=["direction", "status"],
+        )
+        anomalies = GaugeMetricFamily(
+            "receiver_anomalies_last_day",
+            "Messages created in the last 24 hours whose reports contradict each other.",
+        )
+        for row in self.messages:
+            messages.add_metric([row["direction"], row["status"]], row["n"])
+        anomalies.add_metric([], sum(row["anomalies"] for row in self.messages))
+        forwards = GaugeMetricFamily(
+            "receiver_forwards", "Forwards not yet delivered, by state.", labels=["state"]
+        )
+        for row in self.forwards:
+            forwards.add_metric([row["state"]], row["n"])
+        yield from (messages, anomalies, forwards)
+
+
+def observe_pool(name: str, pool: Any) -> None:
+    size, idle = pool.get_size(), pool.get_idle_size()
+    POOL.labels(name, "busy").set(size - idle)
+    POOL.labels(name, "idle").set(idle)
+
+
+class MetricsEndpoint:
+    """The `/metrics` route: this process's figures, or every worker's, and the database's."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        else:
+            self.registry = REGISTRY
+        # A registry of this app's own: several apps in one process (tests) each
+        # read their own database.
+        self.database = DatabaseFigures()
+        self.database_registry = CollectorRegistry()
+        self.database_registry.register(self.database)
+
+    async def metrics(self, request: Request) -> Response:
+        if self.token is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                return error_response(401, "a valid bearer token is required")
+        await self.database.refresh(request.state.api_pool)
+        observe_pool("writer", request.state.pool)
+        observe_pool("api", request.state.api_pool)
+        text = generate_latest(self.registry) + generate_latest(self.database_registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
