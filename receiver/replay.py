@@ -83,6 +83,10 @@ WHERE e.event_id = u.event_id
 _EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations, stats_rows, stats_days"
 
 
+class RebuildRefused(Exception):
+    """A rebuild that would lose message records: their events were pruned."""
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """Which stored events a replay takes; empty fields select everything."""
@@ -226,6 +230,13 @@ async def rebuild(
 ) -> ReplaySummary:
     """Empty the message records, history and evidence, and project every stored event again."""
     async with pool.acquire() as conn:
+        pruned = await conn.fetchrow("SELECT max(before) AS before FROM prunes")
+        if pruned["before"] is not None:
+            raise RebuildRefused(
+                f"events received before {pruned['before'].isoformat()} were pruned: a rebuild"
+                " would drop the messages they made. `receiver replay` re-runs the current"
+                " code over the events that remain and keeps the rest."
+            )
         # A short lock: if a long transaction holds the tables, fail rather than
         # stall live ingest behind the wait.
         await conn.execute("SET lock_timeout = '5s'")

@@ -1,18 +1,22 @@
-"""The commands over stored events: `replay` (also `--dry-run` and `--to URL`) and `rebuild`."""
+"""The commands over stored events: `replay` (and `--dry-run`, `--to URL`), `rebuild`, `prune`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
+import sys
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from receiver.cli.service import configured, open_database, timestamp
 from receiver.db.engine import create_pool
 from receiver.progress import Progress
-from receiver.replay import EventFilter, count, rebuild, replay
+from receiver.prune import count as count_prunable
+from receiver.prune import prune
+from receiver.replay import EventFilter, RebuildRefused, count, rebuild, replay
 from receiver.resend import resend
 from receiver.settings import Settings
 
@@ -76,14 +80,50 @@ def rebuild_command(args: argparse.Namespace) -> int:
     async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
         async with pool.acquire() as conn:
             total = sum(n for _, _, n in await count(conn, EventFilter()))
-        with Progress(total, label="rebuild") as progress:
-            summary = await rebuild(
-                pool, batch=args.batch, advance=progress.advance, stop=stop, total=total
-            )
+        try:
+            with Progress(total, label="rebuild") as progress:
+                summary = await rebuild(
+                    pool, batch=args.batch, advance=progress.advance, stop=stop, total=total
+                )
+        except RebuildRefused as refused:
+            print(f"receiver rebuild: {refused}", file=sys.stderr)
+            return 1
         print(summary.line().replace("replayed", "rebuilt from", 1))
         return STOPPED if summary.stopped else 0
 
     return _run(run)
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    """Remove raw events and their deliveries older than the retention period."""
+    before = datetime.now(UTC) - args.events_older_than
+
+    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+        async with pool.acquire() as conn:
+            planned = await count_prunable(conn, before)
+        if args.dry_run:
+            print(planned.line(dry_run=True))
+            return 0
+        with Progress(planned.events, label="prune") as progress:
+            done = await prune(pool, before, batch=args.batch, advance=progress.advance, stop=stop)
+        print(done.line())
+        return STOPPED if done.stopped else 0
+
+    return _run(run)
+
+
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+_UNITS["w"] = 7 * _UNITS["d"]
+
+
+def age(text: str) -> timedelta:
+    """`90d`, `36h`, `2w` or `30m`."""
+    match = re.fullmatch(r"(\d+)([mhdw])", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an age: a whole number and a unit, m, h, d or w (90d)"
+        )
+    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _run(command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]]) -> int:
@@ -129,3 +169,12 @@ def add_replay_commands(commands: Any) -> None:
     )
     rebuilding.add_argument("--batch", type=int, default=2000, help="events per transaction")
     rebuilding.set_defaults(handler=rebuild_command)
+    pruning = commands.add_parser(
+        "prune", help="remove raw events and deliveries older than the retention period"
+    )
+    pruning.add_argument(
+        "--events-older-than", type=age, required=True, metavar="AGE", help="90d, 36h, 2w"
+    )
+    pruning.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    pruning.add_argument("--batch", type=int, default=5000, help="events per transaction")
+    pruning.set_defaults(handler=prune_command)

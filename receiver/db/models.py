@@ -417,3 +417,18 @@ class StatsChange(Base):
     day: Mapped[date] = mapped_column(Date)
 
     __table_args__ = (Index(None, "day"),)
+
+
+class Prune(Base):
+    """One run of `receiver prune`: raw events received before `before` were removed.
+
+    A rebuild refuses to run after one: it would drop the messages those events made.
+    """
+
+    __tablename__ = "prunes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    events: Mapped[int] = mapped_column(BigInteger)
+    deliveries: Mapped[int] = mapped_column(BigInteger)
