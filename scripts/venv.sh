@@ -1,6 +1,6 @@
 # Sourced by the other scripts: make sure .venv exists and holds the project with
 # the extras asked for. Reinstalls only when pyproject.toml changed.
-# Usage: ensure_venv EXTRAS   (EXTRAS is "", "test" or "dev")
+# Usage: ensure_venv EXTRAS   (EXTRAS is "", "embedded", "test" or "dev")
 
 find_python() {
     for candidate in ${PYTHON:-} python3.13 python3.12 python3.11 python3; do

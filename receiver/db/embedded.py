@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from receiver.settings import SettingsError
+
 DATABASE_NAME = "receiver"
 
 
@@ -22,7 +24,13 @@ def _import_pgserver() -> Any:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); pgserver
         # then falls back to a folder under /tmp, which is what we want.
         warnings.simplefilter("ignore")
-        import pgserver
+        try:
+            import pgserver
+        except ImportError:
+            raise SettingsError(
+                "no RECEIVER_DATABASE_URL is set, and the embedded PostgreSQL is not"
+                " installed: set the URL, or install receiver[embedded]"
+            ) from None
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     return pgserver
 

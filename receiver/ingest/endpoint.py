@@ -136,6 +136,7 @@ class WebhookEndpoint:
             "status": response.status_code,
             "result": result,
             "latency_ms": round(elapsed * 1000, 2),
+            "client": item.remote_addr,
         }
         if isinstance(parsed, Malformed):
             log.warning("webhook", reason=parsed.reason, **fields)
