@@ -10,6 +10,7 @@ from importlib.metadata import version
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
 from receiver.cli.replay import add_replay_commands
 from receiver.cli.service import run_migrations, serve, worker
+from receiver.cli.simulate import add_simulate_command
 from receiver.settings import SettingsError
 
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_handler_commands(commands)
     add_forward_commands(commands)
     add_replay_commands(commands)
+    add_simulate_command(commands)
     return parser
 
 

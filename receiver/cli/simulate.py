@@ -1,0 +1,92 @@
+"""`receiver simulate`: CALLR-like traffic against a receiver, with what it should then hold."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from receiver.simulate import ALGORITHMS, Plan, Signer, parse_mix, simulate
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    plan = Plan(args.messages, args.mix, seed=args.seed)
+    report = asyncio.run(
+        simulate(
+            args.url,
+            plan,
+            signer=Signer(args.secret, args.algorithm),
+            concurrency=args.concurrency,
+            duration=args.duration,
+            max_tries=args.max_tries,
+        )
+    )
+    summary = report.summary()
+    _print(summary)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0 if report.unacknowledged == 0 else 1
+
+
+def _print(summary: dict[str, Any]) -> None:
+    print(
+        f"sent {summary['requests']:,} requests in {summary['seconds']} s"
+        f" ({summary['requests_per_second']:,.0f}/s)"
+    )
+    print("answers    " + ", ".join(f"{k}: {v:,}" for k, v in summary["answers"].items()))
+    latency = summary["latency_ms"]
+    if latency:
+        print("latency ms " + ", ".join(f"{k} {v}" for k, v in latency.items()))
+    if summary["unacknowledged"]:
+        print(f"NOT acknowledged after every try: {summary['unacknowledged']:,} deliveries")
+    expected = summary["expected"]
+    print(
+        f"expected   {expected['events']:,} distinct events, {expected['messages']:,} messages"
+        f" ({expected['outbound']:,} outbound, {expected['inbound']:,} inbound)"
+    )
+    finals = ", ".join(f"{k} {v:,}" for k, v in expected["final_statuses"].items())
+    print(f"           outbound final statuses: {finals}")
+
+
+def _mix(text: str) -> Any:
+    try:
+        return parse_mix(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def add_simulate_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "simulate",
+        help="send realistic CALLR webhook traffic to a receiver and say what it should hold",
+    )
+    parser.add_argument(
+        "--url", required=True, help="the webhook URL, e.g. http://127.0.0.1:8000/webhooks/callr"
+    )
+    parser.add_argument("--secret", help="sign each body as CALLR does (X-CALLR-HmacSignature)")
+    parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="sha256")
+    parser.add_argument("--messages", type=_positive, default=1000, help="SMS to simulate")
+    parser.add_argument("--concurrency", type=_positive, default=16, help="requests in flight")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="stop sending after this many seconds"
+    )
+    parser.add_argument(
+        "--mix",
+        type=_mix,
+        default=parse_mix(""),
+        help="shares from 0 to 1, e.g. v2=0.5,history=0.8,failures=0.1,mo=0.1,duplicates=0.05,"
+        "retries=0.05,second_subscription=0.02,out_of_order=0.1 (these are the defaults)",
+    )
+    parser.add_argument("--max-tries", type=_positive, default=5, help="tries per delivery")
+    parser.add_argument("--seed", type=int, help="the same traffic for the same seed")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.set_defaults(handler=simulate_command)

@@ -1,0 +1,480 @@
+"""`receiver simulate`: realistic CALLR webhook traffic against a receiver, and what it should hold.
+
+The traffic is a plan of SMS, each with the events CALLR would send for it:
+outbound SMS going through their lifecycles (v1 or v2, with or without their
+status history; some failing or expiring), MO replies to some of them, and the
+irregularities of real delivery: repeats, retries with a higher `try`, the same
+event through a second subscription, updates that arrive out of order.
+
+Sending works like CALLR: each delivery is retried on any answer that is not a
+2xx (and on a connection error) with a higher `try`, a bounded number of times
+within a bounded time. At the end the report gives what was sent and answered,
+throughput and latency, and what the receiver should now hold: the distinct
+events acknowledged, the messages, and each outbound message's final status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+
+from receiver.callr.sms import Status
+
+V1_NAMES = {
+    Status.CREATED: "CREATED",
+    Status.PENDING: "PENDING",
+    Status.SENT: "SENT",
+    Status.REMOTE_QUEUED: "REMOTE_QUEUED",
+    Status.DELIVERED: "RECEIVED",
+    Status.FAILED: "FAILED",
+    Status.EXPIRED: "EXPIRED",
+}
+C, P, S, Q, D, F, E = (
+    Status.CREATED,
+    Status.PENDING,
+    Status.SENT,
+    Status.REMOTE_QUEUED,
+    Status.DELIVERED,
+    Status.FAILED,
+    Status.EXPIRED,
+)
+DELIVERED_PATHS = [(C, P, S, D), (C, P, S, Q, D), (C, S, D)]
+FAILED_PATHS = [(C, P, S, F), (C, P, S, Q, E)]
+SIGNATURE_HEADER = "X-CALLR-HmacSignature"
+ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1, "sha512": hashlib.sha512}
+ALGORITHMS["md5"] = hashlib.md5
+
+
+@dataclass(frozen=True)
+class Mix:
+    """The shares of each kind of traffic; see `parse_mix` for the command-line form."""
+
+    v2: float = 0.5
+    history: float = 0.8
+    failures: float = 0.1
+    mo: float = 0.1
+    duplicates: float = 0.05
+    retries: float = 0.05
+    second_subscription: float = 0.02
+    out_of_order: float = 0.1
+
+
+def parse_mix(text: str) -> Mix:
+    """`v2=0.5,mo=0.2,...`: each a share from 0 to 1 of the fields of `Mix`."""
+    values: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in Mix.__dataclass_fields__:
+            known = ", ".join(Mix.__dataclass_fields__)
+            raise ValueError(f"unknown share {name!r} (known: {known})")
+        try:
+            share = float(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a number") from None
+        if not 0 <= share <= 1:
+            raise ValueError(f"{name}={value} is not between 0 and 1")
+        values[name] = share
+    return Mix(**values)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One planned request: an event of one SMS, and what it tells about that SMS."""
+
+    event_id: str
+    sms_id: str
+    outbound: bool
+    step: int
+    status: Status
+    document: dict[str, Any]
+
+
+class Plan:
+    """The events of `messages` SMS, in the order they are to be sent."""
+
+    def __init__(self, messages: int, mix: Mix, *, seed: int | None = None) -> None:
+        self.messages = messages
+        self.mix = mix
+        self.rng = random.Random(seed)  # noqa: S311 - traffic, not secrets
+        self.run = secrets.token_hex(3) if seed is None else f"{seed:06x}"[-6:]
+        self.start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+
+    def deliveries(self) -> Iterator[Delivery]:
+        """Each SMS's events, SMS after SMS, with the mix's irregularities."""
+        for n in range(self.messages):
+            yield from self._sms(n)
+
+    def _sms(self, n: int) -> list[Delivery]:
+        rng, mix = self.rng, self.mix
+        sms_id = f"sim{self.run}{n:08d}"
+        path = rng.choice(FAILED_PATHS if rng.random() < mix.failures else DELIVERED_PATHS)
+        created = self.start + timedelta(seconds=rng.randrange(1800))
+        times = [created]
+        for _ in path[1:]:
+            times.append(times[-1] + timedelta(seconds=rng.randint(1, 20)))
+        v2 = rng.random() < mix.v2
+        events = [
+            Delivery(
+                event_id=f"{sms_id}-{k}",
+                sms_id=sms_id,
+                outbound=True,
+                step=k,
+                status=path[k],
+                document=(_v2 if v2 else _v1)(
+                    f"{sms_id}-{k}",
+                    sms_id,
+                    path[: k + 1],
+                    times[: k + 1],
+                    history=rng.random() < mix.history,
+                ),
+            )
+            for k in range(1, len(path))
+        ]
+        if path[-1] is D and rng.random() < mix.mo:
+            reply_id = f"mo{self.run}{n:08d}"
+            at = times[-1] + timedelta(seconds=rng.randint(5, 120))
+            events.append(
+                Delivery(
+                    event_id=f"{reply_id}-0",
+                    sms_id=reply_id,
+                    outbound=False,
+                    step=1,
+                    status=D,
+                    document=(_v2_mo if v2 else _v1_mo)(f"{reply_id}-0", reply_id, at),
+                )
+            )
+        if len(events) > 1 and rng.random() < mix.out_of_order:
+            k = rng.randrange(len(events) - 1)
+            events[k], events[k + 1] = events[k + 1], events[k]
+        planned: list[Delivery] = []
+        for event in events:
+            planned.append(event)
+            if rng.random() < mix.duplicates:
+                planned.append(event)
+            if rng.random() < mix.retries:
+                planned.append(_with(event, attempt=1))
+            if rng.random() < mix.second_subscription:
+                planned.append(_with(event, subscription="second"))
+        return planned
+
+
+def _with(delivery: Delivery, *, attempt: int = 0, subscription: str | None = None) -> Delivery:
+    document = dict(delivery.document)
+    document["try"] = document["try"] + attempt
+    if subscription is not None:
+        key = "sid" if "sid" in document else "hook_hash"
+        document[key] = f"{subscription}{document[key]}"[:8]
+    return Delivery(
+        delivery.event_id,
+        delivery.sms_id,
+        delivery.outbound,
+        delivery.step,
+        delivery.status,
+        document,
+    )
+
+
+def _v1_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _v2_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _reached(path: tuple[Status, ...], times: list[datetime], status: Status) -> datetime | None:
+    return next((t for s, t in zip(path, times, strict=True) if s is status), None)
+
+
+def _v1(
+    event_id: str, sms_id: str, path: tuple[Status, ...], times: list[datetime], *, history: bool
+) -> dict[str, Any]:
+    sent, received = _reached(path, times, S), _reached(path, times, D)
+    status = path[-1]
+    return {
+        "event_id": event_id,
+        "event_at": times[-1].isoformat().replace("+00:00", "Z"),
+        "hook_hash": "SIMHOOK1",
+        "try": 0,
+        "type": "sms.mt.status_update",
+        "data": {
+            "type": "OUT",
+            "hash": sms_id.upper(),
+            "from": "SMS",
+            "to": "+336" + sms_id[-8:],
+            "text": "Your code is 482913",
+            "options": None,
+            "encoding": "GSM",
+            "user_data": f"campaign-{int(sms_id[-8:]) % 7}",
+            "b_customer_mode": "PREPAID",
+            "b_customer_debit": "4.50",
+            "network": f"2080{int(sms_id[-8:]) % 5}",
+            "status": V1_NAMES[status],
+            "status_error": "rejected by the carrier" if status in (F, E) else "",
+            "parts": 1,
+            "nature": "ALERTING",
+            "date_creation": _v1_time(times[0]),
+            "date_update": _v1_time(times[-1]),
+            "date_sent": _v1_time(sent) if sent else "0000-00-00 00:00:00",
+            "date_received": _v1_time(received) if received else "0000-00-00 00:00:00",
+            "status_history": [
+                {"old_status": V1_NAMES[a], "new_status": V1_NAMES[b], "updated_at": _v1_time(t)}
+                for a, b, t in zip(path, path[1:], times[1:], strict=False)
+            ]
+            if history
+            else [],
+        },
+    }
+
+
+def _v2(
+    event_id: str, sms_id: str, path: tuple[Status, ...], times: list[datetime], *, history: bool
+) -> dict[str, Any]:
+    sent, delivered = _reached(path, times, S), _reached(path, times, D)
+    status = path[-1]
+    return {
+        "id": event_id,
+        "at": times[-1].isoformat().replace("+00:00", "Z"),
+        "sid": "simsub01",
+        "type": "v2.sms.outbound.updated",
+        "try": 0,
+        "payload": {
+            "direction": "outbound",
+            "sid": sms_id,
+            "from": "SMS",
+            "to": "+336" + sms_id[-8:],
+            "body": {"text": "Your code is 482913"},
+            "trafficType": "alerting",
+            "status": status.value,
+            "error": "rejected by the carrier" if status in (F, E) else "",
+            "created": _v2_time(times[0]),
+            "sent": _v2_time(sent) if sent else None,
+            "delivered": _v2_time(delivered) if delivered else None,
+            "updated": _v2_time(times[-1]),
+            "parts": 1,
+            "network": f"2080{int(sms_id[-8:]) % 5}",
+            "encoding": "gsm",
+            "cost": "4.50",
+            "paymentType": "prepaid",
+            "statusHistory": [
+                {"before": a.value, "after": b.value, "at": _v2_time(t)}
+                for a, b, t in zip(path, path[1:], times[1:], strict=False)
+            ]
+            if history
+            else [],
+        },
+    }
+
+
+def _v1_mo(event_id: str, sms_id: str, at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "event_at": at.isoformat().replace("+00:00", "Z"),
+        "hook_hash": "SIMHOOK2",
+        "try": 0,
+        "type": "sms.mo",
+        "data": {
+            "type": "IN",
+            "hash": sms_id.upper(),
+            "from": "+336" + sms_id[-8:],
+            "to": "SMS",
+            "text": "YES",
+            "options": None,
+            "encoding": "GSM",
+            "user_data": "",
+            "b_customer_mode": "PREPAID",
+            "b_customer_debit": "0.00",
+            "network": "",
+            "status": "RECEIVED",
+            "status_error": "",
+            "parts": 1,
+            "nature": "ALERTING",
+            "date_creation": _v1_time(at),
+            "date_update": _v1_time(at),
+            "date_sent": "0000-00-00 00:00:00",
+            "date_received": _v1_time(at),
+            "status_history": [
+                {"old_status": "CREATED", "new_status": "RECEIVED", "updated_at": _v1_time(at)}
+            ],
+        },
+    }
+
+
+def _v2_mo(event_id: str, sms_id: str, at: datetime) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "at": at.isoformat().replace("+00:00", "Z"),
+        "sid": "simsub02",
+        "type": "v2.sms.inbound.received",
+        "try": 0,
+        "payload": {
+            "direction": "inbound",
+            "sid": sms_id,
+            "from": "+336" + sms_id[-8:],
+            "to": "SMS",
+            "body": {"text": "YES"},
+            "trafficType": "alerting",
+            "status": "delivered",
+            "error": "",
+            "created": _v2_time(at),
+            "delivered": _v2_time(at),
+            "updated": _v2_time(at),
+            "sent": None,
+            "parts": 1,
+            "network": "20801",
+            "encoding": "gsm",
+            "cost": "0.0",
+            "paymentType": "prepaid",
+            "statusHistory": [{"before": "created", "after": "delivered", "at": _v2_time(at)}],
+        },
+    }
+
+
+class Signer:
+    """The headers of one request: the JSON type, and CALLR's signature when a secret is set."""
+
+    def __init__(self, secret: str | None, algorithm: str = "sha256") -> None:
+        self.secret = secret.encode() if secret else None
+        self.digest = ALGORITHMS[algorithm]
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.secret is not None:
+            mac = hmac.new(self.secret, body, self.digest).digest()
+            headers[SIGNATURE_HEADER] = base64.b64encode(mac).decode()
+        return headers
+
+
+@dataclass
+class Report:
+    """What was sent and answered, and what the receiver should now hold."""
+
+    requests: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    planned: int = 0
+    unacknowledged: int = 0
+    acknowledged: set[str] = field(default_factory=set)
+    # The furthest step acknowledged per SMS, with its status; and which are outbound.
+    reached: dict[str, tuple[int, Status]] = field(default_factory=dict)
+    outbound: set[str] = field(default_factory=set)
+
+    def acknowledge(self, delivery: Delivery) -> None:
+        self.acknowledged.add(delivery.event_id)
+        best = self.reached.get(delivery.sms_id)
+        if best is None or delivery.step > best[0]:
+            self.reached[delivery.sms_id] = (delivery.step, delivery.status)
+        if delivery.outbound:
+            self.outbound.add(delivery.sms_id)
+
+    def expected(self) -> dict[str, Any]:
+        finals = Counter(
+            status.value for sms, (_, status) in self.reached.items() if sms in self.outbound
+        )
+        return {
+            "events": len(self.acknowledged),
+            "messages": len(self.reached),
+            "outbound": len(self.outbound),
+            "inbound": len(self.reached) - len(self.outbound),
+            "final_statuses": dict(sorted(finals.items())),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def at(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+        return {
+            "requests": self.requests,
+            "seconds": round(self.elapsed, 2),
+            "requests_per_second": round(self.requests / self.elapsed, 1) if self.elapsed else 0,
+            "answers": dict(sorted(self.answers.items())),
+            "latency_ms": (
+                {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)}
+                if ordered
+                else None
+            ),
+            "planned_deliveries": self.planned,
+            "unacknowledged": self.unacknowledged,
+            "expected": self.expected(),
+        }
+
+
+async def simulate(
+    url: str,
+    plan: Plan,
+    *,
+    signer: Signer,
+    concurrency: int = 16,
+    duration: float = 60.0,
+    max_tries: int = 5,
+    retry_within: float = 30.0,
+) -> Report:
+    """Send the plan's deliveries to `url`, `concurrency` at a time, for at most `duration` s."""
+    report = Report()
+    queue: asyncio.Queue[Delivery | None] = asyncio.Queue(maxsize=concurrency * 4)
+    started = time.perf_counter()
+    deadline = started + duration
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(limits=limits, timeout=15.0) as client:
+
+        async def send(delivery: Delivery) -> None:
+            first = time.perf_counter()
+            for attempt in range(max_tries):
+                document = delivery.document
+                if attempt:
+                    document = {**document, "try": document["try"] + attempt}
+                body = orjson.dumps(document)
+                sent = time.perf_counter()
+                try:
+                    response = await client.post(url, content=body, headers=signer.headers(body))
+                    answer = str(response.status_code)
+                except httpx.HTTPError as error:
+                    answer = type(error).__name__
+                report.requests += 1
+                report.latencies.append(time.perf_counter() - sent)
+                report.answers[answer] += 1
+                if answer.startswith("2"):
+                    report.acknowledge(delivery)
+                    return
+                if time.perf_counter() - first > retry_within or attempt + 1 == max_tries:
+                    break
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+            report.unacknowledged += 1
+
+        async def worker() -> None:
+            while (delivery := await queue.get()) is not None:
+                await send(delivery)
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        try:
+            for delivery in plan.deliveries():
+                if time.perf_counter() >= deadline:
+                    break
+                report.planned += 1
+                await queue.put(delivery)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+    report.elapsed = time.perf_counter() - started
+    return report

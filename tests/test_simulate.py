@@ -1,0 +1,136 @@
+"""`receiver simulate` against a real receiver: what it expects is what the receiver holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.app import create_app
+from receiver.simulate import Mix, Plan, Signer, parse_mix, simulate
+from tests.conftest import SettingsFactory
+from tests.support import fetch, serving
+
+SECRET = "simulated-subscription-secret"
+# Every irregularity, often.
+ROUGH = Mix(
+    v2=0.5,
+    history=0.6,
+    failures=0.3,
+    mo=0.5,
+    duplicates=0.3,
+    retries=0.3,
+    second_subscription=0.3,
+    out_of_order=0.5,
+)
+
+
+async def holdings(database_url: str) -> dict[str, Any]:
+    events = await fetch(database_url, "SELECT count(*) AS n FROM events")
+    messages = await fetch(
+        database_url, "SELECT direction, status::text, count(*) AS n FROM messages GROUP BY 1, 2"
+    )
+    return {
+        "events": events[0]["n"],
+        "messages": sum(r["n"] for r in messages),
+        "outbound": sum(r["n"] for r in messages if r["direction"] == "outbound"),
+        "inbound": sum(r["n"] for r in messages if r["direction"] == "inbound"),
+        "final_statuses": {
+            r["status"]: r["n"]
+            for r in sorted(messages, key=lambda r: r["status"])
+            if r["direction"] == "outbound"
+        },
+    }
+
+
+async def test_the_receiver_holds_what_the_simulator_expects(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    settings = make_settings(callr_url_token=None, callr_hmac_secrets=SECRET, dispatcher=False)
+    async with serving(create_app(settings)) as base:
+        report = await simulate(
+            f"{base}/webhooks/callr",
+            Plan(150, ROUGH, seed=3),
+            signer=Signer(SECRET),
+            concurrency=8,
+            duration=120,
+        )
+    summary = report.summary()
+    assert summary["unacknowledged"] == 0
+    assert set(summary["answers"]) == {"200"}
+    # Repeats, retries and second subscriptions were sent: more requests than events.
+    assert summary["requests"] > summary["expected"]["events"] * 1.3
+    assert summary["expected"]["inbound"] > 0
+    assert set(summary["expected"]["final_statuses"]) >= {"delivered", "failed", "expired"}
+    assert await holdings(database_url) == summary["expected"]
+
+
+async def test_refused_deliveries_are_retried_a_bounded_number_of_times(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    settings = make_settings(callr_url_token=None, callr_hmac_secrets=SECRET, dispatcher=False)
+    async with serving(create_app(settings)) as base:
+        report = await simulate(
+            f"{base}/webhooks/callr",
+            Plan(3, Mix(duplicates=0, retries=0, second_subscription=0, mo=0), seed=4),
+            signer=Signer("not-the-secret"),
+            concurrency=4,
+            duration=30,
+            max_tries=3,
+        )
+    assert report.answers == {"401": report.planned * 3}
+    assert report.unacknowledged == report.planned
+    assert report.expected()["events"] == 0
+    assert (await holdings(database_url))["events"] == 0
+
+
+async def test_the_command_prints_and_writes_its_report(
+    make_settings: SettingsFactory, database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(callr_url_token=None, callr_hmac_secrets=SECRET, dispatcher=False)
+    out = tmp_path / "report.json"
+    async with serving(create_app(settings)) as base:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "receiver",
+            "simulate",
+            "--url",
+            f"{base}/webhooks/callr",
+            "--secret",
+            SECRET,
+            "--messages",
+            "40",
+            "--concurrency",
+            "4",
+            "--seed",
+            "9",
+            "--mix",
+            "mo=0.5,duplicates=0.2",
+            "--json",
+            str(out),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    written = json.loads(out.read_text())
+    expected = written["expected"]
+    assert f"expected   {expected['events']:,} distinct events" in stdout.decode()
+    assert expected["outbound"] == 40
+    assert await holdings(database_url) == expected
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [("colour=1", "unknown share"), ("mo=lots", "not a number"), ("mo=2", "between 0 and 1")],
+)
+def test_a_mix_is_read_and_checked(bad: str, says: str) -> None:
+    assert parse_mix("mo=0.5, out-of-order=0").mo == 0.5
+    assert parse_mix("").v2 == Mix().v2
+    with pytest.raises(ValueError, match=says):
+        parse_mix(bad)
