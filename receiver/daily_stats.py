@@ -67,11 +67,26 @@ async def mark_changed(conn: Any, days: Iterable[date]) -> None:
 
 # The outcome of messages, one row per (key, direction, status, anomaly, latency):
 # `latency` is the time from sent to delivered, in seconds, of delivered messages.
-# CALLR's times are to the second, so these rows are few, and their counts give
-# exact percentiles.
-_LATENCY = (
-    "CASE WHEN m.status = 'delivered' THEN extract(epoch FROM m.delivered_at - m.sent_at) END"
-)
+# CALLR's times are to the second, so without grouping (and by hour or day) these
+# rows are few, and their counts give exact percentiles. By network or user_data
+# there are as many keys as values, and per-second latencies would make about one
+# row per message; there `latency` is the lower bound of a bucket (see BUCKETS).
+_SECONDS = "extract(epoch FROM m.delivered_at - m.sent_at)"
+_LATENCY = f"CASE WHEN m.status = 'delivered' THEN {_SECONDS} END"
+# (below this many seconds, bucket width), the last one open-ended.
+BUCKETS = ((10, 1), (60, 5), (300, 30), (1800, 300), (7200, 1800), (86400, 7200))
+
+
+def _bucket_sql(seconds: str) -> str:
+    cases = " ".join(
+        f"WHEN {seconds} < {limit} THEN floor({seconds} / {width}) * {width}"
+        for limit, width in BUCKETS
+    )
+    return f"CASE {cases} ELSE {BUCKETS[-1][0]} END"
+
+
+_BUCKET = f"CASE WHEN m.status = 'delivered' THEN {_bucket_sql(_SECONDS)} END"
+_BUCKETED = {"network", "user_data"}
 _LIVE_KEYS = {
     None: "NULL::text",
     "network": "m.network",
@@ -88,19 +103,20 @@ _CACHED_KEYS = {
 }
 _LIVE = {
     group: f"""
-SELECT {key} AS key, m.direction, m.status::text AS status, m.anomaly, {_LATENCY} AS latency,
-    count(*) AS n
+SELECT {key} AS key, m.direction, m.status::text AS status, m.anomaly,
+    {_BUCKET if group in _BUCKETED else _LATENCY} AS latency, count(*) AS n
 FROM messages m
 WHERE m.created_at >= $1 AND m.created_at < $2
 GROUP BY 1, 2, 3, 4, 5
 """
     for group, key in _LIVE_KEYS.items()
 }
+# $3: days in the range that are counted live instead (stale, not recounted yet).
 _CACHED = {
     group: f"""
 SELECT {key} AS key, s.direction, s.status, s.anomaly, s.latency, sum(s.n)::bigint AS n
 FROM stats_rows s
-WHERE s.grouping = '{grouping}' AND s.day >= $1 AND s.day < $2
+WHERE s.grouping = '{grouping}' AND s.day >= $1 AND s.day < $2 AND s.day <> ALL($3::date[])
 GROUP BY 1, 2, 3, 4, 5
 """
     for group, (grouping, key) in _CACHED_KEYS.items()
@@ -116,7 +132,7 @@ SELECT
 """
 _CACHED_TRAFFIC = f"""
 SELECT {", ".join(f"coalesce(sum({name}), 0)::bigint AS {name}" for name in TRAFFIC)}
-FROM stats_days WHERE day >= $1 AND day < $2
+FROM stats_days WHERE day >= $1 AND day < $2 AND day <> ALL($3::date[])
 """
 
 # A day's rows for every grouping in one pass over its messages.
@@ -128,16 +144,16 @@ SELECT $3::date,
          WHEN GROUPING(r.hour) = 0 THEN 'hour'
          ELSE '' END,
     coalesce(r.network, r.user_data, r.hour),
-    r.direction, r.status, r.anomaly, r.latency, count(*)
+    r.direction, r.status, r.anomaly, coalesce(r.latency, r.bucket), count(*)
 FROM (
     SELECT m.direction, m.status::text AS status, m.anomaly, {_LATENCY} AS latency,
-        m.network, m.user_data,
+        {_BUCKET} AS bucket, m.network, m.user_data,
         extract(hour FROM m.created_at AT TIME ZONE 'UTC')::int::text AS hour
     FROM messages m
     WHERE m.created_at >= $1 AND m.created_at < $2
 ) r
-GROUP BY r.direction, r.status, r.anomaly, r.latency,
-    GROUPING SETS ((), (r.network), (r.user_data), (r.hour))
+GROUP BY r.direction, r.status, r.anomaly,
+    GROUPING SETS ((r.latency), (r.network, r.bucket), (r.user_data, r.bucket), (r.hour, r.latency))
 """
 _REFRESH_TRAFFIC = f"""
 INSERT INTO stats_days (day, refreshed_at, {", ".join(TRAFFIC)})
@@ -156,11 +172,13 @@ _IS_FRESH = """
 SELECT EXISTS (SELECT 1 FROM stats_days WHERE day = $1)
    AND NOT EXISTS (SELECT 1 FROM stats_changes WHERE day = $1)
 """
-# Days to count ahead of the dashboards: the kept days that changed, and the days of
-# the last `AHEAD` that were never counted.
+# Days to count ahead of the dashboards: the days that changed or were asked for
+# (marked), and the days of the last `AHEAD` that were never counted.
 AHEAD = 92
+# A request counts at most this many days itself; more are counted live.
+REFRESH_IN_REQUEST = 2
 _TO_COUNT = f"""
-SELECT DISTINCT c.day FROM stats_changes c JOIN stats_days s USING (day) WHERE c.day < $1
+SELECT DISTINCT c.day FROM stats_changes c WHERE c.day < $1
 UNION
 SELECT d::date FROM generate_series(
     ($1::date - {AHEAD})::timestamp, ($1::date - 1)::timestamp, interval '1 day'
@@ -195,15 +213,33 @@ async def window(conn: Any, since: datetime, until: datetime, group: str | None)
     end = min(utc_day(until), utc_day(datetime.now(UTC)))
     live = [(since, until)]
     if first < end:
-        await refresh(conn, [row["day"] for row in await conn.fetch(_STALE, first, end)])
-        result.rows.extend(await conn.fetch(_CACHED[group], first, end))
-        result.add_traffic(await conn.fetchrow(_CACHED_TRAFFIC, first, end))
-        live = [(since, day_start(first)), (day_start(end), until)]
+        stale = [row["day"] for row in await conn.fetch(_STALE, first, end)]
+        if len(stale) <= REFRESH_IN_REQUEST:
+            await refresh(conn, stale)
+            stale = []
+        else:
+            # Counting many days takes longer than counting their messages once: count
+            # them live now, and leave them marked for `keep` to count ahead.
+            await mark_changed(conn, stale)
+        result.rows.extend(await conn.fetch(_CACHED[group], first, end, stale))
+        result.add_traffic(await conn.fetchrow(_CACHED_TRAFFIC, first, end, stale))
+        live = [(since, day_start(first)), *_ranges(stale), (day_start(end), until)]
     for start, stop in live:
         if start < stop:
             result.rows.extend(await conn.fetch(_LIVE[group], start, stop))
             result.add_traffic(await conn.fetchrow(_LIVE_TRAFFIC, start, stop))
     return result
+
+
+def _ranges(days: Sequence[date]) -> list[tuple[datetime, datetime]]:
+    """Consecutive days as time ranges."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for day in sorted(days):
+        if ranges and ranges[-1][1] == day_start(day):
+            ranges[-1] = (ranges[-1][0], day_start(day) + DAY)
+        else:
+            ranges.append((day_start(day), day_start(day) + DAY))
+    return ranges
 
 
 async def refresh(conn: Any, days: Sequence[date]) -> None:

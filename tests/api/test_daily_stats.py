@@ -17,7 +17,7 @@ from receiver.daily_stats import AHEAD, day_start, maintain, refresh, utc_day
 from receiver.projection import Report, project
 from tests.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import running
+from tests.support import fetch, running
 
 TOKEN = "dashboards-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -160,19 +160,38 @@ async def traffic(client: httpx.AsyncClient) -> None:
             await send(client, mo_event(f"dmo-{n}", f"DMO{n:05d}", sender=f"+{n}", at=start))
 
 
+async def keep_up(database_url: str) -> int:
+    """What the background task does every minute."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await maintain(conn)
+    finally:
+        await conn.close()
+
+
+async def window_days(database_url: str) -> tuple[int, int]:
+    """Of the three whole days of WINDOW: how many are kept, how many marked as changed."""
+    rows = await fetch(
+        database_url,
+        "SELECT (SELECT count(*) FROM stats_days WHERE day >= $1 AND day < $1 + 3) AS kept,"
+        " (SELECT count(DISTINCT day) FROM stats_changes WHERE day >= $1 AND day < $1 + 3)"
+        " AS marked",
+        DAY0.date(),
+    )
+    return rows[0]["kept"], rows[0]["marked"]
+
+
 async def test_whole_days_equal_a_count_of_the_messages(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
     await traffic(client)
+    # Three days never counted: more than a request counts itself, so they are
+    # counted live and left marked for the background task.
     await assert_exact(client, database_url)
-    # Read a second time from the kept rows alone.
-    conn = await asyncpg.connect(database_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM stats_days") == 3
-        stale = "SELECT count(*) FROM stats_changes WHERE day >= $1 AND day < $1 + 3"
-        assert await conn.fetchval(stale, DAY0.date()) == 0
-    finally:
-        await conn.close()
+    assert await window_days(database_url) == (0, 3)
+    assert await keep_up(database_url) >= 3
+    assert await window_days(database_url) == (3, 0)
+    # Read again, from the kept rows alone.
     await assert_exact(client, database_url)
     # Windows that start and end on day boundaries, and one inside a day.
     await assert_exact(
@@ -191,6 +210,7 @@ async def test_late_reports_change_the_days_already_kept(
 ) -> None:
     await traffic(client)
     before = await stats(client, None)
+    await keep_up(database_url)
     # day00003 was left pending; day00004 was sent: both get their outcome later, and
     # day00030's creation time turns out to be earlier than first reported, on the
     # day before, so that it leaves a day nothing else changes.
@@ -200,9 +220,19 @@ async def test_late_reports_change_the_days_already_kept(
         ("day00030", lifecycle(C, S, D, start=DAY0 + timedelta(days=1, hours=20), gap=3)),
     ):
         await send(client, v2_event(f"late-{sms_id}", sms_id, steps))
+    assert await window_days(database_url) == (3, 3)
     after = await stats(client, None)
     assert after["outbound"]["by_status"] != before["outbound"]["by_status"]
     await assert_exact(client, database_url)
+    await keep_up(database_url)
+    assert await window_days(database_url) == (3, 0)
+    await assert_exact(client, database_url)
+    # One late report: a request recounts that day itself.
+    late = lifecycle(C, S, E, start=DAY0 + timedelta(days=1, hours=2, minutes=14))
+    await send(client, v2_event("late-one", "day00014", late))
+    assert await window_days(database_url) == (3, 1)
+    await assert_exact(client, database_url)
+    assert await window_days(database_url) == (3, 0)
 
 
 async def test_a_change_the_refresh_did_not_see_keeps_the_day_stale(
@@ -231,28 +261,49 @@ async def test_a_change_the_refresh_did_not_see_keeps_the_day_stale(
     await assert_exact(client, database_url)
 
 
-async def test_upkeep_compacts_markers_and_refreshes_kept_days(
+async def test_upkeep_compacts_markers_and_counts_marked_and_recent_days(
     client: httpx.AsyncClient, database_url: str
 ) -> None:
     await traffic(client)
+    # Every day the traffic touched (marked as it was stored: the window's three and
+    # the two at its edges) and the last 92, counted ahead.
     await stats(client, None)
-    kept, unkept = utc_day(DAY0 + timedelta(days=1)), utc_day(DAY0 + timedelta(days=30))
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "INSERT INTO stats_changes (day)"
-            " SELECT d FROM unnest($1::date[]) d, generate_series(1, 50)",
-            [kept, unkept],
-        )
-        # The kept day that changed, and the last 92 days, counted ahead.
-        assert await maintain(conn) == 1 + AHEAD
-        today = utc_day(datetime.now(UTC))
-        ahead = "SELECT count(*) FROM stats_days WHERE day >= $1::date - $2::int AND day < $1"
-        assert await conn.fetchval(ahead, today, AHEAD) == AHEAD
-        assert await maintain(conn) == 0
-        remaining = await conn.fetch("SELECT day, count(*) AS n FROM stats_changes GROUP BY day")
-        assert {(r["day"], r["n"]) for r in remaining} >= {(unkept, 1)}
-        assert kept not in {r["day"] for r in remaining}
-    finally:
-        await conn.close()
+    assert await keep_up(database_url) == 5 + AHEAD
+    assert await window_days(database_url) == (3, 0)
+    today = utc_day(datetime.now(UTC))
+    ahead = "SELECT count(*) AS n FROM stats_days WHERE day >= $1::date - $2::int AND day < $1"
+    assert (await fetch(database_url, ahead, today, AHEAD))[0]["n"] == AHEAD
+    assert await keep_up(database_url) == 0
+    kept, other = utc_day(DAY0 + timedelta(days=1)), utc_day(DAY0 + timedelta(days=30))
+    await fetch(
+        database_url,
+        "INSERT INTO stats_changes (day)"
+        " SELECT d FROM unnest($1::date[]) d, generate_series(1, 50) RETURNING 1",
+        [kept, other],
+    )
+    assert await keep_up(database_url) == 2
+    remaining = await fetch(database_url, "SELECT DISTINCT day FROM stats_changes")
+    assert all(r["day"] >= today for r in remaining)
     await assert_exact(client, database_url)
+
+
+async def test_latency_by_network_or_user_data_is_bucketed(client: httpx.AsyncClient) -> None:
+    """Exact seconds without grouping; bucket lower bounds per network and user_data."""
+    for n, gap in enumerate((3, 17, 95, 400, 4000)):
+        start = DAY0 + timedelta(days=1, hours=n)
+        await send(
+            client, v2_event(f"b-{n}", f"buck{n:04d}", lifecycle(C, S, D, start=start, gap=gap))
+        )
+    for window in (
+        WINDOW,  # a kept day (counted by the request: one day)
+        {
+            "since": (DAY0 + timedelta(days=1)).isoformat(),
+            "until": (DAY0 + timedelta(days=1, hours=23)).isoformat(),
+        },
+    ):
+        exact = (await stats(client, None, **window))["outbound"]["latency_seconds"]
+        by_network = (await stats(client, "network", **window))["groups"][0]["latency_seconds"]
+        by_user_data = (await stats(client, "user_data", **window))["groups"][0]["latency_seconds"]
+        assert exact["p50"] == 95
+        assert by_network["p50"] == by_user_data["p50"] == 90
+        assert by_network["p99"] == pytest.approx(300 + (3600 - 300) * 0.96)

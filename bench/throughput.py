@@ -1,0 +1,398 @@
+"""Ingest throughput of `receiver serve` against a bare Starlette app, in one run, with wrk.
+
+For each worker count asked for:
+1. a fresh database (fsync and synchronous_commit checked on, as in production);
+2. `receiver serve --workers N`, production settings, HMAC signatures checked;
+3. wrk at 64 connections for `--duration` seconds, sending the deliveries of a
+   `receiver simulate` plan (v1 and v2, history, failures, MO replies, repeats,
+   retries, second subscriptions, out-of-order updates), each signed;
+4. the check: the deliveries not stored (in flight when wrk stopped, or refused)
+   are sent again as CALLR would; then every event sent is stored exactly once and
+   every message has the final status the plan gives it;
+5. a bare Starlette app that reads the body and answers 200, same workers, same wrk.
+Then: requests/s of both, their ratio, latency, the receiver's peak memory.
+
+    .venv/bin/python bench/throughput.py [--workers 1,2,4] [--duration 20]
+
+wrk comes from the distribution's packages (scripts/system-packages installs it).
+With --generators, it also measures how fast `receiver simulate` itself can drive
+the bare app, to show which load generator can saturate the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scratch import bench_server, scratch_database
+
+from receiver.simulate import Delivery, Mix, Plan, Signer, simulate
+
+HERE = Path(__file__).resolve().parent
+SECRET = "bench-subscription-secret"
+CONNECTIONS = 64
+BARE_APP = """
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+async def receive(request: Request) -> JSONResponse:
+    await request.body()
+    return JSONResponse({"result": "stored"})
+
+
+app = Starlette(routes=[Route("/webhooks/callr", receive, methods=["POST"])])
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in 60 s")
+
+
+class MemoryWatch:
+    """The peak resident memory of a process and its children, sampled."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak_per_process = 0
+        self.peak_total = 0
+
+    def sample(self) -> None:
+        try:
+            processes = [self.root, *self.root.children(recursive=True)]
+            sizes = [p.memory_info().rss for p in processes]
+        except psutil.Error:
+            return
+        # With workers, the parent only supervises: count the workers.
+        workers = sizes[1:] or sizes
+        self.peak_per_process = max(self.peak_per_process, *workers)
+        self.peak_total = max(self.peak_total, sum(sizes))
+
+
+def write_requests(deliveries: list[Delivery], path: Path) -> None:
+    signer = Signer(SECRET)
+    with path.open("wb") as out:
+        for delivery in deliveries:
+            body = orjson.dumps(delivery.document)
+            signature = signer.headers(body)["X-CALLR-HmacSignature"]
+            out.write(signature.encode() + b"\t" + body + b"\n")
+
+
+def run_wrk(url: str, requests: Path, duration: int, watch: MemoryWatch | None) -> dict[str, Any]:
+    threads = 2
+    env = {**os.environ, "REQUESTS": str(requests), "THREADS": str(threads)}
+    env["WEBHOOK_PATH"] = "/webhooks/callr"
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{CONNECTIONS}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "wrk_callr.lua"),
+        url,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    while process.poll() is None:
+        if watch is not None:
+            watch.sample()
+        time.sleep(0.2)
+    output = process.stdout.read() if process.stdout else ""
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rate is None:
+        raise RuntimeError(f"wrk said:\n{output}")
+
+    def latency(label: str) -> float:
+        found = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if found is None:
+            return float("nan")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[found[2]]
+        return float(found[1]) * scale
+
+    maximum = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", output)
+    threads_seen = [
+        json.loads(line) for line in output.splitlines() if line.startswith('{"thread"')
+    ]
+    answers: Counter[str] = Counter()
+    for thread in threads_seen:
+        answers.update(thread["answers"])
+    return {
+        "rate": float(rate[1]),
+        "p50": latency("50%"),
+        "p99": latency("99%"),
+        "max": float(maximum[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[maximum[2]]
+        if maximum
+        else float("nan"),
+        "threads": threads_seen,
+        "answers": dict(answers),
+        "errors": re.findall(r"Socket errors:.*|Non-2xx.*", output),
+    }
+
+
+def sent_lines(threads: list[dict[str, Any]], total: int, nthreads: int) -> list[int]:
+    """Indexes of the request lines wrk sent at least once."""
+    sent: list[int] = []
+    for thread in threads:
+        mine = list(range(thread["thread"], total, nthreads))
+        sent.extend(mine if thread["wraps"] else mine[: thread["position"]])
+    return sorted(sent)
+
+
+async def settle_and_check(
+    database_url: str, url: str, deliveries: list[Delivery], sent: list[int]
+) -> dict[str, Any]:
+    """Send again what is not stored (as CALLR would), then compare with the plan."""
+    wanted = {deliveries[i].event_id: deliveries[i] for i in sent}
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM events")}
+        missing = [d for event_id, d in wanted.items() if event_id not in stored]
+        signer = Signer(SECRET)
+        async with httpx.AsyncClient(timeout=30) as client:
+            for delivery in missing:
+                body = orjson.dumps(delivery.document)
+                response = await client.post(url, content=body, headers=signer.headers(body))
+                response.raise_for_status()
+        rows = await conn.fetch("SELECT event_id FROM events")
+        events = [r["event_id"] for r in rows]
+        statuses = {
+            r["sms_id"]: r["status"]
+            for r in await conn.fetch("SELECT sms_id, status::text FROM messages")
+        }
+    finally:
+        await conn.close()
+    expected: dict[str, tuple[int, str]] = {}
+    for delivery in wanted.values():
+        best = expected.get(delivery.sms_id)
+        if best is None or delivery.step > best[0]:
+            expected[delivery.sms_id] = (delivery.step, delivery.status.value)
+    wrong = [sms for sms, (_, status) in expected.items() if statuses.get(sms) != status]
+    ok = (
+        len(events) == len(set(events)) == len(wanted)
+        and set(events) == set(wanted)
+        and set(statuses) == set(expected)
+        and not wrong
+    )
+    return {
+        "ok": ok,
+        "events_sent": len(wanted),
+        "events_stored": len(events),
+        "resent_after_run": len(missing),
+        "messages": len(statuses),
+        "wrong_status": len(wrong),
+    }
+
+
+def serve_receiver(
+    database_url: str, port: int, workers: int, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RECEIVER_DATABASE_URL": database_url,
+        "RECEIVER_CALLR_HMAC_SECRETS": SECRET,
+        "RECEIVER_LOG_FORMAT": "json",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "receiver",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    with log.open("wb") as sink:
+        return subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+
+def serve_bare(folder: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    (folder / "bare_app.py").write_text(BARE_APP)
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bare_app:app",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def one_run(
+    postgres: Any,
+    workers: int,
+    duration: int,
+    deliveries: list[Delivery],
+    requests: Path,
+    folder: Path,
+) -> dict[str, Any]:
+    with scratch_database(postgres) as name:
+        url = postgres.url_for(name)
+        settings = asyncio.run(_durability(url))
+        port = free_port()
+        server = serve_receiver(url, port, workers, folder / f"receiver-{workers}.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(f"{base}/readyz", server)
+            watch = MemoryWatch(server.pid)
+            receiver = run_wrk(base, requests, duration, watch)
+            sent = sent_lines(receiver["threads"], len(deliveries), 2)
+            check = asyncio.run(settle_and_check(url, f"{base}/webhooks/callr", deliveries, sent))
+        finally:
+            stop(server)
+    port = free_port()
+    bare_server = serve_bare(folder, port, workers)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", bare_server)
+        bare = run_wrk(f"http://127.0.0.1:{port}", requests, duration, None)
+    finally:
+        stop(bare_server)
+    return {
+        "workers": workers,
+        "database": settings,
+        "receiver": receiver,
+        "bare": bare,
+        "ratio": receiver["rate"] / bare["rate"],
+        "peak_rss_mb_per_process": watch.peak_per_process / 2**20,
+        "peak_rss_mb_total": watch.peak_total / 2**20,
+        "check": check,
+    }
+
+
+async def _durability(url: str) -> dict[str, str]:
+    conn = await asyncpg.connect(url)
+    try:
+        values = {
+            name: await conn.fetchval(f"SHOW {name}")
+            for name in ("fsync", "synchronous_commit", "full_page_writes")
+        }
+    finally:
+        await conn.close()
+    if values["fsync"] != "on" or values["synchronous_commit"] != "on":
+        raise RuntimeError(f"the benchmark needs a durable database, got {values}")
+    return values
+
+
+def compare_generators(folder: Path, deliveries_plan: Plan, duration: int) -> dict[str, float]:
+    """The bare app driven by wrk and by `receiver simulate`, both at 64 connections."""
+    port = free_port()
+    bare = serve_bare(folder, port, 1)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", bare)
+        report = asyncio.run(
+            simulate(
+                f"http://127.0.0.1:{port}/webhooks/callr",
+                deliveries_plan,
+                signer=Signer(SECRET),
+                concurrency=CONNECTIONS,
+                duration=duration,
+            )
+        )
+    finally:
+        stop(bare)
+    return {"simulate": report.requests / report.elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
+    parser.add_argument("--duration", type=int, default=20, help="seconds of load per run")
+    parser.add_argument("--messages", type=int, default=60_000, help="SMS in the plan")
+    parser.add_argument("--generators", action="store_true", help="also time the simulator")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: scripts/system-packages installs it")
+    plan = Plan(args.messages, Mix(), seed=11)
+    deliveries = list(plan.deliveries())
+    folder = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
+    requests = folder / "requests.tsv"
+    write_requests(deliveries, requests)
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores; plan of {args.messages:,} SMS,"
+        f" {len(deliveries):,} deliveries; wrk -t2 -c{CONNECTIONS} -d{args.duration}s"
+    )
+    results = []
+    with bench_server() as postgres:
+        for workers in (int(w) for w in args.workers.split(",")):
+            result = one_run(postgres, workers, args.duration, deliveries, requests, folder)
+            results.append(result)
+            r, b, c = result["receiver"], result["bare"], result["check"]
+            print(
+                f"workers {workers}: receiver {r['rate']:,.0f}/s, bare {b['rate']:,.0f}/s,"
+                f" ratio {result['ratio']:.2f}; receiver latency p50 {r['p50']:.1f} ms,"
+                f" p99 {r['p99']:.1f} ms, max {r['max']:.0f} ms; answers {r['answers']};"
+                f" peak RSS {result['peak_rss_mb_per_process']:.0f} MB per worker"
+                f" ({result['peak_rss_mb_total']:.0f} MB in all); check"
+                f" {'OK' if c['ok'] else 'FAILED'}: {c}",
+                flush=True,
+            )
+    if args.generators:
+        rates = compare_generators(folder, Plan(args.messages, Mix(), seed=12), args.duration)
+        wrk_rate = next(r["bare"]["rate"] for r in results if r["workers"] == 1)
+        print(
+            f"load generators against the bare app (1 worker): wrk {wrk_rate:,.0f}/s,"
+            f" receiver simulate {rates['simulate']:,.0f}/s"
+        )
+    (folder / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"details: {folder / 'results.json'}")
+    if not all(r["check"]["ok"] for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
