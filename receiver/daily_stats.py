@@ -161,6 +161,10 @@ SELECT $3::date, now(), t.* FROM ({_LIVE_TRAFFIC}) t
 ON CONFLICT (day) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at,
     {", ".join(f"{name} = EXCLUDED.{name}" for name in TRAFFIC)}
 """
+# The planner multiplies the distinct values of the five grouping columns, expects
+# about one group per row, and sorts: five times slower than hashing the thousand
+# or so groups there are (measured on a day of 110,000 messages: 480 ms, 105 ms).
+_HASH_ONLY = "SET LOCAL enable_sort = off"
 _STALE = """
 SELECT d::date AS day
 FROM generate_series($1::date::timestamp, ($2::date - 1)::timestamp, interval '1 day') AS d
@@ -212,6 +216,7 @@ async def window(conn: Any, since: datetime, until: datetime, group: str | None)
     # Whole days that have ended; the rest is counted live.
     end = min(utc_day(until), utc_day(datetime.now(UTC)))
     live = [(since, until)]
+    stale: list[date] = []
     if first < end:
         stale = [row["day"] for row in await conn.fetch(_STALE, first, end)]
         if len(stale) <= REFRESH_IN_REQUEST:
@@ -221,13 +226,16 @@ async def window(conn: Any, since: datetime, until: datetime, group: str | None)
             # Counting many days takes longer than counting their messages once: count
             # them live now, and leave them marked for `keep` to count ahead.
             await mark_changed(conn, stale)
-        result.rows.extend(await conn.fetch(_CACHED[group], first, end, stale))
-        result.add_traffic(await conn.fetchrow(_CACHED_TRAFFIC, first, end, stale))
         live = [(since, day_start(first)), *_ranges(stale), (day_start(end), until)]
-    for start, stop in live:
-        if start < stop:
-            result.rows.extend(await conn.fetch(_LIVE[group], start, stop))
-            result.add_traffic(await conn.fetchrow(_LIVE_TRAFFIC, start, stop))
+    async with conn.transaction():
+        await conn.execute(_HASH_ONLY)
+        if first < end:
+            result.rows.extend(await conn.fetch(_CACHED[group], first, end, stale))
+            result.add_traffic(await conn.fetchrow(_CACHED_TRAFFIC, first, end, stale))
+        for start, stop in live:
+            if start < stop:
+                result.rows.extend(await conn.fetch(_LIVE[group], start, stop))
+                result.add_traffic(await conn.fetchrow(_LIVE_TRAFFIC, start, stop))
     return result
 
 
@@ -257,6 +265,7 @@ async def _refresh_day(conn: Any, day: date) -> None:
     # The snapshot is taken by the first statement, after the lock: whatever an
     # earlier refresh committed is in it.
     async with conn.transaction(isolation="repeatable_read"):
+        await conn.execute(_HASH_ONLY)
         if await conn.fetchval(_IS_FRESH, day):
             return
         await conn.execute("DELETE FROM stats_rows WHERE day = $1", day)

@@ -106,12 +106,15 @@ class Delivery:
 class Plan:
     """The events of `messages` SMS, in the order they are to be sent."""
 
-    def __init__(self, messages: int, mix: Mix, *, seed: int | None = None) -> None:
+    def __init__(
+        self, messages: int, mix: Mix, *, seed: int | None = None, start: datetime | None = None
+    ) -> None:
         self.messages = messages
         self.mix = mix
         self.rng = random.Random(seed)  # noqa: S311 - traffic, not secrets
         self.run = secrets.token_hex(3) if seed is None else f"{seed:06x}"[-6:]
-        self.start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+        # With the same seed and start, the same traffic to the byte.
+        self.start = start or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
     def deliveries(self) -> Iterator[Delivery]:
         """Each SMS's events, SMS after SMS, with the mix's irregularities."""
@@ -446,6 +449,8 @@ async def simulate(
                 try:
                     response = await client.post(url, content=body, headers=signer.headers(body))
                     answer = str(response.status_code)
+                    if response.status_code == 503 and "retry-after" not in response.headers:
+                        answer = "503 without Retry-After"
                 except httpx.HTTPError as error:
                     answer = type(error).__name__
                 report.requests += 1
