@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pgserver.postgres_server import pg_ctl
+from pgserver._commands import pg_ctl
 
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
