@@ -17,13 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
-from pgserver._commands import pg_ctl
+from pgserver._commands import create_command_function
 
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from tests.test_cli import free_port
 
 SECRET = "reliability-secret"
+pg_ctl = create_command_function("pg_ctl")
 
 
 class OwnPostgres:

@@ -100,7 +100,7 @@ async def test_killed_twice_mid_load_nothing_acknowledged_is_lost(
     crashed = await state(own_postgres.url)
     clean = await clean_run(own_postgres, receiver_factory, Plan(1500, Mix(), seed=21, start=START))
     assert crashed == clean
-    print(f"crash: {summary['requests']} requests, downtimes {downtimes}, answers {summary['answers']}")
+    print(f"crash: {summary['requests']} requests, down {downtimes}, {summary['answers']}")
 
 
 async def test_a_database_outage_gets_503s_then_recovers_with_nothing_lost(
