@@ -66,7 +66,7 @@ def _toggle(enabled: bool) -> Any:
 
 def _handler_id(request: Request) -> int | None:
     raw = request.path_params["handler_id"]
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
 
 
 def _new_handler(document: Any) -> NewHandler:

@@ -66,7 +66,7 @@ class Params:
         value = self.text(name)
         if value is None:
             return default
-        if not value.isdigit() or not low <= int(value) <= high:
+        if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
             raise BadParameter(name, f"{name} must be a whole number from {low} to {high}")
         return int(value)
 

@@ -327,7 +327,7 @@ def _payload(row: Any) -> bytes:
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
-    if value.strip().isdigit():
+    if value.strip().isascii() and value.strip().isdigit():
         return float(value.strip())
     try:
         when = parsedate_to_datetime(value)

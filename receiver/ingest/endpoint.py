@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from receiver import metrics
-from receiver.callr.envelope import HANDLED_TYPES, Envelope, Malformed, parse_envelope
+from receiver.callr.envelope import HANDLED_TYPES, parse_envelope
 from receiver.callr.signature import HEADER as SIGNATURE_HEADER
 from receiver.http import JSONResponse, error_response
 from receiver.ingest.auth import WebhookAuth
@@ -75,7 +75,12 @@ class WebhookEndpoint:
             metrics.WEBHOOKS.labels("unknown_url", "none").inc()
             return error_response(404, "Not Found")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self.max_body_bytes
+        ):
             return self._refuse(request, 413, f"body is larger than {self.max_body_bytes} bytes")
         if self.auth.basic_credentials is not None and not self.auth.basic_matches(
             request.headers.get("authorization")
@@ -97,8 +102,9 @@ class WebhookEndpoint:
             }.get(type(error), "the database did not commit in time")
             return self._unavailable(reason), None
         if outcome.result is Result.INVALID:
-            assert isinstance(item.parsed, Malformed)
-            body = {"error": item.parsed.reason, "event_id": outcome.event_id, "stored": True}
+            # A body that is not an event, or an event the database refused (a value
+            # out of its range): kept raw either way, and the reason said.
+            body = {"error": outcome.reason, "event_id": outcome.event_id, "stored": True}
             return JSONResponse(body, status_code=400), outcome
         return JSONResponse({"result": outcome.result.value, "event_id": outcome.event_id}), outcome
 
@@ -138,14 +144,13 @@ class WebhookEndpoint:
             "latency_ms": round(elapsed * 1000, 2),
             "client": item.remote_addr,
         }
-        if isinstance(parsed, Malformed):
-            log.warning("webhook", reason=parsed.reason, **fields)
+        if outcome is not None and outcome.result is Result.INVALID:
+            log.warning("webhook", reason=outcome.reason, **fields)
         elif outcome is not None and outcome.conflict:
             log.warning("webhook", conflict=True, new_delivery=outcome.new_delivery, **fields)
         elif outcome is None:
             log.warning("webhook", **fields)
         else:
-            assert isinstance(parsed, Envelope)
             log.info("webhook", new_delivery=outcome.new_delivery, **fields)
 
 

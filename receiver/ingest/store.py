@@ -60,6 +60,8 @@ class Outcome:
     event_id: str
     new_delivery: bool
     conflict: bool
+    # Why it was stored as invalid: the body's fault, or what the database refused.
+    reason: str | None = None
 
 
 _INSERT_EVENTS = """
@@ -136,6 +138,7 @@ async def store_batch(conn: Any, items: Sequence[Incoming]) -> list[Outcome]:
                 event_id=item.key,
                 new_delivery=new_delivery,
                 conflict=conflict,
+                reason=item.parsed.reason if isinstance(item.parsed, Malformed) else None,
             )
         )
     if conflicting:

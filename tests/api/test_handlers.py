@@ -139,3 +139,19 @@ def test_the_cli_adds_and_lists_handlers(database_url: str) -> None:
     assert [json.loads(line)["enabled"] for line in listed.stdout.splitlines()] == [False]
     assert receiver("handlers", "remove", str(handler["id"])).returncode == 0
     assert receiver("handlers", "list").stdout == ""
+
+
+@pytest.mark.parametrize("handler_id", ["¹", "٣", "1e3", "-1", "99999999999999999999"])
+async def test_a_handler_id_that_is_not_one_is_a_404(
+    make_settings: SettingsFactory, handler_id: str
+) -> None:
+    # "¹".isdigit() is true and int("¹") fails: found by schemathesis (a 500 then).
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        for method, path in (
+            ("POST", f"/api/v1/handlers/{handler_id}/enable"),
+            ("POST", f"/api/v1/handlers/{handler_id}/disable"),
+            ("DELETE", f"/api/v1/handlers/{handler_id}"),
+        ):
+            response = await client.request(method, path, headers=AUTH)
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json() == {"error": "no such handler"}

@@ -11,20 +11,28 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pgserver._commands import create_command_function
 
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from tests.test_cli import free_port
 
 SECRET = "reliability-secret"
-pg_ctl = create_command_function("pg_ctl")
+
+
+def pg_ctl(args: list[str], **options: Any) -> str:
+    """pgserver's pg_ctl (its server binaries), as the user the server runs as."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset, as on CI.
+        warnings.simplefilter("ignore")
+        from pgserver._commands import create_command_function
+    return str(create_command_function("pg_ctl")(args, **options))
 
 
 class OwnPostgres:
