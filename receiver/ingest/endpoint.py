@@ -94,7 +94,9 @@ class WebhookEndpoint:
         self, writer: GroupCommitWriter, item: Incoming
     ) -> tuple[Response, Outcome | None]:
         try:
-            outcome = await asyncio.wait_for(writer.submit(item), self.ack_timeout)
+            # A deadline on this task (no task of its own, as wait_for would make).
+            async with asyncio.timeout(self.ack_timeout):
+                outcome = await writer.submit(item)
         except (DatabaseUnavailable, Overloaded, TimeoutError) as error:
             reason = {
                 DatabaseUnavailable: "the database is unavailable",
