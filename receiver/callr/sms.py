@@ -170,12 +170,13 @@ def _parse_v2(event_type: str, f: _Fields) -> Snapshot:
     )
     body = f.object("body")
     text = body.text("text", keep_empty=True) if body is not None else None
-    direction = f.text("direction")
-    if direction is None:
-        direction = "inbound" if event_type in INBOUND_TYPES else "outbound"
+    implied = "inbound" if event_type in INBOUND_TYPES else "outbound"
+    direction = (f.text("direction") or implied).lower()
+    if direction != implied:
+        raise SmsInvalid(f"{f.name('direction')} must be {implied!r} in a {event_type} event")
     return Snapshot(
         sms_id=f.sms_id("sid"),
-        direction=direction.lower(),
+        direction=direction,
         from_number=f.text("from"),
         to_number=f.text("to"),
         text=text,

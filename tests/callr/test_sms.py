@@ -131,6 +131,9 @@ def test_a_v2_null_time_is_none() -> None:
         ("v2.sms.outbound.updated", {"sent": "2024-04-24T17:42:28"}, "payload.sent has no time"),
         ("v2.sms.outbound.updated", {"statusHistory": [7]}, "payload.statusHistory[0] must be"),
         ("v2.sms.outbound.updated", {"body": "text"}, "payload.body must be an object"),
+        # Found by tests/reliability: the database's check constraint refused it.
+        ("v2.sms.outbound.updated", {"direction": "sideways"}, "payload.direction must be"),
+        ("v2.sms.inbound.received", {"direction": "outbound"}, "payload.direction must be"),
     ],
 )
 def test_a_bad_field_makes_the_event_invalid_with_its_name(
