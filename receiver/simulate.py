@@ -31,17 +31,8 @@ from typing import Any
 import httpx
 import orjson
 
-from receiver.callr.sms import Status
+from receiver.callr.sms import V1_NAMES, Status
 
-V1_NAMES = {
-    Status.CREATED: "CREATED",
-    Status.PENDING: "PENDING",
-    Status.SENT: "SENT",
-    Status.REMOTE_QUEUED: "REMOTE_QUEUED",
-    Status.DELIVERED: "RECEIVED",
-    Status.FAILED: "FAILED",
-    Status.EXPIRED: "EXPIRED",
-}
 C, P, S, Q, D, F, E = (
     Status.CREATED,
     Status.PENDING,

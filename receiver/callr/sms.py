@@ -66,6 +66,11 @@ _V1_STATUSES = {
 _V2_STATUSES = {status.value: status for status in Status if status is not Status.UNKNOWN}
 
 INBOUND_TYPES = frozenset({"sms.mo", "v2.sms.inbound.received"})
+# The name a v1 event gives each status, the documented one where there are two
+# (what `receiver simulate` sends).
+V1_NAMES: dict[Status, str] = {}
+for _name, _status in _V1_STATUSES.items():
+    V1_NAMES.setdefault(_status, _name)
 _V1_NO_DATE = "0000-00-00 00:00:00"
 MAX_SMS_ID_LENGTH = 64
 
