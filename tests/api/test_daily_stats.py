@@ -76,7 +76,6 @@ async def counted(url: str, group: str | None, since: str, until: str) -> list[A
         rows = await conn.fetch(
             f"""
             SELECT {_KEYS[group]} AS key, count(*) AS total,
-                jsonb_object_agg_strict(status, 1) AS statuses,
                 percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
                     ORDER BY extract(epoch FROM delivered_at - sent_at)
                 ) FILTER (WHERE status = 'delivered') AS latency
