@@ -15,9 +15,11 @@ are what a live count gives, as long as the day is fresh:
 - a day is fresh when it has been computed and has no marker left.
 
 Only days that have ended are kept; the edges of a window and the current day are
-counted live. Markers pile up for days nobody asks about (today, mostly): `keep`
-replaces each day's markers by one, recounts the kept days that changed and counts
-the recent days never counted, so that the next dashboard finds them ready.
+counted live. A request recounts at most `REFRESH_IN_REQUEST` stale days itself and
+counts the others live, leaving them marked. Markers pile up (today's, mostly):
+`keep` replaces each day's markers by one, then counts every marked day that has
+ended and the days of the last `AHEAD` never counted, so that the next dashboard
+finds them ready.
 """
 
 from __future__ import annotations
