@@ -77,7 +77,17 @@ async def test_requests_deliveries_batches_and_database_figures(
     # From the database: only the message created in the last day.
     assert value(after, "receiver_messages_last_day", direction="outbound", status="delivered") == 1
     assert value(after, "receiver_messages_last_day", direction="outbound", status="sent") == 0
-    assert value(after, "receiver_db_pool_connections", pool="writer", state="busy") >= 0
+    pools = {labels for name, labels in samples(after) if name == "receiver_db_pool_connections"}
+    assert pools == {
+        (("pool", p), ("state", s)) for p in ("writer", "api") for s in ("busy", "idle")
+    }
+    # Both pools have opened connections by now: the database figures, the batches.
+    for pool in ("writer", "api"):
+        opened = sum(
+            value(after, "receiver_db_pool_connections", pool=pool, state=state)
+            for state in ("busy", "idle")
+        )
+        assert opened >= 1, pool
 
 
 async def test_a_metrics_token_is_required_when_set(make_settings: SettingsFactory) -> None:
