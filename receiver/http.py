@@ -23,6 +23,17 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
+def whole_number(text: str | None) -> int | None:
+    """`text` as a number when it is only ASCII digits; None otherwise.
+
+    Not `str.isdigit` alone: it is true of "¹" and "٣", which `int` refuses or reads
+    as other digits (schemathesis found the 500 this made).
+    """
+    if text is None or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def error_response(
     status_code: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> JSONResponse:

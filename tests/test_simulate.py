@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +48,20 @@ async def holdings(database_url: str) -> dict[str, Any]:
     }
 
 
-async def test_the_receiver_holds_what_the_simulator_expects(
-    make_settings: SettingsFactory, database_url: str
-) -> None:
+@pytest.fixture
+async def webhook(make_settings: SettingsFactory) -> AsyncIterator[str]:
+    """A receiver that checks CALLR's signature, behind a real uvicorn: its webhook URL."""
     settings = make_settings(callr_url_token=None, callr_hmac_secrets=SECRET, dispatcher=False)
     async with serving(create_app(settings)) as base:
-        report = await simulate(
-            f"{base}/webhooks/callr",
-            Plan(150, ROUGH, seed=3),
-            signer=Signer(SECRET),
-            concurrency=8,
-            duration=120,
-        )
+        yield f"{base}/webhooks/callr"
+
+
+async def test_the_receiver_holds_what_the_simulator_expects(
+    webhook: str, database_url: str
+) -> None:
+    report = await simulate(
+        webhook, Plan(150, ROUGH, seed=3), signer=Signer(SECRET), concurrency=8, duration=120
+    )
     summary = report.summary()
     assert summary["unacknowledged"] == 0
     assert set(summary["answers"]) == {"200"}
@@ -70,18 +73,16 @@ async def test_the_receiver_holds_what_the_simulator_expects(
 
 
 async def test_refused_deliveries_are_retried_a_bounded_number_of_times(
-    make_settings: SettingsFactory, database_url: str
+    webhook: str, database_url: str
 ) -> None:
-    settings = make_settings(callr_url_token=None, callr_hmac_secrets=SECRET, dispatcher=False)
-    async with serving(create_app(settings)) as base:
-        report = await simulate(
-            f"{base}/webhooks/callr",
-            Plan(3, Mix(duplicates=0, retries=0, second_subscription=0, mo=0), seed=4),
-            signer=Signer("not-the-secret"),
-            concurrency=4,
-            duration=30,
-            max_tries=3,
-        )
+    report = await simulate(
+        webhook,
+        Plan(3, Mix(duplicates=0, retries=0, second_subscription=0, mo=0), seed=4),
+        signer=Signer("not-the-secret"),
+        concurrency=4,
+        duration=30,
+        max_tries=3,
+    )
     assert report.answers == {"401": report.planned * 3}
     assert report.unacknowledged == report.planned
     assert report.expected()["events"] == 0
@@ -89,34 +90,32 @@ async def test_refused_deliveries_are_retried_a_bounded_number_of_times(
 
 
 async def test_the_command_prints_and_writes_its_report(
-    make_settings: SettingsFactory, database_url: str, tmp_path: Path
+    webhook: str, database_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(callr_url_token=None, callr_hmac_secrets=SECRET, dispatcher=False)
     out = tmp_path / "report.json"
-    async with serving(create_app(settings)) as base:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "receiver",
-            "simulate",
-            "--url",
-            f"{base}/webhooks/callr",
-            "--secret",
-            SECRET,
-            "--messages",
-            "40",
-            "--concurrency",
-            "4",
-            "--seed",
-            "9",
-            "--mix",
-            "mo=0.5,duplicates=0.2",
-            "--json",
-            str(out),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "receiver",
+        "simulate",
+        "--url",
+        webhook,
+        "--secret",
+        SECRET,
+        "--messages",
+        "40",
+        "--concurrency",
+        "4",
+        "--seed",
+        "9",
+        "--mix",
+        "mo=0.5,duplicates=0.2",
+        "--json",
+        str(out),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, stderr.decode()
     written = json.loads(out.read_text())
     expected = written["expected"]

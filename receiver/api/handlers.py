@@ -18,7 +18,7 @@ from receiver.forwarding.handlers import (
     remove_handler,
     set_enabled,
 )
-from receiver.http import JSONResponse, error_response
+from receiver.http import JSONResponse, error_response, whole_number
 
 
 async def list_all(request: Request) -> Response:
@@ -65,8 +65,8 @@ def _toggle(enabled: bool) -> Any:
 
 
 def _handler_id(request: Request) -> int | None:
-    raw = request.path_params["handler_id"]
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    raw: str = request.path_params["handler_id"]
+    return whole_number(raw) if len(raw) < 19 else None
 
 
 def _new_handler(document: Any) -> NewHandler:

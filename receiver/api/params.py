@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 from starlette.datastructures import QueryParams
 
+from receiver.http import whole_number
+
 
 class BadParameter(ValueError):
     """A query parameter the API cannot use; `name` is the parameter."""
@@ -66,9 +68,10 @@ class Params:
         value = self.text(name)
         if value is None:
             return default
-        if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        number = whole_number(value)
+        if number is None or not low <= number <= high:
             raise BadParameter(name, f"{name} must be a whole number from {low} to {high}")
-        return int(value)
+        return number
 
 
 class Cursors:

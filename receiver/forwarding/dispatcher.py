@@ -30,6 +30,7 @@ from receiver.db.models import ForwardState
 from receiver.forwarding import signing
 from receiver.forwarding.policy import RetryPolicy, Verdict
 from receiver.forwarding.routing import NOTIFY_CHANNEL, wake_dispatchers
+from receiver.http import whole_number
 
 log = structlog.get_logger("receiver.dispatcher")
 
@@ -327,8 +328,9 @@ def _payload(row: Any) -> bytes:
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
-    if value.strip().isascii() and value.strip().isdigit():
-        return float(value.strip())
+    seconds = whole_number(value.strip())
+    if seconds is not None:
+        return float(seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from receiver import metrics
 from receiver.callr.envelope import HANDLED_TYPES, parse_envelope
 from receiver.callr.signature import HEADER as SIGNATURE_HEADER
-from receiver.http import JSONResponse, error_response
+from receiver.http import JSONResponse, error_response, whole_number
 from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.store import Incoming, Outcome, Result
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter, Overloaded
@@ -74,13 +74,8 @@ class WebhookEndpoint:
         ):
             metrics.WEBHOOKS.labels("unknown_url", "none").inc()
             return error_response(404, "Not Found")
-        declared = request.headers.get("content-length")
-        if (
-            declared is not None
-            and declared.isascii()
-            and declared.isdigit()
-            and int(declared) > self.max_body_bytes
-        ):
+        declared = whole_number(request.headers.get("content-length"))
+        if declared is not None and declared > self.max_body_bytes:
             return self._refuse(request, 413, f"body is larger than {self.max_body_bytes} bytes")
         if self.auth.basic_credentials is not None and not self.auth.basic_matches(
             request.headers.get("authorization")
