@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from receiver import heap
 from receiver.api.auth import BearerTokens
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
@@ -76,7 +77,10 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         pool = await create_pool(
-            database_url, size=settings.db_pool_size, command_timeout=settings.db_command_timeout
+            database_url,
+            size=settings.db_pool_size,
+            command_timeout=settings.db_command_timeout,
+            session_state=False,
         )
         writer = GroupCommitWriter(
             pool,
@@ -96,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
             work_mem="64MB",
         )
         await writer.start()
+        heap.settle_after_startup()
         dispatching = (
             asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher")
             if settings.dispatcher

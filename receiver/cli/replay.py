@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from receiver import heap
 from receiver.cli.service import configured, open_database, timestamp
 from receiver.db.engine import create_pool
 from receiver.progress import Progress
@@ -140,6 +141,7 @@ def _run(command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]]) -> i
         pool = await create_pool(
             database.url, size=4, command_timeout=max(settings.db_command_timeout, 300)
         )
+        heap.settle_after_startup()
         try:
             return await command(pool, settings, stop)
         finally:
