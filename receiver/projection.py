@@ -23,7 +23,7 @@ from datetime import date, datetime
 from typing import Any
 
 from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
-from receiver.daily_stats import mark_changed, utc_day
+from receiver.daily_stats import mark_changed
 from receiver.db.arrays import columns
 
 
@@ -121,8 +121,11 @@ def _upsert_messages_sql() -> str:
             " AND EXCLUDED.status_terminal AND EXCLUDED.status <> m.status)",
         ]
     )
-    # `before` reads the creation times as they were: a message whose creation time
-    # moves leaves a day's statistics as well as joining another's.
+    received = len(_SNAPSHOT_COLUMNS) + 1
+    # The daily statistics are told, in this statement, of every day whose figures may
+    # change: the days events were received, and each message's creation day before
+    # (`before` reads the rows as they were: a message whose creation time moves
+    # leaves a day as well as joining another) and after.
     return f"""
 WITH s AS (SELECT * FROM unnest({params}) AS s({", ".join(_SNAPSHOT_COLUMNS)})),
 top AS (SELECT DISTINCT ON (s.sms_id) s.sms_id, {status_columns} FROM s ORDER BY {top_order}),
@@ -135,17 +138,31 @@ FROM agg JOIN top USING (sms_id)
 ORDER BY agg.sms_id
 ON CONFLICT (sms_id) DO UPDATE SET {updates}
 RETURNING m.sms_id, m.unexplained, m.created_at, m.status_at
+),
+marked AS (
+INSERT INTO stats_changes (day)
+SELECT DISTINCT d.day FROM (
+    SELECT {_UTC_DAY.format("up.created_at")} FROM up
+    UNION ALL SELECT {_UTC_DAY.format("before.created_at")} FROM before
+    UNION ALL SELECT unnest(${received}::date[])
+) AS d(day)
+WHERE d.day IS NOT NULL
+ORDER BY d.day
 )
-SELECT sms_id, unexplained, created_at, status_at FROM up
-UNION ALL
-SELECT NULL, false, created_at, NULL FROM before
+SELECT sms_id, unexplained, status_at FROM up
 """
+
+
+_UTC_DAY = "({} AT TIME ZONE 'UTC')::date"
 
 
 _UPSERT_MESSAGES = _upsert_messages_sql()
 
-# A derived step that a report now shows becomes a reported one.
-_INSERT_REPORTED = """
+# A derived step that a report now shows becomes a reported one. The two inserts
+# touch different tables and read nothing of each other's: one statement, one
+# round trip.
+_INSERT_EVIDENCE = """
+WITH reported AS (
 INSERT INTO transitions AS t (sms_id, before, after, at, derived, event_id)
 SELECT DISTINCT ON (h.sms_id, h.before, h.after, h.at)
     h.sms_id, h.before, h.after, h.at, false, h.event_id
@@ -154,28 +171,13 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $
 ORDER BY h.sms_id, h.before, h.after, h.at, h.ord
 ON CONFLICT (sms_id, before, after, at)
     DO UPDATE SET derived = false, event_id = EXCLUDED.event_id WHERE t.derived
-"""
-
-_INSERT_OBSERVATIONS = """
+)
 INSERT INTO observations (sms_id, status, at, event_id)
 SELECT DISTINCT ON (o.sms_id, o.status, o.at) o.sms_id, o.status, o.at, o.event_id
-FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int[])
+FROM unnest($7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int[])
     AS o(sms_id, status, at, event_id, ord)
 ORDER BY o.sms_id, o.status, o.at, o.ord
 ON CONFLICT DO NOTHING
-"""
-
-_FORGET_DERIVED = "DELETE FROM transitions WHERE derived AND sms_id = ANY($1::text[])"
-
-_MARK_UNEXPLAINED = """
-UPDATE messages m SET unexplained = EXISTS (
-    SELECT 1 FROM observations o
-    WHERE o.sms_id = m.sms_id AND NOT EXISTS (
-        SELECT 1 FROM transitions t
-        WHERE t.sms_id = o.sms_id AND NOT t.derived AND t.after = o.status
-    )
-)
-WHERE m.sms_id = ANY($1::text[])
 """
 
 
@@ -191,10 +193,12 @@ def _terminal_sql(column: str) -> str:
 # An observed status that no reported step leads to ("explained") gets a derived
 # step from the status just before it in evidence order. Everything is read per
 # touched SMS, so the cost follows the batch, not the size of the tables.
+#
+# One statement: the steps wanted now; derived steps no longer wanted deleted, the
+# others inserted or given their event (the two touch different keys); and the
+# messages' flag, which reads only reported steps and observations.
 _DERIVE = f"""
-INSERT INTO transitions (sms_id, before, after, at, derived, event_id)
-SELECT p.sms_id, p.previous, p.status, p.at, true, p.event_id
-FROM (
+WITH p AS (
     SELECT pts.*,
         lag(pts.status) OVER (
             PARTITION BY pts.sms_id
@@ -209,10 +213,34 @@ FROM (
         SELECT t.sms_id, t.after::text, t.at, t.event_id, false
         FROM transitions t WHERE NOT t.derived AND t.sms_id = ANY($1::text[])
     ) pts
-) p
-WHERE p.observed AND NOT p.explained AND p.previous IS NOT NULL AND p.previous <> p.status
-ORDER BY p.sms_id
-ON CONFLICT (sms_id, before, after, at) DO NOTHING
+),
+wanted AS (
+    SELECT p.sms_id, p.previous AS before, p.status AS after, p.at, p.event_id FROM p
+    WHERE p.observed AND NOT p.explained AND p.previous IS NOT NULL AND p.previous <> p.status
+),
+forgotten AS (
+    DELETE FROM transitions t
+    WHERE t.derived AND t.sms_id = ANY($1::text[]) AND NOT EXISTS (
+        SELECT 1 FROM wanted w
+        WHERE w.sms_id = t.sms_id AND w.before = t.before::text AND w.after = t.after::text
+            AND w.at = t.at
+    )
+),
+derived AS (
+    INSERT INTO transitions AS t (sms_id, before, after, at, derived, event_id)
+    SELECT w.sms_id, w.before, w.after, w.at, true, w.event_id FROM wanted w
+    ORDER BY w.sms_id
+    ON CONFLICT (sms_id, before, after, at) DO UPDATE SET event_id = EXCLUDED.event_id
+        WHERE t.derived AND t.event_id IS DISTINCT FROM EXCLUDED.event_id
+)
+UPDATE messages m SET unexplained = EXISTS (
+    SELECT 1 FROM observations o
+    WHERE o.sms_id = m.sms_id AND NOT EXISTS (
+        SELECT 1 FROM transitions t
+        WHERE t.sms_id = o.sms_id AND NOT t.derived AND t.after = o.status
+    )
+)
+WHERE m.sms_id = ANY($1::text[])
 """
 
 
@@ -224,14 +252,11 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
     Returns how many reports were older than their message's status once applied:
     the ones that arrived out of order.
     """
-    changed = set(received)
     if not reports:
-        await mark_changed(conn, changed)
+        await mark_changed(conn, received)
         return 0
-    returned = await conn.fetch(_UPSERT_MESSAGES, *_snapshot_columns(reports))
-    changed.update(utc_day(row["created_at"]) for row in returned if row["created_at"])
-    await mark_changed(conn, changed)
-    upserted = [row for row in returned if row["sms_id"] is not None]
+    days = sorted(set(received))
+    upserted = await conn.fetch(_UPSERT_MESSAGES, *_snapshot_columns(reports), days)
     status_at = {row["sms_id"]: row["status_at"] for row in upserted}
     late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     history = [
@@ -239,25 +264,20 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
         for ord_, r in enumerate(reports)
         for step in r.sms.history
     ]
-    if history:
-        await conn.execute(_INSERT_REPORTED, *columns(history, 6))
     observations = [
         (r.sms.sms_id, r.sms.status.value, r.status_at, r.event_id, ord_)
         for ord_, r in enumerate(reports)
     ]
-    await conn.execute(_INSERT_OBSERVATIONS, *columns(observations, 5))
+    await conn.execute(_INSERT_EVIDENCE, *columns(history, 6), *columns(observations, 5))
     # Derived steps can only change for an SMS with an observation that no reported
     # step explains: one already stored (the flag), or one this batch brings (a
-    # snapshot whose own history does not show its status). Most batches have none,
-    # and skip the two statements that read the SMS's whole evidence.
+    # snapshot whose own history does not show its status). Batches with none skip
+    # the statement that reads the SMS's whole evidence.
     unexplained = {row["sms_id"] for row in upserted if row["unexplained"]} | {
         r.sms.sms_id for r in reports if r.sms.status not in {s.after for s in r.sms.history}
     }
     if unexplained:
-        touched = sorted(unexplained)
-        await conn.execute(_FORGET_DERIVED, touched)
-        await conn.execute(_DERIVE, touched)
-        await conn.execute(_MARK_UNEXPLAINED, touched)
+        await conn.execute(_DERIVE, sorted(unexplained))
     return late
 
 
