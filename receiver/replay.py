@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
@@ -63,12 +64,21 @@ ORDER BY e.received_at, e.event_id
 LIMIT $3
 """
 
+# The SMS of one range [$1, $2) (None: unbounded), each SMS's events together.
 _PAGE_BY_SMS = f"""
 SELECT {_COLUMNS} FROM events e
 WHERE e.sms_id IS NOT NULL
-  AND ($1::text IS NULL OR (e.sms_id, e.received_at, e.event_id) > ($1, $2::timestamptz, $3))
+  AND ($1::text IS NULL OR e.sms_id >= $1) AND ($2::text IS NULL OR e.sms_id < $2)
+  AND ($3::text IS NULL OR (e.sms_id, e.received_at, e.event_id) > ($3, $4::timestamptz, $5))
 ORDER BY e.sms_id, e.received_at, e.event_id
-LIMIT $4
+LIMIT $6
+"""
+
+# Where to cut the SMS ids into ranges of about as many events each.
+_SPLIT_POINTS = """
+SELECT DISTINCT unnest(percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY sms_id)) AS cut
+FROM events WHERE sms_id IS NOT NULL
+ORDER BY cut
 """
 
 _UPDATE_EVENTS = """
@@ -224,11 +234,17 @@ async def rebuild(
     pool: Any,
     *,
     batch: int = 2000,
+    jobs: int = 2,
     advance: Callable[[int], None] = lambda n: None,
     stop: asyncio.Event | None = None,
     total: int | None = None,
 ) -> ReplaySummary:
-    """Empty the message records, history and evidence, and project every stored event again."""
+    """Empty the message records, history and evidence, and project every stored event again.
+
+    `jobs`: how many ranges of SMS ids are replayed at once, each on its own
+    connections. The ranges share no SMS, so their transactions never wait for each
+    other; while PostgreSQL applies one range's page, this process parses another's.
+    """
     async with pool.acquire() as conn:
         pruned = await conn.fetchrow("SELECT max(before) AS before FROM prunes")
         if pruned["before"] is not None:
@@ -242,25 +258,26 @@ async def rebuild(
         await conn.execute("SET lock_timeout = '5s'")
         await conn.execute(_EMPTY_PROJECTION)
         await conn.execute("RESET lock_timeout")
+        cuts = await _split_points(conn, jobs)
     # Events not yet tied to an SMS (not SMS events, or stored before the column
     # existed) in the order received; then every SMS's events together, so that
     # each message row is written once and repeated history is merged in the batch.
     # The projection does not depend on the order, so the result is the same.
+    bounds = [None, *cuts, None]
+    by_sms = [
+        Pager(_PAGE_BY_SMS, (low, high), _by_sms, (None, None, None))
+        for low, high in pairwise(bounds)
+    ]
     summary = ReplaySummary()
-    for pager in (
-        Pager(_PAGE_UNTIED, (), _by_received, (None, None)),
-        Pager(_PAGE_BY_SMS, (), _by_sms, (None, None, None)),
-    ):
-        part = await replay(
-            pool,
-            EventFilter(),
-            batch=batch,
-            routing_window=None,
-            advance=advance,
-            stop=stop,
-            total=0,
-            pager=pager,
+    parts = [
+        await _replay_all(
+            pool, Pager(_PAGE_UNTIED, (), _by_received, (None, None)), batch, advance, stop
         )
+    ]
+    parts += await asyncio.gather(
+        *(_replay_all(pool, pager, batch, advance, stop) for pager in by_sms)
+    )
+    for part in parts:
         summary.replayed += part.replayed
         summary.changed += part.changed
         summary.reingested += part.reingested
@@ -269,6 +286,33 @@ async def rebuild(
     summary.total = total if total is not None else summary.replayed
     summary.stopped = stop is not None and stop.is_set()
     return summary
+
+
+async def _split_points(conn: Any, jobs: int) -> list[str]:
+    """SMS ids that cut the stored events into `jobs` ranges of about equal size."""
+    if jobs < 2:
+        return []
+    rows = await conn.fetch(_SPLIT_POINTS, [n / jobs for n in range(1, jobs)])
+    return [row["cut"] for row in rows if row["cut"] is not None]
+
+
+async def _replay_all(
+    pool: Any,
+    pager: Pager,
+    batch: int,
+    advance: Callable[[int], None],
+    stop: asyncio.Event | None,
+) -> ReplaySummary:
+    return await replay(
+        pool,
+        EventFilter(),
+        batch=batch,
+        routing_window=None,
+        advance=advance,
+        stop=stop,
+        total=0,
+        pager=pager,
+    )
 
 
 async def _apply_page(

@@ -14,6 +14,7 @@ from typing import Any
 from receiver import heap
 from receiver.cli.service import configured, open_database, timestamp
 from receiver.db.engine import create_pool
+from receiver.http import whole_number
 from receiver.progress import Progress
 from receiver.prune import count as count_prunable
 from receiver.prune import prune
@@ -84,7 +85,12 @@ def rebuild_command(args: argparse.Namespace) -> int:
         try:
             with Progress(total, label="rebuild") as progress:
                 summary = await rebuild(
-                    pool, batch=args.batch, advance=progress.advance, stop=stop, total=total
+                    pool,
+                    batch=args.batch,
+                    jobs=args.jobs,
+                    advance=progress.advance,
+                    stop=stop,
+                    total=total,
                 )
         except RebuildRefused as refused:
             print(f"receiver rebuild: {refused}", file=sys.stderr)
@@ -92,7 +98,8 @@ def rebuild_command(args: argparse.Namespace) -> int:
         print(summary.line().replace("replayed", "rebuilt from", 1))
         return STOPPED if summary.stopped else 0
 
-    return _run(run)
+    # Each range reads its next page while the current one is applied.
+    return _run(run, connections=max(4, 2 * args.jobs + 1))
 
 
 def prune_command(args: argparse.Namespace) -> int:
@@ -127,7 +134,9 @@ def age(text: str) -> timedelta:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _run(command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]]) -> int:
+def _run(
+    command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]], *, connections: int = 4
+) -> int:
     settings = configured()
     database = open_database(settings)
     settings = settings.model_copy(update={"database_url": database.url})
@@ -139,7 +148,9 @@ def _run(command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]]) -> i
             # Stop after the page in hand: what is committed stays, a rerun finishes.
             loop.add_signal_handler(signum, stop.set)
         pool = await create_pool(
-            database.url, size=4, command_timeout=max(settings.db_command_timeout, 300)
+            database.url,
+            size=connections,
+            command_timeout=max(settings.db_command_timeout, 300),
         )
         heap.settle_after_startup()
         try:
@@ -148,6 +159,14 @@ def _run(command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]]) -> i
             await pool.close()
 
     return asyncio.run(main())
+
+
+def positive(text: str) -> int:
+    """A whole number of at least 1 (and at most 16: connections are not free)."""
+    value = whole_number(text)
+    if value is None or not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 16")
+    return value
 
 
 def add_replay_commands(commands: Any) -> None:
@@ -170,6 +189,12 @@ def add_replay_commands(commands: Any) -> None:
         "rebuild", help="empty the message records and history and rebuild them from the events"
     )
     rebuilding.add_argument("--batch", type=int, default=2000, help="events per transaction")
+    rebuilding.add_argument(
+        "--jobs",
+        type=positive,
+        default=2,
+        help="ranges of SMS rebuilt at once (default 2; 1 rebuilds them one after another)",
+    )
     rebuilding.set_defaults(handler=rebuild_command)
     pruning = commands.add_parser(
         "prune", help="remove raw events and deliveries older than the retention period"
