@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import orjson
+
 from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
 from receiver.daily_stats import mark_changed
 from receiver.db.arrays import columns
@@ -77,6 +79,8 @@ _SNAPSHOT_TYPES = {
     "anomaly": "boolean",
 }
 _SNAPSHOT_COLUMNS = ("sms_id", *_GREATEST, *_LEAST, *_STATUS, "received_at", "anomaly")
+# The columns a snapshot gives as they are.
+_SNAPSHOT_FIELDS = ("sms_id", *_GREATEST, *_LEAST)
 
 
 def _key(row: str) -> str:
@@ -89,10 +93,7 @@ def _key(row: str) -> str:
 # The statements below are assembled once, at import, from the constant column lists
 # and status tables of this module; no input ever reaches their text.
 def _upsert_messages_sql() -> str:
-    params = ", ".join(
-        f"${n}::{_SNAPSHOT_TYPES.get(column, 'text')}[]"
-        for n, column in enumerate(_SNAPSHOT_COLUMNS, start=1)
-    )
+    record = ", ".join(f"{c} {_SNAPSHOT_TYPES.get(c, 'text')}" for c in _SNAPSHOT_COLUMNS)
     aggregates = ", ".join(
         [f"max(s.{c}) AS {c}" for c in _GREATEST]
         + [f"min(s.{c}) AS {c}" for c in _LEAST]
@@ -121,16 +122,15 @@ def _upsert_messages_sql() -> str:
             " AND EXCLUDED.status_terminal AND EXCLUDED.status <> m.status)",
         ]
     )
-    received = len(_SNAPSHOT_COLUMNS) + 1
     # The daily statistics are told, in this statement, of every day whose figures may
     # change: the days events were received, and each message's creation day before
     # (`before` reads the rows as they were: a message whose creation time moves
     # leaves a day as well as joining another) and after.
     return f"""
-WITH s AS (SELECT * FROM unnest({params}) AS s({", ".join(_SNAPSHOT_COLUMNS)})),
+WITH s AS (SELECT * FROM json_to_recordset($1::json) AS s({record})),
 top AS (SELECT DISTINCT ON (s.sms_id) s.sms_id, {status_columns} FROM s ORDER BY {top_order}),
 agg AS (SELECT s.sms_id, {aggregates} FROM s GROUP BY s.sms_id),
-before AS (SELECT b.created_at FROM messages b WHERE b.sms_id = ANY($1::text[])),
+before AS (SELECT b.created_at FROM messages b WHERE b.sms_id IN (SELECT s.sms_id FROM s)),
 up AS (
 INSERT INTO messages AS m (sms_id, {", ".join(columns)})
 SELECT agg.sms_id, {", ".join(("top." if c in _STATUS else "agg.") + c for c in columns)}
@@ -144,7 +144,7 @@ INSERT INTO stats_changes (day)
 SELECT DISTINCT d.day FROM (
     SELECT {_UTC_DAY.format("up.created_at")} FROM up
     UNION ALL SELECT {_UTC_DAY.format("before.created_at")} FROM before
-    UNION ALL SELECT unnest(${received}::date[])
+    UNION ALL SELECT unnest($2::date[])
 ) AS d(day)
 WHERE d.day IS NOT NULL
 ORDER BY d.day
@@ -256,7 +256,7 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
         await mark_changed(conn, received)
         return 0
     days = sorted(set(received))
-    upserted = await conn.fetch(_UPSERT_MESSAGES, *_snapshot_columns(reports), days)
+    upserted = await conn.fetch(_UPSERT_MESSAGES, _snapshots_json(reports), days)
     status_at = {row["sms_id"]: row["status_at"] for row in upserted}
     late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     history = [
@@ -281,25 +281,31 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
     return late
 
 
-def _snapshot_columns(reports: Sequence[Report]) -> list[list[Any]]:
+def _snapshots_json(reports: Sequence[Report]) -> str:
+    """The reports as one JSON array of records, the upsert's only row parameter.
+
+    asyncpg encodes an array parameter element by element in Python, which cost more
+    than everything else the projection does in Python (15 us a report for the 23
+    columns, against 4 us for this; PostgreSQL reads the JSON in C).
+    """
     rows = []
     for report in reports:
         sms = report.sms
-        points = [(sms.status, report.status_at), *((s.after, s.at) for s in sms.history)]
-        status, at = max(points, key=lambda point: evidence_key(*point))
-        terminals = {s for s, _ in points if s in TERMINAL}
-        rows.append(
-            (
-                sms.sms_id,
-                *(getattr(sms, column) for column in _GREATEST),
-                *(getattr(sms, column) for column in _LEAST),
-                status.value,
-                sms.provider_status if status is sms.status else status.value,
-                at,
-                RANK[status],
-                status in TERMINAL,
-                report.received_at,
-                len(terminals) > 1,
-            )
-        )
-    return columns(rows, len(_SNAPSHOT_COLUMNS))
+        status, at = sms.status, report.status_at
+        terminals = {status} & TERMINAL
+        for step in sms.history:
+            if evidence_key(step.after, step.at) > evidence_key(status, at):
+                status, at = step.after, step.at
+            if step.after in TERMINAL:
+                terminals.add(step.after)
+        row = {column: getattr(sms, column) for column in _SNAPSHOT_FIELDS}
+        row["cost"] = None if sms.cost is None else str(sms.cost)
+        row["status"] = status.value
+        row["provider_status"] = sms.provider_status if status is sms.status else status.value
+        row["status_at"] = at
+        row["status_rank"] = RANK[status]
+        row["status_terminal"] = status in TERMINAL
+        row["received_at"] = report.received_at
+        row["anomaly"] = len(terminals) > 1
+        rows.append(row)
+    return orjson.dumps(rows).decode()
