@@ -26,7 +26,6 @@ import orjson
 
 from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
 from receiver.daily_stats import mark_changed
-from receiver.db.arrays import columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,16 +165,16 @@ WITH reported AS (
 INSERT INTO transitions AS t (sms_id, before, after, at, derived, event_id)
 SELECT DISTINCT ON (h.sms_id, h.before, h.after, h.at)
     h.sms_id, h.before, h.after, h.at, false, h.event_id
-FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::int[])
-    AS h(sms_id, before, after, at, event_id, ord)
+FROM json_to_recordset($1::json)
+    AS h(sms_id text, before text, after text, at timestamptz, event_id text, ord int)
 ORDER BY h.sms_id, h.before, h.after, h.at, h.ord
 ON CONFLICT (sms_id, before, after, at)
     DO UPDATE SET derived = false, event_id = EXCLUDED.event_id WHERE t.derived
 )
 INSERT INTO observations (sms_id, status, at, event_id)
 SELECT DISTINCT ON (o.sms_id, o.status, o.at) o.sms_id, o.status, o.at, o.event_id
-FROM unnest($7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::int[])
-    AS o(sms_id, status, at, event_id, ord)
+FROM json_to_recordset($2::json)
+    AS o(sms_id text, status text, at timestamptz, event_id text, ord int)
 ORDER BY o.sms_id, o.status, o.at, o.ord
 ON CONFLICT DO NOTHING
 """
@@ -260,15 +259,30 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
     status_at = {row["sms_id"]: row["status_at"] for row in upserted}
     late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     history = [
-        (r.sms.sms_id, step.before.value, step.after.value, step.at, r.event_id, ord_)
+        {
+            "sms_id": r.sms.sms_id,
+            "before": step.before.value,
+            "after": step.after.value,
+            "at": step.at,
+            "event_id": r.event_id,
+            "ord": ord_,
+        }
         for ord_, r in enumerate(reports)
         for step in r.sms.history
     ]
     observations = [
-        (r.sms.sms_id, r.sms.status.value, r.status_at, r.event_id, ord_)
+        {
+            "sms_id": r.sms.sms_id,
+            "status": r.sms.status.value,
+            "at": r.status_at,
+            "event_id": r.event_id,
+            "ord": ord_,
+        }
         for ord_, r in enumerate(reports)
     ]
-    await conn.execute(_INSERT_EVIDENCE, *columns(history, 6), *columns(observations, 5))
+    await conn.execute(
+        _INSERT_EVIDENCE, orjson.dumps(history).decode(), orjson.dumps(observations).decode()
+    )
     # Derived steps can only change for an SMS with an observation that no reported
     # step explains: one already stored (the flag), or one this batch brings (a
     # snapshot whose own history does not show its status). Batches with none skip

@@ -233,3 +233,26 @@ async def test_a_status_seen_between_two_others_replaces_the_step_derived_across
         ("sent", "remote-queued", steps[3].at, True),
         ("remote-queued", "delivered", steps[4].at, True),
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'quotes " and \\ backslashes',
+        "accents é, emoji 😀, line\nbreaks\tand \u2028 separators",
+        "control \x01\x1f characters",
+        "",
+    ],
+)
+async def test_texts_reach_the_message_exactly_as_sent(
+    make_settings: SettingsFactory, database_url: str, text: str
+) -> None:
+    # The reports travel to PostgreSQL as JSON: nothing may be lost in the escaping.
+    body = json.loads(v2_event("txt-1", "txt00001", lifecycle(C, P)))
+    body["payload"]["body"]["text"] = text
+    body["payload"]["from"] = text or None
+    async with running(create_app(make_settings())) as client:
+        await post(client, json.dumps(body).encode())
+    record = await message(database_url, "txt00001")
+    assert record["text"] == text
+    assert record["from_number"] == (text or None)
