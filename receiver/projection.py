@@ -129,7 +129,7 @@ def _upsert_messages_sql() -> str:
 WITH s AS (SELECT * FROM json_to_recordset($1::json) AS s({record})),
 top AS (SELECT DISTINCT ON (s.sms_id) s.sms_id, {status_columns} FROM s ORDER BY {top_order}),
 agg AS (SELECT s.sms_id, {aggregates} FROM s GROUP BY s.sms_id),
-before AS (SELECT b.created_at FROM messages b WHERE b.sms_id IN (SELECT s.sms_id FROM s)),
+before AS (SELECT b.created_at FROM messages b WHERE b.sms_id = ANY($3::text[])),
 up AS (
 INSERT INTO messages AS m (sms_id, {", ".join(columns)})
 SELECT agg.sms_id, {", ".join(("top." if c in _STATUS else "agg.") + c for c in columns)}
@@ -255,7 +255,11 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
         await mark_changed(conn, received)
         return 0
     days = sorted(set(received))
-    upserted = await conn.fetch(_UPSERT_MESSAGES, _snapshots_json(reports), days)
+    # The ids again as an array: the planner sees how many there are, and looks them
+    # up in the index (with only the JSON, it chose to scan the whole table while it
+    # was small, and kept to that as it grew).
+    ids = sorted({r.sms.sms_id for r in reports})
+    upserted = await conn.fetch(_UPSERT_MESSAGES, _snapshots_json(reports), days, ids)
     status_at = {row["sms_id"]: row["status_at"] for row in upserted}
     late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     history = [
