@@ -18,7 +18,7 @@ one SMS take turns, so each sees the other's evidence.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -36,11 +36,13 @@ class Report:
     received_at: datetime
     emitted_at: datetime | None
     sms: Snapshot
+    status_at: datetime = field(init=False)
+    """When the snapshot's status was reached; the event's own times when it does not say.
+    (Worked out once: the projection reads it three times a report.)"""
 
-    @property
-    def status_at(self) -> datetime:
-        """When the snapshot's status was reached; the event's own times when it does not say."""
-        return (self.sms.status_at or self.emitted_at or self.received_at).replace(microsecond=0)
+    def __post_init__(self) -> None:
+        at = self.sms.status_at or self.emitted_at or self.received_at
+        object.__setattr__(self, "status_at", at.replace(microsecond=0))
 
 
 def evidence_key(status: Status, at: datetime) -> tuple[bool, datetime, int, str]:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from receiver.app import create_app
+from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.replay import EventFilter, rebuild, replay
@@ -142,6 +143,36 @@ async def test_replay_processes_an_event_an_older_parser_refused(
         "type": "sms.mt.status_update",
         "sms_id": "0lwlnvlh",
     }
+    (message,) = await fetch(database_url, "SELECT status FROM messages")
+    assert message["status"] == "remote-queued"
+
+
+async def test_a_body_kept_under_its_hash_is_stored_anew_under_its_own_id(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    body = example("v1-sms.mt.status_update")
+    # As if an earlier parser had not even found the event id: kept by its hash.
+    await fetch(
+        database_url,
+        "INSERT INTO events (event_id, received_at, state, reason, fingerprint, body)"
+        " VALUES ('sha256:abc', now(), 'invalid', 'old parser', '\\x00', $1)",
+        body,
+    )
+    summary = await replay(pool, EventFilter())
+    assert (summary.replayed, summary.reingested) == (1, 1)
+    events = {
+        row["event_id"]: row
+        for row in await fetch(database_url, "SELECT event_id, state, reason FROM events")
+    }
+    assert events["sha256:abc"]["state"] == "invalid"
+    assert events["sha256:abc"]["reason"] == "stored again as event 942214623649723405HGNSmlw2sOrjq"
+    assert events["942214623649723405HGNSmlw2sOrjq"]["state"] == "processed"
+    # The new delivery carries the content fingerprint that live ingest gives it,
+    # so that CALLR's own retry of the event is recognised as the same content.
+    parsed = parse_envelope(body)
+    assert isinstance(parsed, Envelope) and parsed.fingerprint
+    (delivery,) = await fetch(database_url, "SELECT fingerprint, conflict FROM deliveries")
+    assert (delivery["fingerprint"], delivery["conflict"]) == (parsed.fingerprint, False)
     (message,) = await fetch(database_url, "SELECT status FROM messages")
     assert message["status"] == "remote-queued"
 
