@@ -78,8 +78,17 @@ _SNAPSHOT_TYPES = {
     "status_terminal": "boolean",
     "received_at": "timestamptz",
     "anomaly": "boolean",
+    "unexplained": "boolean",
 }
-_SNAPSHOT_COLUMNS = ("sms_id", *_GREATEST, *_LEAST, *_STATUS, "received_at", "anomaly")
+_SNAPSHOT_COLUMNS = (
+    "sms_id",
+    *_GREATEST,
+    *_LEAST,
+    *_STATUS,
+    "received_at",
+    "anomaly",
+    "unexplained",
+)
 # The columns a snapshot gives as they are.
 _SNAPSHOT_FIELDS = ("sms_id", *_GREATEST, *_LEAST)
 
@@ -103,6 +112,7 @@ def _upsert_messages_sql() -> str:
             "max(s.received_at) AS last_seen_at",
             "bool_or(s.anomaly)"
             " OR count(DISTINCT s.status) FILTER (WHERE s.status_terminal) > 1 AS anomaly",
+            "bool_or(s.unexplained) AS unexplained",
         ]
     )
     status_columns = ", ".join(f"s.{c}" for c in _STATUS)
@@ -110,7 +120,17 @@ def _upsert_messages_sql() -> str:
         "s.sms_id, s.status_terminal DESC, s.status_at DESC, s.status_rank DESC,"
         ' s.status COLLATE "C" DESC, s.provider_status COLLATE "C" DESC'
     )
-    columns = (*_GREATEST, *_LEAST, *_STATUS, "first_seen_at", "last_seen_at", "anomaly")
+    # `unexplained` is set for a new message only: its evidence is all in this batch.
+    # An existing message keeps its flag, which the derive statement recomputes.
+    columns = (
+        *_GREATEST,
+        *_LEAST,
+        *_STATUS,
+        "first_seen_at",
+        "last_seen_at",
+        "anomaly",
+        "unexplained",
+    )
     newer = f"{_key('EXCLUDED')} > {_key('m')}"
     updates = ", ".join(
         [f"{c} = GREATEST(m.{c}, EXCLUDED.{c})" for c in _GREATEST]
@@ -197,7 +217,8 @@ def _terminal_sql(column: str) -> str:
 #
 # One statement: the steps wanted now; derived steps no longer wanted deleted, the
 # others inserted or given their event (the two touch different keys); and the
-# messages' flag, which reads only reported steps and observations.
+# messages' flag, which reads only reported steps and observations, written only
+# where it changes (a message row rewritten means all its indexes written again).
 _DERIVE = f"""
 WITH p AS (
     SELECT pts.*,
@@ -234,14 +255,14 @@ derived AS (
     ON CONFLICT (sms_id, before, after, at) DO UPDATE SET event_id = EXCLUDED.event_id
         WHERE t.derived AND t.event_id IS DISTINCT FROM EXCLUDED.event_id
 )
-UPDATE messages m SET unexplained = EXISTS (
+UPDATE messages m SET unexplained = NOT m.unexplained
+WHERE m.sms_id = ANY($1::text[]) AND m.unexplained <> EXISTS (
     SELECT 1 FROM observations o
     WHERE o.sms_id = m.sms_id AND NOT EXISTS (
         SELECT 1 FROM transitions t
         WHERE t.sms_id = o.sms_id AND NOT t.derived AND t.after = o.status
     )
 )
-WHERE m.sms_id = ANY($1::text[])
 """
 
 
@@ -308,6 +329,12 @@ def _snapshots_json(reports: Sequence[Report]) -> str:
     than everything else the projection does in Python (15 us a report for the 23
     columns, against 4 us for this; PostgreSQL reads the JSON in C).
     """
+    # Per SMS: the statuses its reports show, and the steps of their histories.
+    observed: dict[str, set[Status]] = {}
+    reached: dict[str, set[Status]] = {}
+    for report in reports:
+        observed.setdefault(report.sms.sms_id, set()).add(report.sms.status)
+        reached.setdefault(report.sms.sms_id, set()).update(s.after for s in report.sms.history)
     rows = []
     for report in reports:
         sms = report.sms
@@ -327,5 +354,6 @@ def _snapshots_json(reports: Sequence[Report]) -> str:
         row["status_terminal"] = status in TERMINAL
         row["received_at"] = report.received_at
         row["anomaly"] = len(terminals) > 1
+        row["unexplained"] = not observed[sms.sms_id] <= reached[sms.sms_id]
         rows.append(row)
     return orjson.dumps(rows).decode()
