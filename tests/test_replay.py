@@ -299,3 +299,40 @@ async def _snapshot(url: str) -> dict[str, list[dict[str, Any]]]:
         **(await projected(url)),
         "events": await fetch(url, "SELECT * FROM events ORDER BY event_id"),
     }
+
+
+def test_the_rebuild_command_with_several_jobs_gives_back_what_live_ingest_made(
+    database_url: str,
+) -> None:
+    async def seed() -> dict[str, list[dict[str, Any]]]:
+        from receiver.settings import Settings
+
+        settings = Settings(database_url=database_url, callr_url_token=TEST_URL_TOKEN)
+        async with running(create_app(settings)) as client:
+            await post_all(client, generated_history(60, seed=17))
+        return await projected(database_url)
+
+    live = asyncio.run(seed())
+    environment = {**os.environ, "RECEIVER_DATABASE_URL": database_url}
+    refused = subprocess.run(
+        [sys.executable, "-m", "receiver", "rebuild", "--jobs", "0"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "--jobs: '0' is not a whole number from 1 to 16" in refused.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "receiver", "rebuild", "--jobs", "3", "--batch", "50"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    events = asyncio.run(fetch(database_url, "SELECT count(*) AS n FROM events"))[0]["n"]
+    assert result.stdout.splitlines()[-1].startswith(f"rebuilt from {events} of {events} events")
+    assert asyncio.run(projected(database_url)) == live
