@@ -170,7 +170,8 @@ async def test_a_body_kept_under_its_hash_is_stored_anew_under_its_own_id(
     # The new delivery carries the content fingerprint that live ingest gives it,
     # so that CALLR's own retry of the event is recognised as the same content.
     parsed = parse_envelope(body)
-    assert isinstance(parsed, Envelope) and parsed.fingerprint
+    assert isinstance(parsed, Envelope)
+    assert parsed.fingerprint
     (delivery,) = await fetch(database_url, "SELECT fingerprint, conflict FROM deliveries")
     assert (delivery["fingerprint"], delivery["conflict"]) == (parsed.fingerprint, False)
     (message,) = await fetch(database_url, "SELECT status FROM messages")
