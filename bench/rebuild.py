@@ -4,7 +4,7 @@ Seeds realistic events (bench/projection.py's: each SMS reported at four steps b
 v1 or v2 events, half with history) through the writer's batch code, then times
 the rebuild over all of them, fsync on.
 
-    .venv/bin/python bench/rebuild.py [--messages 25000] [--batch 2000] [--jobs 1,2]
+    .venv/bin/python bench/rebuild.py [--messages 25000] [--batch 4000] [--jobs 1,2]
     RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...
 """
 
@@ -56,7 +56,7 @@ async def measure(url: str, messages: int, batch: int, jobs: int) -> tuple[int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=25_000)
-    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=4000)
     parser.add_argument("--jobs", default="2", help="comma-separated: each value is timed")
     args = parser.parse_args()
     for jobs in (int(n) for n in args.jobs.split(",")):

@@ -234,7 +234,7 @@ async def _read_pages(
 async def rebuild(
     pool: Any,
     *,
-    batch: int = 2000,
+    batch: int = 4000,
     jobs: int = 2,
     advance: Callable[[int], None] = lambda n: None,
     stop: asyncio.Event | None = None,

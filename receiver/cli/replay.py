@@ -188,7 +188,7 @@ def add_replay_commands(commands: Any) -> None:
     rebuilding = commands.add_parser(
         "rebuild", help="empty the message records and history and rebuild them from the events"
     )
-    rebuilding.add_argument("--batch", type=int, default=2000, help="events per transaction")
+    rebuilding.add_argument("--batch", type=int, default=4000, help="events per transaction")
     rebuilding.add_argument(
         "--jobs",
         type=positive,
