@@ -219,6 +219,9 @@ def _terminal_sql(column: str) -> str:
 # others inserted or given their event (the two touch different keys); and the
 # messages' flag, which reads only reported steps and observations, written only
 # where it changes (a message row rewritten means all its indexes written again).
+# The flag is looked up per SMS (LATERAL ... LIMIT 1): written as a correlated
+# EXISTS, the planner hashed it over the whole of both tables for large batches
+# (353 ms for 1,000 SMS among 30,000 messages, against 36 ms).
 _DERIVE = f"""
 WITH p AS (
     SELECT pts.*,
@@ -256,13 +259,19 @@ derived AS (
         WHERE t.derived AND t.event_id IS DISTINCT FROM EXCLUDED.event_id
 )
 UPDATE messages m SET unexplained = NOT m.unexplained
-WHERE m.sms_id = ANY($1::text[]) AND m.unexplained <> EXISTS (
-    SELECT 1 FROM observations o
-    WHERE o.sms_id = m.sms_id AND NOT EXISTS (
-        SELECT 1 FROM transitions t
-        WHERE t.sms_id = o.sms_id AND NOT t.derived AND t.after = o.status
-    )
-)
+FROM (
+    SELECT x.sms_id, u.sms_id IS NOT NULL AS unexplained
+    FROM unnest($1::text[]) AS x(sms_id)
+    LEFT JOIN LATERAL (
+        SELECT o.sms_id FROM observations o
+        WHERE o.sms_id = x.sms_id AND NOT EXISTS (
+            SELECT 1 FROM transitions t
+            WHERE t.sms_id = o.sms_id AND NOT t.derived AND t.after = o.status
+        )
+        LIMIT 1
+    ) u ON true
+) f
+WHERE m.sms_id = ANY($1::text[]) AND m.sms_id = f.sms_id AND m.unexplained <> f.unexplained
 """
 
 
