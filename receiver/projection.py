@@ -291,7 +291,10 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
     # up in the index (with only the JSON, it chose to scan the whole table while it
     # was small, and kept to that as it grew).
     ids = sorted({r.sms.sms_id for r in reports})
-    upserted = await conn.fetch(_UPSERT_MESSAGES, _snapshots_json(reports), days, ids)
+    unexplained_here = _unexplained_in(reports)
+    upserted = await conn.fetch(
+        _UPSERT_MESSAGES, _snapshots_json(reports, unexplained_here), days, ids
+    )
     status_at = {row["sms_id"]: row["status_at"] for row in upserted}
     late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     history = [
@@ -321,29 +324,32 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
     )
     # Derived steps can only change for an SMS with an observation that no reported
     # step explains: one already stored (the flag), or one this batch brings (a
-    # snapshot whose own history does not show its status). Batches with none skip
-    # the statement that reads the SMS's whole evidence.
-    unexplained = {row["sms_id"] for row in upserted if row["unexplained"]} | {
-        r.sms.sms_id for r in reports if r.sms.status not in {s.after for s in r.sms.history}
-    }
+    # status that none of the batch's histories for the SMS shows). Batches with
+    # none skip the statement that reads the SMS's whole evidence.
+    unexplained = {row["sms_id"] for row in upserted if row["unexplained"]} | unexplained_here
     if unexplained:
         await conn.execute(_DERIVE, sorted(unexplained))
     return late
 
 
-def _snapshots_json(reports: Sequence[Report]) -> str:
-    """The reports as one JSON array of records, the upsert's only row parameter.
-
-    asyncpg encodes an array parameter element by element in Python, which cost more
-    than everything else the projection does in Python (15 us a report for the 23
-    columns, against 4 us for this; PostgreSQL reads the JSON in C).
-    """
-    # Per SMS: the statuses its reports show, and the steps of their histories.
+def _unexplained_in(reports: Sequence[Report]) -> set[str]:
+    """The SMS with a status in `reports` that none of their histories for it shows."""
     observed: dict[str, set[Status]] = {}
     reached: dict[str, set[Status]] = {}
     for report in reports:
         observed.setdefault(report.sms.sms_id, set()).add(report.sms.status)
         reached.setdefault(report.sms.sms_id, set()).update(s.after for s in report.sms.history)
+    return {sms_id for sms_id, statuses in observed.items() if not statuses <= reached[sms_id]}
+
+
+def _snapshots_json(reports: Sequence[Report], unexplained: set[str]) -> str:
+    """The reports as one JSON array of records, the upsert's only row parameter.
+
+    asyncpg encodes an array parameter element by element in Python, which cost more
+    than everything else the projection does in Python (15 us a report for the 23
+    columns, against 4 us for this; PostgreSQL reads the JSON in C). `unexplained`:
+    the SMS whose message, if this batch creates it, starts with its flag set.
+    """
     rows = []
     for report in reports:
         sms = report.sms
@@ -363,6 +369,6 @@ def _snapshots_json(reports: Sequence[Report]) -> str:
         row["status_terminal"] = status in TERMINAL
         row["received_at"] = report.received_at
         row["anomaly"] = len(terminals) > 1
-        row["unexplained"] = not observed[sms.sms_id] <= reached[sms.sms_id]
+        row["unexplained"] = sms.sms_id in unexplained
         rows.append(row)
     return orjson.dumps(rows).decode()
