@@ -123,17 +123,23 @@ def without_provenance(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[
     }
 
 
+async def store_as_refused(url: str, event_id: str, body: bytes) -> None:
+    """Store `body` as an earlier parser would have: invalid, under `event_id`."""
+    await fetch(
+        url,
+        "INSERT INTO events (event_id, received_at, state, reason, fingerprint, body)"
+        " VALUES ($1, now(), 'invalid', 'old parser', '\\x00', $2)",
+        event_id,
+        body,
+    )
+
+
 async def test_replay_processes_an_event_an_older_parser_refused(
     make_settings: SettingsFactory, database_url: str, pool: Any
 ) -> None:
     body = example("v1-sms.mt.status_update")
     # As if an earlier version of the parser had refused this event.
-    await fetch(
-        database_url,
-        "INSERT INTO events (event_id, received_at, state, reason, fingerprint, body)"
-        " VALUES ('942214623649723405HGNSmlw2sOrjq', now(), 'invalid', 'old parser', '\\x00', $1)",
-        body,
-    )
+    await store_as_refused(database_url, "942214623649723405HGNSmlw2sOrjq", body)
     summary = await replay(pool, EventFilter(states=("invalid",)))
     assert (summary.replayed, summary.changed) == (1, 1)
     (event,) = await fetch(database_url, "SELECT state, reason, type, sms_id FROM events")
@@ -152,12 +158,7 @@ async def test_a_body_kept_under_its_hash_is_stored_anew_under_its_own_id(
 ) -> None:
     body = example("v1-sms.mt.status_update")
     # As if an earlier parser had not even found the event id: kept by its hash.
-    await fetch(
-        database_url,
-        "INSERT INTO events (event_id, received_at, state, reason, fingerprint, body)"
-        " VALUES ('sha256:abc', now(), 'invalid', 'old parser', '\\x00', $1)",
-        body,
-    )
+    await store_as_refused(database_url, "sha256:abc", body)
     summary = await replay(pool, EventFilter())
     assert (summary.replayed, summary.reingested) == (1, 1)
     events = {
