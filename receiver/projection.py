@@ -42,7 +42,7 @@ class Report:
 
     def __post_init__(self) -> None:
         at = self.sms.status_at or self.emitted_at or self.received_at
-        object.__setattr__(self, "status_at", at.replace(microsecond=0))
+        object.__setattr__(self, "status_at", at.replace(microsecond=0) if at.microsecond else at)
 
 
 def evidence_key(status: Status, at: datetime) -> tuple[bool, datetime, int, str]:

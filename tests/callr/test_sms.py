@@ -43,6 +43,9 @@ def changed(name: str, **fields: Any) -> bytes:
         ("expired", 2, Status.EXPIRED),
         ("BOUNCED", 1, Status.UNKNOWN),
         ("received", 2, Status.UNKNOWN),
+        # Not as CALLR writes them, still understood.
+        (" delivered", 1, Status.DELIVERED),
+        ("Remote-Queued ", 2, Status.REMOTE_QUEUED),
     ],
 )
 def test_statuses_map_to_the_v2_vocabulary(raw: str, generation: int, status: Status) -> None:
@@ -108,6 +111,19 @@ def test_without_history_the_status_time_is_the_update_time() -> None:
     assert sms.history == ()
 
 
+def test_a_v1_date_is_utc_and_a_status_time_is_to_the_second() -> None:
+    sms = snapshot(
+        changed(
+            "v1-sms.mt.status_update",
+            date_sent="2024-04-24 17:42:28.750",
+            date_update="2024-04-24 17:42:29.250",
+            status_history=[],
+        )
+    )
+    assert sms.sent_at == datetime(2024, 4, 24, 17, 42, 28, 750000, tzinfo=UTC)
+    assert sms.status_at == datetime(2024, 4, 24, 17, 42, 29, tzinfo=UTC)
+
+
 def test_a_v2_null_time_is_none() -> None:
     assert snapshot(changed("v2.sms.outbound.updated", delivered=None)).delivered_at is None
 
@@ -121,6 +137,9 @@ def test_a_v2_null_time_is_none() -> None:
         ("v1-sms.mt.status_update", {"parts": "one"}, "data.parts must be an integer"),
         ("v1-sms.mt.status_update", {"b_customer_debit": "lots"}, "data.b_customer_debit must"),
         ("v1-sms.mt.status_update", {"date_sent": "yesterday"}, "data.date_sent is not a"),
+        # A v1 date is UTC without a zone: one that names a zone is not CALLR's format.
+        ("v1-sms.mt.status_update", {"date_sent": "2024-04-24 17:42:28+02:00"}, "data.date_sent"),
+        ("v1-sms.mt.status_update", {"date_sent": "2024-04-24 17:42:28.5Z"}, "data.date_sent"),
         ("v1-sms.mt.status_update", {"text": "a\x00b"}, "data.text contains a NUL character"),
         ("v1-sms.mt.status_update", {"status_history": {}}, "data.status_history must be a list"),
         (

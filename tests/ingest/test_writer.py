@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -13,11 +13,11 @@ from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter
 from tests.support import example, fetch, with_fields
 
 
-def incoming(body: bytes, **envelope_changes: object) -> Incoming:
+def incoming(body: bytes, **envelope_changes: Any) -> Incoming:
     parsed = parse_envelope(body)
     assert isinstance(parsed, Envelope)
     return Incoming(
-        parsed=dataclasses.replace(parsed, **envelope_changes),  # type: ignore[arg-type]
+        parsed=parsed._replace(**envelope_changes),
         body=body,
         received_at=datetime.now(UTC),
         headers={},
