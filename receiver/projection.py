@@ -76,7 +76,8 @@ _SNAPSHOT_TYPES = {
     "status_at": "timestamptz",
     "status_rank": "smallint",
     "status_terminal": "boolean",
-    "received_at": "timestamptz",
+    "first_seen_at": "timestamptz",
+    "last_seen_at": "timestamptz",
     "anomaly": "boolean",
     "unexplained": "boolean",
 }
@@ -85,7 +86,8 @@ _SNAPSHOT_COLUMNS = (
     *_GREATEST,
     *_LEAST,
     *_STATUS,
-    "received_at",
+    "first_seen_at",
+    "last_seen_at",
     "anomaly",
     "unexplained",
 )
@@ -108,8 +110,8 @@ def _upsert_messages_sql() -> str:
         [f"max(s.{c}) AS {c}" for c in _GREATEST]
         + [f"min(s.{c}) AS {c}" for c in _LEAST]
         + [
-            "min(s.received_at) AS first_seen_at",
-            "max(s.received_at) AS last_seen_at",
+            "min(s.first_seen_at) AS first_seen_at",
+            "max(s.last_seen_at) AS last_seen_at",
             "bool_or(s.anomaly)"
             " OR count(DISTINCT s.status) FILTER (WHERE s.status_terminal) > 1 AS anomaly",
             "bool_or(s.unexplained) AS unexplained",
@@ -349,26 +351,100 @@ def _snapshots_json(reports: Sequence[Report], unexplained: set[str]) -> str:
     than everything else the projection does in Python (15 us a report for the 23
     columns, against 4 us for this; PostgreSQL reads the JSON in C). `unexplained`:
     the SMS whose message, if this batch creates it, starts with its flag set.
+
+    Reading JSON is most of the upsert's cost, so an SMS's reports are merged here
+    first, to one record when they agree (a rebuild's page holds all the reports of
+    most of its SMS). The upsert's aggregates give the same result on the merged
+    records: whatever is decided by comparing values that Python orders as
+    PostgreSQL does (times, numbers, the status order with its "C" collation) is
+    decided here for the SMS and copied to each of its records; text, which the
+    database orders by its own collation, is only merged where one record has a
+    value and the other none, or both the same.
     """
-    rows = []
+    merged: dict[str, list[dict[str, Any]]] = {}
     for report in reports:
-        sms = report.sms
-        status, at = sms.status, report.status_at
-        terminals = {status} & TERMINAL
-        for step in sms.history:
-            if evidence_key(step.after, step.at) > evidence_key(status, at):
-                status, at = step.after, step.at
-            if step.after in TERMINAL:
-                terminals.add(step.after)
-        row = {column: getattr(sms, column) for column in _SNAPSHOT_FIELDS}
-        row["cost"] = None if sms.cost is None else str(sms.cost)
-        row["status"] = status.value
-        row["provider_status"] = sms.provider_status if status is sms.status else status.value
-        row["status_at"] = at
-        row["status_rank"] = RANK[status]
-        row["status_terminal"] = status in TERMINAL
-        row["received_at"] = report.received_at
-        row["anomaly"] = len(terminals) > 1
-        row["unexplained"] = sms.sms_id in unexplained
-        rows.append(row)
-    return orjson.dumps(rows).decode()
+        row = _snapshot_row(report)
+        rows = merged.setdefault(report.sms.sms_id, [])
+        if not rows:
+            rows.append(row)
+        else:
+            _merge(rows, row)
+    out = []
+    for sms_id, rows in merged.items():
+        if len(rows) > 1:
+            _settle(rows)
+        for row in rows:
+            del row["terminals"]
+            row["unexplained"] = sms_id in unexplained
+            out.append(row)
+    return orjson.dumps(out).decode()
+
+
+def _snapshot_row(report: Report) -> dict[str, Any]:
+    sms = report.sms
+    status, at = sms.status, report.status_at
+    terminals = {status} & TERMINAL
+    for step in sms.history:
+        if evidence_key(step.after, step.at) > evidence_key(status, at):
+            status, at = step.after, step.at
+        if step.after in TERMINAL:
+            terminals.add(step.after)
+    row = {column: getattr(sms, column) for column in _SNAPSHOT_FIELDS}
+    row["cost"] = None if sms.cost is None else str(sms.cost)
+    row["status"] = status.value
+    row["provider_status"] = sms.provider_status if status is sms.status else status.value
+    row["status_at"] = at
+    row["status_rank"] = RANK[status]
+    row["status_terminal"] = status in TERMINAL
+    row["first_seen_at"] = row["last_seen_at"] = report.received_at
+    row["anomaly"] = len(terminals) > 1
+    # The terminal statuses seen, for the anomaly of the merged record.
+    row["terminals"] = terminals
+    return row
+
+
+def _merge(rows: list[dict[str, Any]], new: dict[str, Any]) -> None:
+    """Fold `new` into the SMS's records: into one whose fields it agrees with, or beside them."""
+    for row in rows:
+        if all(row[c] is None or new[c] is None or row[c] == new[c] for c in _GREATEST):
+            for c in _GREATEST:
+                if row[c] is None:
+                    row[c] = new[c]
+            _fold(row, new)
+            return
+    rows.append(new)
+
+
+def _fold(row: dict[str, Any], new: dict[str, Any]) -> None:
+    """`row` becomes what the upsert's aggregates make of `row` and `new` (all but text)."""
+    for c in _LEAST:
+        if row[c] is None or (new[c] is not None and new[c] < row[c]):
+            row[c] = new[c]
+    if _status_key(new) > _status_key(row):
+        for c in _STATUS:
+            row[c] = new[c]
+    row["first_seen_at"] = min(row["first_seen_at"], new["first_seen_at"])
+    row["last_seen_at"] = max(row["last_seen_at"], new["last_seen_at"])
+    row["terminals"] = row["terminals"] | new["terminals"]
+    row["anomaly"] = row["anomaly"] or new["anomaly"] or len(row["terminals"]) > 1
+
+
+def _settle(rows: list[dict[str, Any]]) -> None:
+    """Records of one SMS that could not be merged: each gets the SMS's times and status."""
+    whole = dict(rows[0])
+    for row in rows[1:]:
+        _fold(whole, row)
+    for row in rows:
+        for c in (*_LEAST, *_STATUS, "first_seen_at", "last_seen_at", "anomaly"):
+            row[c] = whole[c]
+
+
+def _status_key(row: dict[str, Any]) -> tuple[bool, datetime, int, str, str]:
+    """The upsert's order of status evidence; Python orders strings as the "C" collation."""
+    return (
+        row["status_terminal"],
+        row["status_at"],
+        row["status_rank"],
+        row["status"],
+        row["provider_status"],
+    )

@@ -256,3 +256,76 @@ async def test_texts_reach_the_message_exactly_as_sent(
     record = await message(database_url, "txt00001")
     assert record["text"] == text
     assert record["from_number"] == (text or None)
+
+
+def _edited(event: bytes, **fields: Any) -> bytes:
+    document = json.loads(event)
+    document["data" if "data" in document else "payload"].update(fields)
+    return json.dumps(document).encode()
+
+
+def _merge_cases(sms: str) -> list[bytes]:
+    """Reports that one batch merges: agreeing ones, and ones whose texts differ."""
+    steps = lifecycle(C, P, S, D)
+    failed = lifecycle(C, P, S, Status.FAILED)
+    return [
+        # v1 carries user_data, v2 does not: one record.
+        v1_event(f"{sms}-a1", f"{sms}a", steps[:3]),
+        v2_event(f"{sms}-a2", f"{sms}a", steps, with_history=False),
+        # Texts the database's collation orders (not Python), two terminal statuses.
+        _edited(v1_event(f"{sms}-b1", f"{sms}b", steps[:3]), text="Zebra"),
+        _edited(v2_event(f"{sms}-b2", f"{sms}b", steps), body={"text": "apple"}, network=None),
+        _edited(v1_event(f"{sms}-b3", f"{sms}b", failed), text="Zebra", network=""),
+        # One status under two provider names, at one time.
+        _edited(v1_event(f"{sms}-c1", f"{sms}c", steps), status="RECEIVED"),
+        _edited(v1_event(f"{sms}-c2", f"{sms}c", steps), status="DELIVERED"),
+    ]
+
+
+async def test_one_batch_or_one_event_at_a_time_makes_the_same_records(database_url: str) -> None:
+    """A batch merges each SMS's reports before the database sees them: the merge must
+    not change what the database would have made of them one by one."""
+    import asyncpg
+
+    from receiver.callr.envelope import Envelope, parse_envelope
+    from receiver.projection import Report, project
+
+    def reports(prefix: str) -> list[Report]:
+        made = []
+        for n, body in enumerate(_merge_cases(prefix)):
+            parsed = parse_envelope(body)
+            assert isinstance(parsed, Envelope), parsed
+            assert parsed.sms is not None
+            received = datetime(2026, 3, 2, 17, 0, n, tzinfo=UTC)
+            made.append(Report(parsed.event_id, received, parsed.emitted_at, parsed.sms))
+        return made
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await project(conn, reports("one"))
+        for report in reports("each"):
+            async with conn.transaction():
+                await project(conn, [report])
+    finally:
+        await conn.close()
+    for table in ("SELECT * FROM messages", "SELECT * FROM observations", _TRANSITIONS):
+        rows = await fetch(database_url, table)
+        by_batch = [_unprefixed(row, "one") for row in rows if row["sms_id"].startswith("one")]
+        by_event = [_unprefixed(row, "each") for row in rows if row["sms_id"].startswith("each")]
+        assert by_batch, table
+        assert sorted(by_batch, key=repr) == sorted(by_event, key=repr), table
+    merged = {r["sms_id"]: r for r in await fetch(database_url, "SELECT * FROM messages")}
+    assert (merged["onea"]["user_data"], merged["onea"]["status"]) == ("42", "delivered")
+    assert (merged["oneb"]["anomaly"], merged["oneb"]["network"]) == (True, "20801")
+    assert merged["onec"]["provider_status"] == "RECEIVED"
+
+
+_TRANSITIONS = "SELECT sms_id, before, after, at, derived, event_id FROM transitions"
+
+
+def _unprefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {
+        k: v.replace(prefix, "", 1) if isinstance(v, str) and k in ("sms_id", "event_id") else v
+        for k, v in row.items()
+    }
