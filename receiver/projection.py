@@ -17,6 +17,7 @@ one SMS take turns, so each sees the other's evidence.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -91,8 +92,6 @@ _SNAPSHOT_COLUMNS = (
     "anomaly",
     "unexplained",
 )
-# The columns a snapshot gives as they are.
-_SNAPSHOT_FIELDS = ("sms_id", *_GREATEST, *_LEAST)
 
 
 def _key(row: str) -> str:
@@ -381,7 +380,8 @@ def _snapshot_row(report: Report) -> dict[str, Any]:
             status, at = step.after, step.at
         if step.after in TERMINAL:
             terminals.add(step.after)
-    row = {column: getattr(sms, column) for column in _SNAPSHOT_FIELDS}
+    row = sms._asdict()  # the fields not sent (history) or replaced below are dropped
+    del row["history"]
     row["cost"] = None if sms.cost is None else str(sms.cost)
     row["status"] = status.value
     row["provider_status"] = sms.provider_status if status is sms.status else status.value
@@ -398,6 +398,9 @@ def _snapshot_row(report: Report) -> dict[str, Any]:
 def _merge(rows: list[dict[str, Any]], new: dict[str, Any]) -> None:
     """Fold `new` into the SMS's records: into one whose fields it agrees with, or beside them."""
     for row in rows:
+        if _described(row) == _described(new):  # nearly always: one C-level comparison
+            _fold(row, new)
+            return
         if all(row[c] is None or new[c] is None or row[c] == new[c] for c in _GREATEST):
             for c in _GREATEST:
                 if row[c] is None:
@@ -405,6 +408,9 @@ def _merge(rows: list[dict[str, Any]], new: dict[str, Any]) -> None:
             _fold(row, new)
             return
     rows.append(new)
+
+
+_described = operator.itemgetter(*_GREATEST)
 
 
 def _fold(row: dict[str, Any], new: dict[str, Any]) -> None:
