@@ -2,9 +2,11 @@
 
 Seeds realistic events (bench/projection.py's: each SMS reported at four steps by
 v1 or v2 events, half with history) through the writer's batch code, then times
-the rebuild over all of them, fsync on.
+the rebuild over all of them, fsync on, as `receiver rebuild` runs it: a child
+process per range of SMS. `--in-process` replays the ranges in this process
+instead, for comparison.
 
-    .venv/bin/python bench/rebuild.py [--messages 25000] [--batch 4000] [--jobs 1,2]
+    .venv/bin/python bench/rebuild.py [--messages 25000] [--batch 4000] [--jobs 1,2] [--in-process]
     RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...
 """
 
@@ -27,9 +29,12 @@ from receiver.db.engine import create_pool
 from receiver.ingest.store import store_batch, stored_reports
 from receiver.projection import project
 from receiver.replay import rebuild
+from receiver.workers import RangeWorkers
 
 
-async def measure(url: str, messages: int, batch: int, jobs: int) -> tuple[int, float]:
+async def measure(
+    url: str, messages: int, batch: int, jobs: int, workers: RangeWorkers | None
+) -> tuple[int, float]:
     pool = await create_pool(url, size=4, command_timeout=600)
     try:
         items = realistic_events(messages, seed=2)
@@ -45,7 +50,9 @@ async def measure(url: str, messages: int, batch: int, jobs: int) -> tuple[int, 
         del items
         heap.settle_after_startup()
         started = time.perf_counter()
-        summary = await rebuild(pool, batch=batch, jobs=jobs)
+        if workers is not None:
+            workers.use(url, batch=batch, command_timeout=600)
+        summary = await rebuild(pool, batch=batch, jobs=jobs, workers=workers)
         elapsed = time.perf_counter() - started
         assert summary.replayed == seeded, summary.line()
         return seeded, elapsed
@@ -58,13 +65,23 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=25_000)
     parser.add_argument("--batch", type=int, default=4000)
     parser.add_argument("--jobs", default="2", help="comma-separated: each value is timed")
+    parser.add_argument("--in-process", action="store_true", help="no child processes")
     args = parser.parse_args()
+    how = "in one process" if args.in_process else "a process per range"
     for jobs in (int(n) for n in args.jobs.split(",")):
         with bench_server() as postgres, scratch_database(postgres) as name:
             url = postgres.url_for(name)
-            events, elapsed = asyncio.run(measure(url, args.messages, args.batch, jobs))
+            # Forked before the event loop starts, as the command does.
+            workers = None if args.in_process else RangeWorkers(jobs)
+            try:
+                events, elapsed = asyncio.run(
+                    measure(url, args.messages, args.batch, jobs, workers)
+                )
+            finally:
+                if workers is not None:
+                    workers.close()
         print(
-            f"jobs {jobs}: rebuilt {events} events ({args.messages} SMS) in {elapsed:.1f} s,"
+            f"jobs {jobs}, {how}: rebuilt {events} events ({args.messages} SMS) in {elapsed:.1f} s,"
             f" batch {args.batch}: {events / elapsed:,.0f} events/s (target 20,000)",
             flush=True,
         )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.daily_stats import utc_day
@@ -93,6 +93,16 @@ WHERE e.event_id = u.event_id
 _EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations, stats_rows, stats_days"
 
 
+if TYPE_CHECKING:
+    from receiver.workers import RangeWorkers
+
+
+class StopFlag(Protocol):
+    """Set to stop after the page in hand (an asyncio or a multiprocessing event)."""
+
+    def is_set(self) -> bool: ...
+
+
 class RebuildRefused(Exception):
     """A rebuild that would lose message records: their events were pruned."""
 
@@ -152,7 +162,7 @@ async def replay(
     batch: int = 1000,
     routing_window: timedelta | None = timedelta(days=7),
     advance: Callable[[int], None] = lambda n: None,
-    stop: asyncio.Event | None = None,
+    stop: StopFlag | None = None,
     total: int | None = None,
     pager: Pager | None = None,
 ) -> ReplaySummary:
@@ -167,7 +177,7 @@ async def replay(
             summary.total = sum(n for _, _, n in await count(conn, selection))
     # Parsing is Python's work and applying is PostgreSQL's: the next page is read
     # and parsed while the current one is applied, so the two overlap.
-    pages: asyncio.Queue[_Page | None] = asyncio.Queue(maxsize=2)
+    pages: asyncio.Queue[_Page | _ReadFailed | None] = asyncio.Queue(maxsize=2)
     reader = asyncio.create_task(
         _read_pages(pool, pager or _received_order(selection), batch, pages)
     )
@@ -176,6 +186,8 @@ async def replay(
             page = await pages.get()
             if page is None:
                 break
+            if isinstance(page, _ReadFailed):
+                raise page.error
             async with pool.acquire() as conn, conn.transaction():
                 await _apply_page(conn, page, summary, routing_window=routing_window)
             summary.replayed += len(page.rows)
@@ -216,17 +228,41 @@ def _received_order(selection: EventFilter) -> Pager:
     return Pager(_PAGE, tuple(selection.arguments()), _by_received, (None, None))
 
 
+_PARSE_SLICE = 250
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadFailed:
+    """What the reader passes on instead of a page when it cannot read one."""
+
+    error: Exception
+
+
 async def _read_pages(
-    pool: Any, pager: Pager, batch: int, pages: asyncio.Queue[_Page | None]
+    pool: Any, pager: Pager, batch: int, pages: asyncio.Queue[_Page | _ReadFailed | None]
 ) -> None:
     after = pager.start
     while True:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(pager.sql, *pager.arguments, *after, batch)
+        try:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(pager.sql, *pager.arguments, *after, batch)
+        except Exception as error:
+            # Said to the replay waiting for the page, which raises it: without
+            # this it would wait for ever.
+            await pages.put(_ReadFailed(error))
+            return
         if not rows:
             await pages.put(None)
             return
-        parsed = [parse_envelope(row["body"], fingerprint=False) for row in rows]
+        parsed: list[Envelope | Malformed] = []
+        for start in range(0, len(rows), _PARSE_SLICE):
+            parsed += [
+                parse_envelope(row["body"], fingerprint=False)
+                for row in rows[start : start + _PARSE_SLICE]
+            ]
+            # Let the loop hear from the database between slices: a whole page parsed
+            # at once kept the other connections' results waiting (about 70 ms).
+            await asyncio.sleep(0)
         await pages.put(_Page(rows, parsed))
         after = pager.position(rows[-1])
 
@@ -237,14 +273,16 @@ async def rebuild(
     batch: int = 4000,
     jobs: int = 2,
     advance: Callable[[int], None] = lambda n: None,
-    stop: asyncio.Event | None = None,
+    stop: StopFlag | None = None,
     total: int | None = None,
+    workers: RangeWorkers | None = None,
 ) -> ReplaySummary:
     """Empty the message records, history and evidence, and project every stored event again.
 
-    `jobs`: how many ranges of SMS ids are replayed at once, each on its own
-    connections. The ranges share no SMS, so their transactions never wait for each
-    other; while PostgreSQL applies one range's page, this process parses another's.
+    `jobs`: how many ranges of SMS ids are replayed at once. The ranges share no
+    SMS, so their transactions never wait for each other. They are replayed on
+    this process's connections, or each in a child process of `workers` (what the
+    command does: see receiver/workers.py).
     """
     async with pool.acquire() as conn:
         pruned = await conn.fetchrow("SELECT max(before) AS before FROM prunes")
@@ -265,19 +303,22 @@ async def rebuild(
     # each message row is written once and repeated history is merged in the batch.
     # The projection does not depend on the order, so the result is the same.
     bounds = [None, *cuts, None]
-    by_sms = [
-        Pager(_PAGE_BY_SMS, (low, high), _by_sms, (None, None, None))
-        for low, high in pairwise(bounds)
-    ]
+    ranges = list(pairwise(bounds))
     summary = ReplaySummary()
     parts = [
         await _replay_all(
             pool, Pager(_PAGE_UNTIED, (), _by_received, (None, None)), batch, advance, stop
         )
     ]
-    parts += await asyncio.gather(
-        *(_replay_all(pool, pager, batch, advance, stop) for pager in by_sms)
-    )
+    if workers is not None:
+        parts += await workers.replay(ranges, advance=advance, stop=stop)
+    else:
+        parts += await asyncio.gather(
+            *(
+                replay_range(pool, bounds, batch=batch, advance=advance, stop=stop)
+                for bounds in ranges
+            )
+        )
     for part in parts:
         summary.replayed += part.replayed
         summary.changed += part.changed
@@ -287,6 +328,19 @@ async def rebuild(
     summary.total = total if total is not None else summary.replayed
     summary.stopped = stop is not None and stop.is_set()
     return summary
+
+
+async def replay_range(
+    pool: Any,
+    bounds: tuple[str | None, str | None],
+    *,
+    batch: int,
+    advance: Callable[[int], None],
+    stop: StopFlag | None,
+) -> ReplaySummary:
+    """Replay, without routing, the events of the SMS ids in [low, high) (None: unbounded)."""
+    pager = Pager(_PAGE_BY_SMS, bounds, _by_sms, (None, None, None))
+    return await _replay_all(pool, pager, batch, advance, stop)
 
 
 async def _split_points(conn: Any, jobs: int) -> list[str]:
@@ -302,7 +356,7 @@ async def _replay_all(
     pager: Pager,
     batch: int,
     advance: Callable[[int], None],
-    stop: asyncio.Event | None,
+    stop: StopFlag | None,
 ) -> ReplaySummary:
     return await replay(
         pool,

@@ -15,8 +15,9 @@ from receiver.app import create_app
 from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
-from receiver.replay import EventFilter, rebuild, replay
+from receiver.replay import EventFilter, rebuild, replay, replay_range
 from receiver.resend import resend
+from receiver.workers import RangeWorkers, WorkerFailed
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, running, serving, signed_headers
@@ -80,18 +81,67 @@ async def pool(database_url: str) -> AsyncIterator[Any]:
     await pool.close()
 
 
-@pytest.mark.parametrize("jobs", [1, 2, 5])
+@pytest.mark.parametrize(("jobs", "in_processes"), [(1, False), (2, False), (5, False), (3, True)])
 async def test_a_rebuild_equals_live_ingest_row_for_row(
-    make_settings: SettingsFactory, database_url: str, pool: Any, jobs: int
+    make_settings: SettingsFactory, database_url: str, pool: Any, jobs: int, in_processes: bool
 ) -> None:
     async with running(create_app(make_settings(dispatcher=False))) as client:
         await post_all(client, generated_history(150, seed=11))
     live = await projected(database_url)
     assert len(live["messages"]) > 100
-    # Several ranges of SMS at once: none lost or doubled at their edges.
-    summary = await rebuild(pool, batch=97, jobs=jobs)
+    # Several ranges of SMS at once, in this process or each in its own: none lost
+    # or doubled at their edges.
+    workers = (
+        RangeWorkers(jobs).use(database_url, batch=97, command_timeout=60) if in_processes else None
+    )
+    try:
+        summary = await rebuild(pool, batch=97, jobs=jobs, workers=workers)
+    finally:
+        if workers is not None:
+            workers.close()
     assert summary.replayed == summary.total > 400
     assert await projected(database_url) == live
+
+
+async def test_a_rebuild_worker_that_fails_is_reported_not_waited_for() -> None:
+    workers = RangeWorkers(2).use(
+        "postgresql://postgres@127.0.0.1:1/none", batch=10, command_timeout=5
+    )
+    try:
+        with pytest.raises(WorkerFailed, match=r"rebuild worker [01]: ConnectionRefusedError"):
+            await asyncio.wait_for(
+                workers.replay([(None, "m"), ("m", None)], advance=print, stop=None), 30
+            )
+    finally:
+        workers.close()
+
+
+async def test_rebuild_workers_stop_when_told_and_say_how_far_they_got(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        await post_all(client, generated_history(40, seed=13))
+    stop = asyncio.Event()
+    stop.set()  # as Ctrl-C before the first page
+    workers = RangeWorkers(2).use(database_url, batch=10, command_timeout=30)
+    try:
+        summaries = await asyncio.wait_for(
+            workers.replay([(None, "gen00020"), ("gen00020", None)], advance=print, stop=stop),
+            30,
+        )
+    finally:
+        workers.close()
+    assert [s.replayed for s in summaries] == [0, 0]
+    # Not told to stop, the same workers' ranges are replayed whole.
+    workers = RangeWorkers(2).use(database_url, batch=10, command_timeout=30)
+    try:
+        summaries = await workers.replay(
+            [(None, "gen00020"), ("gen00020", None)], advance=lambda n: None, stop=None
+        )
+    finally:
+        workers.close()
+    (tied,) = await fetch(database_url, "SELECT count(*) AS n FROM events WHERE sms_id >= 'gen'")
+    assert sum(s.replayed for s in summaries) == tied["n"] > 0
 
 
 async def test_a_rebuild_while_webhooks_arrive_loses_nothing(
@@ -338,3 +388,18 @@ def test_the_rebuild_command_with_several_jobs_gives_back_what_live_ingest_made(
     events = asyncio.run(fetch(database_url, "SELECT count(*) AS n FROM events"))[0]["n"]
     assert result.stdout.splitlines()[-1].startswith(f"rebuilt from {events} of {events} events")
     assert asyncio.run(projected(database_url)) == live
+
+
+async def test_a_replay_whose_pages_cannot_be_read_fails_instead_of_waiting() -> None:
+    """Found by the rebuild's worker processes: a page reader that failed left the
+    replay waiting for its next page for ever."""
+    unreachable = await create_pool(
+        "postgresql://postgres@127.0.0.1:1/none", size=2, command_timeout=5
+    )
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.wait_for(
+                replay_range(unreachable, (None, None), batch=10, advance=print, stop=None), 20
+            )
+    finally:
+        await unreachable.close()

@@ -21,6 +21,7 @@ from receiver.prune import prune
 from receiver.replay import EventFilter, RebuildRefused, count, rebuild, replay
 from receiver.resend import resend
 from receiver.settings import Settings
+from receiver.workers import RangeWorkers, WorkerFailed
 
 STATES = ("processed", "unhandled", "invalid")
 # The exit code of a command stopped by Ctrl-C, as shells report it.
@@ -78,8 +79,14 @@ def replay_command(args: argparse.Namespace) -> int:
 
 def rebuild_command(args: argparse.Namespace) -> int:
     """Empty the message records and history and rebuild them from every stored event."""
+    # Forked now, before this process has an event loop or a connection to share.
+    workers = RangeWorkers(args.jobs)
 
     async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+        assert settings.database_url is not None  # the database opened for this command
+        workers.use(
+            settings.database_url, batch=args.batch, command_timeout=_command_timeout(settings)
+        )
         async with pool.acquire() as conn:
             total = sum(n for _, _, n in await count(conn, EventFilter()))
         try:
@@ -91,15 +98,18 @@ def rebuild_command(args: argparse.Namespace) -> int:
                     advance=progress.advance,
                     stop=stop,
                     total=total,
+                    workers=workers,
                 )
-        except RebuildRefused as refused:
-            print(f"receiver rebuild: {refused}", file=sys.stderr)
+        except (RebuildRefused, WorkerFailed) as error:
+            print(f"receiver rebuild: {error}", file=sys.stderr)
             return 1
         print(summary.line().replace("replayed", "rebuilt from", 1))
         return STOPPED if summary.stopped else 0
 
-    # Each range reads its next page while the current one is applied.
-    return _run(run, connections=max(4, 2 * args.jobs + 1))
+    try:
+        return _run(run)
+    finally:
+        workers.close()
 
 
 def prune_command(args: argparse.Namespace) -> int:
@@ -150,7 +160,7 @@ def _run(
         pool = await create_pool(
             database.url,
             size=connections,
-            command_timeout=max(settings.db_command_timeout, 300),
+            command_timeout=_command_timeout(settings),
         )
         heap.settle_after_startup()
         try:
@@ -159,6 +169,11 @@ def _run(
             await pool.close()
 
     return asyncio.run(main())
+
+
+def _command_timeout(settings: Settings) -> float:
+    """Long commands run statements over whole pages: at least five minutes each."""
+    return max(settings.db_command_timeout, 300)
 
 
 def positive(text: str) -> int:
