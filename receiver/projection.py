@@ -101,6 +101,31 @@ def _key(row: str) -> str:
     )
 
 
+# The reported steps and the observations ride in the upsert's statement: they
+# touch other tables and read nothing the upsert writes, nor it theirs, so one
+# round trip does for all. A derived step that a report now shows becomes a
+# reported one.
+_EVIDENCE_CTES = """
+reported AS (
+INSERT INTO transitions AS t (sms_id, before, after, at, derived, event_id)
+SELECT DISTINCT ON (h.sms_id, h.before, h.after, h.at)
+    h.sms_id, h.before, h.after, h.at, false, h.event_id
+FROM json_to_recordset($4::json)
+    AS h(sms_id text, before text, after text, at timestamptz, event_id text, ord int)
+ORDER BY h.sms_id, h.before, h.after, h.at, h.ord
+ON CONFLICT (sms_id, before, after, at)
+    DO UPDATE SET derived = false, event_id = EXCLUDED.event_id WHERE t.derived
+),
+observed AS (
+INSERT INTO observations (sms_id, status, at, event_id)
+SELECT DISTINCT ON (o.sms_id, o.status, o.at) o.sms_id, o.status, o.at, o.event_id
+FROM json_to_recordset($5::json)
+    AS o(sms_id text, status text, at timestamptz, event_id text, ord int)
+ORDER BY o.sms_id, o.status, o.at, o.ord
+ON CONFLICT DO NOTHING
+)"""
+
+
 # The statements below are assembled once, at import, from the constant column lists
 # and status tables of this module; no input ever reaches their text.
 def _upsert_messages_sql() -> str:
@@ -170,7 +195,8 @@ SELECT DISTINCT d.day FROM (
 ) AS d(day)
 WHERE d.day IS NOT NULL
 ORDER BY d.day
-)
+),
+{_EVIDENCE_CTES}
 SELECT sms_id, unexplained, status_at FROM up
 """
 
@@ -179,28 +205,6 @@ _UTC_DAY = "({} AT TIME ZONE 'UTC')::date"
 
 
 _UPSERT_MESSAGES = _upsert_messages_sql()
-
-# A derived step that a report now shows becomes a reported one. The two inserts
-# touch different tables and read nothing of each other's: one statement, one
-# round trip.
-_INSERT_EVIDENCE = """
-WITH reported AS (
-INSERT INTO transitions AS t (sms_id, before, after, at, derived, event_id)
-SELECT DISTINCT ON (h.sms_id, h.before, h.after, h.at)
-    h.sms_id, h.before, h.after, h.at, false, h.event_id
-FROM json_to_recordset($1::json)
-    AS h(sms_id text, before text, after text, at timestamptz, event_id text, ord int)
-ORDER BY h.sms_id, h.before, h.after, h.at, h.ord
-ON CONFLICT (sms_id, before, after, at)
-    DO UPDATE SET derived = false, event_id = EXCLUDED.event_id WHERE t.derived
-)
-INSERT INTO observations (sms_id, status, at, event_id)
-SELECT DISTINCT ON (o.sms_id, o.status, o.at) o.sms_id, o.status, o.at, o.event_id
-FROM json_to_recordset($2::json)
-    AS o(sms_id text, status text, at timestamptz, event_id text, ord int)
-ORDER BY o.sms_id, o.status, o.at, o.ord
-ON CONFLICT DO NOTHING
-"""
 
 
 def _rank_sql(column: str) -> str:
@@ -285,11 +289,6 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
     # was small, and kept to that as it grew).
     ids = sorted({r.sms.sms_id for r in reports})
     unexplained_here = _unexplained_in(reports)
-    upserted = await conn.fetch(
-        _UPSERT_MESSAGES, _snapshots_json(reports, unexplained_here), days, ids
-    )
-    status_at = {row["sms_id"]: row["status_at"] for row in upserted}
-    late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     history = [
         {
             "sms_id": r.sms.sms_id,
@@ -312,9 +311,16 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
         }
         for ord_, r in enumerate(reports)
     ]
-    await conn.execute(
-        _INSERT_EVIDENCE, orjson.dumps(history).decode(), orjson.dumps(observations).decode()
+    upserted = await conn.fetch(
+        _UPSERT_MESSAGES,
+        _snapshots_json(reports, unexplained_here),
+        days,
+        ids,
+        orjson.dumps(history).decode(),
+        orjson.dumps(observations).decode(),
     )
+    status_at = {row["sms_id"]: row["status_at"] for row in upserted}
+    late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     # Derived steps can only change for an SMS with an observation that no reported
     # step explains: one already stored (the flag), or one this batch brings (a
     # status that none of the batch's histories for the SMS shows). Batches with

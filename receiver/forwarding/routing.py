@@ -71,7 +71,8 @@ chosen AS (
              WHEN r.default_handler IS NOT NULL THEN 'default'
              ELSE 'unrouted' END AS rule
     FROM routed r
-)
+),
+inserted AS (
 INSERT INTO forwards (event_id, sms_id, handler_id, rule, user_data, mt_sms_id, sender,
                       conversation, state, next_attempt_at, created_at)
 SELECT c.event_id, c.sms_id, c.handler_id, c.rule,
@@ -83,13 +84,22 @@ FROM chosen c
 ORDER BY c.ord
 ON CONFLICT (event_id) DO NOTHING
 RETURNING state
+)
+SELECT i.state FROM inserted i
+UNION ALL
+-- Dispatchers woken in the same round trip when any forward awaits delivery
+-- (PostgreSQL sends it on commit). The notify is volatile: the planner keeps it.
+SELECT 'notified' FROM (
+    SELECT pg_notify($9, '') FROM inserted WHERE state = 'pending' LIMIT 1
+) AS notify
 """
 
 
 async def route(conn: Any, reports: Sequence[Report], *, window: timedelta) -> int:
     """Write a forward for each newly stored inbound SMS; returns how many await delivery.
 
-    When any does, dispatchers are woken by a NOTIFY that PostgreSQL sends on commit.
+    When any does, the same statement wakes the dispatchers, by a NOTIFY that
+    PostgreSQL sends on commit.
     """
     inbound = [r for r in reports if r.sms.direction == "inbound"]
     if not inbound:
@@ -106,11 +116,8 @@ async def route(conn: Any, reports: Sequence[Report], *, window: timedelta) -> i
         )
         for ord_, r in enumerate(inbound)
     ]
-    records = await conn.fetch(_ROUTE, *columns(rows, 7), window)
-    pending = sum(1 for record in records if record["state"] == "pending")
-    if pending:
-        await wake_dispatchers(conn)
-    return pending
+    records = await conn.fetch(_ROUTE, *columns(rows, 7), window, NOTIFY_CHANNEL)
+    return sum(1 for record in records if record["state"] == "pending")
 
 
 # Unrouted forwards, oldest first, take the handler the same rules give them now.

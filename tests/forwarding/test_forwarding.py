@@ -331,3 +331,28 @@ async def test_a_dead_forward_is_delivered_when_retried(
     assert [r.headers["webhook-id"] for r in handler.received] == ["dead-1", "dead-1"]
     attempts = await fetch(database_url, "SELECT status_code FROM forward_attempts ORDER BY id")
     assert [a["status_code"] for a in attempts] == [404, 200]
+
+
+async def test_an_mo_wakes_the_dispatcher_when_it_commits_not_at_its_next_poll(
+    make_settings: SettingsFactory, handler: HandlerServer, database_url: str
+) -> None:
+    await register(database_url, user_data="42", url=handler.url("/team-42"))
+    # Polling once a minute: only the NOTIFY sent with the MO's commit can bring it
+    # to the handler within the few seconds waited below.
+    settings = make_settings(forward_backoff_base=0.05, dispatch_poll_interval=60)
+    async with running(create_app(settings)) as client:
+        listening = (
+            "SELECT count(*) AS n FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        )
+        for _ in range(200):
+            if (await fetch(database_url, listening))[0]["n"]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the dispatcher never listened")
+        await asyncio.sleep(0.3)  # its catch-up poll on listening is over
+        await send(client, mo_event("mo-n1", "MO0000N1", sender="+33611111111", user_data="42"))
+        await wait_for(lambda: len(handler.received) == 1, seconds=5)
+    (request,) = handler.on("/team-42")
+    assert request.json["event_id"] == "mo-n1"
