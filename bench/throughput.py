@@ -10,7 +10,8 @@ For each worker count asked for:
    are sent again as CALLR would; then every event sent is stored exactly once and
    every message has the final status the plan gives it;
 5. a bare Starlette app that reads the body and answers 200, same workers, same wrk.
-Then: requests/s of both, their ratio, latency, the receiver's peak memory.
+Then: requests/s of both, their ratio, latency, the receiver's peak memory, and
+the CPU each request cost the receiver's processes and PostgreSQL's under load.
 
     .venv/bin/python bench/throughput.py [--workers 1,2,4] [--duration 20]
 
@@ -106,6 +107,47 @@ class MemoryWatch:
         workers = sizes[1:] or sizes
         self.peak_per_process = max(self.peak_per_process, *workers)
         self.peak_total = max(self.peak_total, sum(sizes))
+
+
+class CpuWatch:
+    """CPU seconds spent by the receiver's processes and by PostgreSQL's over a span.
+
+    PostgreSQL's are all the processes named postgres on this machine: the bench
+    expects nothing else to use the server meanwhile.
+    """
+
+    def __init__(self, pid: int) -> None:
+        root = psutil.Process(pid)
+        self.receiver = [root, *root.children(recursive=True)]
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        def seconds(processes: list[psutil.Process]) -> float:
+            total = 0.0
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                except psutil.Error:
+                    continue
+                total += times.user + times.system
+            return total
+
+        postgres = [
+            process
+            for process in psutil.process_iter(["name"])
+            if (process.info["name"] or "").startswith("postgres")
+        ]
+        return seconds(self.receiver), seconds(postgres), psutil.cpu_times().idle
+
+    def per_request(self, requests: float, wall: float) -> dict[str, float]:
+        """Microseconds of CPU a request, and the share of the machine left idle."""
+        end = self._read()
+        receiver, postgres, idle = (b - a for a, b in zip(self.start, end, strict=True))
+        return {
+            "receiver_us": receiver / requests * 1e6,
+            "postgres_us": postgres / requests * 1e6,
+            "idle": idle / (wall * (os.cpu_count() or 1)),
+        }
 
 
 def write_requests(deliveries: list[Delivery], path: Path) -> None:
@@ -290,7 +332,12 @@ def one_run(
         try:
             wait_ready(f"{base}/readyz", server)
             watch = MemoryWatch(server.pid)
+            cpu = CpuWatch(server.pid)
+            started = time.perf_counter()
             receiver = run_wrk(base, requests, duration, watch)
+            receiver["cpu"] = cpu.per_request(
+                receiver["rate"] * duration, time.perf_counter() - started
+            )
             sent = sent_lines(receiver["threads"], len(deliveries), 2)
             check = asyncio.run(settle_and_check(url, f"{base}/webhooks/callr", deliveries, sent))
         finally:
@@ -376,6 +423,8 @@ def main() -> None:
                 f"workers {workers}: receiver {r['rate']:,.0f}/s, bare {b['rate']:,.0f}/s,"
                 f" ratio {result['ratio']:.2f}; receiver latency p50 {r['p50']:.1f} ms,"
                 f" p99 {r['p99']:.1f} ms, max {r['max']:.0f} ms; answers {r['answers']};"
+                f" CPU a request: receiver {r['cpu']['receiver_us']:.0f} µs, PostgreSQL"
+                f" {r['cpu']['postgres_us']:.0f} µs, machine {r['cpu']['idle']:.0%} idle;"
                 f" peak RSS {result['peak_rss_mb_per_process']:.0f} MB per worker"
                 f" ({result['peak_rss_mb_total']:.0f} MB in all); check"
                 f" {'OK' if c['ok'] else 'FAILED'}: {c}",
