@@ -85,29 +85,32 @@ RETURNING e.event_id
 
 # A separate statement from the events insert on purpose: under READ COMMITTED it
 # takes a fresh snapshot, so it sees an event that a concurrent batch committed
-# while the insert above waited for it.
+# while the insert above waited for it. Each delivery looks its event up by key, once
+# (a lateral subquery the planner cannot turn into a join over the whole table).
 _INSERT_DELIVERIES = """
 WITH i AS (
     SELECT r.ord, r.event_id, r.attempt, decode(r.fingerprint, 'hex') AS fingerprint,
-        r.received_at, r.subscription, r.headers, r.remote_addr
+        r.received_at, r.subscription, r.headers, r.remote_addr, e.fingerprint AS stored
     FROM json_to_recordset($1::json)
         AS r(ord int, event_id text, attempt int, fingerprint text, received_at timestamptz,
              subscription text, headers jsonb, remote_addr text)
+    CROSS JOIN LATERAL (
+        SELECT e.fingerprint FROM events e WHERE e.event_id = r.event_id LIMIT 1
+    ) AS e
 ),
 inserted AS (
     INSERT INTO deliveries AS d
         (event_id, attempt, fingerprint, conflict, received_at, subscription, headers,
          remote_addr)
-    SELECT i.event_id, i.attempt, i.fingerprint, i.fingerprint <> e.fingerprint,
+    SELECT i.event_id, i.attempt, i.fingerprint, i.fingerprint <> i.stored,
            i.received_at, i.subscription, i.headers, i.remote_addr
-    FROM i JOIN events e USING (event_id)
+    FROM i
     ORDER BY i.event_id, i.attempt, i.ord
     ON CONFLICT (event_id, attempt, fingerprint) DO NOTHING
     RETURNING d.id, d.event_id, d.attempt, d.fingerprint
 )
-SELECT i.ord, i.fingerprint <> e.fingerprint AS conflict, inserted.id AS delivery_id
+SELECT i.ord, i.fingerprint <> i.stored AS conflict, inserted.id AS delivery_id
 FROM i
-JOIN events e USING (event_id)
 LEFT JOIN inserted
     ON inserted.event_id = i.event_id
     AND inserted.attempt IS NOT DISTINCT FROM i.attempt
