@@ -36,6 +36,19 @@ ORDER BY h.prefix, length(h.match) DESC
 LIMIT 1
 """
 
+# The latest outbound SMS sent to the MO's sender within the window. The number and
+# the window are one range of the (to_number, created_at) index, written as a row
+# comparison, and the order asked for is that index's: no other index can serve the
+# lookup, so the plan uses this one however few rows the table had when it was made.
+_LATEST_MT = """
+SELECT m.sms_id, m.user_data FROM messages m
+WHERE mo.user_data IS NULL
+  AND (m.to_number, m.created_at) BETWEEN (mo.sender, mo.at - $8::interval) AND (mo.sender, mo.at)
+  AND m.direction = 'outbound' {same_sender}
+ORDER BY m.to_number DESC, m.created_at DESC
+LIMIT 1
+"""
+
 _ROUTE = f"""
 WITH mo AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -43,15 +56,13 @@ WITH mo AS (
         AS mo(event_id, sms_id, sender, recipient, user_data, at, ord)
 ),
 keyed AS (
-    SELECT mo.*, mt.sms_id AS mt_sms_id, mt.user_data AS mt_user_data
-    FROM mo LEFT JOIN LATERAL (
-        SELECT m.sms_id, m.user_data FROM messages m
-        WHERE mo.user_data IS NULL
-          AND m.direction = 'outbound' AND m.to_number = mo.sender
-          AND m.created_at BETWEEN mo.at - $8::interval AND mo.at
-        ORDER BY (m.from_number = mo.recipient) DESC NULLS LAST, m.created_at DESC
-        LIMIT 1
-    ) mt ON true
+    SELECT mo.*, COALESCE(same.sms_id, any_.sms_id) AS mt_sms_id,
+        CASE WHEN same.sms_id IS NOT NULL THEN same.user_data ELSE any_.user_data END
+            AS mt_user_data
+    FROM mo
+    LEFT JOIN LATERAL ({_LATEST_MT.format(same_sender="AND m.from_number = mo.recipient")})
+        same ON true
+    LEFT JOIN LATERAL ({_LATEST_MT.format(same_sender="")}) any_ ON same.sms_id IS NULL
 ),
 routed AS (
     SELECT k.*,
