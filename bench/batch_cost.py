@@ -5,7 +5,9 @@ writer's own code (`store_batch`, `project`, `route`) over live-sized batches,
 one transaction each. Every statement it sends is run once under
 EXPLAIN (ANALYZE, SUMMARY), in a savepoint rolled back, then for real: the
 planning and execution times are PostgreSQL's own. Comparing batch sizes splits
-each statement's cost into a fixed part and a part per event.
+each statement's cost into a fixed part and a part per event. EXPLAIN plans its
+statement each time; the writer keeps one plan per statement and connection, and
+no longer spends the planning column on each batch.
 
     .venv/bin/python bench/batch_cost.py [--sizes 15,60,200] [--batches 20] [--stored 40000]
     RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...

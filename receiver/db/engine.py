@@ -54,8 +54,8 @@ async def create_pool(
         "application_name": "receiver",
         # Prepared statements would otherwise settle on a generic plan made
         # while the tables were small (whole-table scans that never go away).
-        # Batches are few and large: planning each with current statistics
-        # costs about a millisecond per batch.
+        # The webhook writer's batches are the exception: their statements are
+        # written to keep one plan that reads by key (receiver/ingest/writer.py).
         "plan_cache_mode": "force_custom_plan",
         # JIT compiles a plan the planner thinks costly: hundreds of milliseconds
         # (measured) spent on statements that then touch a few rows.

@@ -9,8 +9,9 @@ gathers, so the cost of an fsync is shared by everyone who arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,16 @@ log = structlog.get_logger("receiver.writer")
 
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _RETRIES = 3
+
+# A batch's statements are planned once per connection, not once per batch: planning
+# them took a third of PostgreSQL's time a batch (bench/batch_cost.py). A plan kept
+# must stay right as the tables grow, so it is made without whole-table scans: every
+# statement looks its rows up by key, and a plan made while a table was small would
+# otherwise go on scanning it. When autovacuum analyzes a table, PostgreSQL makes
+# the plans that read it again, with the new statistics. Set for the batch's
+# transaction only, in BEGIN's round trip: the dispatcher's queries on the same pool
+# are planned as before.
+_BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
 
 
 class DatabaseUnavailable(Exception):
@@ -150,7 +161,7 @@ class GroupCommitWriter:
 
     async def _transaction(self, items: Sequence[Incoming]) -> list[Outcome]:
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn, _batch_transaction(conn):
             outcomes = await store_batch(conn, items)
             reports = stored_reports(items, outcomes)
             late = await project(conn, reports, received={utc_day(i.received_at) for i in items})
@@ -159,6 +170,22 @@ class GroupCommitWriter:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.OUT_OF_ORDER.inc(late)
         return outcomes
+
+
+@contextlib.asynccontextmanager
+async def _batch_transaction(conn: Any) -> AsyncIterator[None]:
+    """A transaction with the batch's planner settings: committed unless the body raises."""
+    await conn.execute(_BEGIN)
+    try:
+        yield
+    except BaseException:
+        # The error that ended the batch is the one to report; a connection too broken
+        # to roll back is terminated when the pool takes it back.
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 def _unstorable(item: Incoming, error: Exception) -> Malformed:

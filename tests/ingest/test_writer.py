@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from receiver.callr.envelope import Envelope, parse_envelope
+from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.ingest.store import Incoming, Result
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter
+from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.support import example, fetch, with_fields
 
 
@@ -71,3 +75,95 @@ async def test_stop_commits_what_was_already_submitted(database_url: str) -> Non
     await pool.close()
     assert all(task.done() and task.result().result is Result.STORED for task in pending)
     assert len(await fetch(database_url, "SELECT 1 FROM events")) == 20
+
+
+# The tables that grow with the traffic: a plan that scans one of them whole costs
+# more with every event stored.
+_GROWING = {"events", "deliveries", "messages", "transitions", "observations", "forwards"}
+
+
+def _whole_table_reads(plan: dict[str, Any], table: str | None = None) -> list[str]:
+    """The nodes of an EXPLAIN (FORMAT JSON) plan that read a growing table without a key.
+
+    `table`: the growing table whose bitmap this part of the plan builds.
+    """
+    node = plan["Node Type"]
+    if plan.get("Relation Name") in _GROWING and node != "ModifyTable":
+        table = plan["Relation Name"]
+        # A bitmap heap scan reads what its index scans below it found.
+        if node != "Bitmap Heap Scan" and "Index Cond" not in plan:
+            return [f"{node} on {table}"]
+    if node == "Bitmap Index Scan" and table is not None and "Index Cond" not in plan:
+        return [f"{node} on {plan['Index Name']}"]
+    inherited = table if node in ("Bitmap Heap Scan", "BitmapAnd", "BitmapOr") else None
+    children = plan.get("Plans", [])
+    return [found for child in children for found in _whole_table_reads(child, inherited)]
+
+
+async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key(
+    database_url: str,
+) -> None:
+    """A batch plans nothing: its statements keep the plans the first batch made.
+
+    Made while every table is empty, they must still read rows by key: a plan that
+    scans a small table whole would be kept as the table grows.
+    """
+    pool = await create_pool(database_url, size=1, command_timeout=10)
+    writer = GroupCommitWriter(pool, batch_max=100, concurrency=1, queue_max=100)
+    await writer.start()
+    try:
+        for batch in range(3):
+            sms = f"SMS{batch}"
+            bodies = [
+                v2_event(f"v2-{batch}", sms, lifecycle(Status.CREATED, Status.SENT)),
+                # No history: its status is explained by no reported step (derived).
+                v1_event(
+                    f"v1-{batch}",
+                    sms,
+                    lifecycle(Status.CREATED, Status.SENT, Status.DELIVERED),
+                    with_history=False,
+                ),
+                # No user_data: routed by the latest MT sent to its sender.
+                mo_event(f"mo-{batch}", f"MO{batch}", sender="+33612345678"),
+            ]
+            items = [incoming(body) for body in bodies]
+            retry = incoming(with_fields(bodies[0], attempt=1))
+            await asyncio.gather(*(writer.submit(item) for item in [*items, retry]))
+    finally:
+        await writer.stop()
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            statements = await conn.fetch(
+                "SELECT name, statement, cardinality(parameter_types) AS params,"
+                " generic_plans, custom_plans FROM pg_prepared_statements"
+            )
+            batch_statements = {
+                first: row
+                for row in statements
+                for first in (
+                    "INSERT INTO events",
+                    "INSERT INTO deliveries",
+                    "INSERT INTO messages",
+                    "WITH p AS",
+                    "INSERT INTO forwards",
+                )
+                if first in row["statement"]
+            }
+            assert len(batch_statements) == 5, [r["statement"][:60] for r in statements]
+            # Shown as the batch runs it: its generic plan, the one kept.
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            for first, row in batch_statements.items():
+                assert (row["generic_plans"], row["custom_plans"]) == (3, 0), first
+                nulls = ", ".join(["NULL"] * row["params"])
+                (document,) = json.loads(
+                    await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {row['name']}({nulls})")
+                )
+                assert _whole_table_reads(document["Plan"]) == [], first
+                if first == "INSERT INTO forwards":
+                    # An MO's latest MT: by its sender's number, not by every SMS of
+                    # the routing window.
+                    indexes = set(re.findall(r'"Index Name": "(\w+)"', json.dumps(document)))
+                    assert "ix_messages_to_number_created_at" in indexes
+                    assert "ix_messages_created_at_outcomes" not in indexes
+    finally:
+        await pool.close()
