@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -37,6 +37,9 @@ class Params:
         values = self._query.getlist(name)
         if len(values) > 1:
             raise BadParameter(name, f"{name} may be given once")
+        if values and "\x00" in values[0]:
+            # PostgreSQL's text cannot hold it: no stored value can match.
+            raise BadParameter(name, f"{name} must not contain a NUL character")
         return values[0] if values else None
 
     def choices(self, name: str, allowed: Sequence[str]) -> list[str]:
@@ -62,6 +65,11 @@ class Params:
             raise BadParameter(name, f"{name} must be an ISO 8601 time with a zone") from None
         if parsed.tzinfo is None:
             raise BadParameter(name, f"{name} must be an ISO 8601 time with a zone")
+        try:
+            # Compared in UTC: a time at the edge of year 1 or 9999 may have none.
+            parsed.astimezone(UTC)
+        except OverflowError:
+            raise BadParameter(name, f"{name} is out of the range of times") from None
         return parsed
 
     def integer(self, name: str, *, default: int, low: int, high: int) -> int:

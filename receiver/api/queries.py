@@ -149,6 +149,8 @@ class Queries:
 
     async def message(self, request: Request) -> Response:
         sms_id = request.path_params["sms_id"].strip().lower()
+        if "\x00" in sms_id:  # no stored id holds one: PostgreSQL's text cannot
+            return error_response(404, f"no message {sms_id!r}")
         async with request.state.api_pool.acquire() as conn:
             row = await conn.fetchrow(_MESSAGE, sms_id)
             if row is None:
@@ -208,6 +210,8 @@ class Queries:
 
     async def event(self, request: Request) -> Response:
         event_id = request.path_params["event_id"]
+        if "\x00" in event_id:  # no stored id holds one: PostgreSQL's text cannot
+            return error_response(404, f"no event {event_id!r}")
         async with request.state.api_pool.acquire() as conn:
             row = await conn.fetchrow(_EVENT, event_id)
             if row is None:

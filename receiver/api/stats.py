@@ -26,7 +26,11 @@ async def stats(request: Request) -> Response:
     """Counts per status, delivery rate, sent-to-delivered percentiles; optionally grouped."""
     p = Params(request.query_params, allowed={"since", "until", "group_by"})
     until = p.time("until") or datetime.now(UTC)
-    since = p.time("since") or until - timedelta(days=1)
+    since = p.time("since")
+    if since is None:
+        if until - datetime.min.replace(tzinfo=UTC) < timedelta(days=1):
+            raise BadParameter("until", "until leaves no day before it for since")
+        since = until - timedelta(days=1)
     if since >= until:
         raise BadParameter("since", "since must be before until")
     if until - since > _MAX_WINDOW:

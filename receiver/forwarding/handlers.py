@@ -70,6 +70,9 @@ class NewHandler:
     def validated(self) -> NewHandler:
         if self.default == (self.user_data is not None):
             raise HandlerError("give either a user_data value or default, not both or neither")
+        for name, value in (("user_data", self.user_data), ("url", self.url)):
+            if value is not None and "\x00" in value:
+                raise HandlerError(f"{name} must not contain a NUL character")
         if self.user_data is not None and not self.user_data.rstrip("*"):
             raise HandlerError("user_data must have at least one character before a final '*'")
         parts = urlsplit(self.url)

@@ -96,6 +96,8 @@ async def test_handlers_are_added_listed_toggled_and_removed(
         ({"user_data": "a", "default": True, "url": "http://x/"}, "give either a user_data"),
         ({"user_data": "a", "url": "ftp://x/"}, "url must be an http:// or https:// URL"),
         ({"user_data": "*", "url": "http://x/"}, "user_data must have at least one character"),
+        ({"user_data": "a\x00", "url": "http://x/"}, "user_data must not contain a NUL"),
+        ({"user_data": "a", "url": "http://x/\x00"}, "url must not contain a NUL"),
         ({"user_data": "a", "url": "http://x/", "secret": "plain"}, "a handler secret must be"),
         ({"user_data": "a", "url": "http://x/", "timeout": 0}, "timeout must be between"),
         ({"user_data": "a", "url": "http://x/", "colour": "red"}, "unknown field(s): colour"),

@@ -159,6 +159,13 @@ async def test_stats_count_statuses_rates_and_latency(client: httpx.AsyncClient)
         ("/api/v1/messages", {"direction": "sideways"}, "direction"),
         ("/api/v1/messages", {"colour": "red"}, "colour"),
         ("/api/v1/messages", {"cursor": "not-a-cursor"}, "cursor"),
+        # PostgreSQL's text cannot hold a NUL, nor its times one past the year 9999
+        # in UTC, nor before the year 1: refused, not a server error.
+        ("/api/v1/messages", {"network": "208\x0001"}, "network"),
+        ("/api/v1/events", {"type": "sms.mo\x00"}, "type"),
+        ("/api/v1/messages", {"since": "0001-01-01T00:00:00+01:00"}, "since"),
+        ("/api/v1/forwards", {"until": "9999-12-31T23:00:00-05:00"}, "until"),
+        ("/api/v1/stats", {"until": "0001-01-01T00:30:00Z"}, "until"),
         ("/api/v1/events", {"state": "happy"}, "state"),
         ("/api/v1/forwards", {"handler": "-1"}, "handler"),
         ("/api/v1/stats", {"group_by": "colour"}, "group_by"),
@@ -176,6 +183,13 @@ async def test_bad_parameters_are_400s_that_name_them(
     assert response.status_code == 400
     assert response.json()["parameter"] == parameter
     assert parameter in response.json()["error"] or "cursor" in response.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/messages/sms%00id", "/api/v1/events/event%00id"])
+async def test_an_id_with_a_nul_is_not_found(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path, headers=AUTH)
+    assert response.status_code == 404
+    assert response.json()["error"].startswith("no ")
 
 
 async def test_a_tampered_cursor_is_refused(client: httpx.AsyncClient) -> None:
