@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from projection import realistic_events
+from projection import realistic_events, store_and_analyze
 from scratch import bench_server, scratch_database
 
 from receiver.daily_stats import utc_day
@@ -85,11 +85,7 @@ async def measure(url: str, stored: int, size: int, batches: int) -> dict[str, l
         items = realistic_events((stored + size * batches) // 4 + 1, seed=3)
         seed, live = items[:stored], items[stored : stored + size * batches]
         async with pool.acquire() as conn:
-            for offset in range(0, len(seed), 1000):
-                chunk = seed[offset : offset + 1000]
-                async with conn.transaction():
-                    await project(conn, stored_reports(chunk, await store_batch(conn, chunk)))
-            await conn.execute("VACUUM ANALYZE")
+            await store_and_analyze(conn, seed)
             explained = Explained(conn)
             for offset in range(0, len(live), size):
                 chunk = live[offset : offset + size]

@@ -21,13 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from projection import realistic_events
+from projection import realistic_events, store_and_analyze
 from scratch import bench_server, scratch_database
 
 from receiver import heap
 from receiver.db.engine import create_pool
-from receiver.ingest.store import store_batch, stored_reports
-from receiver.projection import project
 from receiver.replay import rebuild
 from receiver.workers import RangeWorkers
 
@@ -39,11 +37,7 @@ async def measure(
     try:
         items = realistic_events(messages, seed=2)
         async with pool.acquire() as conn:
-            for offset in range(0, len(items), 1000):
-                chunk = items[offset : offset + 1000]
-                async with conn.transaction():
-                    await project(conn, stored_reports(chunk, await store_batch(conn, chunk)))
-            await conn.execute("VACUUM ANALYZE")
+            await store_and_analyze(conn, items)
         # The real command holds no list of a hundred thousand events: neither does
         # the timed part here, and the heap is settled as `receiver rebuild` does.
         seeded = len(items)
