@@ -101,13 +101,14 @@ class RangeWorkers:
         if len(ranges) > len(self._processes):
             raise ValueError(f"{len(ranges)} ranges for {len(self._processes)} workers")
         url, batch, command_timeout = self._target
+        # Told to stop before the ranges are handed out, no child may start a page.
+        self._pass_on(stop)
         for number, tasks in enumerate(self._tasks):
             work = _Task(url, ranges[number], batch, command_timeout)
             tasks.put(work if number < len(ranges) else None)
         summaries: dict[int, ReplaySummary] = {}
         while len(summaries) < len(ranges):
-            if stop is not None and stop.is_set():
-                self._stop.set()
+            self._pass_on(stop)
             try:
                 number, kind, value = self._reports.get_nowait()
             except queue.Empty:
@@ -121,6 +122,10 @@ class RangeWorkers:
             else:
                 raise WorkerFailed(f"rebuild worker {number}: {value}")
         return [summaries[number] for number in range(len(ranges))]
+
+    def _pass_on(self, stop: StopFlag | None) -> None:
+        if stop is not None and stop.is_set():
+            self._stop.set()
 
     def _check_alive(self, working: int, finished: dict[int, ReplaySummary]) -> None:
         for number, process in enumerate(self._processes[:working]):
