@@ -41,6 +41,7 @@ import asyncpg
 import httpx
 import orjson
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -338,6 +339,7 @@ def one_run(
             receiver["cpu"] = cpu.per_request(
                 receiver["rate"] * duration, time.perf_counter() - started
             )
+            receiver["batches"] = batches(base)
             sent = sent_lines(receiver["threads"], len(deliveries), 2)
             check = asyncio.run(settle_and_check(url, f"{base}/webhooks/callr", deliveries, sent))
         finally:
@@ -358,6 +360,33 @@ def one_run(
         "peak_rss_mb_per_process": watch.peak_per_process / 2**20,
         "peak_rss_mb_total": watch.peak_total / 2**20,
         "check": check,
+    }
+
+
+def batches(base: str) -> dict[str, float]:
+    """The writer's batches during the run, from /metrics (summed over the workers)."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name in ("receiver_batch_size", "receiver_batch_commit_seconds")
+        for sample in family.samples
+    }
+    count = samples[("receiver_batch_size_count", None)]
+    if not count:
+        return {"count": 0}
+    seconds = sorted(
+        (float(le), value)
+        for (name, le), value in samples.items()
+        if name == "receiver_batch_commit_seconds_bucket" and le is not None
+    )
+    # The first bucket bound that 99% of the batches fall under.
+    p99 = next(le for le, value in seconds if value >= 0.99 * count)
+    return {
+        "count": count,
+        "mean_size": samples[("receiver_batch_size_sum", None)] / count,
+        "mean_ms": 1000 * samples[("receiver_batch_commit_seconds_sum", None)] / count,
+        "p99_ms_at_most": 1000 * p99,
     }
 
 
@@ -425,6 +454,9 @@ def main() -> None:
                 f" p99 {r['p99']:.1f} ms, max {r['max']:.0f} ms; answers {r['answers']};"
                 f" CPU a request: receiver {r['cpu']['receiver_us']:.0f} µs, PostgreSQL"
                 f" {r['cpu']['postgres_us']:.0f} µs, machine {r['cpu']['idle']:.0%} idle;"
+                f" batches: {r['batches'].get('mean_size', 0):.1f} events,"
+                f" {r['batches'].get('mean_ms', 0):.1f} ms on average,"
+                f" p99 <= {r['batches'].get('p99_ms_at_most', 0):.0f} ms;"
                 f" peak RSS {result['peak_rss_mb_per_process']:.0f} MB per worker"
                 f" ({result['peak_rss_mb_total']:.0f} MB in all); check"
                 f" {'OK' if c['ok'] else 'FAILED'}: {c}",
