@@ -13,7 +13,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -63,40 +63,48 @@ class Outcome:
     reason: str | None = None
 
 
-_INSERT_EVENTS = """
-INSERT INTO events AS e
-    (event_id, type, emitted_at, received_at, state, reason, subscription, sms_id,
-     fingerprint, body)
-SELECT DISTINCT ON (i.event_id)
-    i.event_id, i.type, i.emitted_at, i.received_at, i.state, i.reason, i.subscription,
-    i.sms_id, i.fingerprint, i.body
-FROM (
-    SELECT r.ord, r.event_id, r.type, r.emitted_at, r.received_at, r.state, r.reason,
-        r.subscription, r.sms_id, decode(r.fingerprint, 'hex') AS fingerprint, b.body
+# Events and deliveries in one statement, one round trip. The rows travel as one
+# JSON parameter (asyncpg encodes array parameters element by element in Python,
+# which costs several times more), the raw bodies beside it as one bytea array,
+# matched by position.
+#
+# A delivery needs its event's stored fingerprint, to tell a conflicting body. An
+# event this statement inserts gives it in the insert's RETURNING (no read in the
+# statement can see the row); an older one is looked up by key, once, in a lateral
+# subquery (the planner cannot turn it into a join over the whole table). Neither
+# finds an event that a concurrent batch committed while this insert waited for it
+# (the statement's snapshot is older): such a delivery comes back `unseen`, and is
+# sent again in a statement of its own, whose fresh snapshot holds the event.
+_INSERT = """
+WITH r AS (
+    SELECT r.*, decode(r.fingerprint, 'hex') AS key, b.body
     FROM json_to_recordset($1::json)
         AS r(ord int, event_id text, type text, emitted_at timestamptz, received_at timestamptz,
-             state text, reason text, subscription text, sms_id text, fingerprint text)
+             state text, reason text, subscription text, sms_id text, fingerprint text,
+             attempt int, headers jsonb, remote_addr text)
     JOIN unnest($2::bytea[]) WITH ORDINALITY AS b(body, n) ON b.n = r.ord + 1
-) AS i
-ORDER BY i.event_id, i.ord
-ON CONFLICT (event_id) DO NOTHING
-RETURNING e.event_id
-"""
-
-# A separate statement from the events insert on purpose: under READ COMMITTED it
-# takes a fresh snapshot, so it sees an event that a concurrent batch committed
-# while the insert above waited for it. Each delivery looks its event up by key, once
-# (a lateral subquery the planner cannot turn into a join over the whole table).
-_INSERT_DELIVERIES = """
-WITH i AS (
-    SELECT r.ord, r.event_id, r.attempt, decode(r.fingerprint, 'hex') AS fingerprint,
-        r.received_at, r.subscription, r.headers, r.remote_addr, e.fingerprint AS stored
-    FROM json_to_recordset($1::json)
-        AS r(ord int, event_id text, attempt int, fingerprint text, received_at timestamptz,
-             subscription text, headers jsonb, remote_addr text)
-    CROSS JOIN LATERAL (
+),
+created AS (
+    INSERT INTO events AS e
+        (event_id, type, emitted_at, received_at, state, reason, subscription, sms_id,
+         fingerprint, body)
+    SELECT DISTINCT ON (r.event_id)
+        r.event_id, r.type, r.emitted_at, r.received_at, r.state, r.reason, r.subscription,
+        r.sms_id, r.key, r.body
+    FROM r
+    ORDER BY r.event_id, r.ord
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING e.event_id, e.fingerprint
+),
+i AS (
+    SELECT r.ord, r.event_id, r.attempt, r.key AS fingerprint, r.received_at, r.subscription,
+        r.headers, r.remote_addr, c.event_id IS NOT NULL AS created,
+        COALESCE(c.fingerprint, older.fingerprint) AS stored
+    FROM r
+    LEFT JOIN created c ON c.event_id = r.event_id
+    LEFT JOIN LATERAL (
         SELECT e.fingerprint FROM events e WHERE e.event_id = r.event_id LIMIT 1
-    ) AS e
+    ) AS older ON c.event_id IS NULL
 ),
 inserted AS (
     INSERT INTO deliveries AS d
@@ -105,11 +113,13 @@ inserted AS (
     SELECT i.event_id, i.attempt, i.fingerprint, i.fingerprint <> i.stored,
            i.received_at, i.subscription, i.headers, i.remote_addr
     FROM i
+    WHERE i.stored IS NOT NULL
     ORDER BY i.event_id, i.attempt, i.ord
     ON CONFLICT (event_id, attempt, fingerprint) DO NOTHING
     RETURNING d.id, d.event_id, d.attempt, d.fingerprint
 )
-SELECT i.ord, i.fingerprint <> i.stored AS conflict, inserted.id AS delivery_id
+SELECT i.ord, i.created, i.stored IS NULL AS unseen, i.fingerprint <> i.stored AS conflict,
+    inserted.id AS delivery_id
 FROM i
 LEFT JOIN inserted
     ON inserted.event_id = i.event_id
@@ -122,14 +132,14 @@ _KEEP_CONFLICTING_BODY = "UPDATE deliveries SET body = $2 WHERE id = $1"
 
 async def store_batch(conn: Any, items: Sequence[Incoming]) -> list[Outcome]:
     """Store every item's event (once per id) and delivery (once per id, try and content)."""
-    created = await _insert_events(conn, items)
-    rows = await _insert_deliveries(conn, items)
+    rows = await _insert(conn, items)
+    created = {items[ord_].key for ord_, row in rows.items() if row.created}
     outcomes: list[Outcome] = []
     claimed_events: set[str] = set()
     claimed_deliveries: set[int] = set()
     conflicting: list[tuple[int, bytes]] = []
     for ord_, item in enumerate(items):
-        conflict, delivery_id = rows[ord_]
+        conflict, delivery_id = bool(rows[ord_].conflict), rows[ord_].delivery_id
         first_of_event = item.key in created and item.key not in claimed_events
         if first_of_event:
             claimed_events.add(item.key)
@@ -169,10 +179,26 @@ def event_state(parsed: Envelope | Malformed) -> EventState:
     return EventState.PROCESSED if parsed.handled else EventState.UNHANDLED
 
 
-# The rows travel as one JSON parameter (asyncpg encodes array parameters element
-# by element in Python, which costs several times more), the raw bodies beside it
-# as one bytea array, matched by position.
-async def _insert_events(conn: Any, items: Sequence[Incoming]) -> set[str]:
+async def _insert(conn: Any, items: Sequence[Incoming]) -> dict[int, _Stored]:
+    """What the insert did for each item, by position."""
+    stored = await _insert_once(conn, items)
+    unseen = [ord_ for ord_, row in stored.items() if row.unseen]
+    if unseen:
+        again = await _insert_once(conn, [items[ord_] for ord_ in unseen])
+        if any(row.unseen for row in again.values()):
+            raise RuntimeError("an event was neither stored nor found twice in a row")
+        stored.update({unseen[n]: row for n, row in again.items()})
+    return stored
+
+
+class _Stored(NamedTuple):
+    created: bool
+    unseen: bool
+    conflict: bool | None
+    delivery_id: int | None
+
+
+async def _insert_once(conn: Any, items: Sequence[Incoming]) -> dict[int, _Stored]:
     rows = []
     for ord_, item in enumerate(items):
         parsed = item.parsed
@@ -189,31 +215,14 @@ async def _insert_events(conn: Any, items: Sequence[Incoming]) -> set[str]:
                 "subscription": parsed.subscription,
                 "sms_id": envelope.sms.sms_id if envelope and envelope.sms else None,
                 "fingerprint": parsed.fingerprint.hex(),
+                "attempt": parsed.attempt,
+                "headers": item.headers,
+                "remote_addr": item.remote_addr,
             }
         )
     bodies = [item.body for item in items]
-    records = await conn.fetch(_INSERT_EVENTS, orjson.dumps(rows).decode(), bodies)
-    return {record["event_id"] for record in records}
-
-
-async def _insert_deliveries(
-    conn: Any, items: Sequence[Incoming]
-) -> dict[int, tuple[bool, int | None]]:
-    rows = [
-        {
-            "ord": ord_,
-            "event_id": item.key,
-            "attempt": item.parsed.attempt,
-            "fingerprint": item.parsed.fingerprint.hex(),
-            "received_at": item.received_at,
-            "subscription": item.parsed.subscription,
-            "headers": item.headers,
-            "remote_addr": item.remote_addr,
-        }
-        for ord_, item in enumerate(items)
-    ]
-    records = await conn.fetch(_INSERT_DELIVERIES, orjson.dumps(rows).decode())
-    return {record["ord"]: (record["conflict"], record["delivery_id"]) for record in records}
+    records = await conn.fetch(_INSERT, orjson.dumps(rows).decode(), bodies)
+    return {record["ord"]: _Stored(*record[1:]) for record in records}
 
 
 def stored_reports(items: Sequence[Incoming], outcomes: Sequence[Outcome]) -> list[Report]:

@@ -3,10 +3,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from datetime import UTC, datetime
 
+import asyncpg
 import httpx
 
 from receiver.app import create_app
+from receiver.callr.envelope import parse_envelope
+from receiver.ingest.store import Incoming, Result, store_batch
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, running, with_fields
 
@@ -82,3 +86,47 @@ async def test_each_event_keeps_the_body_of_its_first_arrival(
     # Every stored body is one of the bodies that was sent, byte for byte.
     sent = set(two_hundred_deliveries(seed=4))
     assert all(row["body"] in sent for row in rows)
+
+
+async def test_an_event_committed_while_a_batch_waits_for_it_keeps_that_batchs_delivery(
+    database_url: str,
+) -> None:
+    """The second batch's insert waits for the first's, whose event its snapshot misses."""
+    body = example("v2.sms.outbound.updated")
+    retry = with_fields(body, try_=1)
+    first, second = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        first_transaction = first.transaction()
+        await first_transaction.start()
+        (stored,) = await store_batch(first, [_incoming(body)])
+        assert stored.result is Result.STORED
+        # Sure to start (and take its snapshot) before the first batch commits.
+        async with second.transaction():
+            waiting = asyncio.create_task(store_batch(second, [_incoming(retry)]))
+            while not await first.fetchval(  # noqa: ASYNC110 (a lock wait has no event)
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
+                second.get_server_pid(),
+            ):
+                await asyncio.sleep(0.01)
+            await first_transaction.commit()
+            (outcome,) = await waiting
+    finally:
+        await first.close()
+        await second.close()
+    assert (outcome.result, outcome.new_delivery, outcome.conflict) == (
+        Result.DUPLICATE,
+        True,
+        False,
+    )
+    deliveries = await fetch(database_url, "SELECT attempt, conflict FROM deliveries")
+    assert sorted((d["attempt"], d["conflict"]) for d in deliveries) == [(0, False), (1, False)]
+
+
+def _incoming(body: bytes) -> Incoming:
+    return Incoming(
+        parsed=parse_envelope(body),
+        body=body,
+        received_at=datetime.now(UTC),
+        headers={},
+        remote_addr="127.0.0.1",
+    )
