@@ -70,7 +70,6 @@ def create_app(settings: Settings) -> Starlette:
     endpoint = WebhookEndpoint(
         auth=auth,
         max_body_bytes=settings.max_body_bytes,
-        ack_timeout=settings.ack_timeout,
         retry_after=settings.retry_after,
     )
 
@@ -88,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
             concurrency=settings.writer_concurrency,
             queue_max=settings.writer_queue_max,
             routing_window=timedelta(hours=settings.routing_window_hours),
+            ack_timeout=settings.ack_timeout,
         )
         # Dashboards get a pool of their own, small and with a statement timeout, so
         # that a heavy query can neither take the writer's connections nor run on.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +35,6 @@ class WebhookEndpoint:
 
     auth: WebhookAuth
     max_body_bytes: int
-    ack_timeout: float
     retry_after: int
 
     async def receive(self, request: Request) -> Response:
@@ -89,9 +87,7 @@ class WebhookEndpoint:
         self, writer: GroupCommitWriter, item: Incoming
     ) -> tuple[Response, Outcome | None]:
         try:
-            # A deadline on this task (no task of its own, as wait_for would make).
-            async with asyncio.timeout(self.ack_timeout):
-                outcome = await writer.submit(item)
+            outcome = await writer.submit(item)
         except (DatabaseUnavailable, Overloaded, TimeoutError) as error:
             reason = {
                 DatabaseUnavailable: "the database is unavailable",

@@ -4,6 +4,8 @@ A request hands its parsed event to `submit` and waits. Writer tasks take whatev
 has queued up (up to `batch_max` items), store it in one transaction, commit, and
 only then wake the requests of that batch. While one batch commits, the next one
 gathers, so the cost of an fsync is shared by everyone who arrived meanwhile.
+A request still waiting at its deadline is told so (`TimeoutError`); its event
+may commit later, which CALLR's retry then finds.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -68,6 +71,7 @@ class GroupCommitWriter:
         concurrency: int,
         queue_max: int,
         routing_window: timedelta = timedelta(days=7),
+        ack_timeout: float | None = None,
     ) -> None:
         self._pool = pool
         self._batch_max = batch_max
@@ -75,12 +79,22 @@ class GroupCommitWriter:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
         self._tasks: list[asyncio.Task[None]] = []
         self._routing_window = routing_window
+        self._ack_timeout = ack_timeout
+        # Every submission's (deadline, future), in the order submitted, hence of deadline.
+        self._deadlines: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        """Start the writer tasks."""
+        """Start the writer tasks (and, with an ack timeout, the task that enforces it)."""
+        # Kept: asyncio's lookup of the running loop makes a system call (getpid).
+        self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self._run(), name=f"writer-{n}") for n in range(self._concurrency)
         ]
+        if self._ack_timeout is not None:
+            self._tasks.append(
+                asyncio.create_task(self._expire(self._ack_timeout), name="writer-deadlines")
+            )
 
     async def stop(self) -> None:
         """Commit everything already submitted, then stop the writer tasks."""
@@ -91,13 +105,36 @@ class GroupCommitWriter:
         self._tasks = []
 
     async def submit(self, item: Incoming) -> Outcome:
-        """Wait until `item` is committed and return what it did; raises if it cannot be."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        """Wait until `item` is committed and return what it did; raises if it cannot be.
+
+        `TimeoutError` when it is not committed within the ack timeout.
+        """
+        loop = self._loop
+        assert loop is not None, "the writer is not started"
+        future: asyncio.Future[Outcome] = loop.create_future()
         try:
             self._queue.put_nowait(_Pending(item, future))
         except asyncio.QueueFull:
             raise Overloaded from None
+        if self._ack_timeout is not None:
+            self._deadlines.append((loop.time() + self._ack_timeout, future))
         return await future
+
+    async def _expire(self, seconds: float) -> None:
+        """Fail what is still waiting at its deadline, at most a tick after it.
+
+        One task for every request: a timer per request (asyncio.timeout) cost a
+        twentieth of the worker's time under load.
+        """
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        tick = min(seconds / 10, 0.05)
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+                _, future = deadlines.popleft()
+                _settle(future, error=TimeoutError())
 
     async def _run(self) -> None:
         while True:

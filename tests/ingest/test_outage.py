@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from receiver.app import create_app
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.settings import Settings
-from tests.conftest import TEST_URL_TOKEN
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, running, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
@@ -94,3 +95,29 @@ async def test_503_while_the_database_is_down_then_200_without_a_restart(
     stored = await fetch(url, "SELECT event_id FROM events ORDER BY event_id")
     # What was refused with 503 was not stored: only what got a 200 is there.
     assert [row["event_id"] for row in stored] == ["942214623649723405HGNSmlw2sOrjq", "outage-0"]
+
+
+async def test_a_commit_slower_than_the_ack_timeout_gets_503_and_still_lands(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    body = example("v1-sms.mt.status_update")
+    settings = make_settings(ack_timeout=0.5, retry_after=7)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with running(create_app(settings)) as client:
+            async with blocker.transaction():
+                # The batch waits for this lock until after its request's deadline.
+                await blocker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                started = time.monotonic()
+                late = await client.post(TOKEN_PATH, content=body, headers=JSON)
+                waited = time.monotonic() - started
+            retried = await client.post(TOKEN_PATH, content=with_fields(body, try_=1), headers=JSON)
+    finally:
+        await blocker.close()
+    assert late.status_code == 503
+    assert late.headers["retry-after"] == "7"
+    assert late.json()["error"] == "the database did not commit in time; retry later"
+    assert settings.ack_timeout <= waited < settings.ack_timeout + 0.5
+    # The batch committed once the lock was gone: CALLR's retry finds the event stored.
+    assert retried.status_code == 200
+    assert retried.json()["result"] == "duplicate"
