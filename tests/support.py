@@ -96,7 +96,10 @@ def signed_headers(body: bytes, secret: str, algorithm: str = "sha256") -> dict[
 
 @asynccontextmanager
 async def serving(app: Starlette) -> AsyncIterator[str]:
-    """`app` behind a real uvicorn on a free loopback port; yields its base URL."""
+    """`app` behind a real uvicorn (run as `receiver serve` runs it) on a free loopback port.
+
+    Yields its base URL.
+    """
     import socket
 
     import uvicorn
@@ -105,7 +108,10 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    from receiver.http_protocol import HttpProtocol
+
+    config = uvicorn.Config(app, log_config=None, access_log=False, http=HttpProtocol)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         # The lifespan (pool, writer) must be up before the first request.

@@ -66,6 +66,8 @@ def serve(args: argparse.Namespace) -> int:
     """Run the service with uvicorn (and the embedded database unless a URL is set)."""
     import uvicorn
 
+    from receiver.http_protocol import HttpProtocol
+
     given = configured()
     database = open_database(given)
     settings = resolve_webhook_auth(
@@ -97,6 +99,7 @@ def serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=args.forwarded_allow_ips,
         timeout_graceful_shutdown=args.graceful_timeout,
         server_header=False,
+        http=HttpProtocol,
     )
     return 0
 

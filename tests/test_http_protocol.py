@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+from uvicorn.server import ServerState
+
+from receiver.http_protocol import CoalescedWrites, HttpProtocol
+from tests.support import serving
+
+BIG = b"x" * (4 * 2**20)
+
+
+async def echo(request: Request) -> Response:
+    return PlainTextResponse(f"{request.path_params['n']}:{(await request.body()).decode()}")
+
+
+async def big(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(BIG), 2**20):
+            yield BIG[start : start + 2**20]
+
+    return StreamingResponse(chunks())
+
+
+APP = Starlette(routes=[Route("/echo/{n}", echo, methods=["POST"]), Route("/big", big)])
+
+
+async def test_responses_on_one_connection_arrive_whole_and_in_order() -> None:
+    async with serving(APP) as base, httpx.AsyncClient(base_url=base) as client:
+        answers = [await client.post(f"/echo/{n}", content=f"body {n}") for n in range(50)]
+        streamed = await client.get("/big")
+        after = await client.post("/echo/last", content="after the big one")
+    assert [a.text for a in answers] == [f"{n}:body {n}" for n in range(50)]
+    assert streamed.content == BIG
+    assert after.text == "last:after the big one"
+
+
+async def test_a_response_that_closes_the_connection_is_sent_whole_first() -> None:
+    async with serving(APP) as base:
+        port = int(base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /echo/1 HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi"
+        )
+        received = await asyncio.wait_for(reader.read(), timeout=10)  # until the server closes
+        writer.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == b"1:hi"
+
+
+class Transport:
+    """The real transport's side: what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(bytes(data))
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def abort(self) -> None:
+        self.calls.append("abort")
+
+    def is_closing(self) -> bool:
+        return "close" in self.calls or "abort" in self.calls
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1234) if name == "peername" else None
+
+
+async def test_the_writes_of_one_turn_go_out_as_one() -> None:
+    real = Transport()
+    transport = CoalescedWrites(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    transport.write(b"ok")
+    assert real.calls == []
+    await asyncio.sleep(0)
+    assert real.calls == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+    transport.write(b"last")
+    transport.close()
+    assert real.calls[1:] == [b"last", "close"]
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 1234)
+
+
+async def test_an_aborted_connection_sends_nothing_more() -> None:
+    real = Transport()
+    transport = CoalescedWrites(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"partial")
+    transport.abort()
+    await asyncio.sleep(0)
+    assert real.calls == ["abort"]
+
+
+async def test_what_was_written_goes_out_when_the_client_stops_sending() -> None:
+    """After the client's EOF the real transport closes itself: pending writes go first."""
+    config = uvicorn.Config(APP, log_config=None, http=HttpProtocol)
+    config.load()
+    protocol = HttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+    real = Transport()
+    protocol.connection_made(real)  # type: ignore[arg-type]
+    protocol.transport.write(b"HTTP/1.1 413 Content Too Large\r\n\r\n")
+    protocol.eof_received()
+    assert real.calls == [b"HTTP/1.1 413 Content Too Large\r\n\r\n"]
