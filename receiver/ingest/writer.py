@@ -6,6 +6,12 @@ only then wake the requests of that batch. While one batch commits, the next one
 gathers, so the cost of an fsync is shared by everyone who arrived meanwhile.
 A request still waiting at its deadline is told so (`TimeoutError`); its event
 may commit later, which CALLR's retry then finds.
+
+One writer does the work while it keeps up: its batches are larger than two
+writers' would be, and a batch costs PostgreSQL less per event the larger it is.
+The others stand by and take batches only while the first one's batch has run
+longer than `HELP_AFTER`, so that a batch waiting for a lock (held by a replay,
+say) does not hold up every request.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ _RETRIES = 3
 _BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
 
 
+# How long the first writer's batch may run before the other writers take batches
+# too. Batches take a few milliseconds under load (docs/performance.md).
+HELP_AFTER = 0.02
+
+
 class DatabaseUnavailable(Exception):
     """The batch could not be committed because the database is away: answer 503."""
 
@@ -83,13 +94,19 @@ class GroupCommitWriter:
         # Every submission's (deadline, future), in the order submitted, hence of deadline.
         self._deadlines: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set while the first writer's batch has run longer than HELP_AFTER.
+        self._overdue = asyncio.Event()
 
     async def start(self) -> None:
         """Start the writer tasks (and, with an ack timeout, the task that enforces it)."""
         # Kept: asyncio's lookup of the running loop makes a system call (getpid).
         self._loop = asyncio.get_running_loop()
         self._tasks = [
-            asyncio.create_task(self._run(), name=f"writer-{n}") for n in range(self._concurrency)
+            asyncio.create_task(self._run(), name="writer-0"),
+            *(
+                asyncio.create_task(self._stand_by(), name=f"writer-{n}")
+                for n in range(1, self._concurrency)
+            ),
         ]
         if self._ack_timeout is not None:
             self._tasks.append(
@@ -137,15 +154,35 @@ class GroupCommitWriter:
                 _settle(future, error=TimeoutError())
 
     async def _run(self) -> None:
+        assert self._loop is not None
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._take()
+            overdue = self._loop.call_later(HELP_AFTER, self._overdue.set)
             try:
                 await self._write(batch)
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                overdue.cancel()
+                self._overdue.clear()
+                self._done(batch)
+
+    async def _stand_by(self) -> None:
+        while True:
+            await self._overdue.wait()
+            batch = await self._take()
+            try:
+                await self._write(batch)
+            finally:
+                self._done(batch)
+
+    async def _take(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        while len(batch) < self._batch_max and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    def _done(self, batch: list[_Pending]) -> None:
+        for _ in batch:
+            self._queue.task_done()
 
     async def _write(self, batch: list[_Pending]) -> None:
         items = [pending.item for pending in batch]

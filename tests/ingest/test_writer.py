@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 
 from receiver.callr.envelope import Envelope, parse_envelope
@@ -166,3 +167,38 @@ async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key
                     assert "ix_messages_created_at_outcomes" not in indexes
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("concurrency", [2, 3])
+async def test_a_batch_stuck_on_a_lock_does_not_hold_up_the_others(
+    database_url: str, concurrency: int
+) -> None:
+    """While one batch waits for a message row locked elsewhere, other events still commit."""
+    pool = await create_pool(database_url, size=4, command_timeout=30)
+    writer = GroupCommitWriter(pool, batch_max=100, concurrency=concurrency, queue_max=100)
+    await writer.start()
+    blocker = await asyncpg.connect(database_url)
+    try:
+        sent = lifecycle(Status.CREATED, Status.SENT)
+        await writer.submit(incoming(v2_event("first", "LOCKED", sent)))
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM messages WHERE sms_id = 'locked' FOR UPDATE")
+            delivered = lifecycle(Status.CREATED, Status.SENT, Status.DELIVERED)
+            stuck = asyncio.create_task(
+                writer.submit(incoming(v2_event("stuck", "LOCKED", delivered)))
+            )
+            while not await blocker.fetchval(  # noqa: ASYNC110 (a lock wait has no event)
+                "SELECT count(*) FROM pg_locks WHERE NOT granted"
+            ):
+                await asyncio.sleep(0.01)
+            others = [incoming(v2_event(f"other-{n}", f"FREE{n}", delivered)) for n in range(5)]
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*(writer.submit(item) for item in others)), timeout=5
+            )
+            assert not stuck.done()
+        assert (await stuck).result is Result.STORED
+    finally:
+        await blocker.close()
+        await writer.stop()
+        await pool.close()
+    assert [o.result for o in outcomes] == [Result.STORED] * 5
