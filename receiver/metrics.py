@@ -66,6 +66,11 @@ BATCH_SECONDS = Histogram(
     "Time to store, project, route and commit one batch.",
     buckets=_LATENCY_BUCKETS,
 )
+STANDBY_BATCHES = Counter(
+    "receiver_standby_batches",
+    "Batches taken by a standby writer while the first writer's batch ran over 20 ms "
+    "(it waited for a lock, or the database fell behind).",
+)
 OUT_OF_ORDER = Counter(
     "receiver_out_of_order_reports",
     "Status reports older than what the message record already showed when they arrived.",

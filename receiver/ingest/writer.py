@@ -169,6 +169,7 @@ class GroupCommitWriter:
         while True:
             await self._overdue.wait()
             batch = await self._take()
+            metrics.STANDBY_BATCHES.inc()
             try:
                 await self._write(batch)
             finally:

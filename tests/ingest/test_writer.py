@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.sms import Status
@@ -178,6 +179,7 @@ async def test_a_batch_stuck_on_a_lock_does_not_hold_up_the_others(
     writer = GroupCommitWriter(pool, batch_max=100, concurrency=concurrency, queue_max=100)
     await writer.start()
     blocker = await asyncpg.connect(database_url)
+    standby_before = REGISTRY.get_sample_value("receiver_standby_batches_total") or 0
     try:
         sent = lifecycle(Status.CREATED, Status.SENT)
         await writer.submit(incoming(v2_event("first", "LOCKED", sent)))
@@ -202,3 +204,6 @@ async def test_a_batch_stuck_on_a_lock_does_not_hold_up_the_others(
         await writer.stop()
         await pool.close()
     assert [o.result for o in outcomes] == [Result.STORED] * 5
+    # Counted, for whoever watches the service: a batch waited that long.
+    standby = REGISTRY.get_sample_value("receiver_standby_batches_total") or 0
+    assert standby - standby_before >= 1
