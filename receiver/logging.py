@@ -68,6 +68,11 @@ class LineBuffer:
 _STDERR = LineBuffer(lambda: sys.stderr)
 
 
+def flush_logs() -> None:
+    """Write the lines held now: for a process that ends without running `atexit`."""
+    _STDERR.flush()
+
+
 class _StderrLogger:
     """Writes each rendered line to standard error; named for the `logger` field."""
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from receiver import heap
 from receiver.db.engine import create_pool
+from receiver.logging import flush_logs
 from receiver.replay import ReplaySummary, StopFlag, replay_range
 
 # A range of SMS ids, [low, high), None for unbounded.
@@ -168,6 +169,8 @@ def _child(
     except Exception as error:  # reported to the parent, which raises it
         reports.put((number, "failed", f"{type(error).__name__}: {error}"))
         return
+    finally:
+        flush_logs()  # a forked child ends with os._exit, which skips atexit
     reports.put((number, "done", dataclasses.asdict(summary)))
 
 
