@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,31 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
+from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.signature import sign
+from receiver.ingest.store import Incoming
+
+
+def incoming(body: bytes, **envelope_changes: Any) -> Incoming:
+    """A webhook request for the writer or the store: `body` parsed, received now."""
+    parsed = parse_envelope(body)
+    assert isinstance(parsed, Envelope)
+    return Incoming(
+        parsed=parsed._replace(**envelope_changes),
+        body=body,
+        received_at=datetime.now(UTC),
+        headers={},
+        remote_addr="127.0.0.1",
+    )
+
+
+async def until_a_lock_wait(conn: asyncpg.Connection, pid: int | None = None) -> None:
+    """Return once a session (`pid`, or any) waits for a lock; there is no event for it."""
+    while not await conn.fetchval(  # noqa: ASYNC110
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND ($1::int IS NULL OR pid = $1)", pid
+    ):
+        await asyncio.sleep(0.01)
+
 
 # CALLR's example events (from the provider notes), kept with the tests.
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"

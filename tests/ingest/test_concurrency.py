@@ -3,16 +3,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from datetime import UTC, datetime
 
 import asyncpg
 import httpx
 
 from receiver.app import create_app
-from receiver.callr.envelope import parse_envelope
-from receiver.ingest.store import Incoming, Result, store_batch
+from receiver.ingest.store import Result, store_batch
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, fetch, running, with_fields
+from tests.support import example, fetch, incoming, running, until_a_lock_wait, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 
@@ -98,16 +96,12 @@ async def test_an_event_committed_while_a_batch_waits_for_it_keeps_that_batchs_d
     try:
         first_transaction = first.transaction()
         await first_transaction.start()
-        (stored,) = await store_batch(first, [_incoming(body)])
+        (stored,) = await store_batch(first, [incoming(body)])
         assert stored.result is Result.STORED
         # Sure to start (and take its snapshot) before the first batch commits.
         async with second.transaction():
-            waiting = asyncio.create_task(store_batch(second, [_incoming(retry)]))
-            while not await first.fetchval(  # noqa: ASYNC110 (a lock wait has no event)
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1",
-                second.get_server_pid(),
-            ):
-                await asyncio.sleep(0.01)
+            waiting = asyncio.create_task(store_batch(second, [incoming(retry)]))
+            await until_a_lock_wait(first, second.get_server_pid())
             await first_transaction.commit()
             (outcome,) = await waiting
     finally:
@@ -120,13 +114,3 @@ async def test_an_event_committed_while_a_batch_waits_for_it_keeps_that_batchs_d
     )
     deliveries = await fetch(database_url, "SELECT attempt, conflict FROM deliveries")
     assert sorted((d["attempt"], d["conflict"]) for d in deliveries) == [(0, False), (1, False)]
-
-
-def _incoming(body: bytes) -> Incoming:
-    return Incoming(
-        parsed=parse_envelope(body),
-        body=body,
-        received_at=datetime.now(UTC),
-        headers={},
-        remote_addr="127.0.0.1",
-    )

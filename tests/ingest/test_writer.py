@@ -3,32 +3,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
-from receiver.ingest.store import Incoming, Result
+from receiver.ingest.store import Result
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
-from tests.support import example, fetch, with_fields
-
-
-def incoming(body: bytes, **envelope_changes: Any) -> Incoming:
-    parsed = parse_envelope(body)
-    assert isinstance(parsed, Envelope)
-    return Incoming(
-        parsed=parsed._replace(**envelope_changes),
-        body=body,
-        received_at=datetime.now(UTC),
-        headers={},
-        remote_addr="127.0.0.1",
-    )
+from tests.support import example, fetch, incoming, until_a_lock_wait, with_fields
 
 
 async def test_one_unstorable_event_does_not_fail_its_batch(database_url: str) -> None:
@@ -189,10 +175,7 @@ async def test_a_batch_stuck_on_a_lock_does_not_hold_up_the_others(
             stuck = asyncio.create_task(
                 writer.submit(incoming(v2_event("stuck", "LOCKED", delivered)))
             )
-            while not await blocker.fetchval(  # noqa: ASYNC110 (a lock wait has no event)
-                "SELECT count(*) FROM pg_locks WHERE NOT granted"
-            ):
-                await asyncio.sleep(0.01)
+            await until_a_lock_wait(blocker)
             others = [incoming(v2_event(f"other-{n}", f"FREE{n}", delivered)) for n in range(5)]
             outcomes = await asyncio.wait_for(
                 asyncio.gather(*(writer.submit(item) for item in others)), timeout=5
