@@ -17,7 +17,10 @@ the CPU each request cost the receiver's processes and PostgreSQL's under load.
 
 wrk comes from the distribution's packages (scripts/system-packages installs it).
 With --generators, it also measures how fast `receiver simulate` itself can drive
-the bare app, to show which load generator can saturate the server.
+the bare app, to show which load generator can saturate the server. With
+--without-writes, it also runs the receiver with its writer answering at once,
+without the database (bench/no_writes.py), under the same load: how fast the
+receiver's own code is, before storing.
 """
 
 from __future__ import annotations
@@ -268,7 +271,7 @@ async def settle_and_check(
 
 
 def serve_receiver(
-    database_url: str, port: int, workers: int, log: Path
+    database_url: str, port: int, workers: int, log: Path, *, writes: bool = True
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -276,10 +279,10 @@ def serve_receiver(
         "RECEIVER_CALLR_HMAC_SECRETS": SECRET,
         "RECEIVER_LOG_FORMAT": "json",
     }
+    entry = ["-m", "receiver"] if writes else [str(HERE / "no_writes.py")]
     command = [
         sys.executable,
-        "-m",
-        "receiver",
+        *entry,
         "serve",
         "--port",
         str(port),
@@ -323,7 +326,9 @@ def one_run(
     deliveries: list[Delivery],
     requests: Path,
     folder: Path,
+    without_writes: bool,
 ) -> dict[str, Any]:
+    ceiling = None
     with scratch_database(postgres) as name:
         url = postgres.url_for(name)
         settings = asyncio.run(_durability(url))
@@ -344,6 +349,8 @@ def one_run(
             check = asyncio.run(settle_and_check(url, f"{base}/webhooks/callr", deliveries, sent))
         finally:
             stop(server)
+        if without_writes:
+            ceiling = run_without_writes(url, workers, requests, duration, folder)
     port = free_port()
     bare_server = serve_bare(folder, port, workers)
     try:
@@ -357,10 +364,29 @@ def one_run(
         "receiver": receiver,
         "bare": bare,
         "ratio": receiver["rate"] / bare["rate"],
+        "without_writes": ceiling,
         "peak_rss_mb_per_process": watch.peak_per_process / 2**20,
         "peak_rss_mb_total": watch.peak_total / 2**20,
         "check": check,
     }
+
+
+def run_without_writes(
+    url: str, workers: int, requests: Path, duration: int, folder: Path
+) -> dict[str, Any]:
+    """The same load on the receiver with its writer answering without the database."""
+    port = free_port()
+    server = serve_receiver(url, port, workers, folder / f"no-writes-{workers}.log", writes=False)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{base}/readyz", server)
+        cpu = CpuWatch(server.pid)
+        started = time.perf_counter()
+        result = run_wrk(base, requests, duration, None)
+        result["cpu"] = cpu.per_request(result["rate"] * duration, time.perf_counter() - started)
+    finally:
+        stop(server)
+    return result
 
 
 def batches(base: str) -> dict[str, float]:
@@ -430,6 +456,12 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20, help="seconds of load per run")
     parser.add_argument("--messages", type=int, default=60_000, help="SMS in the plan")
     parser.add_argument("--generators", action="store_true", help="also time the simulator")
+    parser.add_argument(
+        "--without-writes",
+        action="store_true",
+        help="also run the receiver with its writer answering without the database"
+        " (bench/no_writes.py): the ceiling of its own code",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: scripts/system-packages installs it")
@@ -445,7 +477,9 @@ def main() -> None:
     results = []
     with bench_server() as postgres:
         for workers in (int(w) for w in args.workers.split(",")):
-            result = one_run(postgres, workers, args.duration, deliveries, requests, folder)
+            result = one_run(
+                postgres, workers, args.duration, deliveries, requests, folder, args.without_writes
+            )
             results.append(result)
             r, b, c = result["receiver"], result["bare"], result["check"]
             print(
@@ -462,6 +496,15 @@ def main() -> None:
                 f" {'OK' if c['ok'] else 'FAILED'}: {c}",
                 flush=True,
             )
+            ceiling = result["without_writes"]
+            if ceiling is not None:
+                print(
+                    f"workers {workers} without database writes: {ceiling['rate']:,.0f}/s,"
+                    f" ratio {ceiling['rate'] / b['rate']:.2f}; p99 {ceiling['p99']:.1f} ms;"
+                    f" CPU a request: receiver {ceiling['cpu']['receiver_us']:.0f} µs,"
+                    f" machine {ceiling['cpu']['idle']:.0%} idle",
+                    flush=True,
+                )
     if args.generators:
         rates = compare_generators(folder, Plan(args.messages, Mix(), seed=12), args.duration)
         wrk_rate = next(r["bare"]["rate"] for r in results if r["workers"] == 1)
