@@ -14,14 +14,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 
 from receiver.db import migrate
+from receiver.db.engine import describe
 from receiver.ingest.auth import TOKEN_FILE
 from tests.support import example, fetch
 
 
 def receiver_command(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "receiver", *args],
@@ -29,6 +31,7 @@ def receiver_command(
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         check=False,
     )
 
@@ -69,6 +72,69 @@ def test_migrate_brings_an_empty_database_to_the_head(empty_database_url: str) -
     assert result.returncode == 0, result.stderr
     rows = asyncio.run(fetch(empty_database_url, "SELECT version_num FROM alembic_version"))
     assert rows == [{"version_num": migrate.head_revision()}]
+
+
+# A command of each family that reads or writes the tables.
+TABLE_COMMANDS = [
+    ("handlers", "list"),
+    ("forwards", "list"),
+    ("replay", "--dry-run"),
+    ("prune", "--events-older-than", "90d", "--dry-run"),
+]
+
+
+def test_a_command_on_a_database_without_the_current_schema_says_to_migrate(
+    empty_database_url: str,
+) -> None:
+    env = {"RECEIVER_DATABASE_URL": empty_database_url}
+    where = describe(empty_database_url)
+    for command in TABLE_COMMANDS:
+        result = receiver_command(*command, env=env)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr == (
+            f"receiver: the database {where} has no schema: run `receiver migrate`\n"
+        ), command
+
+    head = migrate.head_revision()
+    before = ScriptDirectory.from_config(migrate.alembic_config("")).get_revision(head)
+    assert before is not None
+    assert isinstance(before.down_revision, str)
+    migrate.upgrade(empty_database_url, before.down_revision)
+    behind = receiver_command("handlers", "list", env=env)
+    assert behind.returncode == 1
+    assert behind.stderr == (
+        f"receiver: the database {where} is at schema revision {before.down_revision},"
+        f" this receiver needs {head}: run `receiver migrate`\n"
+    )
+
+    assert receiver_command("migrate", env=env).returncode == 0
+    listed = receiver_command("handlers", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_a_command_says_when_it_cannot_reach_the_database() -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/receiver"
+    for command in TABLE_COMMANDS:
+        result = receiver_command(*command, env={"RECEIVER_DATABASE_URL": url})
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith(f"receiver: cannot reach the database {describe(url)}: "), (
+            command
+        )
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_command_before_the_first_serve_migrates_the_embedded_database(tmp_path: Path) -> None:
+    # A new user registering a handler before ever running the service.
+    added = receiver_command(
+        "handlers", "add", "--default", "--url", "http://127.0.0.1:9/replies", cwd=tmp_path
+    )
+    listed = receiver_command("handlers", "list", cwd=tmp_path)
+
+    assert added.returncode == 0, added.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert '"url":"http://127.0.0.1:9/replies"' in listed.stdout
+    assert (tmp_path / ".receiver" / "postgres").is_dir()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from importlib.metadata import version
 
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
 from receiver.cli.replay import add_replay_commands
-from receiver.cli.service import run_migrations, serve, worker
+from receiver.cli.service import DatabaseNotReady, run_migrations, serve, worker
 from receiver.cli.simulate import add_simulate_command
 from receiver.settings import SettingsError
 
@@ -67,4 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"receiver: {error}", file=sys.stderr)
         return 2
+    except DatabaseNotReady as error:
+        print(f"receiver: {error}", file=sys.stderr)
+        return 1
     return result

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from receiver.cli.service import configured, open_database, timestamp
+from receiver.cli.service import configured, open_migrated_database, timestamp
 from receiver.db.engine import asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding.handlers import (
@@ -30,7 +30,7 @@ from receiver.forwarding.signing import new_secret
 def _run_with_connection(operation: Callable[[Any], Awaitable[int]]) -> int:
     """Run `operation(conn)` against the configured (or embedded) database."""
     settings = configured()
-    database = open_database(settings)
+    database = open_migrated_database(settings)
 
     async def run() -> int:
         conn = await asyncpg.connect(asyncpg_dsn(database.url))

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from receiver import heap
-from receiver.cli.service import configured, open_database, timestamp
+from receiver.cli.service import configured, open_migrated_database, timestamp
 from receiver.db.engine import create_pool
 from receiver.http import whole_number
 from receiver.progress import Progress
@@ -148,7 +148,7 @@ def _run(
     command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]], *, connections: int = 4
 ) -> int:
     settings = configured()
-    database = open_database(settings)
+    database = open_migrated_database(settings)
     settings = settings.model_copy(update={"database_url": database.url})
 
     async def main() -> int:

@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
+import asyncpg
 import structlog
 
 from receiver.app import WEBHOOK_PATH, dispatcher
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
-from receiver.db.engine import create_pool, describe
+from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, describe
 from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
 from receiver.logging import configure_logging
 from receiver.settings import Settings, load_settings
@@ -45,6 +46,55 @@ def open_database(settings: Settings) -> Database:
         return Database(url=settings.database_url)
     server = start_embedded(settings.data_dir)
     return Database(url=embedded_database_url(server), server=server)
+
+
+class DatabaseNotReady(Exception):
+    """A command's database cannot be used: unreachable, or not at this code's schema."""
+
+
+def open_migrated_database(settings: Settings) -> Database:
+    """`open_database` for a command that reads or writes the tables.
+
+    The embedded database is brought to the latest schema, as `serve` does; an
+    external one must already be there (`receiver migrate` is never implicit for
+    it). Raises `DatabaseNotReady`, saying what to do, when it cannot be used.
+    """
+    database = open_database(settings)
+    head = migrate.head_revision()
+    revision = asyncio.run(_schema_revision(database.url))
+    if revision == head:
+        return database
+    if database.embedded:
+        migrate.upgrade(database.url)
+        return database
+    where = describe(database.url)
+    if revision is None:
+        raise DatabaseNotReady(f"the database {where} has no schema: run `receiver migrate`")
+    raise DatabaseNotReady(
+        f"the database {where} is at schema revision {revision}, this receiver needs {head}:"
+        " run `receiver migrate`"
+    )
+
+
+async def _schema_revision(url: str) -> str | None:
+    """The database's alembic revision; None when it has no schema."""
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=_CONNECT_TIMEOUT)
+    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
+        raise DatabaseNotReady(
+            f"cannot reach the database {describe(url)}: {error or type(error).__name__}"
+        ) from None
+    try:
+        revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
+    except asyncpg.exceptions.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+    return revision
+
+
+# Seconds a command waits for the database to answer before saying it cannot reach it.
+_CONNECT_TIMEOUT = 10
 
 
 def timestamp(value: str) -> datetime:
