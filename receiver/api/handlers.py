@@ -12,6 +12,7 @@ from starlette.routing import Route
 from receiver.api.auth import BearerTokens
 from receiver.forwarding.handlers import (
     HandlerError,
+    HandlerExists,
     NewHandler,
     add_handler,
     list_handlers,
@@ -37,7 +38,7 @@ async def create(request: Request) -> Response:
         async with request.state.pool.acquire() as conn:
             handler, routed = await add_handler(conn, new)
     except HandlerError as error:
-        return error_response(400, str(error))
+        return error_response(409 if isinstance(error, HandlerExists) else 400, str(error))
     return JSONResponse({**handler.to_json(), "routed_forwards": routed}, status_code=201)
 
 
@@ -93,11 +94,15 @@ def _new_handler(document: Any) -> NewHandler:
     )
 
 
+async def _list_or_create(request: Request) -> Response:
+    return await (create(request) if request.method == "POST" else list_all(request))
+
+
 def routes(tokens: BearerTokens) -> list[Route]:
     """The handler routes, each behind the API tokens."""
     return [
-        Route("/api/v1/handlers", tokens.guard(list_all), methods=["GET"]),
-        Route("/api/v1/handlers", tokens.guard(create), methods=["POST"]),
+        # One route for both methods: a 405 on it then allows both.
+        Route("/api/v1/handlers", tokens.guard(_list_or_create), methods=["GET", "POST"]),
         Route("/api/v1/handlers/{handler_id}", tokens.guard(delete), methods=["DELETE"]),
         Route(
             "/api/v1/handlers/{handler_id}/disable", tokens.guard(_toggle(False)), methods=["POST"]

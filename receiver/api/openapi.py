@@ -72,7 +72,9 @@ _UNTIL = _query("until", {"type": "string", "format": "date-time"}, "to this tim
 _LIMIT = _query(
     "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "items per page"
 )
-_CURSOR = _query("cursor", {"type": "string"}, "the `next_cursor` of the previous page")
+_CURSOR = _query(
+    "cursor", {"type": "string", "minLength": 1}, "the `next_cursor` of the previous page"
+)
 _STATUSES = [status.value for status in Status]
 
 _SCHEMAS: dict[str, Any] = {
@@ -222,12 +224,35 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["url"],
         "additionalProperties": False,
         "properties": {
-            "user_data": {"type": "string"},
+            "user_data": {
+                "type": "string",
+                "description": "a value, or a prefix ending in '*'",
+                # Something besides the final '*', and no NUL.
+                "pattern": "^[^\\u0000]*[^*\\u0000][^\\u0000]*$",
+            },
             "default": {"type": "boolean"},
-            "url": {"type": "string", "format": "uri"},
-            "secret": {"type": "string", "description": "whsec_ followed by base64"},
+            "url": {
+                "type": "string",
+                "format": "uri",
+                "pattern": "^https?://[^/?#\\u0000][^\\u0000]*$",
+            },
+            "secret": {
+                "type": ["string", "null"],
+                "description": "whsec_ followed by base64 of at least 24 bytes",
+                "pattern": "^(whsec_)?([A-Za-z0-9+/]{4}){8,}"
+                "([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+            },
             "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
         },
+        # Either a user_data value or the default handler, never both or neither.
+        "oneOf": [
+            {"required": ["user_data"], "properties": {"default": {"const": False}}},
+            {
+                "required": ["default"],
+                "properties": {"default": {"const": True}},
+                "not": {"required": ["user_data"]},
+            },
+        ],
     },
     "Outcomes": {
         "type": "object",
@@ -363,7 +388,11 @@ _PATHS: dict[str, Any] = {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("NewHandler")}},
             },
-            "responses": {"201": _json(_ref("Handler"), "registered"), **_ERRORS},
+            "responses": {
+                "201": _json(_ref("Handler"), "registered"),
+                "409": _json(_ref("Error"), "a handler for this user_data (or the default) exists"),
+                **_ERRORS,
+            },
         },
     },
     "/api/v1/handlers/{handler_id}": {

@@ -31,6 +31,10 @@ class HandlerError(ValueError):
     """A handler that cannot be registered as asked; the message says why."""
 
 
+class HandlerExists(HandlerError):
+    """A handler for the same user_data (or the default one) is already registered."""
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerView:
     """A registered handler as people see it (the secret is never shown)."""
@@ -107,7 +111,7 @@ async def add_handler(conn: Any, new: NewHandler) -> tuple[HandlerView, int]:
         )
     except asyncpg.UniqueViolationError:
         which = "a default handler" if new.default else f"a handler for {new.user_data!r}"
-        raise HandlerError(f"{which} is already registered") from None
+        raise HandlerExists(f"{which} is already registered") from None
     return _view(row), await route_unrouted(conn)
 
 

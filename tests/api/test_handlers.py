@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
+from typing import Any
 
+import jsonschema
 import pytest
 
 from receiver.app import create_app
@@ -80,7 +83,7 @@ async def test_handlers_are_added_listed_toggled_and_removed(
     assert created.json()["timeout"] == 3
     assert created.json()["signed"] is False
     assert default.status_code == 201
-    assert duplicate.status_code == 400
+    assert duplicate.status_code == 409
     assert duplicate.json() == {"error": "a default handler is already registered"}
     assert disabled.json()["enabled"] is False
     assert [h["user_data"] for h in listed.json()["items"]] == ["booking-*", None]
@@ -157,3 +160,49 @@ async def test_a_handler_id_that_is_not_one_is_a_404(
             response = await client.request(method, path, headers=AUTH)
             assert response.status_code == 404, (method, path, response.text)
             assert response.json() == {"error": "no such handler"}
+
+
+_URL = "http://127.0.0.1:9/replies"
+_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+
+
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        ({"user_data": "booking", "url": _URL}, True),
+        ({"user_data": "promo-*", "url": "https://sms.internal/in", "timeout": 2.5}, True),
+        ({"default": True, "url": _URL}, True),
+        ({"user_data": "x", "default": False, "url": _URL, "secret": None}, True),
+        ({"user_data": "x", "url": _URL, "secret": _SECRET}, True),
+        ({"url": _URL}, False),
+        ({"user_data": "x", "default": True, "url": _URL}, False),
+        ({"default": False, "url": _URL}, False),
+        ({"user_data": "**", "url": _URL}, False),
+        ({"user_data": "a\x00b", "url": _URL}, False),
+        ({"user_data": "x", "url": "ftp://sms.internal/in"}, False),
+        ({"user_data": "x", "url": "http://"}, False),
+        ({"user_data": "x", "url": _URL, "secret": "whsec_c2hvcnQ="}, False),
+        ({"user_data": "x", "url": _URL, "timeout": 0}, False),
+        ({"user_data": "x", "url": _URL, "timeout": 301}, False),
+        ({"user_data": "x", "url": _URL, "colour": "red"}, False),
+    ],
+)
+async def test_the_description_of_a_new_handler_accepts_what_the_api_accepts(
+    body: dict[str, Any], accepted: bool, make_settings: SettingsFactory
+) -> None:
+    # Client generators and contract testers build requests from the description.
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        description = (await client.get("/api/v1/openapi.json", headers=AUTH)).json()
+        response = await client.post("/api/v1/handlers", headers=AUTH, json=body)
+    schema = description["components"]["schemas"]["NewHandler"]
+    assert jsonschema.Draft202012Validator(schema).is_valid(body) is accepted
+    assert response.status_code == (201 if accepted else 400), response.json()
+
+
+async def test_a_method_the_handlers_route_does_not_take_is_told_the_ones_it_does(
+    make_settings: SettingsFactory,
+) -> None:
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        response = await client.request("PUT", "/api/v1/handlers", headers=AUTH, json={})
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
