@@ -234,7 +234,9 @@ _SCHEMAS: dict[str, Any] = {
             "url": {
                 "type": "string",
                 "format": "uri",
-                "pattern": "^https?://[^/?#\\u0000][^\\u0000]*$",
+                # No whitespace or control character, as the API checks.
+                "pattern": "^https?://[^/?#\\s\\u0000-\\u001f\\u007f-\\u009f]"
+                "[^\\s\\u0000-\\u001f\\u007f-\\u009f]*$",
             },
             "secret": {
                 "type": ["string", "null"],

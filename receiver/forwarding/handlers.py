@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,10 @@ _SET_ENABLED = """
 UPDATE handlers SET enabled = $2 WHERE id = $1
 RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at
 """
+
+
+# What a handler URL must not hold; the OpenAPI description's NewHandler.url says the same.
+_NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 class HandlerError(ValueError):
@@ -80,8 +85,14 @@ class NewHandler:
         if self.user_data is not None and not self.user_data.rstrip("*"):
             raise HandlerError("user_data must have at least one character before a final '*'")
         parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HandlerError(f"url must be an http:// or https:// URL, not {self.url!r}")
+        if _NOT_IN_URL.search(self.url):
+            raise HandlerError("url must not contain spaces or control characters")
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
+        except ValueError:
+            raise HandlerError(f"url has a port that is not 0 to 65535: {self.url!r}") from None
         if not 0 < self.timeout <= 300:
             raise HandlerError("timeout must be between 0 and 300 seconds")
         if self.secret is not None:

@@ -181,6 +181,9 @@ _SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
         ({"user_data": "a\x00b", "url": _URL}, False),
         ({"user_data": "x", "url": "ftp://sms.internal/in"}, False),
         ({"user_data": "x", "url": "http://"}, False),
+        ({"user_data": "x", "url": "http://sms internal/in"}, False),
+        ({"user_data": "x", "url": "https://\u00fc\u00f5\x13\x81"}, False),
+        ({"user_data": "x", "url": "http://b\u00fccher.example/in"}, True),
         ({"user_data": "x", "url": _URL, "secret": "whsec_c2hvcnQ="}, False),
         ({"user_data": "x", "url": _URL, "timeout": 0}, False),
         ({"user_data": "x", "url": _URL, "timeout": 301}, False),
@@ -206,3 +209,14 @@ async def test_a_method_the_handlers_route_does_not_take_is_told_the_ones_it_doe
         response = await client.request("PUT", "/api/v1/handlers", headers=AUTH, json={})
     assert response.status_code == 405
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+
+
+async def test_a_handler_url_with_a_port_out_of_range_is_refused(
+    make_settings: SettingsFactory,
+) -> None:
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        response = await client.post(
+            "/api/v1/handlers", headers=AUTH, json={"default": True, "url": "http://h:99999/"}
+        )
+    assert response.status_code == 400
+    assert response.json() == {"error": "url has a port that is not 0 to 65535: 'http://h:99999/'"}
