@@ -360,7 +360,8 @@ _PATHS: dict[str, Any] = {
         _json(_page("Forward"), "a page of forwards"),
     ),
     "/api/v1/stats": _get(
-        "Outcomes of outbound SMS created in the window (default: the last day)",
+        "Outcomes of outbound SMS created in the window (default: the last day; at most 366"
+        " days, else 400)",
         [
             _SINCE,
             _UNTIL,
