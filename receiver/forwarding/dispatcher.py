@@ -159,6 +159,14 @@ class Dispatcher:
         except UNAVAILABLE_ERRORS as error:
             log.warning("dispatcher_database_unavailable", error=repr(error))
             return
+        # Not migrated yet, a statement cancelled, a bug: tried again at the next poll.
+        # Ending here would stop every forward while the service looks healthy.
+        except asyncpg.PostgresError as error:
+            log.error("dispatcher_claim_failed", error=repr(error))
+            return
+        except Exception:
+            log.exception("dispatcher_claim_failed")
+            return
         for record in records:
             claim = Claim(
                 forward_id=record["id"],

@@ -11,6 +11,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from receiver.app import create_app, dispatcher
+from receiver.db import migrate
 from receiver.db.engine import create_pool
 from receiver.forwarding.handlers import NewHandler, add_handler
 from receiver.forwarding.outbox import ForwardFilter, retry_forwards
@@ -356,3 +357,25 @@ async def test_an_mo_wakes_the_dispatcher_when_it_commits_not_at_its_next_poll(
         await wait_for(lambda: len(handler.received) == 1, seconds=5)
     (request,) = handler.on("/team-42")
     assert request.json["event_id"] == "mo-n1"
+
+
+async def test_a_dispatcher_started_before_the_migrations_delivers_once_they_ran(
+    empty_database_url: str, make_settings: SettingsFactory, handler: HandlerServer
+) -> None:
+    # New pods started before `receiver migrate` ran: the claims fail until it does.
+    settings = make_settings(database_url=empty_database_url, **FAST)
+    pool = await create_pool(empty_database_url, size=2, command_timeout=10)
+    task = asyncio.create_task(dispatcher(settings, pool).run())
+    try:
+        await asyncio.sleep(0.5)  # a few polls against a database without the schema
+        assert not task.done()
+        await asyncio.to_thread(migrate.upgrade, empty_database_url)
+        async with running(create_app(settings.model_copy(update={"dispatcher": False}))) as app:
+            await register(empty_database_url, user_data="42", url=handler.url("/team-42"))
+            await send(app, mo_event("mo-1", "MO000001", sender="+33611111111", user_data="42"))
+            await wait_for(lambda: len(handler.received) == 1)
+        await wait_for_state(empty_database_url, "done")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.close()
