@@ -284,6 +284,9 @@ async def rebuild(
     this process's connections, or each in a child process of `workers` (what the
     command does: see receiver/workers.py).
     """
+    if batch < 1:
+        # Checked before the tables are emptied: no page could refill them.
+        raise ValueError(f"a rebuild needs a batch of at least 1 event, not {batch}")
     async with pool.acquire() as conn:
         pruned = await conn.fetchrow("SELECT max(before) AS before FROM prunes")
         if pruned["before"] is not None:

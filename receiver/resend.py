@@ -41,6 +41,13 @@ class ResendSummary:
     results: Counter[str] = field(default_factory=Counter)
     stopped: bool = False
 
+    @property
+    def not_taken(self) -> int:
+        """Events that got no answer or a 5xx: the other receiver did not store them."""
+        return sum(
+            n for name, n in self.classes.items() if name == "5xx" or name.startswith("error")
+        )
+
     def line(self) -> str:
         classes = ", ".join(f"{n} {name}" for name, n in sorted(self.classes.items()))
         text = f"sent {self.sent} events: {classes or 'none'}"

@@ -74,6 +74,32 @@ def test_migrate_brings_an_empty_database_to_the_head(empty_database_url: str) -
     assert rows == [{"version_num": migrate.head_revision()}]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("replay", "--batch", "0"), "--batch: '0' is not a whole number from 1 to 100000"),
+        (("prune", "--events-older-than", "90d", "--batch", "-1"), "--batch: '-1' is not"),
+        (("replay", "--to", "staging.internal"), "--to: 'staging.internal' is not an http://"),
+        (("replay", "--to", "http://h/", "--rate", "0"), "--rate: '0' is not a number of"),
+        (("replay", "--to", "http://h/", "--rate", "nan"), "--rate: 'nan' is not a number of"),
+        (("replay", "--to", "http://h/", "--concurrency", "0"), "--concurrency: '0' is not"),
+        (("forwards", "list", "--limit", "0"), "--limit: '0' is not a whole number from 1"),
+        (
+            ("replay", "--since", "2026-11-02", "--until", "2026-11-01"),
+            "--since must be before --until",
+        ),
+    ],
+)
+def test_numbers_and_urls_that_make_no_sense_are_refused_up_front(
+    args: tuple[str, ...], message: str
+) -> None:
+    # Nothing configured: the command must stop before it looks for a database.
+    result = receiver_command(*args, env={"RECEIVER_DATABASE_URL": "postgresql://127.0.0.1:1/x"})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # A command of each family that reads or writes the tables.
 TABLE_COMMANDS = [
     ("handlers", "list"),

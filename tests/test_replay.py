@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -376,6 +377,18 @@ def test_the_rebuild_command_with_several_jobs_gives_back_what_live_ingest_made(
     )
     assert refused.returncode == 2
     assert "--jobs: '0' is not a whole number from 1 to 16" in refused.stderr
+    # A batch of 0 once emptied the tables, rebuilt nothing and exited 0.
+    no_batch = subprocess.run(
+        [sys.executable, "-m", "receiver", "rebuild", "--batch", "0"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert no_batch.returncode == 2
+    assert "--batch: '0' is not a whole number from 1 to 100000" in no_batch.stderr
+    assert asyncio.run(projected(database_url)) == live
     result = subprocess.run(
         [sys.executable, "-m", "receiver", "rebuild", "--jobs", "3", "--batch", "50"],
         capture_output=True,
@@ -403,3 +416,48 @@ async def test_a_replay_whose_pages_cannot_be_read_fails_instead_of_waiting() ->
             )
     finally:
         await unreachable.close()
+
+
+async def test_a_rebuild_with_no_batch_to_apply_refuses_before_emptying_anything(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        await post_all(client, generated_history(5, seed=18))
+    before = await projected(database_url)
+    with pytest.raises(ValueError, match="a batch of at least 1 event"):
+        await rebuild(pool, batch=0)
+    assert await projected(database_url) == before
+    assert before["messages"]
+
+
+def test_a_resend_that_the_other_receiver_did_not_take_fails_the_command(
+    database_url: str,
+) -> None:
+    async def seed() -> None:
+        from receiver.settings import Settings
+
+        settings = Settings(database_url=database_url, callr_url_token=TEST_URL_TOKEN)
+        async with running(create_app(settings)) as client:
+            await post_all(client, [example("v1-sms.mo")])
+
+    asyncio.run(seed())
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "receiver",
+            "replay",
+            "--to",
+            f"http://127.0.0.1:{closed}/webhooks/callr",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECEIVER_DATABASE_URL": database_url},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines()[-1] == "sent 1 events: 1 error (ConnectError)"

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from receiver.cli.service import configured, open_migrated_database, timestamp
+from receiver.cli.service import configured, open_migrated_database, timestamp, whole
 from receiver.db.engine import asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding.handlers import (
@@ -190,7 +190,7 @@ def add_forward_commands(commands: Any) -> None:
     listing.add_argument(
         "--state", choices=[state.value for state in ForwardState], help="only this state"
     )
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=whole(1, 10_000), default=100, help="at most this many")
     listing.set_defaults(handler=forwards_list)
     retry = sub.add_parser("retry", help="queue forwards for delivery now (dead ones by default)")
     retry.add_argument("--state", choices=RETRYABLE_STATES, default="dead")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from receiver import heap
-from receiver.cli.service import configured, open_migrated_database, timestamp
+from receiver.cli.service import configured, open_migrated_database, timestamp, whole
 from receiver.db.engine import create_pool
-from receiver.http import whole_number
 from receiver.progress import Progress
 from receiver.prune import count as count_prunable
 from receiver.prune import prune
@@ -30,6 +31,9 @@ STOPPED = 130
 
 def replay_command(args: argparse.Namespace) -> int:
     """Run the current code over stored events, or count them, or send them elsewhere."""
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        print("receiver replay: --since must be before --until", file=sys.stderr)
+        return 2
     selection = EventFilter(
         since=args.since,
         until=args.until,
@@ -60,7 +64,10 @@ def replay_command(args: argparse.Namespace) -> int:
                     stop=stop,
                 )
             print(sent.line())
-            return STOPPED if sent.stopped else 0
+            if sent.stopped:
+                return STOPPED
+            # Events the other receiver did not take (no answer, or a 5xx) fail the command.
+            return 1 if sent.not_taken else 0
         with Progress(total, label="replay") as progress:
             summary = await replay(
                 pool,
@@ -176,12 +183,31 @@ def _command_timeout(settings: Settings) -> float:
     return max(settings.db_command_timeout, 300)
 
 
-def positive(text: str) -> int:
-    """A whole number of at least 1 (and at most 16: connections are not free)."""
-    value = whole_number(text)
-    if value is None or not 1 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 16")
+# Jobs and resend concurrency hold connections or sockets each: bounded.
+positive = whole(1, 16)
+_CONCURRENCY = whole(1, 256)
+# Events a transaction: 0 would make no progress (a rebuild would empty the tables
+# and stop); past this, a page's memory grows for no gain (docs/performance.md).
+_BATCH = whole(1, 100_000)
+
+
+def _rate(text: str) -> float:
+    """Events a second: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events a second above 0")
     return value
+
+
+def _receiver_url(text: str) -> str:
+    """Where `replay --to` sends: an http:// or https:// URL with a host."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text
 
 
 def add_replay_commands(commands: Any) -> None:
@@ -195,15 +221,17 @@ def add_replay_commands(commands: Any) -> None:
     replaying.add_argument("--sms-id", help="the events of one SMS")
     replaying.add_argument("--state", action="append", choices=STATES, help="(repeatable)")
     replaying.add_argument("--dry-run", action="store_true", help="count, change nothing")
-    replaying.add_argument("--batch", type=int, default=1000, help="events per transaction")
-    replaying.add_argument("--to", help="resend the raw events to this receiver URL instead")
-    replaying.add_argument("--concurrency", type=int, default=8, help="with --to")
-    replaying.add_argument("--rate", type=float, help="with --to: at most this many per second")
+    replaying.add_argument("--batch", type=_BATCH, default=1000, help="events per transaction")
+    replaying.add_argument(
+        "--to", type=_receiver_url, help="resend the raw events to this receiver URL instead"
+    )
+    replaying.add_argument("--concurrency", type=_CONCURRENCY, default=8, help="with --to")
+    replaying.add_argument("--rate", type=_rate, help="with --to: at most this many per second")
     replaying.set_defaults(handler=replay_command)
     rebuilding = commands.add_parser(
         "rebuild", help="empty the message records and history and rebuild them from the events"
     )
-    rebuilding.add_argument("--batch", type=int, default=4000, help="events per transaction")
+    rebuilding.add_argument("--batch", type=_BATCH, default=4000, help="events per transaction")
     rebuilding.add_argument(
         "--jobs",
         type=positive,
@@ -218,5 +246,5 @@ def add_replay_commands(commands: Any) -> None:
         "--events-older-than", type=age, required=True, metavar="AGE", help="90d, 36h, 2w"
     )
     pruning.add_argument("--dry-run", action="store_true", help="count, change nothing")
-    pruning.add_argument("--batch", type=int, default=5000, help="events per transaction")
+    pruning.add_argument("--batch", type=_BATCH, default=5000, help="events per transaction")
     pruning.set_defaults(handler=prune_command)

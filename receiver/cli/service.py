@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -21,6 +22,7 @@ from receiver.app import WEBHOOK_PATH, dispatcher
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, describe
+from receiver.http import whole_number
 from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
 from receiver.logging import configure_logging
 from receiver.settings import Settings, load_settings
@@ -95,6 +97,18 @@ async def _schema_revision(url: str) -> str | None:
 
 # Seconds a command waits for the database to answer before saying it cannot reach it.
 _CONNECT_TIMEOUT = 10
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        value = whole_number(text)
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+        return value
+
+    return parse
 
 
 def timestamp(value: str) -> datetime:
