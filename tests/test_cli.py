@@ -88,6 +88,13 @@ def test_migrate_brings_an_empty_database_to_the_head(empty_database_url: str) -
             ("replay", "--since", "2026-11-02", "--until", "2026-11-01"),
             "--since must be before --until",
         ),
+        # uvicorn took 99999 and listened on another port than the one announced.
+        (("serve", "--port", "99999"), "--port: '99999' is not a whole number from 1 to 65535"),
+        (("serve", "--workers", "0"), "--workers: '0' is not a whole number from 1 to 64"),
+        (("serve", "--graceful-timeout", "-1"), "--graceful-timeout: '-1' is not"),
+        (("simulate", "--url", "localhost:8000"), "--url: 'localhost:8000' is not an http://"),
+        (("simulate", "--url", "http://h/", "--duration", "0"), "--duration: '0' is not a"),
+        (("simulate", "--url", "http://h/", "--messages", "ten"), "--messages: 'ten' is not"),
     ],
 )
 def test_numbers_and_urls_that_make_no_sense_are_refused_up_front(

@@ -9,7 +9,7 @@ from importlib.metadata import version
 
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
 from receiver.cli.replay import add_replay_commands
-from receiver.cli.service import DatabaseNotReady, run_migrations, serve, worker
+from receiver.cli.service import DatabaseNotReady, run_migrations, serve, whole, worker
 from receiver.cli.simulate import add_simulate_command
 from receiver.settings import SettingsError
 
@@ -25,8 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_parser = commands.add_parser("serve", help="run the webhook service")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve_parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve_parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve_parser.add_argument(
+        "--port", type=whole(1, 65535), default=8000, help="port to listen on"
+    )
+    serve_parser.add_argument(
+        "--workers", type=whole(1, 64), default=1, help="uvicorn worker processes"
+    )
     serve_parser.add_argument(
         "--migrate",
         action=argparse.BooleanOptionalAction,
@@ -40,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_parser.add_argument(
         "--graceful-timeout",
-        type=int,
+        type=whole(0, 3600),
         default=30,
         help="seconds to finish in-flight requests on SIGTERM",
     )

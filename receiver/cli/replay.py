@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from receiver import heap
-from receiver.cli.service import configured, open_migrated_database, timestamp, whole
+from receiver.cli.service import (
+    above_zero,
+    configured,
+    http_url,
+    open_migrated_database,
+    timestamp,
+    whole,
+)
 from receiver.db.engine import create_pool
 from receiver.progress import Progress
 from receiver.prune import count as count_prunable
@@ -191,25 +196,6 @@ _CONCURRENCY = whole(1, 256)
 _BATCH = whole(1, 100_000)
 
 
-def _rate(text: str) -> float:
-    """Events a second: a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events a second above 0")
-    return value
-
-
-def _receiver_url(text: str) -> str:
-    """Where `replay --to` sends: an http:// or https:// URL with a host."""
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
-    return text
-
-
 def add_replay_commands(commands: Any) -> None:
     replaying = commands.add_parser(
         "replay", help="run the current code over stored events (or --to URL: resend them)"
@@ -223,10 +209,12 @@ def add_replay_commands(commands: Any) -> None:
     replaying.add_argument("--dry-run", action="store_true", help="count, change nothing")
     replaying.add_argument("--batch", type=_BATCH, default=1000, help="events per transaction")
     replaying.add_argument(
-        "--to", type=_receiver_url, help="resend the raw events to this receiver URL instead"
+        "--to", type=http_url, help="resend the raw events to this receiver URL instead"
     )
     replaying.add_argument("--concurrency", type=_CONCURRENCY, default=8, help="with --to")
-    replaying.add_argument("--rate", type=_rate, help="with --to: at most this many per second")
+    replaying.add_argument(
+        "--rate", type=above_zero("events a second"), help="with --to: at most this many per second"
+    )
     replaying.set_defaults(handler=replay_command)
     rebuilding = commands.add_parser(
         "rebuild", help="empty the message records and history and rebuild them from the events"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import math
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
@@ -106,6 +108,29 @@ def whole(low: int, high: int) -> Callable[[str], int]:
         value = whole_number(text)
         if value is None or not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def http_url(text: str) -> str:
+    """An argument type: an http:// or https:// URL with a host."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
+def above_zero(what: str) -> Callable[[str], float]:
+    """An argument type: a finite number above 0, of `what` (for the error)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what} above 0")
         return value
 
     return parse

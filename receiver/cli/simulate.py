@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from receiver.cli.service import above_zero, http_url, whole
 from receiver.simulate import ALGORITHMS, Plan, Signer, parse_mix, simulate
 
 
@@ -57,27 +58,28 @@ def _mix(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
 def add_simulate_command(commands: Any) -> None:
     parser = commands.add_parser(
         "simulate",
         help="send realistic CALLR webhook traffic to a receiver and say what it should hold",
     )
     parser.add_argument(
-        "--url", required=True, help="the webhook URL, e.g. http://127.0.0.1:8000/webhooks/callr"
+        "--url",
+        required=True,
+        type=http_url,
+        help="the webhook URL, e.g. http://127.0.0.1:8000/webhooks/callr",
     )
     parser.add_argument("--secret", help="sign each body as CALLR does (X-CALLR-HmacSignature)")
     parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="sha256")
-    parser.add_argument("--messages", type=_positive, default=1000, help="SMS to simulate")
-    parser.add_argument("--concurrency", type=_positive, default=16, help="requests in flight")
     parser.add_argument(
-        "--duration", type=float, default=60.0, help="stop sending after this many seconds"
+        "--messages", type=whole(1, 10_000_000), default=1000, help="SMS to simulate"
+    )
+    parser.add_argument("--concurrency", type=whole(1, 1024), default=16, help="requests in flight")
+    parser.add_argument(
+        "--duration",
+        type=above_zero("seconds"),
+        default=60.0,
+        help="stop sending after this many seconds",
     )
     parser.add_argument(
         "--mix",
@@ -86,7 +88,7 @@ def add_simulate_command(commands: Any) -> None:
         help="shares from 0 to 1, e.g. v2=0.5,history=0.8,failures=0.1,mo=0.1,duplicates=0.05,"
         "retries=0.05,second_subscription=0.02,out_of_order=0.1 (these are the defaults)",
     )
-    parser.add_argument("--max-tries", type=_positive, default=5, help="tries per delivery")
+    parser.add_argument("--max-tries", type=whole(1, 100), default=5, help="tries per delivery")
     parser.add_argument("--seed", type=int, help="the same traffic for the same seed")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.set_defaults(handler=simulate_command)
