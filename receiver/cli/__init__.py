@@ -48,13 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30,
         help="seconds to finish in-flight requests on SIGTERM",
     )
-    serve_parser.set_defaults(handler=serve)
+    serve_parser.set_defaults(run=serve)
 
     migrate_parser = commands.add_parser("migrate", help="apply the database migrations")
-    migrate_parser.set_defaults(handler=run_migrations)
+    migrate_parser.set_defaults(run=run_migrations)
 
     worker_parser = commands.add_parser("worker", help="run only the forward dispatcher")
-    worker_parser.set_defaults(handler=worker)
+    worker_parser.set_defaults(run=worker)
 
     add_handler_commands(commands)
     add_forward_commands(commands)
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `receiver` command."""
     args = build_parser().parse_args(argv)
     try:
-        result: int = args.handler(args)
+        result: int = args.run(args)
     except SettingsError as error:
         print(f"receiver: {error}", file=sys.stderr)
         return 2

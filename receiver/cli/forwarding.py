@@ -120,7 +120,7 @@ def forwards_retry(args: argparse.Namespace) -> int:
     """Queue forwards (dead ones by default) for delivery now."""
     selection = ForwardFilter(
         state=args.state,
-        handler_id=args.handler,
+        handler_id=args.handler_id,
         since=args.since,
         until=args.until,
         event_id=args.event_id,
@@ -169,8 +169,8 @@ def add_handler_commands(commands: Any) -> None:
         "--generate-secret", action="store_true", help="make a secret and print it once"
     )
     add.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt")
-    add.set_defaults(handler=handlers_add)
-    sub.add_parser("list", help="list the handlers").set_defaults(handler=handlers_list)
+    add.set_defaults(run=handlers_add)
+    sub.add_parser("list", help="list the handlers").set_defaults(run=handlers_list)
     for name, helptext, handler, extra in (
         ("remove", "remove a handler", handlers_remove, {}),
         ("disable", "stop forwarding to a handler", handlers_toggle, {"enabled": False}),
@@ -178,24 +178,26 @@ def add_handler_commands(commands: Any) -> None:
     ):
         command = sub.add_parser(name, help=helptext)
         command.add_argument("id", type=int)
-        command.set_defaults(handler=handler, **extra)
+        command.set_defaults(run=handler, **extra)
 
 
 def add_forward_commands(commands: Any) -> None:
     forwards = commands.add_parser("forwards", help="the replies forwarded to handlers")
     sub = forwards.add_subparsers(dest="action", required=True)
     route = sub.add_parser("route-pending", help="route the forwards waiting for a handler")
-    route.set_defaults(handler=forwards_route_pending)
+    route.set_defaults(run=forwards_route_pending)
     listing = sub.add_parser("list", help="list forwards, newest first")
     listing.add_argument(
         "--state", choices=[state.value for state in ForwardState], help="only this state"
     )
     listing.add_argument("--limit", type=whole(1, 10_000), default=100, help="at most this many")
-    listing.set_defaults(handler=forwards_list)
+    listing.set_defaults(run=forwards_list)
     retry = sub.add_parser("retry", help="queue forwards for delivery now (dead ones by default)")
     retry.add_argument("--state", choices=RETRYABLE_STATES, default="dead")
-    retry.add_argument("--handler", type=int, help="only this handler's forwards")
+    retry.add_argument(
+        "--handler", dest="handler_id", type=int, help="only this handler's forwards"
+    )
     retry.add_argument("--since", type=timestamp, help="created at or after (ISO 8601, UTC)")
     retry.add_argument("--until", type=timestamp, help="created before (ISO 8601, UTC)")
     retry.add_argument("--event-id", help="only the forward of this event")
-    retry.set_defaults(handler=forwards_retry)
+    retry.set_defaults(run=forwards_retry)

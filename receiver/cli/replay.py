@@ -215,7 +215,7 @@ def add_replay_commands(commands: Any) -> None:
     replaying.add_argument(
         "--rate", type=above_zero("events a second"), help="with --to: at most this many per second"
     )
-    replaying.set_defaults(handler=replay_command)
+    replaying.set_defaults(run=replay_command)
     rebuilding = commands.add_parser(
         "rebuild", help="empty the message records and history and rebuild them from the events"
     )
@@ -226,7 +226,7 @@ def add_replay_commands(commands: Any) -> None:
         default=2,
         help="ranges of SMS rebuilt at once (default 2; 1 rebuilds them one after another)",
     )
-    rebuilding.set_defaults(handler=rebuild_command)
+    rebuilding.set_defaults(run=rebuild_command)
     pruning = commands.add_parser(
         "prune", help="remove raw events and deliveries older than the retention period"
     )
@@ -235,4 +235,4 @@ def add_replay_commands(commands: Any) -> None:
     )
     pruning.add_argument("--dry-run", action="store_true", help="count, change nothing")
     pruning.add_argument("--batch", type=_BATCH, default=5000, help="events per transaction")
-    pruning.set_defaults(handler=prune_command)
+    pruning.set_defaults(run=prune_command)

@@ -91,4 +91,4 @@ def add_simulate_command(commands: Any) -> None:
     parser.add_argument("--max-tries", type=whole(1, 100), default=5, help="tries per delivery")
     parser.add_argument("--seed", type=int, help="the same traffic for the same seed")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    parser.set_defaults(handler=simulate_command)
+    parser.set_defaults(run=simulate_command)

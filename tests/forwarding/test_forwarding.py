@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -379,3 +382,32 @@ async def test_a_dispatcher_started_before_the_migrations_delivers_once_they_ran
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await pool.close()
+
+
+def retry_command(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", "forwards", "retry", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECEIVER_DATABASE_URL": database_url},
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_retry_command_queues_a_dead_forward_again(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    # The command once passed itself as the handler id and failed every time.
+    handler.scripts["/fixed"] = lambda n: (404, 0.0) if n == 0 else (200, 0.0)
+    handler_id = await register(database_url, user_data="42", url=handler.url("/fixed"))
+    await send(client, mo_event("dead-2", "DEAD0002", sender="+13", user_data="42"))
+    await wait_for_state(database_url, "dead")
+    other = await asyncio.to_thread(retry_command, database_url, "--handler", str(handler_id + 1))
+    queued = await asyncio.to_thread(retry_command, database_url, "--handler", str(handler_id))
+    assert (other.returncode, other.stdout) == (0, "0 forward(s) queued\n"), other.stderr
+    assert (queued.returncode, queued.stdout) == (0, "1 forward(s) queued\n"), queued.stderr
+    await wait_for_state(database_url, "done")
+    assert [r.headers["webhook-id"] for r in handler.received] == ["dead-2", "dead-2"]
+    again = await asyncio.to_thread(retry_command, database_url)
+    assert (again.returncode, again.stdout) == (0, "0 forward(s) queued\n"), again.stderr
