@@ -94,3 +94,10 @@ def test_an_age_that_is_not_one_is_refused(age: str) -> None:
     result = receiver_command("prune", "--events-older-than", age)
     assert result.returncode == 2
     assert "is not an age: a whole number and a unit" in result.stderr
+
+
+@pytest.mark.parametrize("age", ["0d", "23h", "30m"])
+def test_an_age_under_a_day_is_refused_as_deduplication_still_needs_the_events(age: str) -> None:
+    result = receiver_command("prune", "--events-older-than", age)
+    assert result.returncode == 2
+    assert f"{age!r} is too recent: a pruned event is no longer recognised" in result.stderr

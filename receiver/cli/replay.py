@@ -153,7 +153,18 @@ def age(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an age: a whole number and a unit, m, h, d or w (90d)"
         )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    value = int(match.group(1)) * _UNITS[match.group(2)]
+    if value < _YOUNGEST_PRUNE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too recent: a pruned event is no longer recognised as a repeat,"
+            " and CALLR may still be retrying it; keep at least 1d"
+        )
+    return value
+
+
+# Events younger than this are never pruned: deduplication needs them while CALLR
+# may still retry (it does not publish for how long).
+_YOUNGEST_PRUNE = timedelta(days=1)
 
 
 def _run(
