@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,17 +28,21 @@ def _no_receiver_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres() -> Iterator[PostgresServer]:
     """RECEIVER_TEST_DATABASE_URL's server when set, else an embedded one for this session."""
     url = os.environ.get("RECEIVER_TEST_DATABASE_URL")
     if url:
         yield PostgresServer(url)
         return
-    server = start_embedded(tmp_path_factory.mktemp("embedded"), cleanup="delete")
+    # Not under pytest's base temp: a second pytest run rotates old base temps away,
+    # and would delete this server's data under it while it runs.
+    folder = Path(tempfile.mkdtemp(prefix="receiver-test-postgres-"))
+    server = start_embedded(folder, cleanup="delete")
     try:
         yield PostgresServer(server.get_uri("postgres"))
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
