@@ -75,6 +75,26 @@ async def post_all(client: httpx.AsyncClient, bodies: list[bytes]) -> None:
         assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
 
 
+def receiver_command(
+    database_url: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`receiver ARGS` as a process, against `database_url`."""
+    return subprocess.run(
+        [sys.executable, "-m", "receiver", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RECEIVER_DATABASE_URL": database_url},
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def ingest(make_settings: SettingsFactory, bodies: list[bytes]) -> None:
+    """`bodies` through live ingest, the dispatcher off."""
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        await post_all(client, bodies)
+
+
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[Any]:
     pool = await create_pool(database_url, size=4, command_timeout=60)
@@ -86,8 +106,7 @@ async def pool(database_url: str) -> AsyncIterator[Any]:
 async def test_a_rebuild_equals_live_ingest_row_for_row(
     make_settings: SettingsFactory, database_url: str, pool: Any, jobs: int, in_processes: bool
 ) -> None:
-    async with running(create_app(make_settings(dispatcher=False))) as client:
-        await post_all(client, generated_history(150, seed=11))
+    await ingest(make_settings, generated_history(150, seed=11))
     live = await projected(database_url)
     assert len(live["messages"]) > 100
     # Several ranges of SMS at once, in this process or each in its own: none lost
@@ -120,8 +139,7 @@ async def test_a_rebuild_worker_that_fails_is_reported_not_waited_for() -> None:
 async def test_rebuild_workers_stop_when_told_and_say_how_far_they_got(
     make_settings: SettingsFactory, database_url: str
 ) -> None:
-    async with running(create_app(make_settings(dispatcher=False))) as client:
-        await post_all(client, generated_history(40, seed=13))
+    await ingest(make_settings, generated_history(40, seed=13))
     stop = asyncio.Event()
     stop.set()  # as Ctrl-C before the first page
     workers = RangeWorkers(2).use(database_url, batch=10, command_timeout=30)
@@ -246,8 +264,7 @@ async def test_an_event_that_fails_again_stays_invalid_with_its_reason(
 async def test_replaying_twice_changes_nothing_the_second_time(
     make_settings: SettingsFactory, database_url: str, pool: Any
 ) -> None:
-    async with running(create_app(make_settings(dispatcher=False))) as client:
-        await post_all(client, generated_history(40, seed=13))
+    await ingest(make_settings, generated_history(40, seed=13))
     before = await projected(database_url)
     events = await fetch(database_url, "SELECT * FROM events ORDER BY event_id")
     forwards = await fetch(database_url, "SELECT event_id, state FROM forwards ORDER BY id")
@@ -262,8 +279,7 @@ async def test_replaying_twice_changes_nothing_the_second_time(
 async def test_a_stopped_replay_says_so_and_a_rerun_finishes(
     make_settings: SettingsFactory, database_url: str, pool: Any
 ) -> None:
-    async with running(create_app(make_settings(dispatcher=False))) as client:
-        await post_all(client, generated_history(30, seed=14))
+    await ingest(make_settings, generated_history(30, seed=14))
     stop = asyncio.Event()
     stopped = await replay(pool, EventFilter(), batch=10, advance=lambda n: stop.set(), stop=stop)
     assert stopped.stopped
@@ -277,8 +293,7 @@ async def test_a_stopped_replay_says_so_and_a_rerun_finishes(
 async def test_filters_select_by_sms_and_type(
     make_settings: SettingsFactory, database_url: str, pool: Any
 ) -> None:
-    async with running(create_app(make_settings(dispatcher=False))) as client:
-        await post_all(client, generated_history(30, seed=15))
+    await ingest(make_settings, generated_history(30, seed=15))
     one_sms = await replay(pool, EventFilter(sms_id="GEN00003"))
     expected = await fetch(
         database_url, "SELECT count(*) AS n FROM events WHERE sms_id = 'gen00003'"
@@ -331,14 +346,7 @@ def test_dry_run_counts_and_changes_nothing(database_url: str) -> None:
         }
 
     before = asyncio.run(seed())
-    result = subprocess.run(
-        [sys.executable, "-m", "receiver", "replay", "--dry-run"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RECEIVER_DATABASE_URL": database_url},
-        timeout=60,
-        check=False,
-    )
+    result = receiver_command(database_url, "replay", "--dry-run")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1].split()[0] == str(len(before["events"]))
@@ -366,37 +374,15 @@ def test_the_rebuild_command_with_several_jobs_gives_back_what_live_ingest_made(
         return await projected(database_url)
 
     live = asyncio.run(seed())
-    environment = {**os.environ, "RECEIVER_DATABASE_URL": database_url}
-    refused = subprocess.run(
-        [sys.executable, "-m", "receiver", "rebuild", "--jobs", "0"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    refused = receiver_command(database_url, "rebuild", "--jobs", "0")
     assert refused.returncode == 2
     assert "--jobs: '0' is not a whole number from 1 to 16" in refused.stderr
     # A batch of 0 once emptied the tables, rebuilt nothing and exited 0.
-    no_batch = subprocess.run(
-        [sys.executable, "-m", "receiver", "rebuild", "--batch", "0"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
+    no_batch = receiver_command(database_url, "rebuild", "--batch", "0")
     assert no_batch.returncode == 2
     assert "--batch: '0' is not a whole number from 1 to 100000" in no_batch.stderr
     assert asyncio.run(projected(database_url)) == live
-    result = subprocess.run(
-        [sys.executable, "-m", "receiver", "rebuild", "--jobs", "3", "--batch", "50"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    result = receiver_command(database_url, "rebuild", "--jobs", "3", "--batch", "50", timeout=120)
     assert result.returncode == 0, result.stderr
     events = asyncio.run(fetch(database_url, "SELECT count(*) AS n FROM events"))[0]["n"]
     assert result.stdout.splitlines()[-1].startswith(f"rebuilt from {events} of {events} events")
@@ -421,8 +407,7 @@ async def test_a_replay_whose_pages_cannot_be_read_fails_instead_of_waiting() ->
 async def test_a_rebuild_with_no_batch_to_apply_refuses_before_emptying_anything(
     make_settings: SettingsFactory, database_url: str, pool: Any
 ) -> None:
-    async with running(create_app(make_settings(dispatcher=False))) as client:
-        await post_all(client, generated_history(5, seed=18))
+    await ingest(make_settings, generated_history(5, seed=18))
     before = await projected(database_url)
     with pytest.raises(ValueError, match="a batch of at least 1 event"):
         await rebuild(pool, batch=0)
@@ -444,20 +429,8 @@ def test_a_resend_that_the_other_receiver_did_not_take_fails_the_command(
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "receiver",
-            "replay",
-            "--to",
-            f"http://127.0.0.1:{closed}/webhooks/callr",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RECEIVER_DATABASE_URL": database_url},
-        timeout=60,
-        check=False,
+    result = receiver_command(
+        database_url, "replay", "--to", f"http://127.0.0.1:{closed}/webhooks/callr"
     )
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines()[-1] == "sent 1 events: 1 error (ConnectError)"

@@ -317,13 +317,22 @@ async def test_two_dispatchers_deliver_a_thousand_forwards_once_each(
         assert seen == sorted(seen)
 
 
+async def dead_forward(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str, event_id: str
+) -> int:
+    """An MO whose forward is dead after a 404; its handler answers 200 from then on."""
+    handler.scripts["/fixed"] = lambda n: (404, 0.0) if n == 0 else (200, 0.0)
+    handler_id = await register(database_url, user_data="42", url=handler.url("/fixed"))
+    sms_id = event_id.replace("-", "").upper().ljust(8, "0")
+    await send(client, mo_event(event_id, sms_id, sender="+12", user_data="42"))
+    await wait_for_state(database_url, "dead")
+    return handler_id
+
+
 async def test_a_dead_forward_is_delivered_when_retried(
     client: httpx.AsyncClient, handler: HandlerServer, database_url: str
 ) -> None:
-    handler.scripts["/fixed"] = lambda n: (404, 0.0) if n == 0 else (200, 0.0)
-    handler_id = await register(database_url, user_data="42", url=handler.url("/fixed"))
-    await send(client, mo_event("dead-1", "DEAD0001", sender="+12", user_data="42"))
-    await wait_for_state(database_url, "dead")
+    handler_id = await dead_forward(client, handler, database_url, "dead-1")
     conn = await asyncpg.connect(database_url)
     try:
         wrong_handler = await retry_forwards(conn, ForwardFilter(handler_id=handler_id + 1))
@@ -399,10 +408,7 @@ async def test_the_retry_command_queues_a_dead_forward_again(
     client: httpx.AsyncClient, handler: HandlerServer, database_url: str
 ) -> None:
     # The command once passed itself as the handler id and failed every time.
-    handler.scripts["/fixed"] = lambda n: (404, 0.0) if n == 0 else (200, 0.0)
-    handler_id = await register(database_url, user_data="42", url=handler.url("/fixed"))
-    await send(client, mo_event("dead-2", "DEAD0002", sender="+13", user_data="42"))
-    await wait_for_state(database_url, "dead")
+    handler_id = await dead_forward(client, handler, database_url, "dead-2")
     other = await asyncio.to_thread(retry_command, database_url, "--handler", str(handler_id + 1))
     queued = await asyncio.to_thread(retry_command, database_url, "--handler", str(handler_id))
     assert (other.returncode, other.stdout) == (0, "0 forward(s) queued\n"), other.stderr
