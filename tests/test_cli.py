@@ -95,6 +95,11 @@ def test_migrate_brings_an_empty_database_to_the_head(empty_database_url: str) -
         (("simulate", "--url", "localhost:8000"), "--url: 'localhost:8000' is not an http://"),
         (("simulate", "--url", "http://h/", "--duration", "0"), "--duration: '0' is not a"),
         (("simulate", "--url", "http://h/", "--messages", "ten"), "--messages: 'ten' is not"),
+        # Was a traceback after the whole run, its report lost.
+        (
+            ("simulate", "--url", "http://h/", "--json", "/no-such-folder/report.json"),
+            "--json: cannot write '/no-such-folder/report.json': no writable folder",
+        ),
     ],
 )
 def test_numbers_and_urls_that_make_no_sense_are_refused_up_front(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,25 @@ def simulate_command(args: argparse.Namespace) -> int:
     summary = report.summary()
     _print(summary)
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as error:
+            print(f"receiver simulate: the report was not written: {error}", file=sys.stderr)
+            return 1
     return 0 if report.unacknowledged == 0 else 1
+
+
+def _report_file(text: str) -> Path:
+    """Where --json writes: checked before the run, so that a typo does not cost one."""
+    path = Path(text)
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text!r}: no writable folder {str(folder)!r}"
+        )
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: it is a folder")
+    return path
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -90,5 +109,7 @@ def add_simulate_command(commands: Any) -> None:
     )
     parser.add_argument("--max-tries", type=whole(1, 100), default=5, help="tries per delivery")
     parser.add_argument("--seed", type=int, help="the same traffic for the same seed")
-    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument(
+        "--json", metavar="FILE", type=_report_file, help="also write the report as JSON"
+    )
     parser.set_defaults(run=simulate_command)
