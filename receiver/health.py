@@ -9,6 +9,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.db import migrate
 from receiver.db.engine import UNAVAILABLE_ERRORS
 from receiver.http import JSONResponse
 
@@ -35,6 +36,11 @@ class Readiness:
         except UNAVAILABLE_ERRORS:
             return _unready("the database is unavailable")
         if revision != self.head:
+            if not migrate.known(revision):
+                return _unready(
+                    f"the schema is at revision {revision}, which this code ({self.head}) does"
+                    " not know: a newer release migrated it"
+                )
             return _unready(
                 f"the schema is at revision {revision}, this code expects {self.head}: "
                 "run `receiver migrate`"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from receiver.app import create_app
 from receiver.db import migrate
 from tests.conftest import SettingsFactory
-from tests.support import running
+from tests.support import fetch, running
 
 
 async def test_healthz_answers_while_the_process_runs(make_settings: SettingsFactory) -> None:
@@ -28,4 +28,21 @@ async def test_readyz_is_unready_without_a_schema(
     assert response.json() == {
         "status": "unready",
         "reason": "the database has no schema: run `receiver migrate`",
+    }
+
+
+async def test_readyz_says_when_a_newer_release_migrated_the_database(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    await fetch(
+        database_url,
+        "UPDATE alembic_version SET version_num = 'from_a_newer_release' RETURNING version_num",
+    )
+    async with running(create_app(make_settings())) as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unready",
+        "reason": "the schema is at revision from_a_newer_release, which this code"
+        f" ({migrate.head_revision()}) does not know: a newer release migrated it",
     }

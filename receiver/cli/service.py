@@ -69,15 +69,33 @@ def open_migrated_database(settings: Settings) -> Database:
     if revision == head:
         return database
     if database.embedded:
-        migrate.upgrade(database.url)
+        upgrade(database.url)
         return database
     where = describe(database.url)
     if revision is None:
         raise DatabaseNotReady(f"the database {where} has no schema: run `receiver migrate`")
+    _refuse_newer(database.url, revision)
     raise DatabaseNotReady(
         f"the database {where} is at schema revision {revision}, this receiver needs {head}:"
         " run `receiver migrate`"
     )
+
+
+def upgrade(url: str) -> None:
+    """Bring the schema to this code's head; refuses a schema a newer release made."""
+    revision = asyncio.run(_schema_revision(url))
+    if revision is not None:
+        _refuse_newer(url, revision)
+    migrate.upgrade(url)
+
+
+def _refuse_newer(url: str, revision: str) -> None:
+    if not migrate.known(revision):
+        raise DatabaseNotReady(
+            f"the database {describe(url)} is at schema revision {revision}, which this"
+            f" receiver ({migrate.head_revision()}) does not know: a newer release migrated"
+            " it; run that release"
+        )
 
 
 async def _schema_revision(url: str) -> str | None:
@@ -163,7 +181,7 @@ def serve(args: argparse.Namespace) -> int:
         given.model_copy(update={"database_url": database.url}), embedded=database.embedded
     )
     if database.embedded or args.migrate:
-        migrate.upgrade(database.url)
+        upgrade(database.url)
     token_generated = settings.callr_url_token != given.callr_url_token
     _announce(settings, database, host=args.host, port=args.port, token_generated=token_generated)
     # The workers build their app from the environment: hand them what was decided here.
@@ -212,7 +230,7 @@ def run_migrations(args: argparse.Namespace) -> int:
     """Bring the database schema to the latest revision."""
     settings = configured()
     database = open_database(settings)
-    migrate.upgrade(database.url)
+    upgrade(database.url)
     log.info("migrated", database=describe(database.url), revision=migrate.head_revision())
     return 0
 

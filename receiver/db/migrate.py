@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -53,3 +54,14 @@ def head_revision() -> str:
     if head is None:
         raise RuntimeError("the migrations have no head revision")
     return head
+
+
+def known(revision: str) -> bool:
+    """Whether `revision` is one of this code's migrations (not one of a newer release)."""
+    return revision in _revisions()
+
+
+@functools.cache
+def _revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config(""))
+    return frozenset(each.revision for each in script.walk_revisions())
