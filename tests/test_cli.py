@@ -16,6 +16,7 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
+from receiver.cli import service
 from receiver.db import migrate
 from receiver.db.engine import describe
 from receiver.ingest.auth import TOKEN_FILE
@@ -253,3 +254,16 @@ def test_serve_with_no_configuration_runs_an_embedded_database_behind_a_token(
     assert f"webhook URL     {base}/webhooks/callr/{token}" in stdout
     assert '"event":"webhook"' in stderr
     assert '"event_id":"c5df14852226895334vk6tjqfCS3PFEG"' in stderr
+
+
+def test_a_database_that_never_answers_is_named_with_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service, "_CONNECT_TIMEOUT", 0.5)
+    with socket.socket() as silent:  # accepts connections, never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/receiver"
+        with pytest.raises(service.DatabaseNotReady) as refused:
+            asyncio.run(service._schema_revision(url))
+    assert str(refused.value) == f"cannot reach the database {url}: TimeoutError"

@@ -104,7 +104,7 @@ async def _schema_revision(url: str) -> str | None:
         conn = await asyncpg.connect(asyncpg_dsn(url), timeout=_CONNECT_TIMEOUT)
     except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
         raise DatabaseNotReady(
-            f"cannot reach the database {describe(url)}: {error or type(error).__name__}"
+            f"cannot reach the database {describe(url)}: {str(error) or type(error).__name__}"
         ) from None
     try:
         revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
