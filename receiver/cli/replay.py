@@ -203,7 +203,7 @@ def _command_timeout(settings: Settings) -> float:
 positive = whole(1, 16)
 _CONCURRENCY = whole(1, 256)
 # Events a transaction: 0 would make no progress (a rebuild would empty the tables
-# and stop); past this, a page's memory grows for no gain (docs/performance.md).
+# and stop); a page holds its events in memory, hence the upper bound.
 _BATCH = whole(1, 100_000)
 
 
