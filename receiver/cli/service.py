@@ -52,6 +52,10 @@ def open_database(settings: Settings) -> Database:
     return Database(url=embedded_database_url(server), server=server)
 
 
+# Seconds a command waits for the database to answer before saying it cannot reach it.
+_CONNECT_TIMEOUT = 10
+
+
 class DatabaseNotReady(Exception):
     """A command's database cannot be used: unreachable, or not at this code's schema."""
 
@@ -68,13 +72,14 @@ def open_migrated_database(settings: Settings) -> Database:
     revision = asyncio.run(_schema_revision(database.url))
     if revision == head:
         return database
+    if revision is not None:
+        _refuse_newer(database.url, revision)
     if database.embedded:
-        upgrade(database.url)
+        migrate.upgrade(database.url)
         return database
     where = describe(database.url)
     if revision is None:
         raise DatabaseNotReady(f"the database {where} has no schema: run `receiver migrate`")
-    _refuse_newer(database.url, revision)
     raise DatabaseNotReady(
         f"the database {where} is at schema revision {revision}, this receiver needs {head}:"
         " run `receiver migrate`"
@@ -113,10 +118,6 @@ async def _schema_revision(url: str) -> str | None:
     finally:
         await conn.close()
     return revision
-
-
-# Seconds a command waits for the database to answer before saying it cannot reach it.
-_CONNECT_TIMEOUT = 10
 
 
 def whole(low: int, high: int) -> Callable[[str], int]:
