@@ -26,6 +26,7 @@ import structlog
 
 from receiver import metrics
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn
+from receiver.db.listen import listen
 from receiver.db.models import ForwardState
 from receiver.forwarding import signing
 from receiver.forwarding.policy import RetryPolicy, Verdict
@@ -135,7 +136,9 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claim and deliver until cancelled; survives database outages."""
-        listener = asyncio.create_task(self._listen(), name="dispatcher-listen")
+        listener = asyncio.create_task(
+            listen(self._dsn, NOTIFY_CHANNEL, self._wake.set), name="dispatcher-listen"
+        )
         try:
             while True:
                 await self._claim_and_start()
@@ -245,33 +248,6 @@ class Dispatcher:
             duration_ms=answer.duration_ms,
             error=error,
         )
-
-    async def _listen(self) -> None:
-        """Wake on NOTIFY; reconnect after a database error."""
-        backoff = 0.5
-        while True:
-            try:
-                await self._listen_once()
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("dispatcher_listen_failed", error=repr(error))
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10)
-
-    async def _listen_once(self) -> None:
-        lost = asyncio.Event()
-        conn = await asyncpg.connect(self._dsn)
-        try:
-            conn.add_termination_listener(lambda _: lost.set())
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            self._wake.set()  # catch up on what was notified while away
-            await lost.wait()
-        finally:
-            # No goodbye to the server: a graceful close can wait on it, and this
-            # connection only ever listened.
-            conn.terminate()
 
 
 async def post(

@@ -1,0 +1,44 @@
+"""Wake-ups by LISTEN/NOTIFY: a hint that there is work, never the work itself.
+
+Whoever listens also polls: a notification sent while the connection was away is
+not delivered again, so the callback is called once more on every (re)connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("receiver.listen")
+
+
+async def listen(dsn: str, channel: str, wake: Callable[[], None]) -> None:
+    """Call `wake` on every NOTIFY on `channel` until cancelled; reconnect after errors."""
+    backoff = 0.5
+    while True:
+        try:
+            await _listen_once(dsn, channel, wake)
+            backoff = 0.5
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("listen_failed", channel=channel, error=repr(error))
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 10)
+
+
+async def _listen_once(dsn: str, channel: str, wake: Callable[[], None]) -> None:
+    lost = asyncio.Event()
+    conn = await asyncpg.connect(dsn)
+    try:
+        conn.add_termination_listener(lambda _: lost.set())
+        await conn.add_listener(channel, lambda *_: wake())
+        wake()  # catch up on what was notified while away
+        await lost.wait()
+    finally:
+        # No goodbye to the server: a graceful close can wait on it, and this
+        # connection only ever listened.
+        conn.terminate()
