@@ -34,6 +34,7 @@ from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.endpoint import WebhookEndpoint
 from receiver.ingest.writer import GroupCommitWriter
 from receiver.metrics import MetricsEndpoint
+from receiver.projection.projector import Projector
 from receiver.settings import Settings, SettingsError
 
 WEBHOOK_PATH = "/webhooks/callr"
@@ -50,6 +51,17 @@ def dispatcher(settings: Settings, pool: Any) -> Dispatcher:
         ),
         concurrency=settings.dispatch_concurrency,
         poll_interval=settings.dispatch_poll_interval,
+    )
+
+
+def projector(settings: Settings, pool: Any) -> Projector:
+    """The projector the settings describe, on `pool`."""
+    return Projector(
+        pool,
+        settings.database_url,
+        batch_max=settings.projector_batch_max,
+        poll_interval=settings.projector_poll_interval,
+        routing_window=timedelta(hours=settings.routing_window_hours),
     )
 
 
@@ -81,13 +93,15 @@ def create_app(settings: Settings) -> Starlette:
             command_timeout=settings.db_command_timeout,
             session_state=False,
         )
+        projecting = projector(settings, pool)
         writer = GroupCommitWriter(
             pool,
             batch_max=settings.writer_batch_max,
             concurrency=settings.writer_concurrency,
             queue_max=settings.writer_queue_max,
-            routing_window=timedelta(hours=settings.routing_window_hours),
             ack_timeout=settings.ack_timeout,
+            # This process's projector wakes at once; the others on NOTIFY.
+            stored=projecting.wake if settings.projector else lambda: None,
         )
         # Dashboards get a pool of their own, small and with a statement timeout, so
         # that a heavy query can neither take the writer's connections nor run on.
@@ -109,10 +123,14 @@ def create_app(settings: Settings) -> Starlette:
         keeping = asyncio.create_task(
             keep(api_pool, every=settings.stats_keep_interval), name="daily-stats"
         )
+        background = [keeping]
+        if dispatching is not None:
+            background.append(dispatching)
+        if settings.projector:
+            background.append(asyncio.create_task(projecting.run(), name="projector"))
         try:
             yield {"pool": pool, "writer": writer, "api_pool": api_pool}
         finally:
-            background = [keeping] if dispatching is None else [keeping, dispatching]
             for task in background:
                 task.cancel()
             await asyncio.wait(background, timeout=5)
@@ -132,7 +150,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", MetricsEndpoint(settings.metrics_token).metrics, methods=["GET"]),
         *api_routes(BearerTokens(settings.api_tokens)),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -143,3 +161,5 @@ def create_app(settings: Settings) -> Starlette:
             500: server_error,
         },
     )
+    app.state.settings = settings
+    return app

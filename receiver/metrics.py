@@ -5,8 +5,9 @@ Two kinds of figures:
   counters and histograms of prometheus-client; with several uvicorn workers they
   live in files under `PROMETHEUS_MULTIPROC_DIR`, which `receiver serve` sets, and a
   scrape of any worker sums them all;
-- what the database holds (messages by current status, anomalies, forwards by state):
-  read at scrape time on the dashboard pool, at most every few seconds.
+- what the database holds (messages by current status, anomalies, forwards by state,
+  the projection's backlog): read at scrape time on the dashboard pool, at most
+  every few seconds.
 
 The endpoint is open unless `RECEIVER_METRICS_TOKEN` is set; then it needs
 `Authorization: Bearer <token>`.
@@ -36,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.http import error_response
+from receiver.projection.backlog import Backlog, backlog
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -63,13 +65,31 @@ BATCH_SIZE = Histogram(
 )
 BATCH_SECONDS = Histogram(
     "receiver_batch_commit_seconds",
-    "Time to store, project, route and commit one batch.",
+    "Time to store one batch of webhook events and commit it (the answer path).",
     buckets=_LATENCY_BUCKETS,
 )
 STANDBY_BATCHES = Counter(
     "receiver_standby_batches",
     "Batches taken by a standby writer while the first writer's batch ran over 20 ms "
     "(it waited for a lock, or the database fell behind).",
+)
+PROJECTED = Counter(
+    "receiver_projected_events",
+    "Stored events the projector applied to the message records (and forwards).",
+)
+PROJECTOR_BATCH_SIZE = Histogram(
+    "receiver_projector_batch_size",
+    "Events per projector transaction.",
+    buckets=(1, 4, 16, 64, 256, 1024, 2048, 4096, 10000),
+)
+PROJECTOR_BATCH_SECONDS = Histogram(
+    "receiver_projector_batch_seconds",
+    "Time to claim, project, route and commit one projector batch.",
+    buckets=_LATENCY_BUCKETS,
+)
+PROJECTION_FAILED = Counter(
+    "receiver_projection_failed_events",
+    "Events the projector could not apply (the database refused a value): kept as invalid.",
 )
 OUT_OF_ORDER = Counter(
     "receiver_out_of_order_reports",
@@ -93,7 +113,7 @@ POOL = Gauge(
 )
 
 # Kept short: every status of every message of the last day is counted per scrape.
-_DATABASE_TTL = 10.0
+_DATABASE_TTL = 5.0
 _MESSAGES = """
 SELECT direction, status::text AS status, count(*) AS n,
     count(*) FILTER (WHERE anomaly) AS anomalies
@@ -111,6 +131,7 @@ class DatabaseFigures(Collector):
         self.read_at = 0.0
         self.messages: list[Any] = []
         self.forwards: list[Any] = []
+        self.backlog = Backlog(0, None)
 
     async def refresh(self, pool: Any) -> None:
         if time.monotonic() - self.read_at < _DATABASE_TTL:
@@ -118,6 +139,7 @@ class DatabaseFigures(Collector):
         async with pool.acquire() as conn:
             self.messages = await conn.fetch(_MESSAGES)
             self.forwards = await conn.fetch(_FORWARDS)
+            self.backlog = await backlog(conn)
         self.read_at = time.monotonic()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -138,7 +160,17 @@ class DatabaseFigures(Collector):
         )
         for row in self.forwards:
             forwards.add_metric([row["state"]], row["n"])
-        yield from (messages, anomalies, forwards)
+        pending = GaugeMetricFamily(
+            "receiver_projection_pending",
+            "Stored events not yet applied to the message records by the projector.",
+        )
+        pending.add_metric([], self.backlog.pending)
+        lag = GaugeMetricFamily(
+            "receiver_projection_lag_seconds",
+            "Age of the oldest event waiting for the projector (0 when none waits).",
+        )
+        lag.add_metric([], self.backlog.lag_seconds())
+        yield from (messages, anomalies, forwards, pending, lag)
 
 
 def observe_pool(name: str, pool: Any) -> None:

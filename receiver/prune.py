@@ -7,7 +7,8 @@ for those events, so a rebuild refuses to run after a prune (see `receiver.repla
 Events are removed oldest first in short transactions of `batch` events, each
 locking only the rows it removes, so live ingest never waits long behind it. An
 event that an undelivered forward still needs (pending, in flight, dead, unrouted)
-is kept until its forward is done or removed. The traffic figures of `/api/v1/stats`
+is kept until its forward is done or removed, and so is an event that the projector
+has not applied yet. The traffic figures of `/api/v1/stats`
 (events, deliveries, retries received) for the days pruned drop accordingly; the
 message outcomes do not change.
 """
@@ -26,6 +27,7 @@ _PRUNABLE = """
 FROM events e
 WHERE e.received_at < $1
   AND NOT EXISTS (SELECT 1 FROM forwards f WHERE f.event_id = e.event_id AND f.state <> 'done')
+  AND NOT EXISTS (SELECT 1 FROM projection_pending p WHERE p.event_id = e.event_id)
 """
 _COUNT = f"""
 SELECT count(*) AS events,

@@ -7,11 +7,18 @@ transaction per page. The projection depends on the set of events only and
 applying an event twice changes nothing, so a replay can be repeated, stopped and
 run again, and can run while webhooks arrive.
 
+Both apply events with the projector's code (receiver.projection), in their own
+transactions, beside the projector that runs in every serve process.
+
 Rebuild empties the message records, their history and the evidence, then
 replays every event without routing (forwards are delivery records, kept as
 they are). An event committed before the tables are emptied is in the replay; one
-committed after is projected live into the new tables (and perhaps replayed too,
-which changes nothing): nothing is lost and nothing is counted twice.
+committed after waits for the projector, which applies it to the new tables. An
+event that is both replayed and projected (it arrived during the rebuild, or was
+pending when it began) is applied twice, which writes nothing the first time did
+not: every row the projection writes is a union of evidence or its greatest or
+least value. Nothing is lost and nothing is counted twice
+(tests/test_replay.py, rebuild under live ingest).
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Protocol
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
-from receiver.daily_stats import utc_day
 from receiver.db.arrays import columns
 from receiver.forwarding.routing import route
 from receiver.ingest.store import Incoming, Result, event_state, store_batch, stored_reports
@@ -414,10 +420,11 @@ async def _apply_page(
     if updates:
         await conn.execute(_UPDATE_EVENTS, *columns(updates, 6))
     if reingest:
-        outcomes = await store_batch(conn, reingest)
+        # Projected here, in this transaction: not left for the projector too.
+        outcomes = await store_batch(conn, reingest, pending=False)
         summary.reingested += sum(o.result is not Result.DUPLICATE for o in outcomes)
         reports.extend(stored_reports(reingest, outcomes))
-    await project(conn, reports, received={utc_day(i.received_at) for i in reingest})
+    await project(conn, reports)
     if routing_window is not None:
         await route(conn, reports, window=routing_window)
 

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=8, ge=2, le=200)
     db_command_timeout: float = Field(default=10.0, gt=0)
 
+    # The projector of every serve process (off: only `receiver worker` projects).
+    projector: bool = True
+    projector_batch_max: int = Field(default=2000, ge=1, le=50_000)
+    projector_poll_interval: float = Field(default=1.0, gt=0, le=3600)
+
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
     api_pool_size: int = Field(default=4, ge=1, le=100)
     api_statement_timeout: float = Field(default=5.0, gt=0, le=600)

@@ -97,3 +97,14 @@ def make_settings(database_url: str, tmp_path: Path) -> SettingsFactory:
         return Settings(**values)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture
+def another_database_url(postgres: PostgresServer, template_database: str) -> Iterator[str]:
+    """A second fresh database at the schema's head: where a clean run goes, to compare."""
+    name = f"receiver_other_{uuid.uuid4().hex[:12]}"
+    postgres.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    try:
+        yield postgres.url_for(name)
+    finally:
+        postgres.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

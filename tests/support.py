@@ -91,17 +91,49 @@ async def fetch(url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
         await conn.close()
 
 
+class ReceiverClient(httpx.AsyncClient):
+    """A client of one app, which knows the app's database (to wait for its projector)."""
+
+    def __init__(self, database_url: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.database_url = database_url
+
+
 @asynccontextmanager
 async def running(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan started, and an HTTP client speaking to it."""
     async with (
         # A slow CI machine gets time to start and stop the app; a real hang still fails.
         LifespanManager(app, startup_timeout=20, shutdown_timeout=20) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://receiver.test"
+        ReceiverClient(
+            app.state.settings.database_url,
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://receiver.test",
         ) as client,
     ):
         yield client
+
+
+async def until_projected(where: httpx.AsyncClient | str, *, seconds: float = 20.0) -> None:
+    """Return once the projector has applied every stored event (of `running`'s app, or a URL).
+
+    A 2xx promises the event is stored, not projected: tests that read message
+    records, history or forwards after sending wait for this first.
+    """
+    url = where if isinstance(where, str) else _database_of(where)
+    conn = await asyncpg.connect(url)
+    try:
+        async with asyncio.timeout(seconds):
+            # A row that a projector has deleted but not committed is still seen here.
+            while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM projection_pending)"):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+
+
+def _database_of(client: httpx.AsyncClient) -> str:
+    assert isinstance(client, ReceiverClient), "a client of tests.support.running"
+    return client.database_url
 
 
 def with_fields(body: bytes, **changes: Any) -> bytes:

@@ -11,7 +11,7 @@ from receiver.app import create_app
 from receiver.callr.sms import Status
 from tests.callr_events import lifecycle, mo_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import fetch, running, with_fields
+from tests.support import fetch, running, until_projected, with_fields
 from tests.test_cli import receiver_command
 
 WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
@@ -29,6 +29,7 @@ async def store(make_settings: SettingsFactory, database_url: str) -> None:
         assert (await client.post(WEBHOOK, content=retry)).status_code == 200
         mo = mo_event("p-mo", "PRUNMO01", sender="+3", user_data="nobody")
         assert (await client.post(WEBHOOK, content=mo)).status_code == 200
+        await until_projected(client)
     aged = ["p-0", "p-1", "p-2", "p-3", "p-4", "p-mo"]
     for table in ("events", "deliveries"):
         await fetch(
@@ -101,3 +102,21 @@ def test_an_age_under_a_day_is_refused_as_deduplication_still_needs_the_events(a
     result = receiver_command("prune", "--events-older-than", age)
     assert result.returncode == 2
     assert f"{age!r} is too recent: a pruned event is no longer recognised" in result.stderr
+
+
+def test_an_event_the_projector_has_not_applied_is_kept_however_old(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    async def store_unprojected() -> None:
+        async with running(create_app(make_settings(dispatcher=False, projector=False))) as client:
+            body = v2_event("late-0", "late0000", lifecycle(C, S, D))
+            assert (await client.post(WEBHOOK, content=body)).status_code == 200
+        await fetch(database_url, "UPDATE events SET received_at = $1 RETURNING 1", OLD)
+
+    asyncio.run(store_unprojected())
+    env = {"RECEIVER_DATABASE_URL": database_url}
+    done = receiver_command("prune", "--events-older-than", "90d", env=env)
+    assert done.returncode == 0, done.stderr
+    assert counts(database_url)["events"] == 1
+    pending = asyncio.run(fetch(database_url, "SELECT event_id FROM projection_pending"))
+    assert pending == [{"event_id": "late-0"}]

@@ -21,7 +21,7 @@ from receiver.resend import resend
 from receiver.workers import RangeWorkers, WorkerFailed
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, fetch, running, serving, signed_headers
+from tests.support import example, fetch, running, serving, signed_headers, until_projected
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 C, P, S, Q, D, F = (
@@ -67,12 +67,15 @@ def generated_history(count: int, seed: int) -> list[bytes]:
     return bodies
 
 
-async def post_all(client: httpx.AsyncClient, bodies: list[bytes]) -> None:
+async def post_all(client: httpx.AsyncClient, bodies: list[bytes], *, wait: bool = True) -> None:
+    """Post every body, 50 at a time; then (`wait`) until the projector has applied them."""
     for start in range(0, len(bodies), 50):
         answers = await asyncio.gather(
             *(client.post(TOKEN_PATH, content=body) for body in bodies[start : start + 50])
         )
         assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+    if wait:
+        await until_projected(client)
 
 
 def receiver_command(
@@ -168,8 +171,12 @@ async def test_a_rebuild_while_webhooks_arrive_loses_nothing(
 ) -> None:
     bodies = generated_history(120, seed=12)
     early, late = bodies[: len(bodies) // 2], bodies[len(bodies) // 2 :]
-    async with running(create_app(make_settings(dispatcher=False))) as client:
-        await post_all(client, early)
+    # A projector in small batches: behind when the rebuild starts, and working beside it.
+    settings = make_settings(dispatcher=False, projector_batch_max=5)
+    async with running(create_app(settings)) as client:
+        await post_all(client, early, wait=False)
+        (behind,) = await fetch(database_url, "SELECT count(*) AS n FROM projection_pending")
+        assert behind["n"] > 0
         await asyncio.gather(rebuild(pool, batch=20), post_all(client, late))
     during = await projected(database_url)
     await rebuild(pool)  # the same events, calmly

@@ -14,7 +14,7 @@ import pytest
 from receiver.app import create_app
 from receiver.simulate import Mix, Plan, Signer, parse_mix, simulate
 from tests.conftest import SettingsFactory
-from tests.support import fetch, serving
+from tests.support import fetch, serving, until_projected
 
 SECRET = "simulated-subscription-secret"
 # Every irregularity, often.
@@ -31,6 +31,8 @@ ROUGH = Mix(
 
 
 async def holdings(database_url: str) -> dict[str, Any]:
+    """What the receiver holds once its projector has caught up."""
+    await until_projected(database_url)
     events = await fetch(database_url, "SELECT count(*) AS n FROM events")
     messages = await fetch(
         database_url, "SELECT direction, status::text, count(*) AS n FROM messages GROUP BY 1, 2"

@@ -78,6 +78,31 @@ _CURSOR = _query(
 _STATUSES = [status.value for status in Status]
 
 _SCHEMAS: dict[str, Any] = {
+    "Status": {
+        "type": "object",
+        "required": ["projection", "schema", "version"],
+        "properties": {
+            "projection": {
+                "type": "object",
+                "required": ["pending", "lag_seconds", "oldest_pending_received_at"],
+                "properties": {
+                    "pending": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "stored events not yet applied to the message records",
+                    },
+                    "lag_seconds": {
+                        "type": "number",
+                        "minimum": 0,
+                        "description": "how long the oldest pending event has waited",
+                    },
+                    "oldest_pending_received_at": _time(),
+                },
+            },
+            "schema": {"type": "string", "description": "the database's schema revision"},
+            "version": {"type": "string", "description": "this release of the receiver"},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -370,6 +395,12 @@ _PATHS: dict[str, Any] = {
             ),
         ],
         _json(_ref("Stats"), "the figures"),
+    ),
+    "/api/v1/status": _get(
+        "How far behind the message records are (the projection's backlog), the schema and"
+        " the release",
+        [],
+        _json(_ref("Status"), "the status"),
     ),
     "/api/v1/handlers": {
         "get": {

@@ -14,6 +14,7 @@ from receiver.api.openapi import DESCRIPTION
 from receiver.api.params import Cursors
 from receiver.api.queries import Queries
 from receiver.api.stats import stats
+from receiver.api.status import status
 from receiver.http import JSONResponse
 
 
@@ -35,5 +36,6 @@ def api_routes(tokens: BearerTokens) -> list[Route]:
         Route("/api/v1/events/{event_id}", guard(queries.event), methods=["GET"]),
         Route("/api/v1/forwards", guard(queries.forwards), methods=["GET"]),
         Route("/api/v1/stats", guard(stats), methods=["GET"]),
+        Route("/api/v1/status", guard(status), methods=["GET"]),
         Route("/api/v1/openapi.json", guard(openapi), methods=["GET"]),
     ]

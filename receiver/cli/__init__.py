@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_parser = commands.add_parser("migrate", help="apply the database migrations")
     migrate_parser.set_defaults(run=run_migrations)
 
-    worker_parser = commands.add_parser("worker", help="run only the forward dispatcher")
+    worker_parser = commands.add_parser(
+        "worker", help="run the projector and the forward dispatcher, without HTTP"
+    )
     worker_parser.set_defaults(run=worker)
 
     add_handler_commands(commands)

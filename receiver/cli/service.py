@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from receiver.app import WEBHOOK_PATH, dispatcher
+from receiver.app import WEBHOOK_PATH, dispatcher, projector
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, describe
@@ -237,7 +237,11 @@ def run_migrations(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Run only the forward dispatcher (for deployments that separate it from serve)."""
+    """Run the projector and the forward dispatcher, without the HTTP side.
+
+    For deployments that separate them from serve (RECEIVER_PROJECTOR=false and
+    RECEIVER_DISPATCHER=false on the serve processes), or that add capacity to them.
+    """
     settings = configured()
     database = open_database(settings)
     settings = settings.model_copy(update={"database_url": database.url})
@@ -246,15 +250,19 @@ def worker(args: argparse.Namespace) -> int:
         pool = await create_pool(
             database.url, size=settings.db_pool_size, command_timeout=settings.db_command_timeout
         )
-        task = asyncio.create_task(dispatcher(settings, pool).run())
+        tasks = [
+            asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher"),
+            asyncio.create_task(projector(settings, pool).run(), name="projector"),
+        ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         log.info("worker_started", database=describe(database.url))
         await stop.wait()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await pool.close()
         log.info("worker_stopped")
 

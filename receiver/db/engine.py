@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -84,3 +86,30 @@ async def create_pool(
 
 async def _keep_session(connection: Any) -> None:
     return None
+
+
+# A batch's statements are planned once per connection, not once per batch: planning
+# them took a third of PostgreSQL's time a batch (bench/batch_cost.py). A plan kept
+# must stay right as the tables grow, so it is made without whole-table scans: every
+# statement looks its rows up by key, and a plan made while a table was small would
+# otherwise go on scanning it. When autovacuum analyzes a table, PostgreSQL makes
+# the plans that read it again, with the new statistics. Set for the batch's
+# transaction only, in BEGIN's round trip: the dispatcher's queries on the same pool
+# are planned as before. The writer's and the projector's batches use it.
+_BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
+
+
+@contextlib.asynccontextmanager
+async def batch_transaction(conn: Any) -> AsyncIterator[None]:
+    """A transaction with the batch's planner settings: committed unless the body raises."""
+    await conn.execute(_BEGIN)
+    try:
+        yield
+    except BaseException:
+        # The error that ended the batch is the one to report; a connection too broken
+        # to roll back is terminated when the pool takes it back.
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")

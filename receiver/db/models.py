@@ -53,7 +53,7 @@ class EventState(enum.StrEnum):
     """What the receiver made of a stored event."""
 
     PROCESSED = "processed"
-    """Understood and applied to the message records."""
+    """Understood; applied to the message records by the projector once it is not pending."""
     UNHANDLED = "unhandled"
     """Authenticated and well formed, of a type this service does not act on."""
     INVALID = "invalid"
@@ -114,6 +114,22 @@ class Event(Base):
         Index(None, "state", "received_at", postgresql_where=sql_text("state <> 'processed'")),
         Index(None, "sms_id", "received_at"),
     )
+
+
+class PendingEvent(Base):
+    """A stored event that the projector has not applied yet (see receiver.projection).
+
+    Written in the transaction that stores the event, deleted in the one that projects
+    it: a small table of rows inserted and deleted, so that the large `events` table
+    is written once per event and never updated to say it was projected.
+    """
+
+    __tablename__ = "projection_pending"
+
+    # The order events are claimed in: about the order they were stored.
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Delivery(Base):

@@ -1,4 +1,9 @@
-"""Storing a batch of webhook deliveries: a few set-based statements in the caller's transaction.
+"""Storing a batch of webhook deliveries: one set-based statement in the caller's transaction.
+
+This is all the answer path writes: the event (once per id) with its raw body, the
+delivery, a row in `projection_pending` for each new event of a handled type (the
+projector applies it behind the answer), and the mark of the day received for the
+daily statistics.
 
 Idempotency lives in the constraints (`events.event_id`, the deliveries'
 `(event_id, attempt, fingerprint)`), never in a check-then-insert: two receivers
@@ -94,7 +99,23 @@ created AS (
     FROM r
     ORDER BY r.event_id, r.ord
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING e.event_id, e.fingerprint
+    RETURNING e.event_id, e.fingerprint, e.state, e.received_at
+),
+pending AS (
+    INSERT INTO projection_pending (event_id, received_at)
+    SELECT c.event_id, c.received_at FROM created c
+    WHERE $3::boolean AND c.state = 'processed'
+    ORDER BY c.received_at, c.event_id
+    RETURNING 1
+),
+marked AS (
+    INSERT INTO stats_changes (day)
+    SELECT DISTINCT (r.received_at AT TIME ZONE 'UTC')::date FROM r
+),
+-- The projectors of other processes are woken on commit, once a batch; this one's
+-- projector is told by the writer.
+notified AS (
+    SELECT pg_notify($4, '') FROM (SELECT 1 FROM pending LIMIT 1) AS any_
 ),
 i AS (
     SELECT r.ord, r.event_id, r.attempt, r.key AS fingerprint, r.received_at, r.subscription,
@@ -119,7 +140,7 @@ inserted AS (
     RETURNING d.id, d.event_id, d.attempt, d.fingerprint
 )
 SELECT i.ord, i.created, i.stored IS NULL AS unseen, i.fingerprint <> i.stored AS conflict,
-    inserted.id AS delivery_id
+    inserted.id AS delivery_id, (SELECT count(*) FROM notified) AS notified
 FROM i
 LEFT JOIN inserted
     ON inserted.event_id = i.event_id
@@ -130,9 +151,19 @@ LEFT JOIN inserted
 _KEEP_CONFLICTING_BODY = "UPDATE deliveries SET body = $2 WHERE id = $1"
 
 
-async def store_batch(conn: Any, items: Sequence[Incoming]) -> list[Outcome]:
-    """Store every item's event (once per id) and delivery (once per id, try and content)."""
-    rows = await _insert(conn, items)
+# Where the statement wakes the projectors of other processes (see receiver.projection).
+PENDING_CHANNEL = "receiver_projection"
+
+
+async def store_batch(
+    conn: Any, items: Sequence[Incoming], *, pending: bool = True
+) -> list[Outcome]:
+    """Store every item's event (once per id) and delivery (once per id, try and content).
+
+    `pending`: the new events wait for the projector; a replay that stores events
+    again projects them itself, in the same transaction, and passes False.
+    """
+    rows = await _insert(conn, items, pending)
     created = {items[ord_].key for ord_, row in rows.items() if row.created}
     outcomes: list[Outcome] = []
     claimed_events: set[str] = set()
@@ -179,12 +210,12 @@ def event_state(parsed: Envelope | Malformed) -> EventState:
     return EventState.PROCESSED if parsed.handled else EventState.UNHANDLED
 
 
-async def _insert(conn: Any, items: Sequence[Incoming]) -> dict[int, _Stored]:
+async def _insert(conn: Any, items: Sequence[Incoming], pending: bool) -> dict[int, _Stored]:
     """What the insert did for each item, by position."""
-    stored = await _insert_once(conn, items)
+    stored = await _insert_once(conn, items, pending)
     unseen = [ord_ for ord_, row in stored.items() if row.unseen]
     if unseen:
-        again = await _insert_once(conn, [items[ord_] for ord_ in unseen])
+        again = await _insert_once(conn, [items[ord_] for ord_ in unseen], pending)
         if any(row.unseen for row in again.values()):
             raise RuntimeError("an event was neither stored nor found twice in a row")
         stored.update({unseen[n]: row for n, row in again.items()})
@@ -198,7 +229,7 @@ class _Stored(NamedTuple):
     delivery_id: int | None
 
 
-async def _insert_once(conn: Any, items: Sequence[Incoming]) -> dict[int, _Stored]:
+async def _insert_once(conn: Any, items: Sequence[Incoming], pending: bool) -> dict[int, _Stored]:
     rows = []
     for ord_, item in enumerate(items):
         parsed = item.parsed
@@ -221,8 +252,10 @@ async def _insert_once(conn: Any, items: Sequence[Incoming]) -> dict[int, _Store
             }
         )
     bodies = [item.body for item in items]
-    records = await conn.fetch(_INSERT, orjson.dumps(rows).decode(), bodies)
-    return {record["ord"]: _Stored(*record[1:]) for record in records}
+    records = await conn.fetch(
+        _INSERT, orjson.dumps(rows).decode(), bodies, pending, PENDING_CHANNEL
+    )
+    return {record["ord"]: _Stored(*record[1:5]) for record in records}
 
 
 def stored_reports(items: Sequence[Incoming], outcomes: Sequence[Outcome]) -> list[Report]:

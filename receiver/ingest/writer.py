@@ -5,7 +5,10 @@ has queued up (up to `batch_max` items), store it in one transaction, commit, an
 only then wake the requests of that batch. While one batch commits, the next one
 gathers, so the cost of an fsync is shared by everyone who arrived meanwhile.
 A request still waiting at its deadline is told so (`TimeoutError`); its event
-may commit later, which CALLR's retry then finds.
+may commit later, which CALLR's retry then finds. A batch stores the events, their
+deliveries and their place in the projector's queue, nothing else: the message
+records, history and forwards are built behind the answer (receiver.projection),
+and the writer wakes this process's projector after each commit.
 
 One writer does the work while it keeps up: its batches are larger than two
 writers' would be, and a batch costs PostgreSQL less per event the larger it is.
@@ -17,12 +20,10 @@ say) does not hold up every request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -30,27 +31,13 @@ import structlog
 
 from receiver import metrics
 from receiver.callr.envelope import Malformed
-from receiver.daily_stats import utc_day
-from receiver.db.engine import UNAVAILABLE_ERRORS
-from receiver.forwarding.routing import route
-from receiver.ingest.store import Incoming, Outcome, store_batch, stored_reports
-from receiver.projection import project
+from receiver.db.engine import UNAVAILABLE_ERRORS, batch_transaction
+from receiver.ingest.store import Incoming, Outcome, Result, store_batch
 
 log = structlog.get_logger("receiver.writer")
 
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _RETRIES = 3
-
-# A batch's statements are planned once per connection, not once per batch: planning
-# them took a third of PostgreSQL's time a batch (bench/batch_cost.py). A plan kept
-# must stay right as the tables grow, so it is made without whole-table scans: every
-# statement looks its rows up by key, and a plan made while a table was small would
-# otherwise go on scanning it. When autovacuum analyzes a table, PostgreSQL makes
-# the plans that read it again, with the new statistics. Set for the batch's
-# transaction only, in BEGIN's round trip: the dispatcher's queries on the same pool
-# are planned as before.
-_BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
-
 
 # How long the first writer's batch may run before the other writers take batches
 # too. Batches take a few milliseconds under load (docs/performance.md).
@@ -81,15 +68,16 @@ class GroupCommitWriter:
         batch_max: int,
         concurrency: int,
         queue_max: int,
-        routing_window: timedelta = timedelta(days=7),
         ack_timeout: float | None = None,
+        stored: Callable[[], None] = lambda: None,
     ) -> None:
+        """`stored` is called after each commit that stored an event for the projector."""
         self._pool = pool
         self._batch_max = batch_max
         self._concurrency = concurrency
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
         self._tasks: list[asyncio.Task[None]] = []
-        self._routing_window = routing_window
+        self._stored = stored
         self._ack_timeout = ack_timeout
         # Every submission's (deadline, future), in the order submitted, hence of deadline.
         self._deadlines: deque[tuple[float, asyncio.Future[Outcome]]] = deque()
@@ -236,31 +224,13 @@ class GroupCommitWriter:
 
     async def _transaction(self, items: Sequence[Incoming]) -> list[Outcome]:
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, _batch_transaction(conn):
+        async with self._pool.acquire() as conn, batch_transaction(conn):
             outcomes = await store_batch(conn, items)
-            reports = stored_reports(items, outcomes)
-            late = await project(conn, reports, received={utc_day(i.received_at) for i in items})
-            await route(conn, reports, window=self._routing_window)
         metrics.BATCH_SIZE.observe(len(items))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.OUT_OF_ORDER.inc(late)
+        if any(outcome.result is Result.STORED for outcome in outcomes):
+            self._stored()
         return outcomes
-
-
-@contextlib.asynccontextmanager
-async def _batch_transaction(conn: Any) -> AsyncIterator[None]:
-    """A transaction with the batch's planner settings: committed unless the body raises."""
-    await conn.execute(_BEGIN)
-    try:
-        yield
-    except BaseException:
-        # The error that ended the batch is the one to report; a connection too broken
-        # to roll back is terminated when the pool takes it back.
-        if not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
 
 
 def _unstorable(item: Incoming, error: Exception) -> Malformed:

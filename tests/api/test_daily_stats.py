@@ -17,7 +17,7 @@ from receiver.daily_stats import AHEAD, day_start, maintain, refresh, utc_day
 from receiver.projection import Report, project
 from tests.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import fetch, running
+from tests.support import fetch, running, until_projected
 
 TOKEN = "dashboards-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -49,6 +49,7 @@ async def client(make_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncCli
 async def send(client: httpx.AsyncClient, body: bytes) -> None:
     response = await client.post(WEBHOOK, content=body)
     assert response.status_code == 200, response.text
+    await until_projected(client)
 
 
 async def stats(client: httpx.AsyncClient, group: str | None, **window: str) -> Any:

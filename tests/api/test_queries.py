@@ -15,7 +15,7 @@ from receiver.app import create_app
 from receiver.callr.sms import Status
 from tests.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, running, with_fields
+from tests.support import example, running, until_projected, with_fields
 
 TOKEN = "dashboards-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -33,6 +33,7 @@ async def send(client: httpx.AsyncClient, *bodies: bytes) -> None:
     for body in bodies:
         response = await client.post(WEBHOOK, content=body)
         assert response.status_code in (200, 400), response.text
+    await until_projected(client)
 
 
 async def get(client: httpx.AsyncClient, path: str, **params: Any) -> Any:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from alembic.script import ScriptDirectory
 
 from receiver.db import migrate
@@ -43,3 +44,35 @@ def test_downgrade_to_base_and_back_with_data_present(empty_database_url: str) -
     assert [t["tablename"] for t in tables] == ["alembic_version"]
     migrate.upgrade(empty_database_url)
     migrate.check(empty_database_url)
+
+
+def test_events_stored_before_the_projector_are_not_projected_again(
+    empty_database_url: str,
+) -> None:
+    # Stored by the release before: projected in the transaction that stored it.
+    migrate.upgrade(empty_database_url, "0008")
+    asyncio.run(
+        fetch(
+            empty_database_url,
+            "INSERT INTO events (event_id, received_at, state, fingerprint, body)"
+            " VALUES ('old', now(), 'processed', '\\x00', '{}')",
+        )
+    )
+    migrate.upgrade(empty_database_url)
+    assert asyncio.run(fetch(empty_database_url, "SELECT * FROM projection_pending")) == []
+
+
+def test_a_downgrade_below_the_projector_refuses_to_drop_pending_events(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url)
+    asyncio.run(
+        fetch(
+            empty_database_url,
+            "INSERT INTO projection_pending (event_id, received_at) VALUES ('waiting', now())",
+        )
+    )
+    with pytest.raises(Exception, match="events are still pending projection"):
+        migrate.downgrade(empty_database_url, "0008")
+    rows = asyncio.run(fetch(empty_database_url, "SELECT event_id FROM projection_pending"))
+    assert rows == [{"event_id": "waiting"}]

@@ -22,7 +22,7 @@ from receiver.forwarding.signing import new_secret
 from tests.callr_events import BASE_TIME, mo_event, mt_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
-from tests.support import fetch, running
+from tests.support import fetch, running, until_projected
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 FAST = {"forward_backoff_base": 0.05, "dispatch_poll_interval": 0.2}
@@ -53,6 +53,7 @@ async def send(client: httpx.AsyncClient, *bodies: bytes) -> None:
     for body in bodies:
         response = await client.post(TOKEN_PATH, content=body)
         assert response.status_code == 200, response.text
+    await until_projected(client)
 
 
 async def forwards(url: str) -> list[dict[str, Any]]:
@@ -293,6 +294,7 @@ async def test_two_dispatchers_deliver_a_thousand_forwards_once_each(
                 *(client.post(TOKEN_PATH, content=b) for b in bodies[start : start + 100])
             )
             assert {a.status_code for a in answers} == {200}
+        await until_projected(client)
     pools = [await create_pool(database_url, size=4, command_timeout=10) for _ in range(2)]
     tasks = [asyncio.create_task(dispatcher(settings, pool).run()) for pool in pools]
     try:

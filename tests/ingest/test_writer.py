@@ -13,6 +13,7 @@ from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.ingest.store import Result
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter
+from receiver.projection.projector import Projector
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.support import example, fetch, incoming, until_a_lock_wait, with_fields
 
@@ -67,6 +68,8 @@ async def test_stop_commits_what_was_already_submitted(database_url: str) -> Non
 
 # The tables that grow with the traffic: a plan that scans one of them whole costs
 # more with every event stored.
+# (The projector's queue is read from the head of its key, in order, LIMIT rows: an
+# index scan with no condition, which reads no more than it returns.)
 _GROWING = {"events", "deliveries", "messages", "transitions", "observations", "forwards"}
 
 
@@ -91,13 +94,16 @@ def _whole_table_reads(plan: dict[str, Any], table: str | None = None) -> list[s
 async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key(
     database_url: str,
 ) -> None:
-    """A batch plans nothing: its four statements keep the plans the first batch made.
+    """A batch plans nothing: the writer's statement and the projector's keep the plans that
+    the first batch made.
 
     Made while every table is empty, they must still read rows by key: a plan that
     scans a small table whole would be kept as the table grows.
     """
+    # One connection: the writer's and the projector's statements are prepared on it.
     pool = await create_pool(database_url, size=1, command_timeout=10)
     writer = GroupCommitWriter(pool, batch_max=100, concurrency=1, queue_max=100)
+    projector = Projector(pool)
     await writer.start()
     try:
         for batch in range(3):
@@ -117,6 +123,7 @@ async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key
             items = [incoming(body) for body in bodies]
             retry = incoming(with_fields(bodies[0], attempt=1))
             await asyncio.gather(*(writer.submit(item) for item in [*items, retry]))
+            assert await projector.drain() == 3
     finally:
         await writer.stop()
     try:
@@ -129,18 +136,23 @@ async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key
                 first: row
                 for row in statements
                 for first in (
-                    "INSERT INTO events",  # and into deliveries, in the same statement
+                    # The writer's: events, deliveries and the queue in one statement.
+                    "INSERT INTO events",
+                    # The projector's.
+                    "DELETE FROM projection_pending",
                     "INSERT INTO messages",
                     "WITH p AS",
                     "INSERT INTO forwards",
                 )
                 if first in row["statement"]
             }
-            assert len(batch_statements) == 4, [r["statement"][:60] for r in statements]
+            assert len(batch_statements) == 5, [r["statement"][:60] for r in statements]
             # Shown as the batch runs it: its generic plan, the one kept.
             await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             for first, row in batch_statements.items():
-                assert (row["generic_plans"], row["custom_plans"]) == (3, 0), first
+                # A drain claims once more, to find nothing left.
+                runs = 6 if first == "DELETE FROM projection_pending" else 3
+                assert (row["generic_plans"], row["custom_plans"]) == (runs, 0), first
                 nulls = ", ".join(["NULL"] * row["params"])
                 (document,) = json.loads(
                     await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {row['name']}({nulls})")
@@ -160,18 +172,21 @@ async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key
 async def test_a_batch_stuck_on_a_lock_does_not_hold_up_the_others(
     database_url: str, concurrency: int
 ) -> None:
-    """While one batch waits for a message row locked elsewhere, other events still commit."""
+    """While one batch waits for an event that another transaction is storing, others commit."""
     pool = await create_pool(database_url, size=4, command_timeout=30)
     writer = GroupCommitWriter(pool, batch_max=100, concurrency=concurrency, queue_max=100)
     await writer.start()
     blocker = await asyncpg.connect(database_url)
     standby_before = REGISTRY.get_sample_value("receiver_standby_batches_total") or 0
     try:
-        sent = lifecycle(Status.CREATED, Status.SENT)
-        await writer.submit(incoming(v2_event("first", "LOCKED", sent)))
+        delivered = lifecycle(Status.CREATED, Status.SENT, Status.DELIVERED)
         async with blocker.transaction():
-            await blocker.execute("SELECT 1 FROM messages WHERE sms_id = 'locked' FOR UPDATE")
-            delivered = lifecycle(Status.CREATED, Status.SENT, Status.DELIVERED)
+            # Another receiver storing the same event (a replay, say), not yet committed:
+            # the batch's insert waits to know whether it wins.
+            await blocker.execute(
+                "INSERT INTO events (event_id, received_at, state, fingerprint, body)"
+                " VALUES ('stuck', now(), 'unhandled', '\\x00', '{}')"
+            )
             stuck = asyncio.create_task(
                 writer.submit(incoming(v2_event("stuck", "LOCKED", delivered)))
             )
@@ -181,6 +196,8 @@ async def test_a_batch_stuck_on_a_lock_does_not_hold_up_the_others(
                 asyncio.gather(*(writer.submit(item) for item in others)), timeout=5
             )
             assert not stuck.done()
+            await blocker.execute("ROLLBACK")
+            await blocker.execute("BEGIN")
         assert (await stuck).result is Result.STORED
     finally:
         await blocker.close()

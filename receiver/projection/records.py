@@ -1,7 +1,7 @@
 """Events to message records: the current state per SMS, its history and the evidence behind it.
 
-Runs inside the transaction that stores the events (the writer's batch, later a
-replay's), as a handful of set-based statements per batch, whatever its size.
+Runs inside the projector's transaction (or a replay's), as a handful of set-based
+statements per batch, whatever its size.
 
 The result depends only on the set of events seen, never on their order:
 - reported history steps are a union (one row per step, however many events repeat it);
@@ -18,15 +18,14 @@ one SMS take turns, so each sees the other's evidence.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
-from receiver.daily_stats import mark_changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +109,7 @@ reported AS (
 INSERT INTO transitions AS t (sms_id, before, after, at, derived, event_id)
 SELECT DISTINCT ON (h.sms_id, h.before, h.after, h.at)
     h.sms_id, h.before, h.after, h.at, false, h.event_id
-FROM json_to_recordset($4::json)
+FROM json_to_recordset($3::json)
     AS h(sms_id text, before text, after text, at timestamptz, event_id text, ord int)
 ORDER BY h.sms_id, h.before, h.after, h.at, h.ord
 ON CONFLICT (sms_id, before, after, at)
@@ -119,7 +118,7 @@ ON CONFLICT (sms_id, before, after, at)
 observed AS (
 INSERT INTO observations (sms_id, status, at, event_id)
 SELECT DISTINCT ON (o.sms_id, o.status, o.at) o.sms_id, o.status, o.at, o.event_id
-FROM json_to_recordset($5::json)
+FROM json_to_recordset($4::json)
     AS o(sms_id text, status text, at timestamptz, event_id text, ord int)
 ORDER BY o.sms_id, o.status, o.at, o.ord
 ON CONFLICT DO NOTHING
@@ -170,14 +169,14 @@ def _upsert_messages_sql() -> str:
         ]
     )
     # The daily statistics are told, in this statement, of every day whose figures may
-    # change: the days events were received, and each message's creation day before
+    # change with the messages: each message's creation day before
     # (`before` reads the rows as they were: a message whose creation time moves
     # leaves a day as well as joining another) and after.
     return f"""
 WITH s AS (SELECT * FROM json_to_recordset($1::json) AS s({record})),
 top AS (SELECT DISTINCT ON (s.sms_id) s.sms_id, {status_columns} FROM s ORDER BY {top_order}),
 agg AS (SELECT s.sms_id, {aggregates} FROM s GROUP BY s.sms_id),
-before AS (SELECT b.created_at FROM messages b WHERE b.sms_id = ANY($3::text[])),
+before AS (SELECT b.created_at FROM messages b WHERE b.sms_id = ANY($2::text[])),
 up AS (
 INSERT INTO messages AS m (sms_id, {", ".join(columns)})
 SELECT agg.sms_id, {", ".join(("top." if c in _STATUS else "agg.") + c for c in columns)}
@@ -191,7 +190,6 @@ INSERT INTO stats_changes (day)
 SELECT DISTINCT d.day FROM (
     SELECT {_UTC_DAY.format("up.created_at")} FROM up
     UNION ALL SELECT {_UTC_DAY.format("before.created_at")} FROM before
-    UNION ALL SELECT unnest($2::date[])
 ) AS d(day)
 WHERE d.day IS NOT NULL
 ORDER BY d.day
@@ -272,18 +270,16 @@ WHERE m.sms_id = ANY($1::text[]) AND m.sms_id = f.sms_id AND m.unexplained <> f.
 """
 
 
-async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[date] = ()) -> int:
-    """Apply newly stored events to the message records, inside the caller's transaction.
+async def project(conn: Any, reports: Sequence[Report]) -> int:
+    """Apply stored events to the message records, inside the caller's transaction.
 
-    `received`: the days on which events of this transaction were received, for the
-    daily statistics, which are told about every day whose figures may change.
+    The daily statistics are told of every creation day of a message that changes
+    (the days events were received are marked by the transaction that stores them).
     Returns how many reports were older than their message's status once applied:
     the ones that arrived out of order.
     """
     if not reports:
-        await mark_changed(conn, received)
         return 0
-    days = sorted(set(received))
     # The ids again as an array: the planner sees how many there are, and looks them
     # up in the index (with only the JSON, it chose to scan the whole table while it
     # was small, and kept to that as it grew).
@@ -314,7 +310,6 @@ async def project(conn: Any, reports: Sequence[Report], *, received: Iterable[da
     upserted = await conn.fetch(
         _UPSERT_MESSAGES,
         _snapshots_json(reports, unexplained_here),
-        days,
         ids,
         orjson.dumps(history).decode(),
         orjson.dumps(observations).decode(),

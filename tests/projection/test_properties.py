@@ -1,4 +1,5 @@
-"""The invariant: the record and history of an SMS depend on the events, not their order."""
+"""The invariant: the record and history of an SMS depend on the events, not their order,
+nor on how the projector cuts them into batches."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 
 from receiver.app import create_app
 from receiver.callr.sms import Status
+from receiver.db.engine import create_pool
+from receiver.projection.projector import Projector
 from tests.callr_events import BASE_TIME, ERROR_TEXT, V1_NAMES, Step, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import fetch, running
@@ -186,12 +189,16 @@ async def observed(url: str, sms_id: str) -> tuple[dict[str, Any], set[tuple[Any
     return record, {(s["before"], s["after"], s["at"], s["derived"]) for s in steps}
 
 
-async def feed(client: httpx.AsyncClient, bodies: list[bytes], *, at_once: bool) -> None:
+async def feed(
+    client: httpx.AsyncClient, projector: Projector, bodies: list[bytes], *, at_once: bool
+) -> None:
+    """The bodies through the webhook, then projected in batches of the projector's size."""
     if at_once:
         answers = await asyncio.gather(*(client.post(TOKEN_PATH, content=b) for b in bodies))
     else:
         answers = [await client.post(TOKEN_PATH, content=b) for b in bodies]
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    await projector.drain()
 
 
 _UNEXPLAINED_BY_DEFINITION = """
@@ -207,8 +214,16 @@ SELECT EXISTS (
 
 @pytest.fixture
 async def client(make_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(create_app(make_settings())) as client:
+    # Its own projector off: each example projects with a batch size of its own.
+    async with running(create_app(make_settings(projector=False))) as client:
         yield client
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Any]:
+    pool = await create_pool(database_url, size=2, command_timeout=30)
+    yield pool
+    await pool.close()
 
 
 @settings(
@@ -216,16 +231,20 @@ async def client(make_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncCli
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(scenario=scenarios())
-async def test_the_record_and_history_are_the_same_in_every_order(
-    scenario: Scenario, client: httpx.AsyncClient, database_url: str
+@given(scenario=scenarios(), batch=st.integers(1, 12))
+async def test_the_record_and_history_are_the_same_in_every_order_and_batch_size(
+    scenario: Scenario, batch: int, client: httpx.AsyncClient, pool: Any, database_url: str
 ) -> None:
     run = uuid.uuid4().hex[:8]
     results = []
-    variants = [(order, False) for order in scenario.orders] + [(scenario.orders[0], True)]
-    for n, (order, at_once) in enumerate(variants):
+    variants = [(order, False, batch) for order in scenario.orders] + [
+        (scenario.orders[0], True, 1),
+        (scenario.orders[0], True, 2000),
+    ]
+    for n, (order, at_once, size) in enumerate(variants):
         sms_id = f"p{run}{n}"
-        await feed(client, scenario.bodies(sms_id, order), at_once=at_once)
+        projector = Projector(pool, batch_max=size)
+        await feed(client, projector, scenario.bodies(sms_id, order), at_once=at_once)
         results.append(await observed(database_url, sms_id))
     record, history = results[0]
     for other in results[1:]:

@@ -12,7 +12,7 @@ from receiver.app import create_app
 from receiver.callr.sms import Status
 from tests.callr_events import ERROR_TEXT, lifecycle, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, fetch, running, with_fields
+from tests.support import example, fetch, running, until_projected, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 C, P, S, Q, D = Status.CREATED, Status.PENDING, Status.SENT, Status.REMOTE_QUEUED, Status.DELIVERED
@@ -22,6 +22,7 @@ async def post(client: httpx.AsyncClient, *bodies: bytes) -> None:
     for body in bodies:
         response = await client.post(TOKEN_PATH, content=body)
         assert response.status_code == 200, response.text
+    await until_projected(client)
 
 
 async def message(url: str, sms_id: str) -> dict[str, Any]:
@@ -183,6 +184,7 @@ async def test_an_unknown_status_is_stored_raw_and_does_not_crash(
     document["payload"].update(status="bounced", statusHistory=[])
     async with running(create_app(make_settings())) as client:
         response = await client.post(TOKEN_PATH, content=json.dumps(document).encode())
+        await until_projected(client)
     assert response.json()["result"] == "stored"
     record = await message(database_url, "callrsid")
     assert (record["status"], record["provider_status"]) == ("unknown", "bounced")
@@ -212,6 +214,7 @@ async def test_events_of_many_messages_in_one_batch(
     ]
     async with running(create_app(make_settings())) as client:
         answers = await asyncio.gather(*(client.post(TOKEN_PATH, content=b) for b in bodies))
+        await until_projected(client)
     assert {a.status_code for a in answers} == {200}
     rows = await fetch(database_url, "SELECT status, count(*) AS n FROM messages GROUP BY status")
     assert rows == [{"status": "delivered", "n": 40}]

@@ -1,0 +1,59 @@
+"""`GET /api/v1/status` and the projection figures of `/metrics`: how far behind records are."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from receiver.app import create_app
+from receiver.db.engine import create_pool
+from receiver.db.migrate import head_revision
+from receiver.projection.projector import Projector
+from tests.callr_events import mo_event
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.support import running
+from tests.test_metrics import value
+
+TOKEN = "status-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
+
+
+async def test_status_and_metrics_say_what_waits_for_the_projector(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    # A serve process whose projection runs elsewhere (RECEIVER_PROJECTOR=false).
+    settings = make_settings(api_tokens=TOKEN, dispatcher=False, projector=False)
+    async with running(create_app(settings)) as client:
+        sent_at = datetime.now(UTC)
+        for n in range(3):
+            body = mo_event(f"st-{n}", f"ST{n}", sender="+33600000009")
+            assert (await client.post(WEBHOOK, content=body)).status_code == 200
+
+        behind = (await client.get("/api/v1/status", headers=AUTH)).json()
+        assert behind["projection"]["pending"] == 3
+        oldest = datetime.fromisoformat(behind["projection"]["oldest_pending_received_at"])
+        assert sent_at <= oldest <= datetime.now(UTC)
+        assert behind["projection"]["lag_seconds"] >= 0
+        assert (behind["schema"], behind["version"]) == (head_revision(), "0.1.0")
+        metrics = (await client.get("/metrics")).text
+        assert value(metrics, "receiver_projection_pending") == 3
+        assert value(metrics, "receiver_projection_lag_seconds") > 0
+
+        pool = await create_pool(database_url, size=2, command_timeout=10)
+        try:
+            assert await Projector(pool).drain() == 3
+        finally:
+            await pool.close()
+        caught_up = (await client.get("/api/v1/status", headers=AUTH)).json()
+        assert caught_up["projection"] == {
+            "pending": 0,
+            "lag_seconds": 0,
+            "oldest_pending_received_at": None,
+        }
+
+
+async def test_status_needs_an_api_token(make_settings: SettingsFactory) -> None:
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        answer = await client.get("/api/v1/status")
+    assert answer.status_code == 401
+    assert "error" in answer.json()
