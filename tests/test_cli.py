@@ -16,11 +16,13 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
+from receiver.app import create_app
 from receiver.cli import service
 from receiver.db import migrate
 from receiver.db.engine import describe
 from receiver.ingest.auth import TOKEN_FILE
-from tests.support import example, fetch
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.support import example, fetch, running, until_projected
 
 
 def receiver_command(
@@ -267,3 +269,42 @@ def test_a_database_that_never_answers_is_named_with_the_timeout(
         with pytest.raises(service.DatabaseNotReady) as refused:
             asyncio.run(service._schema_revision(url))
     assert str(refused.value) == f"cannot reach the database {url}: TimeoutError"
+
+
+def test_the_worker_projects_what_serve_processes_left_to_it(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    """Serve processes with RECEIVER_PROJECTOR=false store; `receiver worker` projects."""
+
+    async def store() -> None:
+        async with running(create_app(make_settings(projector=False))) as client:
+            answer = await client.post(
+                f"/webhooks/callr/{TEST_URL_TOKEN}", content=example("v1-sms.mo")
+            )
+            assert answer.status_code == 200
+
+    asyncio.run(store())
+    assert asyncio.run(fetch(database_url, "SELECT count(*) AS n FROM messages")) == [{"n": 0}]
+    env = {**os.environ, "RECEIVER_DATABASE_URL": database_url, "RECEIVER_DISPATCHER": "false"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        asyncio.run(until_projected(database_url, seconds=30))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, output
+    assert asyncio.run(fetch(database_url, "SELECT count(*) AS n FROM forwards")) == [{"n": 1}]
+    assert "worker_started" in output
+
+
+def test_a_worker_with_nothing_to_run_says_so() -> None:
+    env = {"RECEIVER_DISPATCHER": "false", "RECEIVER_PROJECTOR": "false"}
+    done = receiver_command("worker", env=env)
+    assert done.returncode == 2
+    assert "both false: nothing to run" in done.stderr

@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -241,8 +242,16 @@ def worker(args: argparse.Namespace) -> int:
 
     For deployments that separate them from serve (RECEIVER_PROJECTOR=false and
     RECEIVER_DISPATCHER=false on the serve processes), or that add capacity to them.
+    The same two settings, on the worker, leave out either.
     """
     settings = configured()
+    if not (settings.dispatcher or settings.projector):
+        print(
+            "receiver worker: RECEIVER_DISPATCHER and RECEIVER_PROJECTOR are both false:"
+            " nothing to run",
+            file=sys.stderr,
+        )
+        return 2
     database = open_database(settings)
     settings = settings.model_copy(update={"database_url": database.url})
 
@@ -250,15 +259,21 @@ def worker(args: argparse.Namespace) -> int:
         pool = await create_pool(
             database.url, size=settings.db_pool_size, command_timeout=settings.db_command_timeout
         )
-        tasks = [
-            asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher"),
-            asyncio.create_task(projector(settings, pool).run(), name="projector"),
-        ]
+        tasks = []
+        if settings.dispatcher:
+            tasks.append(asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher"))
+        if settings.projector:
+            tasks.append(asyncio.create_task(projector(settings, pool).run(), name="projector"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        log.info("worker_started", database=describe(database.url))
+        log.info(
+            "worker_started",
+            database=describe(database.url),
+            dispatcher=settings.dispatcher,
+            projector=settings.projector,
+        )
         await stop.wait()
         for task in tasks:
             task.cancel()

@@ -46,6 +46,7 @@ async def create_pool(
     statement_timeout: float | None = None,
     work_mem: str | None = None,
     session_state: bool = True,
+    generic_plans: bool = False,
 ) -> Any:
     """A pool that opens connections lazily, so the service starts while the database is away.
 
@@ -67,6 +68,8 @@ async def create_pool(
         settings["statement_timeout"] = str(int(statement_timeout * 1000))
     if work_mem is not None:
         settings["work_mem"] = work_mem
+    if generic_plans:
+        settings.update(GENERIC_PLANS)
     return await asyncpg.create_pool(
         asyncpg_dsn(url),
         min_size=0,
@@ -93,16 +96,30 @@ async def _keep_session(connection: Any) -> None:
 # must stay right as the tables grow, so it is made without whole-table scans: every
 # statement looks its rows up by key, and a plan made while a table was small would
 # otherwise go on scanning it. When autovacuum analyzes a table, PostgreSQL makes
-# the plans that read it again, with the new statistics. Set for the batch's
-# transaction only, in BEGIN's round trip: the dispatcher's queries on the same pool
-# are planned as before. The writer's and the projector's batches use it.
-_BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
+# the plans that read it again, with the new statistics. The writer's connections
+# (a pool of their own) have them for the session; the projector's batches set them
+# for the transaction only, in BEGIN's round trip, so that the dispatcher's queries
+# on the same pool are planned as before.
+GENERIC_PLANS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
+_BEGIN = "BEGIN; " + "; ".join(
+    f"SET LOCAL {name} = {value}" for name, value in GENERIC_PLANS.items()
+)
+# What the projector writes is derived from events already durable: its COMMIT need
+# not wait for the WAL to reach the disk. If the server crashes first, the whole
+# transaction is lost, the deletion of its pending rows with it, and they are
+# projected again; a later durable commit (a webhook batch, a dispatcher's claim of
+# a forward the batch made) flushes the WAL up to it, this commit included.
+_BEGIN_DERIVED = _BEGIN + "; SET LOCAL synchronous_commit = off"
 
 
 @contextlib.asynccontextmanager
-async def batch_transaction(conn: Any) -> AsyncIterator[None]:
-    """A transaction with the batch's planner settings: committed unless the body raises."""
-    await conn.execute(_BEGIN)
+async def batch_transaction(conn: Any, *, derived: bool = False) -> AsyncIterator[None]:
+    """A transaction with the batch's planner settings: committed unless the body raises.
+
+    `derived`: it writes only what can be made again from durable rows, and does not
+    wait for its commit to be flushed.
+    """
+    await conn.execute(_BEGIN_DERIVED if derived else _BEGIN)
     try:
         yield
     except BaseException:

@@ -1,4 +1,4 @@
-"""Storing a batch of webhook deliveries: one set-based statement in the caller's transaction.
+"""Storing a batch of webhook deliveries: one set-based statement, atomic on its own.
 
 This is all the answer path writes: the event (once per id) with its raw body, the
 delivery, a row in `projection_pending` for each new event of a handled type (the
@@ -119,7 +119,7 @@ notified AS (
 ),
 i AS (
     SELECT r.ord, r.event_id, r.attempt, r.key AS fingerprint, r.received_at, r.subscription,
-        r.headers, r.remote_addr, c.event_id IS NOT NULL AS created,
+        r.headers, r.remote_addr, r.body, c.event_id IS NOT NULL AS created,
         COALESCE(c.fingerprint, older.fingerprint) AS stored
     FROM r
     LEFT JOIN created c ON c.event_id = r.event_id
@@ -130,9 +130,11 @@ i AS (
 inserted AS (
     INSERT INTO deliveries AS d
         (event_id, attempt, fingerprint, conflict, received_at, subscription, headers,
-         remote_addr)
+         remote_addr, body)
     SELECT i.event_id, i.attempt, i.fingerprint, i.fingerprint <> i.stored,
-           i.received_at, i.subscription, i.headers, i.remote_addr
+           i.received_at, i.subscription, i.headers, i.remote_addr,
+           -- A conflicting delivery keeps its own body: the event keeps the first.
+           CASE WHEN i.fingerprint <> i.stored THEN i.body END
     FROM i
     WHERE i.stored IS NOT NULL
     ORDER BY i.event_id, i.attempt, i.ord
@@ -147,9 +149,6 @@ LEFT JOIN inserted
     AND inserted.attempt IS NOT DISTINCT FROM i.attempt
     AND inserted.fingerprint = i.fingerprint
 """
-
-_KEEP_CONFLICTING_BODY = "UPDATE deliveries SET body = $2 WHERE id = $1"
-
 
 # Where the statement wakes the projectors of other processes (see receiver.projection).
 PENDING_CHANNEL = "receiver_projection"
@@ -168,7 +167,6 @@ async def store_batch(
     outcomes: list[Outcome] = []
     claimed_events: set[str] = set()
     claimed_deliveries: set[int] = set()
-    conflicting: list[tuple[int, bytes]] = []
     for ord_, item in enumerate(items):
         conflict, delivery_id = bool(rows[ord_].conflict), rows[ord_].delivery_id
         first_of_event = item.key in created and item.key not in claimed_events
@@ -178,8 +176,6 @@ async def store_batch(
         if delivery_id is not None and delivery_id not in claimed_deliveries:
             new_delivery = True
             claimed_deliveries.add(delivery_id)
-            if conflict:
-                conflicting.append((delivery_id, item.body))
         outcomes.append(
             Outcome(
                 result=_result(item, first_of_event),
@@ -189,8 +185,6 @@ async def store_batch(
                 reason=item.parsed.reason if isinstance(item.parsed, Malformed) else None,
             )
         )
-    if conflicting:
-        await conn.executemany(_KEEP_CONFLICTING_BODY, conflicting)
     return outcomes
 
 

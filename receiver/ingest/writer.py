@@ -31,8 +31,9 @@ import structlog
 
 from receiver import metrics
 from receiver.callr.envelope import Malformed
-from receiver.db.engine import UNAVAILABLE_ERRORS, batch_transaction
-from receiver.ingest.store import Incoming, Outcome, Result, store_batch
+from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.ingest.store import Incoming, Outcome, store_batch, stored_reports
+from receiver.projection import Report
 
 log = structlog.get_logger("receiver.writer")
 
@@ -59,7 +60,11 @@ class _Pending:
 
 
 class GroupCommitWriter:
-    """Stores submitted items in shared transactions and resolves each after its commit."""
+    """Stores submitted items in shared transactions and resolves each after its commit.
+
+    Its pool is its own (`writer_pool`): its connections keep the plans of the batch
+    statement (see receiver.db.engine.GENERIC_PLANS).
+    """
 
     def __init__(
         self,
@@ -69,9 +74,10 @@ class GroupCommitWriter:
         concurrency: int,
         queue_max: int,
         ack_timeout: float | None = None,
-        stored: Callable[[], None] = lambda: None,
+        stored: Callable[[Sequence[Report]], None] = lambda reports: None,
     ) -> None:
-        """`stored` is called after each commit that stored an event for the projector."""
+        """`stored` is given, after each commit, the snapshots of the events it stored for
+        the projector (this process's projector applies them without parsing again)."""
         self._pool = pool
         self._batch_max = batch_max
         self._concurrency = concurrency
@@ -224,12 +230,16 @@ class GroupCommitWriter:
 
     async def _transaction(self, items: Sequence[Incoming]) -> list[Outcome]:
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, batch_transaction(conn):
+        # One statement, atomic on its own: no BEGIN and COMMIT around it, one round
+        # trip a batch. Each round trip waits its turn behind the requests this event
+        # loop serves, so the fewer, the shorter the batch and the sooner the answers.
+        async with self._pool.acquire() as conn:
             outcomes = await store_batch(conn, items)
         metrics.BATCH_SIZE.observe(len(items))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        if any(outcome.result is Result.STORED for outcome in outcomes):
-            self._stored()
+        reports = stored_reports(items, outcomes)
+        if reports:
+            self._stored(reports)
         return outcomes
 
 

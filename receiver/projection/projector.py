@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -48,8 +49,8 @@ log = structlog.get_logger("receiver.projector")
 _TURN_LOCK = 7_263_110_402
 _TURN = "SELECT pg_try_advisory_xact_lock($1)"
 
-# Each event looked up by key, in a lateral subquery: a plan kept from when the
-# tables were small must not merge the claimed rows with the whole of `events`.
+# In the order stored (DELETE ... RETURNING alone gives no order): the forwards of
+# one phone number are created, and delivered, in that order.
 _CLAIM_NEXT = """
 WITH claimed AS (
     DELETE FROM projection_pending p
@@ -58,12 +59,7 @@ WITH claimed AS (
     )
     RETURNING p.id, p.event_id
 )
-SELECT c.id, c.event_id, e.body, e.received_at, e.state
-FROM claimed c
-LEFT JOIN LATERAL (
-    SELECT e.body, e.received_at, e.state FROM events e WHERE e.event_id = c.event_id LIMIT 1
-) AS e ON true
-ORDER BY c.id
+SELECT * FROM claimed ORDER BY id
 """
 
 _CLAIM_IDS = """
@@ -75,12 +71,12 @@ WITH claimed AS (
     )
     RETURNING p.id, p.event_id
 )
-SELECT c.id, c.event_id, e.body, e.received_at, e.state
-FROM claimed c
-LEFT JOIN LATERAL (
-    SELECT e.body, e.received_at, e.state FROM events e WHERE e.event_id = c.event_id LIMIT 1
-) AS e ON true
-ORDER BY c.id
+SELECT * FROM claimed ORDER BY id
+"""
+
+_BODIES = """
+SELECT e.event_id, e.body, e.received_at FROM events e
+WHERE e.event_id = ANY($1::text[]) AND e.state = 'processed'
 """
 
 _MARK_INVALID = """
@@ -128,9 +124,25 @@ class Projector:
         self._poll_interval = poll_interval
         self._routing_window = routing_window
         self._wake = asyncio.Event()
+        # What this process's writer parsed, by event id: applied without reading and
+        # parsing the bodies again. Bounded (a backlog that outgrows it is read from
+        # the database like the events of other processes): the oldest go first.
+        self._parsed: dict[str, Report] = {}
+        self._keep = 4 * batch_max
 
     def wake(self) -> None:
-        """There are new pending events (this process's writer committed some)."""
+        """There are new pending events (another process committed some)."""
+        self._wake.set()
+
+    def stored(self, reports: Sequence[Report]) -> None:
+        """This process's writer committed these events: keep what it parsed, and wake."""
+        parsed = self._parsed
+        for report in reports:
+            parsed[report.event_id] = report
+        excess = len(parsed) - self._keep
+        if excess > 0:
+            for event_id in list(itertools.islice(parsed, excess)):
+                del parsed[event_id]
         self._wake.set()
 
     async def run(self) -> None:
@@ -189,7 +201,7 @@ class Projector:
         for attempt in range(1, _RETRIES + 1):
             claimed: list[Any] = []
             try:
-                async with self._pool.acquire() as conn, batch_transaction(conn):
+                async with self._pool.acquire() as conn, batch_transaction(conn, derived=True):
                     if not await conn.fetchval(_TURN, _TURN_LOCK):
                         return Turn(taken=False, events=0)
                     claimed = await conn.fetch(_CLAIM_NEXT, self._batch_max)
@@ -215,7 +227,7 @@ class Projector:
         middle = len(ids) // 2
         for half in (ids[:middle], ids[middle:]):
             try:
-                async with self._pool.acquire() as conn, batch_transaction(conn):
+                async with self._pool.acquire() as conn, batch_transaction(conn, derived=True):
                     await self._apply(conn, await conn.fetch(_CLAIM_IDS, list(half)))
             except _POISON as failure:
                 await self._isolate(half, failure)
@@ -236,24 +248,38 @@ class Projector:
         log.error("event_not_projected", event_id=event_id, error=repr(error))
 
     async def _apply(self, conn: Any, claimed: Sequence[Any]) -> None:
-        reports = await _reports(claimed)
+        reports = await self._reports(conn, claimed)
         late = await project(conn, reports)
         await route(conn, reports, window=self._routing_window)
         metrics.OUT_OF_ORDER.inc(late)
         metrics.PROJECTED.inc(len(claimed))
 
+    async def _reports(self, conn: Any, claimed: Sequence[Any]) -> list[Report]:
+        """The SMS snapshots of the claimed events, in the order claimed.
 
-async def _reports(claimed: Sequence[Any]) -> list[Report]:
-    """The SMS snapshots of the claimed events, parsed again from their raw bodies.
+        Those this process's writer stored were parsed already; the others are read
+        and parsed again from their raw bodies. An event that is gone (pruned) or no
+        longer processed (a replay changed it) has nothing to apply.
+        """
+        found: dict[str, Report] = {}
+        unparsed = []
+        for row in claimed:
+            report = self._parsed.pop(row["event_id"], None)
+            if report is None:
+                unparsed.append(row["event_id"])
+            else:
+                found[report.event_id] = report
+        if unparsed:
+            for report in await _parse(await conn.fetch(_BODIES, unparsed)):
+                found[report.event_id] = report
+        return [found[row["event_id"]] for row in claimed if row["event_id"] in found]
 
-    An event that is gone (pruned) or no longer reads as an SMS event has nothing to
-    apply: only `receiver replay` changes what an event is recorded as.
-    """
+
+async def _parse(rows: Sequence[Any]) -> list[Report]:
+    """The reports of stored events, parsed from their raw bodies a slice at a time."""
     reports = []
-    for start in range(0, len(claimed), _PARSE_SLICE):
-        for row in claimed[start : start + _PARSE_SLICE]:
-            if row["body"] is None or row["state"] != "processed":
-                continue
+    for start in range(0, len(rows), _PARSE_SLICE):
+        for row in rows[start : start + _PARSE_SLICE]:
             parsed = parse_envelope(row["body"], fingerprint=False)
             if isinstance(parsed, Envelope) and parsed.sms is not None:
                 reports.append(

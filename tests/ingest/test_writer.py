@@ -100,9 +100,13 @@ async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key
     Made while every table is empty, they must still read rows by key: a plan that
     scans a small table whole would be kept as the table grows.
     """
-    # One connection: the writer's and the projector's statements are prepared on it.
+    # One connection each, as the app makes them: the writer's pool keeps generic plans
+    # for the session, the projector sets them for its transactions.
+    writer_pool = await create_pool(
+        database_url, size=1, command_timeout=10, session_state=False, generic_plans=True
+    )
     pool = await create_pool(database_url, size=1, command_timeout=10)
-    writer = GroupCommitWriter(pool, batch_max=100, concurrency=1, queue_max=100)
+    writer = GroupCommitWriter(writer_pool, batch_max=100, concurrency=1, queue_max=100)
     projector = Projector(pool)
     await writer.start()
     try:
@@ -127,45 +131,58 @@ async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key
     finally:
         await writer.stop()
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            statements = await conn.fetch(
-                "SELECT name, statement, cardinality(parameter_types) AS params,"
-                " generic_plans, custom_plans FROM pg_prepared_statements"
-            )
-            batch_statements = {
-                first: row
-                for row in statements
-                for first in (
-                    # The writer's: events, deliveries and the queue in one statement.
-                    "INSERT INTO events",
-                    # The projector's.
-                    "DELETE FROM projection_pending",
-                    "INSERT INTO messages",
-                    "WITH p AS",
-                    "INSERT INTO forwards",
-                )
-                if first in row["statement"]
-            }
-            assert len(batch_statements) == 5, [r["statement"][:60] for r in statements]
-            # Shown as the batch runs it: its generic plan, the one kept.
-            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            for first, row in batch_statements.items():
-                # A drain claims once more, to find nothing left.
-                runs = 6 if first == "DELETE FROM projection_pending" else 3
-                assert (row["generic_plans"], row["custom_plans"]) == (runs, 0), first
-                nulls = ", ".join(["NULL"] * row["params"])
-                (document,) = json.loads(
-                    await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {row['name']}({nulls})")
-                )
-                assert _whole_table_reads(document["Plan"]) == [], first
-                if first == "INSERT INTO forwards":
-                    # An MO's latest MT: by its sender's number, not by every SMS of
-                    # the routing window.
-                    indexes = set(re.findall(r'"Index Name": "(\w+)"', json.dumps(document)))
-                    assert "ix_messages_to_number_created_at" in indexes
-                    assert "ix_messages_created_at_outcomes" not in indexes
+        writes = await kept_plans(writer_pool, ["INSERT INTO events"])
+        # The writer's: events, deliveries and the queue in one statement, one a batch.
+        assert (
+            writes["INSERT INTO events"]["generic_plans"],
+            writes["INSERT INTO events"]["custom_plans"],
+        ) == (3, 0)
+        projections = await kept_plans(
+            pool,
+            [
+                "DELETE FROM projection_pending",
+                "INSERT INTO messages",
+                "WITH p AS",
+                "INSERT INTO forwards",
+            ],
+        )
+        for first, row in projections.items():
+            # A drain claims once more, to find nothing left.
+            runs = 6 if first == "DELETE FROM projection_pending" else 3
+            assert (row["generic_plans"], row["custom_plans"]) == (runs, 0), first
+            if first == "INSERT INTO forwards":
+                # An MO's latest MT: by its sender's number, not by every SMS of
+                # the routing window.
+                indexes = set(re.findall(r'"Index Name": "(\w+)"', json.dumps(row["plan"])))
+                assert "ix_messages_to_number_created_at" in indexes
+                assert "ix_messages_created_at_outcomes" not in indexes
     finally:
         await pool.close()
+        await writer_pool.close()
+
+
+async def kept_plans(pool: Any, firsts: list[str]) -> dict[str, dict[str, Any]]:
+    """The statements on the pool's one connection that contain each of `firsts`, with the
+    generic plan each keeps; a plan that reads a growing table whole fails the test."""
+    async with pool.acquire() as conn, conn.transaction():
+        statements = await conn.fetch(
+            "SELECT name, statement, cardinality(parameter_types) AS params,"
+            " generic_plans, custom_plans FROM pg_prepared_statements"
+        )
+        found = {
+            first: dict(row) for row in statements for first in firsts if first in row["statement"]
+        }
+        assert set(found) == set(firsts), [r["statement"][:60] for r in statements]
+        # Shown as the batch runs it: its generic plan, the one kept.
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for first, row in found.items():
+            nulls = ", ".join(["NULL"] * row["params"])
+            (document,) = json.loads(
+                await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {row['name']}({nulls})")
+            )
+            assert _whole_table_reads(document["Plan"]) == [], first
+            row["plan"] = document
+    return found
 
 
 @pytest.mark.parametrize("concurrency", [2, 3])
