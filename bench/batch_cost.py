@@ -1,8 +1,9 @@
 """What each statement of a live batch costs PostgreSQL: planning and execution, by batch size.
 
 Stores `--stored` realistic events first (bench/projection.py's), then runs the
-writer's own code (`store_batch`, `project`, `route`) over live-sized batches,
-one transaction each. Every statement it sends is run once under
+answer path's statement (`store_batch`) and the projector's (`project`, `route`)
+over live-sized batches, one transaction each (live, they are two: the
+projector's batches are larger). Every statement it sends is run once under
 EXPLAIN (ANALYZE, SUMMARY), in a savepoint rolled back, then for real: the
 planning and execution times are PostgreSQL's own. Comparing batch sizes splits
 each statement's cost into a fixed part and a part per event. EXPLAIN plans its
@@ -30,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from projection import realistic_events, store_and_analyze
 from scratch import bench_server, scratch_database
 
-from receiver.daily_stats import utc_day
 from receiver.db.engine import create_pool
 from receiver.forwarding.routing import route
 from receiver.ingest.store import store_batch, stored_reports
@@ -92,8 +92,7 @@ async def measure(url: str, stored: int, size: int, batches: int) -> dict[str, l
                 async with conn.transaction():
                     outcomes = await store_batch(explained, chunk)
                     reports = stored_reports(chunk, outcomes)
-                    days = {utc_day(item.received_at) for item in chunk}
-                    await project(explained, reports, received=days)
+                    await project(explained, reports)
                     await route(explained, reports, window=timedelta(days=7))
         return explained.costs
     finally:

@@ -1,8 +1,10 @@
 """Time from an MO's acknowledgement (the 200 to CALLR) to its arrival at the handler.
 
-The dispatcher is idle between MOs, so what is measured is the wake-up path
-(NOTIFY on commit), not throughput. The poll fallback is set to 30 s, so a figure
-far below that can only come from the NOTIFY path.
+The projector and the dispatcher are idle between MOs, so what is measured is the
+wake-up path, not throughput: the writer's commit wakes the projector, whose
+commit of the MO's projection and forward wakes the dispatcher (NOTIFY), which
+posts to the handler. Both poll fallbacks are set to 30 s, so a figure far below
+that can only come from the wake-ups.
 
     .venv/bin/python bench/forward_latency.py [--count 200]
     RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...
@@ -45,7 +47,12 @@ async def measure(url: str, count: int) -> list[float]:
         conn = await asyncpg.connect(url)
         await add_handler(conn, NewHandler(user_data="42", default=False, url=handler.url("/h")))
         await conn.close()
-        settings = Settings(database_url=url, callr_url_token=TOKEN, dispatch_poll_interval=30)
+        settings = Settings(
+            database_url=url,
+            callr_url_token=TOKEN,
+            dispatch_poll_interval=30,
+            projector_poll_interval=30,
+        )
         latencies = []
         async with running(create_app(settings)) as client:
             await asyncio.sleep(0.5)  # the dispatcher is listening
@@ -69,7 +76,7 @@ def main() -> None:
     with bench_server() as postgres, scratch_database(postgres) as name:
         latencies = asyncio.run(measure(postgres.url_for(name), args.count))
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
-    print(f"{len(latencies)} MOs, dispatcher idle between them, poll fallback 30 s")
+    print(f"{len(latencies)} MOs, projector and dispatcher idle between them, polls 30 s")
     print(
         f"ack -> handler: p50 {quantiles[49]:.1f} ms, p90 {quantiles[89]:.1f} ms, "
         f"p99 {quantiles[98]:.1f} ms, max {max(latencies):.1f} ms"

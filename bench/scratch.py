@@ -36,13 +36,16 @@ def bench_server() -> Iterator[PostgresServer]:
 
 
 @contextmanager
-def scratch_database(postgres: PostgresServer, *, template: str | None = None) -> Iterator[str]:
-    """A fresh database at the schema's head (a clone of `template` when given); its name."""
+def scratch_database(
+    postgres: PostgresServer, *, template: str | None = None, migrated: bool = True
+) -> Iterator[str]:
+    """A fresh database at the schema's head (a clone of `template` when given; empty when
+    not `migrated`); its name."""
     name = f"bench_{uuid.uuid4().hex[:8]}"
     clone = f' TEMPLATE "{template}"' if template else ""
     postgres.execute(f'CREATE DATABASE "{name}"{clone}')
     try:
-        if template is None:
+        if template is None and migrated:
             migrate.upgrade(postgres.url_for(name))
         yield name
     finally:

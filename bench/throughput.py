@@ -1,19 +1,32 @@
-"""Ingest throughput of `receiver serve` against a bare Starlette app, in one run, with wrk.
+"""Ingest throughput of `receiver serve` against a bare app and a minimal durable one, with wrk.
 
-For each worker count asked for:
-1. a fresh database (fsync and synchronous_commit checked on, as in production);
-2. `receiver serve --workers N`, production settings, HMAC signatures checked;
-3. wrk at 64 connections for `--duration` seconds, sending the deliveries of a
-   `receiver simulate` plan (v1 and v2, history, failures, MO replies, repeats,
-   retries, second subscriptions, out-of-order updates), each signed;
-4. the check: the deliveries not stored (in flight when wrk stopped, or refused)
-   are sent again as CALLR would; then every event sent is stored exactly once and
-   every message has the final status the plan gives it;
-5. a bare Starlette app that reads the body and answers 200, same workers, same wrk.
-Then: requests/s of both, their ratio, latency, the receiver's peak memory, and
-the CPU each request cost the receiver's processes and PostgreSQL's under load.
+For each worker count asked for, under the same wrk load (64 connections for
+`--duration` seconds, the signed deliveries of a `receiver simulate` plan: v1 and
+v2, history, failures, MO replies, repeats, retries, second subscriptions,
+out-of-order updates):
+1. `receiver serve --workers N` on a fresh database (fsync and synchronous_commit
+   checked on, as in production), production settings, HMAC signatures checked,
+   its projector running in the same processes;
+2. the catch-up: from the end of the load until nothing waits for the projector;
+3. the check: the deliveries not stored (in flight when wrk stopped, or refused)
+   are sent again as CALLR would; then every event sent is stored exactly once,
+   every message has the final status the plan gives it, and every MO has one
+   forward;
+4. the minimal durable receiver (bench/minimal_durable.py): Starlette and asyncpg,
+   one writer task group-committing (event id, raw body) into one table, each
+   request answered after its commit. The floor any receiver that stores before
+   it answers pays here;
+5. a bare Starlette app that reads the body and answers 200: the HTTP ceiling.
+Then: requests/s of each, the ratios, latency, the receiver's peak memory, the CPU
+each request cost the receiver's processes and PostgreSQL's under load, the
+catch-up and the end-to-end rate (requests / (load + catch-up)).
 
     .venv/bin/python bench/throughput.py [--workers 1,2,4] [--duration 20]
+        [--baseline-rev REV]
+
+`--baseline-rev` also runs the receiver of an earlier commit (checked out in a
+temporary git worktree, run with this venv), on a database its own code migrates,
+under the same load: a release measured against another in the same run.
 
 wrk comes from the distribution's packages (scripts/system-packages installs it).
 With --generators, it also measures how fast `receiver simulate` itself can drive
@@ -240,8 +253,10 @@ async def settle_and_check(
                 body = orjson.dumps(delivery.document)
                 response = await client.post(url, content=body, headers=signer.headers(body))
                 response.raise_for_status()
+        await caught_up(conn)
         rows = await conn.fetch("SELECT event_id FROM events")
         events = [r["event_id"] for r in rows]
+        forwards = await conn.fetchval("SELECT count(*) FROM forwards")
         statuses = {
             r["sms_id"]: r["status"]
             for r in await conn.fetch("SELECT sms_id, status::text FROM messages")
@@ -254,11 +269,13 @@ async def settle_and_check(
         if best is None or delivery.step > best[0]:
             expected[delivery.sms_id] = (delivery.step, delivery.status.value)
     wrong = [sms for sms, (_, status) in expected.items() if statuses.get(sms) != status]
+    replies = sum(1 for d in wanted.values() if not d.outbound)
     ok = (
         len(events) == len(set(events)) == len(wanted)
         and set(events) == set(wanted)
         and set(statuses) == set(expected)
         and not wrong
+        and forwards == replies
     )
     return {
         "ok": ok,
@@ -267,18 +284,60 @@ async def settle_and_check(
         "resent_after_run": len(missing),
         "messages": len(statuses),
         "wrong_status": len(wrong),
+        "forwards": forwards,
+        "replies": replies,
     }
 
 
+async def caught_up(conn: Any) -> float:
+    """Wait until nothing waits for the projector (a release without one: at once); seconds."""
+    started = time.perf_counter()
+    has_queue = await conn.fetchval("SELECT to_regclass('projection_pending') IS NOT NULL")
+    while has_queue and await conn.fetchval(  # noqa: ASYNC110 (no event for it)
+        "SELECT EXISTS (SELECT 1 FROM projection_pending)"
+    ):
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - started
+
+
+async def backlog_now(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('projection_pending') IS NOT NULL"):
+            return 0
+        return int(await conn.fetchval("SELECT count(*) FROM projection_pending"))
+    finally:
+        await conn.close()
+
+
+async def catch_up(url: str) -> float:
+    conn = await asyncpg.connect(url)
+    try:
+        return await caught_up(conn)
+    finally:
+        await conn.close()
+
+
 def serve_receiver(
-    database_url: str, port: int, workers: int, log: Path, *, writes: bool = True
+    database_url: str,
+    port: int,
+    workers: int,
+    log: Path,
+    *,
+    writes: bool = True,
+    source: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`receiver serve`: this tree's, or (`source`) the one checked out there."""
     env = {
         **os.environ,
         "RECEIVER_DATABASE_URL": database_url,
         "RECEIVER_CALLR_HMAC_SECRETS": SECRET,
         "RECEIVER_LOG_FORMAT": "json",
+        **(env or {}),
     }
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     entry = ["-m", "receiver"] if writes else [str(HERE / "no_writes.py")]
     command = [
         sys.executable,
@@ -295,11 +354,22 @@ def serve_receiver(
 
 def serve_bare(folder: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     (folder / "bare_app.py").write_text(BARE_APP)
+    return serve_uvicorn("bare_app:app", folder, port, workers, {})
+
+
+def serve_minimal(database_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {"RECEIVER_DATABASE_URL": database_url}
+    return serve_uvicorn("minimal_durable:app", HERE, port, workers, env)
+
+
+def serve_uvicorn(
+    app: str, folder: Path, port: int, workers: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
         "uvicorn",
-        "bare_app:app",
+        app,
         "--port",
         str(port),
         "--workers",
@@ -308,7 +378,9 @@ def serve_bare(folder: Path, port: int, workers: int) -> subprocess.Popen[bytes]
         "--log-level",
         "warning",
     ]
-    return subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        command, cwd=folder, stdout=subprocess.DEVNULL, env={**os.environ, **env}
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -326,31 +398,46 @@ def one_run(
     deliveries: list[Delivery],
     requests: Path,
     folder: Path,
+    *,
     without_writes: bool,
+    baseline: Path | None,
+    deferred: bool,
 ) -> dict[str, Any]:
-    ceiling = None
+    ceiling = previous = later = None
     with scratch_database(postgres) as name:
         url = postgres.url_for(name)
         settings = asyncio.run(_durability(url))
-        port = free_port()
-        server = serve_receiver(url, port, workers, folder / f"receiver-{workers}.log")
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(f"{base}/readyz", server)
-            watch = MemoryWatch(server.pid)
-            cpu = CpuWatch(server.pid)
-            started = time.perf_counter()
-            receiver = run_wrk(base, requests, duration, watch)
-            receiver["cpu"] = cpu.per_request(
-                receiver["rate"] * duration, time.perf_counter() - started
-            )
-            receiver["batches"] = batches(base)
-            sent = sent_lines(receiver["threads"], len(deliveries), 2)
-            check = asyncio.run(settle_and_check(url, f"{base}/webhooks/callr", deliveries, sent))
-        finally:
-            stop(server)
+        receiver, watch, check = run_receiver(url, workers, duration, deliveries, requests, folder)
         if without_writes:
             ceiling = run_without_writes(url, workers, requests, duration, folder)
+    if deferred:
+        with scratch_database(postgres) as name:
+            later, _, later_check = run_receiver(
+                postgres.url_for(name),
+                workers,
+                duration,
+                deliveries,
+                requests,
+                folder,
+                deferred=True,
+            )
+            later["check"] = later_check
+    if baseline is not None:
+        with scratch_database(postgres, migrated=False) as name:
+            url = postgres.url_for(name)
+            migrate_with(baseline, url)
+            previous, _, previous_check = run_receiver(
+                url, workers, duration, deliveries, requests, folder, source=baseline
+            )
+            previous["check"] = previous_check
+    with scratch_database(postgres, migrated=False) as name:
+        port = free_port()
+        minimal_server = serve_minimal(postgres.url_for(name), port, workers)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/", minimal_server)
+            minimal = run_wrk(f"http://127.0.0.1:{port}", requests, duration, None)
+        finally:
+            stop(minimal_server)
     port = free_port()
     bare_server = serve_bare(folder, port, workers)
     try:
@@ -362,13 +449,82 @@ def one_run(
         "workers": workers,
         "database": settings,
         "receiver": receiver,
+        "minimal": minimal,
         "bare": bare,
+        "baseline": previous,
+        "deferred": later,
         "ratio": receiver["rate"] / bare["rate"],
+        "ratio_to_minimal": receiver["rate"] / minimal["rate"],
         "without_writes": ceiling,
         "peak_rss_mb_per_process": watch.peak_per_process / 2**20,
         "peak_rss_mb_total": watch.peak_total / 2**20,
         "check": check,
     }
+
+
+def run_receiver(
+    url: str,
+    workers: int,
+    duration: int,
+    deliveries: list[Delivery],
+    requests: Path,
+    folder: Path,
+    *,
+    source: Path | None = None,
+    deferred: bool = False,
+) -> tuple[dict[str, Any], MemoryWatch, dict[str, Any]]:
+    """The load on one receiver, then its catch-up and the check.
+
+    `deferred`: the serve processes do not project (RECEIVER_PROJECTOR=false); once
+    the load is over, `receiver worker` drains what they stored.
+    """
+    port = free_port()
+    label = "baseline" if source else "deferred" if deferred else "receiver"
+    env = {"RECEIVER_PROJECTOR": "false"} if deferred else {}
+    log = folder / f"{label}-{workers}.log"
+    server = serve_receiver(url, port, workers, log, source=source, env=env)
+    base = f"http://127.0.0.1:{port}"
+    worker = None
+    try:
+        wait_ready(f"{base}/readyz", server)
+        watch = MemoryWatch(server.pid)
+        cpu = CpuWatch(server.pid)
+        started = time.perf_counter()
+        result = run_wrk(base, requests, duration, watch)
+        result["backlog_at_end"] = asyncio.run(backlog_now(url))
+        if deferred:
+            worker = start_worker(url, folder / f"worker-{workers}.log")
+        result["catch_up_s"] = asyncio.run(catch_up(url))
+        result["cpu"] = cpu.per_request(result["rate"] * duration, time.perf_counter() - started)
+        answered = result["rate"] * duration
+        result["end_to_end"] = answered / (duration + result["catch_up_s"])
+        result["batches"] = batches(base)
+        sent = sent_lines(result["threads"], len(deliveries), 2)
+        check = asyncio.run(settle_and_check(url, f"{base}/webhooks/callr", deliveries, sent))
+    finally:
+        stop(server)
+        if worker is not None:
+            stop(worker)
+    return result, watch, check
+
+
+def start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:
+    """`receiver worker` with its projector alone."""
+    env = {**os.environ, "RECEIVER_DATABASE_URL": url, "RECEIVER_DISPATCHER": "false"}
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "receiver", "worker"], env=env, stdout=sink, stderr=sink
+        )
+
+
+def migrate_with(source: Path, url: str) -> None:
+    """`receiver migrate` of the release checked out at `source`."""
+    subprocess.run(
+        [sys.executable, "-m", "receiver", "migrate"],
+        env={**os.environ, "RECEIVER_DATABASE_URL": url, "PYTHONPATH": str(source)},
+        check=True,
+        capture_output=True,
+    )
 
 
 def run_without_writes(
@@ -450,12 +606,95 @@ def compare_generators(folder: Path, deliveries_plan: Plan, duration: int) -> di
     return {"simulate": report.requests / report.elapsed}
 
 
+def checkout(rev: str, folder: Path) -> Path:
+    """A worktree of this repository at `rev`, under `folder`."""
+    tree = folder / f"baseline-{rev}"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), rev],
+        cwd=HERE.parent,
+        check=True,
+        capture_output=True,
+    )
+    return tree
+
+
+def report(result: dict[str, Any], duration: int, baseline_rev: str | None) -> None:
+    """One worker count's figures, as lines to read."""
+    workers = result["workers"]
+    r, m, b, c = result["receiver"], result["minimal"], result["bare"], result["check"]
+
+    def latency(run: dict[str, Any]) -> str:
+        return f"p50 {run['p50']:.1f} ms, p99 {run['p99']:.1f} ms, max {run['max']:.0f} ms"
+
+    print(
+        f"workers {workers}: bare {b['rate']:,.0f}/s ({latency(b)});"
+        f" minimal durable {m['rate']:,.0f}/s ({m['rate'] / b['rate']:.2f} of bare,"
+        f" {latency(m)});"
+        f" receiver {r['rate']:,.0f}/s ({result['ratio']:.2f} of bare,"
+        f" {result['ratio_to_minimal']:.2f} of minimal durable, {latency(r)},"
+        f" p99 {r['p99'] / m['p99']:.2f}x minimal's); answers {r['answers']};"
+        f" backlog at the end of the load {r['backlog_at_end']:,},"
+        f" caught up {r['catch_up_s']:.1f} s later; end to end {r['end_to_end']:,.0f}/s;"
+        f" CPU a request: receiver {r['cpu']['receiver_us']:.0f} µs, PostgreSQL"
+        f" {r['cpu']['postgres_us']:.0f} µs, machine {r['cpu']['idle']:.0%} idle;"
+        f" answer batches: {r['batches'].get('mean_size', 0):.1f} events,"
+        f" {r['batches'].get('mean_ms', 0):.1f} ms on average,"
+        f" p99 <= {r['batches'].get('p99_ms_at_most', 0):.0f} ms;"
+        f" peak RSS {result['peak_rss_mb_per_process']:.0f} MB per worker"
+        f" ({result['peak_rss_mb_total']:.0f} MB in all); check"
+        f" {'OK' if c['ok'] else 'FAILED'}: {c}",
+        flush=True,
+    )
+    later = result["deferred"]
+    if later is not None:
+        print(
+            f"workers {workers}, projection deferred to `receiver worker` after the load:"
+            f" {later['rate']:,.0f}/s ({later['rate'] / m['rate']:.2f} of minimal durable,"
+            f" {latency(later)}, p99 {later['p99'] / m['p99']:.2f}x minimal's);"
+            f" {later['backlog_at_end']:,} events drained in {later['catch_up_s']:.1f} s"
+            f" ({later['backlog_at_end'] / max(later['catch_up_s'], 1e-9):,.0f}/s);"
+            f" end to end {later['end_to_end']:,.0f}/s;"
+            f" check {'OK' if later['check']['ok'] else 'FAILED'}",
+            flush=True,
+        )
+    previous = result["baseline"]
+    if previous is not None:
+        print(
+            f"workers {workers}, baseline {baseline_rev}: {previous['rate']:,.0f}/s"
+            f" ({previous['rate'] / b['rate']:.2f} of bare,"
+            f" {previous['rate'] / m['rate']:.2f} of minimal durable, {latency(previous)});"
+            f" end to end {previous['end_to_end']:,.0f}/s"
+            f" (the receiver's is {r['end_to_end'] / previous['end_to_end']:.2f}x);"
+            f" check {'OK' if previous['check']['ok'] else 'FAILED'}",
+            flush=True,
+        )
+    ceiling = result["without_writes"]
+    if ceiling is not None:
+        print(
+            f"workers {workers} without database writes: {ceiling['rate']:,.0f}/s,"
+            f" ratio {ceiling['rate'] / b['rate']:.2f}; p99 {ceiling['p99']:.1f} ms;"
+            f" CPU a request: receiver {ceiling['cpu']['receiver_us']:.0f} µs,"
+            f" machine {ceiling['cpu']['idle']:.0%} idle",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
     parser.add_argument("--duration", type=int, default=20, help="seconds of load per run")
     parser.add_argument("--messages", type=int, default=60_000, help="SMS in the plan")
     parser.add_argument("--generators", action="store_true", help="also time the simulator")
+    parser.add_argument(
+        "--deferred",
+        action="store_true",
+        help="also run the receiver with no projector during the load, then drain with"
+        " `receiver worker`: the answer path alone, and the catch-up rate",
+    )
+    parser.add_argument(
+        "--baseline-rev",
+        help="also run the receiver of this git commit under the same load (a worktree)",
+    )
     parser.add_argument(
         "--without-writes",
         action="store_true",
@@ -475,36 +714,26 @@ def main() -> None:
         f" {len(deliveries):,} deliveries; wrk -t2 -c{CONNECTIONS} -d{args.duration}s"
     )
     results = []
-    with bench_server() as postgres:
-        for workers in (int(w) for w in args.workers.split(",")):
-            result = one_run(
-                postgres, workers, args.duration, deliveries, requests, folder, args.without_writes
-            )
-            results.append(result)
-            r, b, c = result["receiver"], result["bare"], result["check"]
-            print(
-                f"workers {workers}: receiver {r['rate']:,.0f}/s, bare {b['rate']:,.0f}/s,"
-                f" ratio {result['ratio']:.2f}; receiver latency p50 {r['p50']:.1f} ms,"
-                f" p99 {r['p99']:.1f} ms, max {r['max']:.0f} ms; answers {r['answers']};"
-                f" CPU a request: receiver {r['cpu']['receiver_us']:.0f} µs, PostgreSQL"
-                f" {r['cpu']['postgres_us']:.0f} µs, machine {r['cpu']['idle']:.0%} idle;"
-                f" batches: {r['batches'].get('mean_size', 0):.1f} events,"
-                f" {r['batches'].get('mean_ms', 0):.1f} ms on average,"
-                f" p99 <= {r['batches'].get('p99_ms_at_most', 0):.0f} ms;"
-                f" peak RSS {result['peak_rss_mb_per_process']:.0f} MB per worker"
-                f" ({result['peak_rss_mb_total']:.0f} MB in all); check"
-                f" {'OK' if c['ok'] else 'FAILED'}: {c}",
-                flush=True,
-            )
-            ceiling = result["without_writes"]
-            if ceiling is not None:
-                print(
-                    f"workers {workers} without database writes: {ceiling['rate']:,.0f}/s,"
-                    f" ratio {ceiling['rate'] / b['rate']:.2f}; p99 {ceiling['p99']:.1f} ms;"
-                    f" CPU a request: receiver {ceiling['cpu']['receiver_us']:.0f} µs,"
-                    f" machine {ceiling['cpu']['idle']:.0%} idle",
-                    flush=True,
+    baseline = checkout(args.baseline_rev, folder) if args.baseline_rev else None
+    try:
+        with bench_server() as postgres:
+            for workers in (int(w) for w in args.workers.split(",")):
+                result = one_run(
+                    postgres,
+                    workers,
+                    args.duration,
+                    deliveries,
+                    requests,
+                    folder,
+                    without_writes=args.without_writes,
+                    baseline=baseline,
+                    deferred=args.deferred,
                 )
+                results.append(result)
+                report(result, args.duration, args.baseline_rev)
+    finally:
+        if baseline is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], check=False)
     if args.generators:
         rates = compare_generators(folder, Plan(args.messages, Mix(), seed=12), args.duration)
         wrk_rate = next(r["bare"]["rate"] for r in results if r["workers"] == 1)
@@ -514,7 +743,9 @@ def main() -> None:
         )
     (folder / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"details: {folder / 'results.json'}")
-    if not all(r["check"]["ok"] for r in results):
+    checks = [r["check"] for r in results]
+    checks += [r[kind]["check"] for r in results for kind in ("deferred", "baseline") if r[kind]]
+    if not all(check["ok"] for check in checks):
         sys.exit(1)
 
 
