@@ -34,7 +34,7 @@ from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.db.arrays import columns
 from receiver.forwarding.routing import route
 from receiver.ingest.store import Incoming, Result, event_state, store_batch, stored_reports
-from receiver.projection import Report, project
+from receiver.projection import project, report_of
 
 FILTER_SQL = """
     ($1::timestamptz IS NULL OR e.received_at >= $1)
@@ -408,15 +408,9 @@ async def _apply_page(
         if (state, *fields) != current:
             updates.append((row["event_id"], state, *fields))
             summary.changed += state != row["state"]
-        if isinstance(parsed, Envelope) and parsed.sms is not None:
-            reports.append(
-                Report(
-                    event_id=row["event_id"],
-                    received_at=row["received_at"],
-                    emitted_at=parsed.emitted_at,
-                    sms=parsed.sms,
-                )
-            )
+        report = report_of(row["event_id"], row["received_at"], parsed)
+        if report is not None:
+            reports.append(report)
     if updates:
         await conn.execute(_UPDATE_EVENTS, *columns(updates, 6))
     if reingest:

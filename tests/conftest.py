@@ -60,12 +60,7 @@ def template_database(postgres: PostgresServer) -> Iterator[str]:
 @pytest.fixture
 def database_url(postgres: PostgresServer, template_database: str) -> Iterator[str]:
     """A fresh database at the schema's head, for this test alone."""
-    name = f"receiver_test_{uuid.uuid4().hex[:12]}"
-    postgres.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    try:
-        yield postgres.url_for(name)
-    finally:
-        postgres.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _clone(postgres, template_database, "receiver_test")
 
 
 @pytest.fixture
@@ -102,8 +97,12 @@ def make_settings(database_url: str, tmp_path: Path) -> SettingsFactory:
 @pytest.fixture
 def another_database_url(postgres: PostgresServer, template_database: str) -> Iterator[str]:
     """A second fresh database at the schema's head: where a clean run goes, to compare."""
-    name = f"receiver_other_{uuid.uuid4().hex[:12]}"
-    postgres.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield from _clone(postgres, template_database, "receiver_other")
+
+
+def _clone(postgres: PostgresServer, template: str, prefix: str) -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    postgres.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
         yield postgres.url_for(name)
     finally:

@@ -24,7 +24,7 @@ import orjson
 
 from receiver.callr.envelope import Envelope, Malformed
 from receiver.db.models import EventState
-from receiver.projection import Report
+from receiver.projection import Report, report_of
 
 
 class Result(enum.StrEnum):
@@ -254,15 +254,10 @@ async def _insert_once(conn: Any, items: Sequence[Incoming], pending: bool) -> d
 
 def stored_reports(items: Sequence[Incoming], outcomes: Sequence[Outcome]) -> list[Report]:
     """The SMS snapshots of the events this batch stored first: what the projection applies."""
-    return [
-        Report(
-            event_id=outcome.event_id,
-            received_at=item.received_at,
-            emitted_at=item.parsed.emitted_at,
-            sms=item.parsed.sms,
-        )
-        for item, outcome in zip(items, outcomes, strict=True)
-        if outcome.result is Result.STORED
-        and isinstance(item.parsed, Envelope)
-        and item.parsed.sms is not None
-    ]
+    reports = []
+    for item, outcome in zip(items, outcomes, strict=True):
+        if outcome.result is Result.STORED:
+            report = report_of(outcome.event_id, item.received_at, item.parsed)
+            if report is not None:
+                reports.append(report)
+    return reports

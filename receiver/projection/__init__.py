@@ -5,6 +5,6 @@ evidence behind them; `projector` takes the events that wait for it and applies
 them, exactly once each, in every `receiver serve` process and `receiver worker`.
 """
 
-from receiver.projection.records import Report, evidence_key, project
+from receiver.projection.records import Report, evidence_key, project, report_of
 
-__all__ = ["Report", "evidence_key", "project"]
+__all__ = ["Report", "evidence_key", "project", "report_of"]

@@ -36,12 +36,12 @@ import asyncpg
 import structlog
 
 from receiver import metrics
-from receiver.callr.envelope import Envelope, parse_envelope
+from receiver.callr.envelope import parse_envelope
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, batch_transaction
 from receiver.db.listen import listen
 from receiver.forwarding.routing import route
 from receiver.ingest.store import PENDING_CHANNEL
-from receiver.projection.records import Report, project
+from receiver.projection.records import Report, project, report_of
 
 log = structlog.get_logger("receiver.projector")
 
@@ -299,14 +299,8 @@ async def _parse(rows: Sequence[Any]) -> list[Report]:
     for start in range(0, len(rows), _PARSE_SLICE):
         for row in rows[start : start + _PARSE_SLICE]:
             parsed = parse_envelope(row["body"], fingerprint=False)
-            if isinstance(parsed, Envelope) and parsed.sms is not None:
-                reports.append(
-                    Report(
-                        event_id=row["event_id"],
-                        received_at=row["received_at"],
-                        emitted_at=parsed.emitted_at,
-                        sms=parsed.sms,
-                    )
-                )
+            report = report_of(row["event_id"], row["received_at"], parsed)
+            if report is not None:
+                reports.append(report)
         await asyncio.sleep(0)
     return reports

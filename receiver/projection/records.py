@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from receiver.callr.envelope import Envelope, Malformed
 from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
 
 
@@ -43,6 +44,13 @@ class Report:
     def __post_init__(self) -> None:
         at = self.sms.status_at or self.emitted_at or self.received_at
         object.__setattr__(self, "status_at", at.replace(microsecond=0) if at.microsecond else at)
+
+
+def report_of(event_id: str, received_at: datetime, parsed: Envelope | Malformed) -> Report | None:
+    """What a stored event reports of an SMS, as the projection applies it; None if nothing."""
+    if isinstance(parsed, Envelope) and parsed.sms is not None:
+        return Report(event_id, received_at, parsed.emitted_at, parsed.sms)
+    return None
 
 
 def evidence_key(status: Status, at: datetime) -> tuple[bool, datetime, int, str]:
