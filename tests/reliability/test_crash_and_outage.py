@@ -98,9 +98,10 @@ async def pending(url: str) -> int:
 async def test_killed_twice_mid_load_nothing_acknowledged_is_lost(
     own_postgres: OwnPostgres, receiver_factory: Any
 ) -> None:
-    # Small projector batches: the projection falls behind the load, and each kill
-    # cuts a projector's batch as well as requests and the writer's batch.
-    receiver = receiver_factory(own_postgres.url, RECEIVER_PROJECTOR_BATCH_MAX="15")
+    # No projector at first: the first kill finds events stored and not projected.
+    # Then a projector in batches of 5, catching up while the load goes on: the
+    # second kill cuts its batch as well as requests and the writer's batch.
+    receiver = receiver_factory(own_postgres.url, RECEIVER_PROJECTOR="false")
     await asyncio.to_thread(receiver.start)
     plan = Plan(1500, Mix(), seed=21, start=START)
     behind_at_kills: list[int] = []
@@ -113,6 +114,7 @@ async def test_killed_twice_mid_load_nothing_acknowledged_is_lost(
             receiver.signal(signal.SIGKILL)
             killed = time.monotonic()
             await asyncio.to_thread(receiver.exit_code, 10)
+            receiver.env.update(RECEIVER_PROJECTOR="true", RECEIVER_PROJECTOR_BATCH_MAX="5")
             await asyncio.to_thread(receiver.start)
             downtimes.append(time.monotonic() - killed)
         return downtimes
@@ -124,7 +126,7 @@ async def test_killed_twice_mid_load_nothing_acknowledged_is_lost(
     # The kills were felt: connections broke and deliveries were sent again.
     assert set(summary["answers"]) - {"200"}, summary["answers"]
     assert "500" not in summary["answers"]
-    assert max(behind_at_kills) > 0, behind_at_kills
+    assert behind_at_kills[0] > 0, behind_at_kills
     # The restarted receiver's projector catches up: every event stored exactly once
     # (events are keyed by id) and applied once, every message right, every MO
     # forwarded once, no history step twice: what a clean run gives.
