@@ -11,9 +11,7 @@ from typing import Any
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from receiver import heap
 from receiver.api.auth import BearerTokens
@@ -54,47 +52,6 @@ def dispatcher(settings: Settings, pool: Any) -> Dispatcher:
         concurrency=settings.dispatch_concurrency,
         poll_interval=settings.dispatch_poll_interval,
     )
-
-
-class Receiver(Starlette):
-    """The app, whose webhook route is called directly, before Starlette's middleware.
-
-    The webhook route answers every request itself, errors included (its bugs get
-    the same JSON 500 as anywhere else): the routing table and the exception
-    middleware it would otherwise pass through cost a tenth of the receiver's time
-    per delivery (docs/performance.md). Everything else goes through Starlette.
-    """
-
-    def __init__(self, *, webhook: WebhookEndpoint, token_route: bool, **options: Any) -> None:
-        super().__init__(**options)
-        self._webhook = webhook
-        self._prefix = WEBHOOK_PATH + "/" if token_route else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        token = self._token(scope) if scope["type"] == "http" else None
-        if token is None:
-            await super().__call__(scope, receive, send)
-            return
-        scope["app"] = self
-        scope["path_params"] = {"token": token}
-        request = Request(scope, receive)
-        try:
-            response = await self._webhook.receive(request)
-        except Exception as error:
-            response = await server_error(request, error)
-        await response(scope, receive, send)
-
-    def _token(self, scope: Scope) -> str | None:
-        """The URL token of a webhook POST ("" with no token route); None for other requests."""
-        if scope["method"] != "POST" or scope.get("root_path"):
-            return None
-        path: str = scope["path"]
-        if self._prefix is None:
-            return "" if path == WEBHOOK_PATH else None
-        if path.startswith(self._prefix) and "/" not in path[len(self._prefix) :]:
-            token = path[len(self._prefix) :]
-            return token or None
-        return None
 
 
 def projector(settings: Settings, pool: Any) -> Projector:
@@ -195,17 +152,13 @@ def create_app(settings: Settings) -> Starlette:
 
     webhook_path = f"{WEBHOOK_PATH}/{{token}}" if auth.url_token else WEBHOOK_PATH
     routes = [
-        # Answered before the routing table (Receiver.__call__); listed for the others
-        # (a GET on it is a 405, as on every route).
         Route(webhook_path, endpoint.receive, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
         Route("/metrics", MetricsEndpoint(settings.metrics_token).metrics, methods=["GET"]),
         *api_routes(BearerTokens(settings.api_tokens)),
     ]
-    app = Receiver(
-        webhook=endpoint,
-        token_route=auth.url_token is not None,
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
