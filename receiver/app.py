@@ -137,7 +137,12 @@ def create_app(settings: Settings) -> Starlette:
         if settings.projector:
             background.append(asyncio.create_task(projecting.run(), name="projector"))
         try:
-            yield {"pool": pool, "writer": writer, "api_pool": api_pool}
+            yield {
+                "pool": pool,
+                "writer": writer,
+                "writer_pool": writer_pool,
+                "api_pool": api_pool,
+            }
         finally:
             for task in background:
                 task.cancel()

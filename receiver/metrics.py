@@ -107,7 +107,8 @@ FORWARD_SECONDS = Histogram(
 )
 POOL = Gauge(
     "receiver_db_pool_connections",
-    "Database connections of this service, by pool (writer, api) and state (busy, idle).",
+    "Database connections of this service, by pool (writer: the answer path; background:"
+    " the projector and the dispatcher; api) and state (busy, idle).",
     ["pool", "state"],
     multiprocess_mode="livesum",
 )
@@ -201,7 +202,8 @@ class MetricsEndpoint:
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return error_response(401, "a valid bearer token is required")
         await self.database.refresh(request.state.api_pool)
-        observe_pool("writer", request.state.pool)
+        observe_pool("writer", request.state.writer_pool)
+        observe_pool("background", request.state.pool)
         observe_pool("api", request.state.api_pool)
         text = generate_latest(self.registry) + generate_latest(self.database_registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -79,10 +79,13 @@ async def test_requests_deliveries_batches_and_database_figures(
     assert value(after, "receiver_messages_last_day", direction="outbound", status="sent") == 0
     pools = {labels for name, labels in samples(after) if name == "receiver_db_pool_connections"}
     assert pools == {
-        (("pool", p), ("state", s)) for p in ("writer", "api") for s in ("busy", "idle")
+        (("pool", p), ("state", s))
+        for p in ("writer", "background", "api")
+        for s in ("busy", "idle")
     }
-    # Both pools have opened connections by now: the database figures, the batches.
-    for pool in ("writer", "api"):
+    # Every pool has opened connections by now: the batches, the projector, the
+    # database figures.
+    for pool in ("writer", "background", "api"):
         opened = sum(
             value(after, "receiver_db_pool_connections", pool=pool, state=state)
             for state in ("busy", "idle")
