@@ -27,7 +27,7 @@ from scratch import bench_server, scratch_database
 from receiver import heap
 from receiver.db.engine import create_pool
 from receiver.replay import rebuild
-from receiver.workers import RangeWorkers
+from receiver.replay.workers import RangeWorkers
 
 
 async def measure(

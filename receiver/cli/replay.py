@@ -25,9 +25,9 @@ from receiver.progress import Progress
 from receiver.prune import count as count_prunable
 from receiver.prune import prune
 from receiver.replay import EventFilter, RebuildRefused, count, rebuild, replay
-from receiver.resend import resend
+from receiver.replay.resend import resend
+from receiver.replay.workers import RangeWorkers, WorkerFailed
 from receiver.settings import Settings
-from receiver.workers import RangeWorkers, WorkerFailed
 
 STATES = ("processed", "unhandled", "invalid")
 # The exit code of a command stopped by Ctrl-C, as shells report it.

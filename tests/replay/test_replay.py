@@ -17,8 +17,8 @@ from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.replay import EventFilter, rebuild, replay, replay_range
-from receiver.resend import resend
-from receiver.workers import RangeWorkers, WorkerFailed
+from receiver.replay.resend import resend
+from receiver.replay.workers import RangeWorkers, WorkerFailed
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, running, serving, signed_headers, until_projected

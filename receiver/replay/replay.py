@@ -100,7 +100,7 @@ _EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations, stats_rows, s
 
 
 if TYPE_CHECKING:
-    from receiver.workers import RangeWorkers
+    from receiver.replay.workers import RangeWorkers
 
 
 class StopFlag(Protocol):
@@ -288,7 +288,7 @@ async def rebuild(
     `jobs`: how many ranges of SMS ids are replayed at once. The ranges share no
     SMS, so their transactions never wait for each other. They are replayed on
     this process's connections, or each in a child process of `workers` (what the
-    command does: see receiver/workers.py).
+    command does: see receiver/replay/workers.py).
     """
     if batch < 1:
         # Checked before the tables are emptied: no page could refill them.

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
-from receiver.replay import FILTER_SQL, EventFilter
+from receiver.replay.replay import FILTER_SQL, EventFilter
 
 # Each event with the headers of its first delivery (never a conflicting one): the
 # signature there is the signature of these exact bytes.
