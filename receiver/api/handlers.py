@@ -73,7 +73,7 @@ def _handler_id(request: Request) -> int | None:
 def _new_handler(document: Any) -> NewHandler:
     if not isinstance(document, dict):
         raise HandlerError("body must be a JSON object")
-    known = {"user_data", "default", "url", "secret", "timeout"}
+    known = {"user_data", "default", "url", "secret", "timeout", "events", "status_filter"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise HandlerError(f"unknown field(s): {', '.join(unknown)}")
@@ -89,8 +89,19 @@ def _new_handler(document: Any) -> NewHandler:
         raise HandlerError("secret must be a string")
     if not isinstance(timeout, int | float) or isinstance(timeout, bool):
         raise HandlerError("timeout must be a number of seconds")
+    events, status_filter = document.get("events", ["replies"]), document.get("status_filter")
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise HandlerError("events must be a list of strings")
+    if status_filter is not None and not isinstance(status_filter, str):
+        raise HandlerError("status_filter must be a string")
     return NewHandler(
-        user_data=user_data, default=default, url=url, secret=secret, timeout=float(timeout)
+        user_data=user_data,
+        default=default,
+        url=url,
+        secret=secret,
+        timeout=float(timeout),
+        events=tuple(events),
+        status_filter=status_filter,
     )
 
 

@@ -77,7 +77,60 @@ _CURSOR = _query(
 )
 _STATUSES = [status.value for status in Status]
 
+_STATUS_NAMES = {"type": "string", "enum": [status.value for status in Status]}
+
 _SCHEMAS: dict[str, Any] = {
+    "StatusCallback": {
+        "type": "object",
+        "description": "What a handler subscribed to status news receives, once per change"
+        " of an SMS's current status, never backwards, in order per SMS. Headers:"
+        " webhook-id (the callback_id, stable across retries), webhook-timestamp, and"
+        " webhook-signature when the handler has a secret (Standard Webhooks).",
+        "required": ["type", "callback_id", "user_data", "change", "sms"],
+        "properties": {
+            "type": {"const": "sms.status"},
+            "callback_id": {"type": "string"},
+            "user_data": _nullable("string", description="the handler's match that routed it"),
+            "change": {
+                "type": "object",
+                "required": ["before", "after", "at"],
+                "properties": {
+                    "before": {**_STATUS_NAMES, "type": ["string", "null"]},
+                    "after": _STATUS_NAMES,
+                    "at": _time(False),
+                },
+            },
+            "sms": {
+                "type": "object",
+                "required": ["id", "status", "history"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "to": _nullable("string"),
+                    "from": _nullable("string"),
+                    "user_data": _nullable("string"),
+                    "status": _STATUS_NAMES,
+                    "provider_status": _nullable("string"),
+                    "status_at": _time(),
+                    "error": _nullable("string"),
+                    "parts": _nullable("integer"),
+                    "cost": _nullable("string"),
+                    "network": _nullable("string"),
+                    "history": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["before", "after", "at"],
+                            "properties": {
+                                "before": _STATUS_NAMES,
+                                "after": _STATUS_NAMES,
+                                "at": _time(False),
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
     "Status": {
         "type": "object",
         "required": ["projection", "schema", "version"],
@@ -160,12 +213,19 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["id", "event_id", "sms_id", "rule", "state", "attempts", "created_at"],
         "properties": {
             "id": {"type": "integer"},
+            "kind": {
+                "type": "string",
+                "enum": ["reply", "status"],
+                "description": "an inbound SMS, or a change of an outbound SMS's status",
+            },
             "event_id": {"type": "string"},
             "sms_id": {"type": "string"},
             "handler_id": _nullable("integer"),
             "rule": {"type": "string", "enum": ["user_data", "recent_mt", "default", "unrouted"]},
             "user_data": _nullable("string"),
             "mt_sms_id": _nullable("string"),
+            "status_before": _nullable("string", description="a status change: from"),
+            "status_after": _nullable("string", description="a status change: to"),
             "state": {"type": "string", "enum": [s.value for s in ForwardState]},
             "attempts": {"type": "integer"},
             "next_attempt_at": _time(),
@@ -242,6 +302,14 @@ _SCHEMAS: dict[str, Any] = {
             "timeout": {"type": "number"},
             "enabled": {"type": "boolean"},
             "created_at": _time(False),
+            "events": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["replies", "status"]},
+                "description": "the news it gets",
+            },
+            "status_filter": _nullable(
+                "string", description="with status: all changes, or terminal ones only"
+            ),
         },
     },
     "NewHandler": {
@@ -256,6 +324,20 @@ _SCHEMAS: dict[str, Any] = {
                 "pattern": "^[^\\u0000]*[^*\\u0000][^\\u0000]*$",
             },
             "default": {"type": "boolean"},
+            "events": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["replies", "status"]},
+                "minItems": 1,
+                "uniqueItems": True,
+                "description": "replies (the default): the inbound SMS routed to it; status:"
+                " each change of the status of an outbound SMS sent with its user_data",
+            },
+            "status_filter": {
+                "type": "string",
+                "enum": ["all", "terminal"],
+                "description": "with status: every change (all) or only to delivered,"
+                " failed, expired or error (terminal)",
+            },
             "url": {
                 "type": "string",
                 "format": "uri",
@@ -465,6 +547,25 @@ DESCRIPTION: dict[str, Any] = {
     },
     "security": [{"bearer": []}],
     "paths": _PATHS,
+    # What the receiver posts to the handlers that subscribed to status news.
+    "webhooks": {
+        "smsStatus": {
+            "post": {
+                "summary": "A change of an outbound SMS's status, to the team that sent it",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("StatusCallback")}},
+                },
+                "responses": {
+                    "2XX": {"description": "done"},
+                    "default": {
+                        "description": "408, 429 and 5xx are retried with backoff; any"
+                        " other answer makes the callback dead"
+                    },
+                },
+            }
+        }
+    },
     "components": {
         "schemas": _SCHEMAS,
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -67,8 +67,9 @@ FROM events e WHERE e.sms_id = $1 ORDER BY e.received_at, e.event_id
 """
 
 _FORWARD_COLUMNS = """
-    f.id, f.event_id, f.sms_id, f.handler_id, f.rule, f.user_data, f.mt_sms_id, f.state,
-    f.attempts, f.next_attempt_at, f.created_at, f.delivered_at, f.last_error
+    f.id, f.kind, f.event_id, f.sms_id, f.handler_id, f.rule, f.user_data, f.mt_sms_id,
+    f.status_before, f.status_after, f.state, f.attempts, f.next_attempt_at, f.created_at,
+    f.delivered_at, f.last_error
 """
 
 _MESSAGE_FORWARDS = f"SELECT {_FORWARD_COLUMNS} FROM forwards f WHERE f.sms_id = $1 ORDER BY f.id"

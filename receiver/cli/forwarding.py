@@ -51,6 +51,8 @@ def handlers_add(args: argparse.Namespace) -> int:
         url=args.url,
         secret=secret,
         timeout=args.timeout,
+        events=tuple(e.strip() for e in args.events.split(",") if e.strip()),
+        status_filter=args.status_filter,
     )
 
     async def add(conn: Any) -> int:
@@ -169,6 +171,18 @@ def add_handler_commands(commands: Any) -> None:
         "--generate-secret", action="store_true", help="make a secret and print it once"
     )
     add.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt")
+    add.add_argument(
+        "--events",
+        default="replies",
+        help="the news it gets, comma-separated: replies (the default), status (each change"
+        " of the status of an SMS sent with its user_data), or both",
+    )
+    add.add_argument(
+        "--status-filter",
+        choices=("all", "terminal"),
+        help="with status: every change (all, the default) or only to delivered, failed,"
+        " expired or error (terminal)",
+    )
     add.set_defaults(run=handlers_add)
     sub.add_parser("list", help="list the handlers").set_defaults(run=handlers_list)
     for name, helptext, handler, extra in (

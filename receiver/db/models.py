@@ -282,11 +282,13 @@ class ForwardState(enum.StrEnum):
 
 
 class Handler(Base):
-    """An internal endpoint that receives the inbound SMS routed to it.
+    """An internal endpoint that receives the inbound SMS routed to it, and (`statuses`) the
+    changes of status of the outbound SMS sent with its `user_data`.
 
     `match` is a `user_data` value; with `prefix` it matches every value that starts
     with it. The default handler has no `match`. An exact match wins over a prefix,
-    a longer prefix over a shorter one.
+    a longer prefix over a shorter one. `terminal_only`: of the status changes, only
+    those to a terminal status.
     """
 
     __tablename__ = "handlers"
@@ -300,9 +302,13 @@ class Handler(Base):
     timeout: Mapped[float] = mapped_column(Float, server_default=sql_text("10"))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    replies: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
+    statuses: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    terminal_only: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
 
     __table_args__ = (
         CheckConstraint("is_default = (match IS NULL)", name="default_has_no_match"),
+        CheckConstraint("replies OR statuses", name="some_news"),
         CheckConstraint("timeout > 0", name="timeout_positive"),
         Index(None, "match", "prefix", unique=True, postgresql_where=sql_text("NOT is_default")),
         Index(None, "is_default", unique=True, postgresql_where=sql_text("is_default")),
@@ -310,16 +316,20 @@ class Handler(Base):
 
 
 class Forward(Base):
-    """The outbox row of one inbound SMS: written in the transaction that stores the MO.
+    """The outbox row of one inbound SMS (`kind` reply) or one change of an outbound SMS's
+    status (`kind` status): written in the projector's transaction that applies it.
 
-    `conversation` (handler and the MO's sender) orders delivery: a forward waits
-    while an earlier one of its conversation is pending or in flight.
+    `conversation` orders delivery: a forward waits while an earlier one of its
+    conversation is pending or in flight. For a reply it is the handler and the MO's
+    sender; for a status change, the handler and the SMS.
     """
 
     __tablename__ = "forwards"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    event_id: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text, server_default=sql_text("'reply'"))
+    # A reply's MO event; a status change's latest report when it was applied.
+    event_id: Mapped[str] = mapped_column(Text)
     sms_id: Mapped[str] = mapped_column(Text)
     handler_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("handlers.id", ondelete="SET NULL")
@@ -345,9 +355,34 @@ class Forward(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A status change: from, to, and the evidence of `to` (its time, rank, terminal).
+    status_before: Mapped[str | None] = mapped_column(Text)
+    status_after: Mapped[str | None] = mapped_column(Text)
+    status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_rank: Mapped[int | None] = mapped_column(SmallInteger)
+    status_terminal: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (
         CheckConstraint("rule IN ('user_data', 'recent_mt', 'default', 'unrouted')", name="rule"),
+        CheckConstraint("kind IN ('reply', 'status')", name="kind"),
+        # A reply per MO event; a status announced once per handler and SMS.
+        Index(None, "event_id", unique=True, postgresql_where=sql_text("kind = 'reply'")),
+        Index(
+            None,
+            "handler_id",
+            "sms_id",
+            "status_after",
+            unique=True,
+            postgresql_where=sql_text("kind = 'status'"),
+        ),
+        # The dispatcher's claim, a share for each handler and kind.
+        Index(
+            None,
+            "handler_id",
+            "kind",
+            "id",
+            postgresql_where=sql_text("state IN ('pending', 'in_flight')"),
+        ),
         Index(
             None,
             "next_attempt_at",

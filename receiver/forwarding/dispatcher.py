@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -43,19 +45,30 @@ _STATE_AFTER = {
 }
 _LEASE_MARGIN_SECONDS = 30
 
+# Each handler and each kind of news (replies, status changes) gets a share of every
+# claim, at most $3 forwards, in the order created: a million status changes queued
+# for one handler do not delay a reply to another, nor that handler's own replies.
+# Handlers that already have their share of this dispatcher's requests in flight
+# ($4) wait their turn: one that is down holds back only its own forwards.
 _CLAIM = """
 WITH due AS (
-    SELECT c.id FROM forwards c
-    JOIN handlers h ON h.id = c.handler_id AND h.enabled
-    WHERE c.state IN ('pending', 'in_flight') AND c.next_attempt_at <= now()
-      AND NOT EXISTS (
-          SELECT 1 FROM forwards e
-          WHERE e.conversation = c.conversation AND e.id < c.id
-            AND e.state IN ('pending', 'in_flight')
-      )
-    ORDER BY c.id
+    SELECT c.id FROM handlers h
+    CROSS JOIN (VALUES ('reply'), ('status')) AS k(kind)
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM forwards c
+        WHERE c.handler_id = h.id AND c.kind = k.kind
+          AND c.state IN ('pending', 'in_flight') AND c.next_attempt_at <= now()
+          AND NOT EXISTS (
+              SELECT 1 FROM forwards e
+              WHERE e.conversation = c.conversation AND e.id < c.id
+                AND e.state IN ('pending', 'in_flight')
+          )
+        ORDER BY c.id
+        LIMIT $3
+        FOR UPDATE OF c SKIP LOCKED
+    ) c
+    WHERE h.enabled AND NOT h.id = ANY($4::bigint[])
     LIMIT $1
-    FOR UPDATE OF c SKIP LOCKED
 )
 UPDATE forwards f SET
     state = 'in_flight',
@@ -63,8 +76,10 @@ UPDATE forwards f SET
     next_attempt_at = now() + make_interval(secs => h.timeout + $2)
 FROM due, handlers h
 WHERE f.id = due.id AND h.id = f.handler_id
-RETURNING f.id, f.attempts, h.url, h.secret, h.timeout
+RETURNING f.id, f.kind, f.handler_id, f.attempts, h.url, h.secret, h.timeout
 """
+# At most this many forwards a claim takes for one handler and kind.
+_SHARE = 4
 
 _PAYLOAD = """
 SELECT f.id, f.event_id, f.rule, f.user_data, e.type, e.received_at, e.body,
@@ -75,6 +90,27 @@ JOIN events e ON e.event_id = f.event_id
 JOIN messages mo ON mo.sms_id = f.sms_id
 LEFT JOIN messages mt ON mt.sms_id = f.mt_sms_id
 WHERE f.id = $1
+"""
+
+# A status change with the SMS's record as the API shows it, history included.
+_STATUS_PAYLOAD = """
+SELECT f.id, f.user_data AS routed_by, f.status_before, f.status_after, f.status_at,
+    f.created_at AS announced_at, e.received_at,
+    m.sms_id, m.to_number, m.from_number, m.user_data, m.status, m.provider_status,
+    m.status_at AS current_at, m.error, m.parts, m.cost, m.network,
+    (SELECT coalesce(json_agg(json_build_object('before', t.before, 'after', t.after,
+                                                'at', t.at) ORDER BY t.at, t.id), '[]')
+     FROM transitions t WHERE t.sms_id = m.sms_id) AS history
+FROM forwards f
+JOIN events e ON e.event_id = f.event_id
+JOIN messages m ON m.sms_id = f.sms_id
+WHERE f.id = $1
+"""
+
+_NOT_YET = """
+UPDATE forwards SET state = 'pending', attempts = attempts - 1,
+    next_attempt_at = now() + interval '1 second'
+WHERE id = $1 AND attempts = $2 AND state = 'in_flight'
 """
 
 _RECORD_ATTEMPT = """
@@ -98,6 +134,8 @@ WHERE id = $1 AND attempts = $2 AND state = 'in_flight'
 @dataclass(frozen=True, slots=True)
 class Claim:
     forward_id: int
+    kind: str
+    handler_id: int
     attempt: int
     url: str
     secret: str | None
@@ -132,6 +170,9 @@ class Dispatcher:
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        # Requests in flight by handler: one handler takes at most half the slots.
+        self._per_handler: Counter[int] = Counter()
+        self._handler_share = max(1, concurrency // 2)
         self._client = httpx.AsyncClient(follow_redirects=False)
 
     async def run(self) -> None:
@@ -156,9 +197,12 @@ class Dispatcher:
         room = self._concurrency - len(self._running)
         if room <= 0:
             return
+        full = [h for h, n in self._per_handler.items() if n >= self._handler_share]
         try:
             async with self._pool.acquire() as conn:
-                records = await conn.fetch(_CLAIM, room, _LEASE_MARGIN_SECONDS)
+                records = await conn.fetch(
+                    _CLAIM, room, _LEASE_MARGIN_SECONDS, min(room, _SHARE), full
+                )
         except UNAVAILABLE_ERRORS as error:
             log.warning("dispatcher_database_unavailable", error=repr(error))
             return
@@ -173,6 +217,8 @@ class Dispatcher:
         for record in records:
             claim = Claim(
                 forward_id=record["id"],
+                kind=record["kind"],
+                handler_id=record["handler_id"],
                 attempt=record["attempts"],
                 url=record["url"],
                 secret=record["secret"],
@@ -180,20 +226,33 @@ class Dispatcher:
             )
             task = asyncio.create_task(self._deliver(claim), name=f"forward-{claim.forward_id}")
             self._running.add(task)
-            task.add_done_callback(self._finished)
+            self._per_handler[claim.handler_id] += 1
+            task.add_done_callback(functools.partial(self._finished, claim.handler_id))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, handler_id: int, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._per_handler[handler_id] -= 1
+        if not self._per_handler[handler_id]:
+            del self._per_handler[handler_id]
         # A finished forward may free the next one of its conversation.
         self._wake.set()
 
     async def _deliver(self, claim: Claim) -> None:
         try:
             async with self._pool.acquire() as conn:
-                row = await conn.fetchrow(_PAYLOAD, claim.forward_id)
-            body = _payload(row)
+                status = claim.kind == "status"
+                row = await conn.fetchrow(_STATUS_PAYLOAD if status else _PAYLOAD, claim.forward_id)
+                if row is None:
+                    # Its message record is not there: a rebuild has emptied the table
+                    # and not made it again yet. Tried again shortly, attempt not counted.
+                    await conn.execute(_NOT_YET, claim.forward_id, claim.attempt)
+                    return
+            if status:
+                body, message_id = _status_payload(row), f"status_{claim.forward_id}"
+            else:
+                body, message_id = _payload(row), row["event_id"]
             headers = signing.headers(
-                message_id=row["event_id"],
+                message_id=message_id,
                 timestamp=int(time.time()),
                 body=body,
                 secret=claim.secret,
@@ -305,6 +364,36 @@ def _payload(row: Any) -> bytes:
             "mt": mt,
             # The event as CALLR sent it, byte for byte.
             "event": orjson.Fragment(row["body"]),
+        }
+    )
+
+
+def _status_payload(row: Any) -> bytes:
+    """A status callback: the change, and the SMS as the API shows it, its history included."""
+    return orjson.dumps(
+        {
+            "type": "sms.status",
+            "callback_id": f"status_{row['id']}",
+            "user_data": row["routed_by"],
+            "change": {
+                "before": row["status_before"],
+                "after": row["status_after"],
+                "at": row["status_at"],
+            },
+            "sms": {
+                "id": row["sms_id"],
+                "to": row["to_number"],
+                "from": row["from_number"],
+                "user_data": row["user_data"],
+                "status": row["status"],
+                "provider_status": row["provider_status"],
+                "status_at": row["current_at"],
+                "error": row["error"],
+                "parts": row["parts"],
+                "cost": None if row["cost"] is None else str(row["cost"]),
+                "network": row["network"],
+                "history": orjson.Fragment(row["history"]),
+            },
         }
     )
 

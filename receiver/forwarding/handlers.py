@@ -14,18 +14,27 @@ from receiver.forwarding.routing import route_unrouted, wake_dispatchers
 from receiver.forwarding.signing import SecretInvalid, secret_key
 
 _INSERT = """
-INSERT INTO handlers (match, prefix, is_default, url, secret, timeout)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at
+INSERT INTO handlers (match, prefix, is_default, url, secret, timeout, replies, statuses,
+                      terminal_only)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at, replies,
+    statuses, terminal_only
 """
 _LIST = """
-SELECT id, match, prefix, is_default, url, secret, timeout, enabled, created_at
+SELECT id, match, prefix, is_default, url, secret, timeout, enabled, created_at, replies,
+    statuses, terminal_only
 FROM handlers ORDER BY is_default, match, prefix, id
 """
 _SET_ENABLED = """
 UPDATE handlers SET enabled = $2 WHERE id = $1
-RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at
+RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at, replies,
+    statuses, terminal_only
 """
+
+# The kinds of news a handler can subscribe to, as the CLI and the API name them.
+EVENTS = ("replies", "status")
+# Which status changes: every change, or only those to a terminal status.
+STATUS_FILTERS = ("all", "terminal")
 
 
 # What a handler URL must not hold; the OpenAPI description's NewHandler.url says the same.
@@ -52,6 +61,8 @@ class HandlerView:
     timeout: float
     enabled: bool
     created_at: datetime
+    events: tuple[str, ...]
+    status_filter: str | None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +74,8 @@ class HandlerView:
             "timeout": self.timeout,
             "enabled": self.enabled,
             "created_at": self.created_at.isoformat(),
+            "events": list(self.events),
+            "status_filter": self.status_filter,
         }
 
 
@@ -75,8 +88,17 @@ class NewHandler:
     url: str
     secret: str | None = None
     timeout: float = 10.0
+    events: tuple[str, ...] = ("replies",)
+    status_filter: str | None = None
 
     def validated(self) -> NewHandler:
+        if not self.events or not set(self.events) <= set(EVENTS):
+            raise HandlerError(f"events must be one or both of {', '.join(EVENTS)}")
+        if self.status_filter is not None:
+            if self.status_filter not in STATUS_FILTERS:
+                raise HandlerError(f"status_filter must be one of {', '.join(STATUS_FILTERS)}")
+            if "status" not in self.events:
+                raise HandlerError("status_filter needs the status events")
         if self.default == (self.user_data is not None):
             raise HandlerError("give either a user_data value or default, not both or neither")
         for name, value in (("user_data", self.user_data), ("url", self.url)):
@@ -119,6 +141,9 @@ async def add_handler(conn: Any, new: NewHandler) -> tuple[HandlerView, int]:
             new.url,
             new.secret,
             new.timeout,
+            "replies" in new.events,
+            "status" in new.events,
+            new.status_filter == "terminal",
         )
     except asyncpg.UniqueViolationError:
         which = "a default handler" if new.default else f"a handler for {new.user_data!r}"
@@ -137,7 +162,13 @@ async def remove_handler(conn: Any, handler_id: int) -> bool:
     async with conn.transaction():
         await conn.execute(
             "UPDATE forwards SET state = 'unrouted', handler_id = NULL, conversation = NULL"
-            " WHERE handler_id = $1 AND state IN ('pending', 'in_flight')",
+            " WHERE handler_id = $1 AND state IN ('pending', 'in_flight') AND kind = 'reply'",
+            handler_id,
+        )
+        # A status change was news for that team alone: kept, as dead, for the record.
+        await conn.execute(
+            "UPDATE forwards SET state = 'dead', last_error = 'its handler was removed'"
+            " WHERE handler_id = $1 AND state IN ('pending', 'in_flight') AND kind = 'status'",
             handler_id,
         )
         removed = await conn.fetchval("DELETE FROM handlers WHERE id = $1 RETURNING id", handler_id)
@@ -168,4 +199,8 @@ def _view(row: Any) -> HandlerView:
         timeout=row["timeout"],
         enabled=row["enabled"],
         created_at=row["created_at"],
+        events=tuple(
+            e for e, on in zip(EVENTS, (row["replies"], row["statuses"]), strict=True) if on
+        ),
+        status_filter=("terminal" if row["terminal_only"] else "all") if row["statuses"] else None,
     )

@@ -1,4 +1,7 @@
-"""Routing inbound SMS to handlers, inside the transaction that stores them (the outbox).
+"""Routing to handlers, inside the projector's transaction (the outbox): replies and status news.
+
+Status changes of outbound SMS go to the handler subscribed to status news for the
+SMS's own `user_data` (`announce`). Replies are routed as follows.
 
 For each MO, in order, recording which rule matched:
 1. `user_data`: the MO's own `user_data`, when not empty, matches a handler;
@@ -18,6 +21,7 @@ from typing import Any
 
 from receiver.db.arrays import columns
 from receiver.projection import Report
+from receiver.projection.records import StatusChange
 
 NOTIFY_CHANNEL = "receiver_forwards"
 
@@ -30,7 +34,7 @@ async def wake_dispatchers(conn: Any) -> None:
 # Handlers matching a routing key, best first. `$key` stands for the key expression.
 _HANDLER_FOR_KEY = """
 SELECT h.id FROM handlers h
-WHERE h.enabled AND NOT h.is_default AND {key} IS NOT NULL
+WHERE h.enabled AND h.replies AND NOT h.is_default AND {key} IS NOT NULL
   AND (h.match = {key} OR (h.prefix AND starts_with({key}, h.match)))
 ORDER BY h.prefix, length(h.match) DESC
 LIMIT 1
@@ -71,7 +75,7 @@ routed AS (
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.user_data")}) own ON true
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.mt_user_data")}) recent ON true
     LEFT JOIN LATERAL (
-        SELECT h.id FROM handlers h WHERE h.enabled AND h.is_default LIMIT 1
+        SELECT h.id FROM handlers h WHERE h.enabled AND h.replies AND h.is_default LIMIT 1
     ) fallback ON true
 ),
 chosen AS (
@@ -93,7 +97,7 @@ SELECT c.event_id, c.sms_id, c.handler_id, c.rule,
     now(), now()
 FROM chosen c
 ORDER BY c.ord
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id) WHERE kind = 'reply' DO NOTHING
 RETURNING state
 )
 SELECT i.state FROM inserted i
@@ -136,7 +140,7 @@ _ROUTE_UNROUTED = f"""
 WITH candidates AS (
     SELECT f.id, f.user_data, f.sender, m.user_data AS own_user_data
     FROM forwards f JOIN messages m ON m.sms_id = f.sms_id
-    WHERE f.state = 'unrouted'
+    WHERE f.state = 'unrouted' AND f.kind = 'reply'
     ORDER BY f.id
     FOR UPDATE OF f
 ),
@@ -147,7 +151,7 @@ routed AS (
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="c.own_user_data")}) own ON true
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="c.user_data")}) recent ON true
     LEFT JOIN LATERAL (
-        SELECT h.id FROM handlers h WHERE h.enabled AND h.is_default LIMIT 1
+        SELECT h.id FROM handlers h WHERE h.enabled AND h.replies AND h.is_default LIMIT 1
     ) fallback ON true
 )
 UPDATE forwards f SET
@@ -172,3 +176,66 @@ async def route_unrouted(conn: Any) -> int:
         if records:
             await wake_dispatchers(conn)
     return len(records)
+
+
+# A status change goes to the best handler subscribed to status news for the SMS's own
+# user_data (exact, then the longest prefix; the default handler only when it
+# subscribed too), unless that handler was already told of this status or a later
+# one: a callback never goes backwards and is never sent twice (the partial unique
+# index is the last word when two projections race).
+_ANNOUNCE = """
+WITH c AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[],
+                         $6::boolean[], $7::text[], $8::int[])
+        AS c(sms_id, before, after, at, rank, terminal, event_id, ord)
+),
+routed AS (
+    SELECT c.*, m.user_data, h.id AS handler_id, h.is_default
+    FROM c
+    JOIN messages m ON m.sms_id = c.sms_id
+    CROSS JOIN LATERAL (
+        SELECT h.id, h.is_default FROM handlers h
+        WHERE h.enabled AND h.statuses AND (c.terminal OR NOT h.terminal_only)
+          AND (h.is_default OR (m.user_data IS NOT NULL
+               AND (h.match = m.user_data OR (h.prefix AND starts_with(m.user_data, h.match)))))
+        ORDER BY h.is_default, h.prefix, length(h.match) DESC
+        LIMIT 1
+    ) h
+),
+inserted AS (
+INSERT INTO forwards (kind, event_id, sms_id, handler_id, rule, user_data, conversation, state,
+                      next_attempt_at, created_at, status_before, status_after, status_at,
+                      status_rank, status_terminal)
+SELECT 'status', r.event_id, r.sms_id, r.handler_id,
+    CASE WHEN r.is_default THEN 'default' ELSE 'user_data' END, r.user_data,
+    r.handler_id::text || ':sms:' || r.sms_id, 'pending', now(), now(),
+    r.before, r.after, r.at, r.rank, r.terminal
+FROM routed r
+WHERE NOT EXISTS (
+    SELECT 1 FROM forwards f
+    WHERE f.kind = 'status' AND f.handler_id = r.handler_id AND f.sms_id = r.sms_id
+      AND (f.status_terminal, f.status_at, f.status_rank) >= (r.terminal, r.at, r.rank)
+)
+ORDER BY r.ord
+ON CONFLICT DO NOTHING
+RETURNING 1
+)
+SELECT count(*) AS n, (SELECT count(*) FROM (
+    SELECT pg_notify($9, '') FROM inserted LIMIT 1) AS notify) AS notified
+FROM inserted
+"""
+
+
+async def announce(conn: Any, changes: Sequence[StatusChange]) -> int:
+    """Write a status callback for each change a subscribed handler is to hear of; how many.
+
+    When any, the same statement wakes the dispatchers (NOTIFY, sent on commit).
+    """
+    if not changes:
+        return 0
+    rows = [
+        (c.sms_id, c.before, c.after, c.at, c.rank, c.terminal, c.event_id, ord_)
+        for ord_, c in enumerate(changes)
+    ]
+    record = await conn.fetchrow(_ANNOUNCE, *columns(rows, 8), NOTIFY_CHANNEL)
+    return int(record["n"])

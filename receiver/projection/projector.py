@@ -39,7 +39,7 @@ from receiver import metrics
 from receiver.callr.envelope import parse_envelope
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, batch_transaction
 from receiver.db.listen import listen
-from receiver.forwarding.routing import route
+from receiver.forwarding.routing import announce, route
 from receiver.ingest.store import PENDING_CHANNEL
 from receiver.projection.records import Report, project, report_of
 
@@ -267,9 +267,10 @@ class Projector:
 
     async def _apply(self, conn: Any, claimed: Sequence[Any]) -> None:
         reports = await self._reports(conn, claimed)
-        late = await project(conn, reports)
+        applied = await project(conn, reports)
         await route(conn, reports, window=self._routing_window)
-        metrics.OUT_OF_ORDER.inc(late)
+        await announce(conn, applied.changes)
+        metrics.OUT_OF_ORDER.inc(applied.late)
         metrics.PROJECTED.inc(len(claimed))
 
     async def _reports(self, conn: Any, claimed: Sequence[Any]) -> list[Report]:

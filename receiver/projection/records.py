@@ -184,14 +184,18 @@ def _upsert_messages_sql() -> str:
 WITH s AS (SELECT * FROM json_to_recordset($1::json) AS s({record})),
 top AS (SELECT DISTINCT ON (s.sms_id) s.sms_id, {status_columns} FROM s ORDER BY {top_order}),
 agg AS (SELECT s.sms_id, {aggregates} FROM s GROUP BY s.sms_id),
-before AS (SELECT b.created_at FROM messages b WHERE b.sms_id = ANY($2::text[])),
+before AS (
+    SELECT b.sms_id, b.created_at, b.status::text AS status
+    FROM messages b WHERE b.sms_id = ANY($2::text[])
+),
 up AS (
 INSERT INTO messages AS m (sms_id, {", ".join(columns)})
 SELECT agg.sms_id, {", ".join(("top." if c in _STATUS else "agg.") + c for c in columns)}
 FROM agg JOIN top USING (sms_id)
 ORDER BY agg.sms_id
 ON CONFLICT (sms_id) DO UPDATE SET {updates}
-RETURNING m.sms_id, m.unexplained, m.created_at, m.status_at
+RETURNING m.sms_id, m.unexplained, m.created_at, m.status_at, m.status::text AS status,
+    m.status_rank, m.status_terminal, m.direction
 ),
 marked AS (
 INSERT INTO stats_changes (day)
@@ -203,7 +207,9 @@ WHERE d.day IS NOT NULL
 ORDER BY d.day
 ),
 {_EVIDENCE_CTES}
-SELECT sms_id, unexplained, status_at FROM up
+SELECT up.sms_id, up.unexplained, up.status_at, up.status, up.status_rank, up.status_terminal,
+    up.direction, b.status AS was
+FROM up LEFT JOIN before b USING (sms_id)
 """
 
 
@@ -278,16 +284,17 @@ WHERE m.sms_id = ANY($1::text[]) AND m.sms_id = f.sms_id AND m.unexplained <> f.
 """
 
 
-async def project(conn: Any, reports: Sequence[Report]) -> int:
+async def project(conn: Any, reports: Sequence[Report]) -> Applied:
     """Apply stored events to the message records, inside the caller's transaction.
 
     The daily statistics are told of every creation day of a message that changes
     (the days events were received are marked by the transaction that stores them).
-    Returns how many reports were older than their message's status once applied:
-    the ones that arrived out of order.
+    Returns how many reports were older than their message's status once applied
+    (the ones that arrived out of order), and the outbound SMS whose current status
+    changed, for their status callbacks.
     """
     if not reports:
-        return 0
+        return Applied(late=0, changes=[])
     # The ids again as an array: the planner sees how many there are, and looks them
     # up in the index (with only the JSON, it chose to scan the whole table while it
     # was small, and kept to that as it grew).
@@ -323,7 +330,7 @@ async def project(conn: Any, reports: Sequence[Report]) -> int:
         orjson.dumps(observations).decode(),
     )
     status_at = {row["sms_id"]: row["status_at"] for row in upserted}
-    late: int = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
+    late = sum(r.status_at < status_at[r.sms.sms_id] for r in reports)
     # Derived steps can only change for an SMS with an observation that no reported
     # step explains: one already stored (the flag), or one this batch brings (a
     # status that none of the batch's histories for the SMS shows). Batches with
@@ -331,7 +338,52 @@ async def project(conn: Any, reports: Sequence[Report]) -> int:
     unexplained = {row["sms_id"] for row in upserted if row["unexplained"]} | unexplained_here
     if unexplained:
         await conn.execute(_DERIVE, sorted(unexplained))
-    return late
+    return Applied(late=late, changes=_changes(upserted, reports))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """An outbound SMS's current status moved (or was first known): what a callback says."""
+
+    sms_id: str
+    before: str | None
+    after: str
+    at: datetime
+    rank: int
+    terminal: bool
+    event_id: str
+    """The batch's latest report of the SMS: the one whose status became current, or later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What `project` did: reports older than their message's status, and status changes."""
+
+    late: int
+    changes: list[StatusChange]
+
+
+def _changes(upserted: Sequence[Any], reports: Sequence[Report]) -> list[StatusChange]:
+    latest: dict[str, Report] = {}
+    for report in reports:
+        best = latest.get(report.sms.sms_id)
+        if best is None or evidence_key(report.sms.status, report.status_at) >= evidence_key(
+            best.sms.status, best.status_at
+        ):
+            latest[report.sms.sms_id] = report
+    return [
+        StatusChange(
+            sms_id=row["sms_id"],
+            before=row["was"],
+            after=row["status"],
+            at=row["status_at"],
+            rank=row["status_rank"],
+            terminal=row["status_terminal"],
+            event_id=latest[row["sms_id"]].event_id,
+        )
+        for row in upserted
+        if row["direction"] == "outbound" and row["status"] != row["was"]
+    ]
 
 
 def _unexplained_in(reports: Sequence[Report]) -> set[str]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.db.arrays import columns
-from receiver.forwarding.routing import route
+from receiver.forwarding.routing import announce, route
 from receiver.ingest.store import Incoming, Result, event_state, store_batch, stored_reports
 from receiver.projection import project, report_of
 
@@ -418,9 +418,12 @@ async def _apply_page(
         outcomes = await store_batch(conn, reingest, pending=False)
         summary.reingested += sum(o.result is not Result.DUPLICATE for o in outcomes)
         reports.extend(stored_reports(reingest, outcomes))
-    await project(conn, reports)
+    applied = await project(conn, reports)
     if routing_window is not None:
         await route(conn, reports, window=routing_window)
+    # Also in a rebuild: a status no handler was told of is announced; one it was
+    # told of, or an older one, is not (receiver.forwarding.routing.announce).
+    await announce(conn, applied.changes)
 
 
 def _event_fields(

@@ -144,6 +144,36 @@ def test_the_cli_adds_and_lists_handlers(database_url: str) -> None:
     assert [json.loads(line)["enabled"] for line in listed.stdout.splitlines()] == [False]
     assert receiver("handlers", "remove", str(handler["id"])).returncode == 0
     assert receiver("handlers", "list").stdout == ""
+    news = receiver(
+        "handlers",
+        "add",
+        "--user-data",
+        "b-*",
+        "--url",
+        "http://127.0.0.1:9/s",
+        "--events",
+        "replies,status",
+        "--status-filter",
+        "terminal",
+    )
+    assert news.returncode == 0, news.stderr
+    added_news = json.loads(news.stdout.splitlines()[0])
+    assert (added_news["events"], added_news["status_filter"]) == (
+        ["replies", "status"],
+        "terminal",
+    )
+    refused = receiver(
+        "handlers",
+        "add",
+        "--user-data",
+        "c",
+        "--url",
+        "http://127.0.0.1:9/s",
+        "--status-filter",
+        "terminal",
+    )
+    assert refused.returncode == 2
+    assert "status_filter needs the status events" in refused.stderr
 
 
 @pytest.mark.parametrize("handler_id", ["¹", "٣", "1e3", "-1", "99999999999999999999"])
@@ -188,6 +218,11 @@ _SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
         ({"user_data": "x", "url": _URL, "timeout": 0}, False),
         ({"user_data": "x", "url": _URL, "timeout": 301}, False),
         ({"user_data": "x", "url": _URL, "colour": "red"}, False),
+        ({"user_data": "x", "url": _URL, "events": ["replies", "status"]}, True),
+        ({"user_data": "x", "url": _URL, "events": ["status"], "status_filter": "terminal"}, True),
+        ({"user_data": "x", "url": _URL, "events": []}, False),
+        ({"user_data": "x", "url": _URL, "events": ["bounces"]}, False),
+        ({"user_data": "x", "url": _URL, "events": ["status"], "status_filter": "some"}, False),
     ],
 )
 async def test_the_description_of_a_new_handler_accepts_what_the_api_accepts(
