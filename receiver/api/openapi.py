@@ -90,7 +90,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "type": {"const": "sms.status"},
             "callback_id": {"type": "string"},
-            "user_data": _nullable("string", description="the handler's match that routed it"),
+            "user_data": _nullable("string", description="the SMS's user_data, which routed it"),
             "change": {
                 "type": "object",
                 "required": ["before", "after", "at"],
