@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 from receiver.db.arrays import columns
 from receiver.projection import Report
 from receiver.projection.records import StatusChange
@@ -185,14 +187,20 @@ async def route_unrouted(conn: Any) -> int:
 # index is the last word when two projections race).
 _ANNOUNCE = """
 WITH c AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[],
-                         $6::boolean[], $7::text[], $8::int[])
-        AS c(sms_id, before, after, at, rank, terminal, event_id, ord)
+    SELECT * FROM json_to_recordset($1::json)
+        AS c(sms_id text, before text, after text, at timestamptz, rank int, terminal boolean,
+             event_id text, ord int)
+    -- Nothing to look up while no handler listens for status news (the usual case).
+    WHERE EXISTS (SELECT 1 FROM handlers h WHERE h.statuses AND h.enabled)
 ),
 routed AS (
     SELECT c.*, m.user_data, h.id AS handler_id, h.is_default
     FROM c
-    JOIN messages m ON m.sms_id = c.sms_id
+    -- By key, in a lateral subquery: a plan kept from when the table was small must
+    -- not read the whole of an index of `messages` for each batch.
+    CROSS JOIN LATERAL (
+        SELECT m.user_data FROM messages m WHERE m.sms_id = c.sms_id LIMIT 1
+    ) m
     CROSS JOIN LATERAL (
         SELECT h.id, h.is_default FROM handlers h
         WHERE h.enabled AND h.statuses AND (c.terminal OR NOT h.terminal_only)
@@ -211,17 +219,19 @@ SELECT 'status', r.event_id, r.sms_id, r.handler_id,
     r.handler_id::text || ':sms:' || r.sms_id, 'pending', now(), now(),
     r.before, r.after, r.at, r.rank, r.terminal
 FROM routed r
-WHERE NOT EXISTS (
-    SELECT 1 FROM forwards f
+LEFT JOIN LATERAL (
+    SELECT true AS told FROM forwards f
     WHERE f.kind = 'status' AND f.handler_id = r.handler_id AND f.sms_id = r.sms_id
       AND (f.status_terminal, f.status_at, f.status_rank) >= (r.terminal, r.at, r.rank)
-)
+    LIMIT 1
+) AS already ON true
+WHERE already.told IS NULL
 ORDER BY r.ord
 ON CONFLICT DO NOTHING
 RETURNING 1
 )
 SELECT count(*) AS n, (SELECT count(*) FROM (
-    SELECT pg_notify($9, '') FROM inserted LIMIT 1) AS notify) AS notified
+    SELECT pg_notify($2, '') FROM inserted LIMIT 1) AS notify) AS notified
 FROM inserted
 """
 
@@ -234,8 +244,17 @@ async def announce(conn: Any, changes: Sequence[StatusChange]) -> int:
     if not changes:
         return 0
     rows = [
-        (c.sms_id, c.before, c.after, c.at, c.rank, c.terminal, c.event_id, ord_)
+        {
+            "sms_id": c.sms_id,
+            "before": c.before,
+            "after": c.after,
+            "at": c.at,
+            "rank": c.rank,
+            "terminal": c.terminal,
+            "event_id": c.event_id,
+            "ord": ord_,
+        }
         for ord_, c in enumerate(changes)
     ]
-    record = await conn.fetchrow(_ANNOUNCE, *columns(rows, 8), NOTIFY_CHANNEL)
+    record = await conn.fetchrow(_ANNOUNCE, orjson.dumps(rows).decode(), NOTIFY_CHANNEL)
     return int(record["n"])

@@ -143,14 +143,15 @@ async def test_batches_reuse_plans_made_on_empty_tables_that_look_rows_up_by_key
                 "DELETE FROM projection_pending",
                 "INSERT INTO messages",
                 "WITH p AS",
-                "INSERT INTO forwards",
+                "WITH mo AS",  # the replies' forwards
+                "AS c(sms_id text, before text",  # the status callbacks
             ],
         )
         for first, row in projections.items():
             # A drain claims once more, to find nothing left.
             runs = 6 if first == "DELETE FROM projection_pending" else 3
             assert (row["generic_plans"], row["custom_plans"]) == (runs, 0), first
-            if first == "INSERT INTO forwards":
+            if first == "WITH mo AS":
                 # An MO's latest MT: by its sender's number, not by every SMS of
                 # the routing window.
                 indexes = set(re.findall(r'"Index Name": "(\w+)"', json.dumps(row["plan"])))
