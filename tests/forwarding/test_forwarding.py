@@ -4,7 +4,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,37 +15,15 @@ from standardwebhooks.webhooks import Webhook
 from receiver.app import create_app, dispatcher
 from receiver.db import migrate
 from receiver.db.engine import create_pool
-from receiver.forwarding.handlers import NewHandler, add_handler
 from receiver.forwarding.outbox import ForwardFilter, retry_forwards
 from receiver.forwarding.signing import new_secret
 from tests.callr_events import BASE_TIME, mo_event, mt_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
+from tests.forwarding.conftest import FAST, register
+from tests.forwarding.handler_server import HandlerServer, wait_for
 from tests.support import fetch, running, until_projected
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
-FAST = {"forward_backoff_base": 0.05, "dispatch_poll_interval": 0.2}
-
-
-@pytest.fixture
-async def handler() -> AsyncIterator[HandlerServer]:
-    async with handler_server() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(make_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(create_app(make_settings(**FAST))) as client:
-        yield client
-
-
-async def register(database: str, **fields: Any) -> int:
-    conn = await asyncpg.connect(database)
-    try:
-        handler, _ = await add_handler(conn, NewHandler(**{"default": False, **fields}))
-    finally:
-        await conn.close()
-    return handler.id
 
 
 async def send(client: httpx.AsyncClient, *bodies: bytes) -> None:

@@ -5,50 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from standardwebhooks.webhooks import Webhook
 
 from receiver.app import create_app
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
-from receiver.forwarding.handlers import NewHandler, add_handler
 from receiver.forwarding.signing import new_secret
 from receiver.replay import rebuild
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
+from tests.forwarding.conftest import FAST, register
+from tests.forwarding.handler_server import HandlerServer, wait_for
 from tests.support import fetch, running, until_projected, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
-FAST = {"forward_backoff_base": 0.05, "dispatch_poll_interval": 0.2}
-C, P, S, D, F = Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED, Status.FAILED
+C, P, S, D = Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED
 STEPS = lifecycle(C, P, S, D)
-
-
-@pytest.fixture
-async def handler() -> AsyncIterator[HandlerServer]:
-    async with handler_server() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(make_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(create_app(make_settings(**FAST))) as client:
-        yield client
-
-
-async def register(database: str, **fields: Any) -> int:
-    conn = await asyncpg.connect(database)
-    try:
-        handler, _ = await add_handler(conn, NewHandler(**{"default": False, **fields}))
-    finally:
-        await conn.close()
-    return handler.id
 
 
 async def send(client: httpx.AsyncClient, *bodies: bytes) -> None:
