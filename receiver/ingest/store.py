@@ -141,6 +141,7 @@ inserted AS (
     ON CONFLICT (event_id, attempt, fingerprint) DO NOTHING
     RETURNING d.id, d.event_id, d.attempt, d.fingerprint
 )
+-- `notified` is read so that it runs: a CTE that only selects runs when referenced.
 SELECT i.ord, i.created, i.stored IS NULL AS unseen, i.fingerprint <> i.stored AS conflict,
     inserted.id AS delivery_id, (SELECT count(*) FROM notified) AS notified
 FROM i
