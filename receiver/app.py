@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from receiver import heap
-from receiver.api.auth import BearerTokens
+from receiver.api.auth import Tokens
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
 from receiver.daily_stats import keep
@@ -155,13 +155,14 @@ def create_app(settings: Settings) -> Starlette:
                 except TimeoutError:
                     each.terminate()
 
+    tokens = Tokens(readers=settings.api_tokens, admins=settings.admin_tokens)
     webhook_path = f"{WEBHOOK_PATH}/{{token}}" if auth.url_token else WEBHOOK_PATH
     routes = [
         Route(webhook_path, endpoint.receive, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
         Route("/metrics", MetricsEndpoint(settings.metrics_token).metrics, methods=["GET"]),
-        *api_routes(BearerTokens(settings.api_tokens)),
+        *api_routes(tokens),
     ]
     app = Starlette(
         routes=routes,

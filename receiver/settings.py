@@ -47,7 +47,11 @@ class Settings(BaseSettings):
     projector_batch_max: int = Field(default=2000, ge=1, le=50_000)
     projector_poll_interval: float = Field(default=1.0, gt=0, le=3600)
 
+    # Read tokens (API reads, console pages) and admin tokens (those, and every change).
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
+    admin_tokens: Annotated[tuple[str, ...], NoDecode] = ()
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    console_mask: Annotated[tuple[Literal["numbers", "text"], ...], NoDecode] = ()
     api_pool_size: int = Field(default=4, ge=1, le=100)
     api_statement_timeout: float = Field(default=5.0, gt=0, le=600)
     # /metrics needs `Authorization: Bearer <token>` when set; open otherwise.
@@ -65,7 +69,9 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("callr_hmac_secrets", "api_tokens", mode="before")
+    @field_validator(
+        "callr_hmac_secrets", "api_tokens", "admin_tokens", "console_mask", mode="before"
+    )
     @classmethod
     def _split_secrets(cls, value: object) -> object:
         if isinstance(value, str):

@@ -128,7 +128,7 @@ _NOT_RUN = ("scripts/", "receiver serve", "receiver simulate", "--to ", "export 
 async def test_the_shell_examples_run_against_a_test_receiver(
     make_settings: SettingsFactory, database_url: str
 ) -> None:
-    settings = make_settings(api_tokens=TOKEN, dispatcher=False)
+    settings = make_settings(admin_tokens=TOKEN, dispatcher=False)
     async with serving(create_app(settings)) as base:
         env = {**os.environ, "TOKEN": TOKEN, "RECEIVER_DATABASE_URL": database_url}
         # Something for the examples to find: the example SMS of CALLR's pages.

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.api.auth import BearerTokens
+from receiver.api.auth import Tokens
 from receiver.forwarding.handlers import (
     HandlerError,
     HandlerExists,
@@ -19,6 +19,7 @@ from receiver.forwarding.handlers import (
     remove_handler,
     set_enabled,
 )
+from receiver.forwarding.outbox import retry_forward
 from receiver.http import JSONResponse, error_response, whole_number
 
 
@@ -105,20 +106,38 @@ def _new_handler(document: Any) -> NewHandler:
     )
 
 
-async def _list_or_create(request: Request) -> Response:
-    return await (create(request) if request.method == "POST" else list_all(request))
+async def retry(request: Request) -> Response:
+    """Send one forward again now, with a fresh set of attempts (dead or done ones)."""
+    raw: str = request.path_params["forward_id"]
+    forward_id = whole_number(raw) if len(raw) < 19 else None
+    if forward_id is None:
+        return error_response(404, "no such forward")
+    async with request.state.pool.acquire() as conn:
+        outcome = await retry_forward(conn, forward_id)
+    if outcome is None:
+        return error_response(404, "no such forward")
+    if not outcome:
+        return error_response(
+            409, "only a dead or delivered forward with a handler can be sent again"
+        )
+    return JSONResponse({"id": forward_id, "state": "pending"})
 
 
-def routes(tokens: BearerTokens) -> list[Route]:
-    """The handler routes, each behind the API tokens."""
+def routes(tokens: Tokens) -> list[Route]:
+    """The handler routes: listing for any token, changes for admin tokens."""
+    listing, adding = tokens.guard(list_all), tokens.admin(create)
+
+    async def either(request: Request) -> Response:
+        return await (adding if request.method == "POST" else listing)(request)
+
     return [
         # One route for both methods: a 405 on it then allows both.
-        Route("/api/v1/handlers", tokens.guard(_list_or_create), methods=["GET", "POST"]),
-        Route("/api/v1/handlers/{handler_id}", tokens.guard(delete), methods=["DELETE"]),
+        Route("/api/v1/handlers", either, methods=["GET", "POST"]),
+        Route("/api/v1/handlers/{handler_id}", tokens.admin(delete), methods=["DELETE"]),
         Route(
-            "/api/v1/handlers/{handler_id}/disable", tokens.guard(_toggle(False)), methods=["POST"]
+            "/api/v1/handlers/{handler_id}/disable", tokens.admin(_toggle(False)), methods=["POST"]
         ),
         Route(
-            "/api/v1/handlers/{handler_id}/enable", tokens.guard(_toggle(True)), methods=["POST"]
+            "/api/v1/handlers/{handler_id}/enable", tokens.admin(_toggle(True)), methods=["POST"]
         ),
     ]

@@ -67,6 +67,7 @@ _ERRORS = {
     "400": _json(_ref("Error"), "a parameter is wrong; `parameter` names it"),
     "401": _json(_ref("Error"), "no valid API token"),
 }
+_ADMIN = {"403": _json(_ref("Error"), "a read token: changes need an admin token")}
 _SINCE = _query("since", {"type": "string", "format": "date-time"}, "from this time (inclusive)")
 _UNTIL = _query("until", {"type": "string", "format": "date-time"}, "to this time (exclusive)")
 _LIMIT = _query(
@@ -412,6 +413,11 @@ _PATHS: dict[str, Any] = {
             _query("user_data", {"type": "string"}, ""),
             _query("from", {"type": "string"}, ""),
             _query("to", {"type": "string"}, ""),
+            _query(
+                "number",
+                {"type": "string", "pattern": "^[+ ]?[0-9 ().-]{1,40}$"},
+                "a phone number or its start, sent from or to (not with from or to)",
+            ),
             _query("network", {"type": "string"}, "MCC+MNC"),
             _SINCE,
             _UNTIL,
@@ -508,6 +514,7 @@ _PATHS: dict[str, Any] = {
                 "201": _json(_ref("Handler"), "registered"),
                 "409": _json(_ref("Error"), "a handler for this user_data (or the default) exists"),
                 **_ERRORS,
+                **_ADMIN,
             },
         },
     },
@@ -519,6 +526,26 @@ _PATHS: dict[str, Any] = {
                 "204": {"description": "removed"},
                 "404": _json(_ref("Error"), "no such handler"),
                 "401": _ERRORS["401"],
+                **_ADMIN,
+            },
+        }
+    },
+    "/api/v1/forwards/{forward_id}/retry": {
+        "post": {
+            "summary": "Send a dead (or delivered) forward again now, with a fresh set of attempts",
+            "parameters": [_path("forward_id", "forward id")],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"id": {"type": "integer"}, "state": {"type": "string"}},
+                    },
+                    "queued",
+                ),
+                "404": _json(_ref("Error"), "no such forward"),
+                "409": _json(_ref("Error"), "pending, in flight, or without a handler"),
+                "401": _ERRORS["401"],
+                **_ADMIN,
             },
         }
     },
@@ -531,6 +558,7 @@ _PATHS: dict[str, Any] = {
                     "200": _json(_ref("Handler"), "the handler"),
                     "404": _json(_ref("Error"), "no such handler"),
                     "401": _ERRORS["401"],
+                    **_ADMIN,
                 },
             }
         }

@@ -8,10 +8,12 @@ never shifts the pages after it.
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime
 from typing import Any
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -53,6 +55,48 @@ LIMIT $11
 JOIN messages m ON m.sms_id = page.sms_id
 ORDER BY page.status_at DESC, page.sms_id DESC
 """
+
+# The same page for a phone number or its start, sent or received: two range scans
+# of the numbers' prefix indexes, or the newest-first index filtered, whichever the
+# planner finds cheaper for the prefix at hand.
+_MESSAGES_BY_NUMBER = f"""
+SELECT {_MESSAGE_COLUMNS} FROM (
+SELECT m.sms_id, m.status_at FROM messages m
+WHERE ((m.from_number ~>=~ $1 AND m.from_number ~<~ $2)
+       OR (m.to_number ~>=~ $1 AND m.to_number ~<~ $2))
+  AND ($3::text IS NULL OR m.direction = $3)
+  AND (cardinality($4::text[]) = 0 OR m.status = ANY($4::text[]))
+  AND ($5::text IS NULL OR m.user_data = $5)
+  AND ($6::text IS NULL OR m.network = $6)
+  AND ($7::timestamptz IS NULL OR m.status_at >= $7)
+  AND ($8::timestamptz IS NULL OR m.status_at < $8)
+  AND ($9::timestamptz IS NULL OR (m.status_at, m.sms_id) < ($9, $10::text))
+ORDER BY m.status_at DESC, m.sms_id DESC
+LIMIT $11
+) page
+JOIN messages m ON m.sms_id = page.sms_id
+ORDER BY page.status_at DESC, page.sms_id DESC
+"""
+
+_NUMBER = re.compile(r"\+?[0-9]{1,20}")
+_SPACING = str.maketrans("", "", " -.()")
+
+
+def number_prefix(text: str) -> tuple[str, str]:
+    """The range of stored numbers that start with `text` (E.164: a `+` is implied).
+
+    Raises `BadParameter` for anything but digits, with an optional leading `+`
+    (spaces, dashes, dots and brackets are ignored).
+    """
+    compact = text.translate(_SPACING)
+    if not _NUMBER.fullmatch(compact):
+        raise BadParameter(
+            "number", "number must be a phone number or its start: digits, optionally after +"
+        )
+    start = compact if compact.startswith("+") else "+" + compact
+    # Every string that starts with `start` sorts below this one, byte by byte.
+    return start, start[:-1] + chr(ord(start[-1]) + 1)
+
 
 _HISTORY = """
 SELECT before, after, at, derived, event_id FROM transitions
@@ -143,105 +187,112 @@ def _body(raw: bytes) -> dict[str, Any]:
 
 
 class Queries:
-    """The query endpoints; cursors are signed with a key derived from the API tokens."""
+    """The query endpoints; cursors are signed with a key derived from the API tokens.
+
+    Each `*_page` / `*_detail` method reads on a connection and returns the data, so
+    that the console shows exactly what the API answers.
+    """
 
     def __init__(self, cursors: Cursors) -> None:
         self._cursors = cursors
 
     async def message(self, request: Request) -> Response:
-        sms_id = request.path_params["sms_id"].strip().lower()
-        if "\x00" in sms_id:  # no stored id holds one: PostgreSQL's text cannot
-            return error_response(404, f"no message {sms_id!r}")
+        sms_id = request.path_params["sms_id"]
         async with request.state.api_pool.acquire() as conn:
-            row = await conn.fetchrow(_MESSAGE, sms_id)
-            if row is None:
-                return error_response(404, f"no message {sms_id!r}")
-            history = await conn.fetch(_HISTORY, sms_id)
-            events = await conn.fetch(_MESSAGE_EVENTS, sms_id)
-            forwards = await conn.fetch(_MESSAGE_FORWARDS, sms_id)
-        return JSONResponse(
-            {
-                **_message(row),
-                "history": [dict(step) for step in history],
-                "events": [dict(event) for event in events],
-                "forwards": [dict(forward) for forward in forwards],
-            }
-        )
+            found = await message_detail(conn, sms_id)
+        if found is None:
+            return error_response(404, f"no message {sms_id.strip().lower()!r}")
+        return JSONResponse(found)
 
     async def messages(self, request: Request) -> Response:
+        async with request.state.api_pool.acquire() as conn:
+            return JSONResponse(await self.messages_page(conn, request.query_params))
+
+    async def messages_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
+        """A page of messages for the filters in `query`; raises `BadParameter`."""
         p = Params(
-            request.query_params,
+            query,
             allowed={
-                "direction", "status", "user_data", "from", "to", "network",
+                "direction", "status", "user_data", "from", "to", "number", "network",
                 "since", "until", "limit", "cursor",
             },
         )  # fmt: skip
         direction = p.choice("direction", ["outbound", "inbound"])
         statuses = p.choices("status", STATUSES)
-        filters = (p.text("user_data"), p.text("from"), p.text("to"), p.text("network"))
+        user_data, network = p.text("user_data"), p.text("network")
+        number = p.text("number")
+        numbers = (p.text("from"), p.text("to"))
         since, until = p.time("since"), p.time("until")
         limit = p.integer("limit", default=100, low=1, high=1000)
         after = self._position(p)
-        async with request.state.api_pool.acquire() as conn:
+        if number is not None:
+            if any(numbers):
+                raise BadParameter("number", "number searches both from and to: give one")
             rows = await conn.fetch(
-                _MESSAGES, direction, statuses, *filters, since, until, *after, limit + 1
+                _MESSAGES_BY_NUMBER,
+                *number_prefix(number),
+                direction,
+                statuses,
+                user_data,
+                network,
+                since,
+                until,
+                *after,
+                limit + 1,
+            )
+        else:
+            rows = await conn.fetch(
+                _MESSAGES,
+                direction,
+                statuses,
+                user_data,
+                *numbers,
+                network,
+                since,
+                until,
+                *after,
+                limit + 1,
             )
         items = [_message(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = self._cursors.encode([last["status_at"].isoformat(), last["sms_id"]])
-        return JSONResponse({"items": items, "next_cursor": next_cursor})
+        return {"items": items, "next_cursor": next_cursor}
 
     async def events(self, request: Request) -> Response:
-        p = Params(
-            request.query_params, allowed={"type", "state", "since", "until", "limit", "cursor"}
-        )
+        async with request.state.api_pool.acquire() as conn:
+            return JSONResponse(await self.events_page(conn, request.query_params))
+
+    async def events_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
+        """A page of events for the filters in `query`; raises `BadParameter`."""
+        p = Params(query, allowed={"type", "state", "since", "until", "limit", "cursor"})
         event_type, state = p.text("type"), p.choice("state", EVENT_STATES)
         since, until = p.time("since"), p.time("until")
         limit = p.integer("limit", default=100, low=1, high=1000)
         after = self._position(p)
-        async with request.state.api_pool.acquire() as conn:
-            rows = await conn.fetch(_EVENTS, event_type, state, since, until, *after, limit + 1)
+        rows = await conn.fetch(_EVENTS, event_type, state, since, until, *after, limit + 1)
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = self._cursors.encode([last["received_at"].isoformat(), last["event_id"]])
-        return JSONResponse({"items": [dict(r) for r in rows[:limit]], "next_cursor": next_cursor})
+        return {"items": [dict(r) for r in rows[:limit]], "next_cursor": next_cursor}
 
     async def event(self, request: Request) -> Response:
         event_id = request.path_params["event_id"]
-        if "\x00" in event_id:  # no stored id holds one: PostgreSQL's text cannot
-            return error_response(404, f"no event {event_id!r}")
         async with request.state.api_pool.acquire() as conn:
-            row = await conn.fetchrow(_EVENT, event_id)
-            if row is None:
-                return error_response(404, f"no event {event_id!r}")
-            deliveries = await conn.fetch(_DELIVERIES, event_id)
-        event = {k: v for k, v in dict(row).items() if k != "body"}
-        return JSONResponse(
-            {
-                **event,
-                **_body(row["body"]),
-                "deliveries": [
-                    {
-                        "try": d["attempt"],
-                        "received_at": d["received_at"],
-                        "headers": orjson.loads(d["headers"]),
-                        "conflict": d["conflict"],
-                        "subscription": d["subscription"],
-                        "remote_addr": d["remote_addr"],
-                        **(_body(d["body"]) if d["body"] is not None else {}),
-                    }
-                    for d in deliveries
-                ],
-            }
-        )
+            found = await event_detail(conn, event_id)
+        if found is None:
+            return error_response(404, f"no event {event_id!r}")
+        return JSONResponse(found)
 
     async def forwards(self, request: Request) -> Response:
-        p = Params(
-            request.query_params, allowed={"state", "handler", "since", "until", "limit", "cursor"}
-        )
+        async with request.state.api_pool.acquire() as conn:
+            return JSONResponse(await self.forwards_page(conn, request.query_params))
+
+    async def forwards_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
+        """A page of forwards for the filters in `query`; raises `BadParameter`."""
+        p = Params(query, allowed={"state", "handler", "since", "until", "limit", "cursor"})
         state = p.choice("state", FORWARD_STATES)
         handler = p.integer("handler", default=-1, low=0, high=2**62)
         since, until = p.time("since"), p.time("until")
@@ -250,18 +301,11 @@ class Queries:
         if position is not None and not (len(position) == 1 and isinstance(position[0], int)):
             raise BadParameter("cursor", "cursor is not one this API gave")
         after = position[0] if position else None
-        async with request.state.api_pool.acquire() as conn:
-            rows = await conn.fetch(
-                _FORWARDS,
-                state,
-                handler if handler >= 0 else None,
-                since,
-                until,
-                after,
-                limit + 1,
-            )
+        rows = await conn.fetch(
+            _FORWARDS, state, handler if handler >= 0 else None, since, until, after, limit + 1
+        )
         next_cursor = self._cursors.encode([rows[limit - 1]["id"]]) if len(rows) > limit else None
-        return JSONResponse({"items": [dict(r) for r in rows[:limit]], "next_cursor": next_cursor})
+        return {"items": [dict(r) for r in rows[:limit]], "next_cursor": next_cursor}
 
     def _position(self, p: Params) -> tuple[Any, Any]:
         position = self._cursors.decode(p.text("cursor"))
@@ -273,3 +317,49 @@ class Queries:
             return (datetime.fromisoformat(position[0]), position[1])
         except (TypeError, ValueError):
             raise BadParameter("cursor", "cursor is not one this API gave") from None
+
+
+async def message_detail(conn: Any, sms_id: str) -> dict[str, Any] | None:
+    """One message with its history, events and forwards; None when there is none."""
+    sms_id = sms_id.strip().lower()
+    if "\x00" in sms_id:  # no stored id holds one: PostgreSQL's text cannot
+        return None
+    row = await conn.fetchrow(_MESSAGE, sms_id)
+    if row is None:
+        return None
+    history = await conn.fetch(_HISTORY, sms_id)
+    events = await conn.fetch(_MESSAGE_EVENTS, sms_id)
+    forwards = await conn.fetch(_MESSAGE_FORWARDS, sms_id)
+    return {
+        **_message(row),
+        "history": [dict(step) for step in history],
+        "events": [dict(event) for event in events],
+        "forwards": [dict(forward) for forward in forwards],
+    }
+
+
+async def event_detail(conn: Any, event_id: str) -> dict[str, Any] | None:
+    """One event with its raw body and every delivery; None when there is none."""
+    if "\x00" in event_id:  # no stored id holds one: PostgreSQL's text cannot
+        return None
+    row = await conn.fetchrow(_EVENT, event_id)
+    if row is None:
+        return None
+    deliveries = await conn.fetch(_DELIVERIES, event_id)
+    event = {k: v for k, v in dict(row).items() if k != "body"}
+    return {
+        **event,
+        **_body(row["body"]),
+        "deliveries": [
+            {
+                "try": d["attempt"],
+                "received_at": d["received_at"],
+                "headers": orjson.loads(d["headers"]),
+                "conflict": d["conflict"],
+                "subscription": d["subscription"],
+                "remote_addr": d["remote_addr"],
+                **(_body(d["body"]) if d["body"] is not None else {}),
+            }
+            for d in deliveries
+        ],
+    }

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.api.auth import BearerTokens
+from receiver.api.auth import Tokens
+from receiver.api.handlers import retry
 from receiver.api.handlers import routes as handler_routes
 from receiver.api.openapi import DESCRIPTION
 from receiver.api.params import Cursors
@@ -22,14 +21,14 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(DESCRIPTION)
 
 
-def api_routes(tokens: BearerTokens) -> list[Route]:
+def api_routes(tokens: Tokens) -> list[Route]:
     """The API: handlers, queries, stats and the OpenAPI description."""
     # Cursors are signed with a key every process derives alike from the tokens.
-    key = hashlib.sha256(("receiver-cursors\n" + "\n".join(sorted(tokens.tokens))).encode())
-    queries = Queries(Cursors(key.digest()))
+    queries = Queries(Cursors(tokens.secret("receiver-cursors")))
     guard = tokens.guard
     return [
         *handler_routes(tokens),
+        Route("/api/v1/forwards/{forward_id}/retry", tokens.admin(retry), methods=["POST"]),
         Route("/api/v1/messages", guard(queries.messages), methods=["GET"]),
         Route("/api/v1/messages/{sms_id}", guard(queries.message), methods=["GET"]),
         Route("/api/v1/events", guard(queries.events), methods=["GET"]),

@@ -37,8 +37,16 @@ async def stats(request: Request) -> Response:
         raise BadParameter("since", "the window may span at most 366 days")
     group = p.choice("group_by", list(GROUPS))
     async with request.state.api_pool.acquire() as conn:
-        counted = await window(conn, since, until, group)
-        forwards = await conn.fetch(_FORWARDS, since, until)
+        body = await stats_of(conn, since, until, group)
+    return JSONResponse(body)
+
+
+async def stats_of(
+    conn: Any, since: datetime, until: datetime, group: str | None = None
+) -> dict[str, Any]:
+    """The figures of `/api/v1/stats` for a window, optionally grouped (the console's too)."""
+    counted = await window(conn, since, until, group)
+    forwards = await conn.fetch(_FORWARDS, since, until)
     groups, mo_received = _groups(counted.rows)
     traffic = counted.traffic
     body: dict[str, Any] = {
@@ -60,7 +68,7 @@ async def stats(request: Request) -> Response:
     else:
         body["group_by"] = group
         body["groups"] = groups
-    return JSONResponse(body)
+    return body
 
 
 _COUNTED = ("total", "terminal", "anomalies", *(status.value for status in Status))

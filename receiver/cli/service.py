@@ -26,11 +26,14 @@ from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, describe
 from receiver.http import whole_number
-from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
+from receiver.ingest.auth import TOKEN_FILE, ensure_secret_file, resolve_webhook_auth
 from receiver.logging import configure_logging
 from receiver.settings import Settings, load_settings
 
 log = structlog.get_logger("receiver.cli")
+
+# The admin token made at the first start on the embedded database, in the data folder.
+ADMIN_TOKEN_FILE = "console-admin-token"  # noqa: S105 (a file name, not a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +188,24 @@ def serve(args: argparse.Namespace) -> int:
     if database.embedded or args.migrate:
         upgrade(database.url)
     token_generated = settings.callr_url_token != given.callr_url_token
-    _announce(settings, database, host=args.host, port=args.port, token_generated=token_generated)
+    if database.embedded and not (settings.api_tokens or settings.admin_tokens):
+        # A new user's first start: an admin token, so the console opens at once.
+        admin = ensure_secret_file(settings.data_dir / ADMIN_TOKEN_FILE)
+        settings = settings.model_copy(update={"admin_tokens": (admin,)})
+    _announce(
+        settings,
+        database,
+        host=args.host,
+        port=args.port,
+        token_generated=token_generated,
+        admin_generated=settings.admin_tokens != given.admin_tokens,
+    )
     # The workers build their app from the environment: hand them what was decided here.
     os.environ["RECEIVER_DATABASE_URL"] = database.url
     if settings.callr_url_token:
         os.environ["RECEIVER_CALLR_URL_TOKEN"] = settings.callr_url_token
+    if settings.admin_tokens:
+        os.environ["RECEIVER_ADMIN_TOKENS"] = ",".join(settings.admin_tokens)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker counts into files here, and /metrics on any worker sums them.
         metrics_dir = tempfile.mkdtemp(prefix="receiver-metrics-")
@@ -286,7 +302,13 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def _announce(
-    settings: Settings, database: Database, *, host: str, port: int, token_generated: bool
+    settings: Settings,
+    database: Database,
+    *,
+    host: str,
+    port: int,
+    token_generated: bool,
+    admin_generated: bool,
 ) -> None:
     base = f"http://{host}:{port}"
     path = WEBHOOK_PATH
@@ -315,6 +337,17 @@ def _announce(
     if token_generated:
         lines.append(
             f"                  (token generated, kept in {settings.data_dir / TOKEN_FILE})"
+        )
+    if settings.api_tokens or settings.admin_tokens:
+        lines.append(f"  console         {base}/console")
+        if admin_generated:
+            lines.append(
+                "                  (sign in with the admin token in"
+                f" {settings.data_dir / ADMIN_TOKEN_FILE})"
+            )
+    else:
+        lines.append(
+            "  console, API    closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is set"
         )
     print("\n".join(lines), flush=True)
     log.info(

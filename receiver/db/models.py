@@ -159,6 +159,8 @@ class Delivery(Base):
         UniqueConstraint("event_id", "attempt", "fingerprint"),
         CheckConstraint("attempt >= 0", name="attempt_not_negative"),
         Index(None, "received_at"),
+        # The console's list of conflicting deliveries.
+        Index("ix_deliveries_conflicts", "received_at", postgresql_where=sql_text("conflict")),
     )
 
 
@@ -224,6 +226,17 @@ class Message(Base):
         ),
         # An MO looks for the latest MT sent to its sender.
         Index(None, "to_number", "created_at"),
+        # Searches by a phone number or its start (range conditions, `~>=~` and `~<~`).
+        Index(
+            "ix_messages_from_number_prefix",
+            "from_number",
+            postgresql_ops={"from_number": "text_pattern_ops"},
+        ),
+        Index(
+            "ix_messages_to_number_prefix",
+            "to_number",
+            postgresql_ops={"to_number": "text_pattern_ops"},
+        ),
     )
 
 
@@ -397,6 +410,8 @@ class Forward(Base):
         ),
         Index(None, "state", "created_at"),
         Index(None, "sms_id"),
+        # The replies to an MT.
+        Index(None, "mt_sms_id", postgresql_where=sql_text("mt_sms_id IS NOT NULL")),
         Index(None, "sender", "id", postgresql_where=sql_text("state = 'unrouted'")),
     )
 

@@ -1,4 +1,4 @@
-"""Operations on the forwards themselves: re-queueing them by filter."""
+"""Operations on the forwards themselves: re-queueing them by filter or one by one."""
 
 from __future__ import annotations
 
@@ -18,6 +18,18 @@ WHERE state = $1 AND handler_id IS NOT NULL
   AND ($4::timestamptz IS NULL OR created_at < $4)
   AND ($5::text IS NULL OR event_id = $5)
 RETURNING id
+"""
+
+
+_RETRY_ONE = """
+WITH queued AS (
+    UPDATE forwards SET state = 'pending', attempts = 0, next_attempt_at = now(),
+        last_error = NULL
+    WHERE id = $1 AND state IN ('dead', 'done') AND handler_id IS NOT NULL
+    RETURNING id
+)
+SELECT EXISTS (SELECT FROM forwards WHERE id = $1) AS found,
+    EXISTS (SELECT FROM queued) AS queued
 """
 
 
@@ -52,3 +64,18 @@ async def retry_forwards(conn: Any, selection: ForwardFilter) -> int:
         if rows:
             await wake_dispatchers(conn)
     return len(rows)
+
+
+async def retry_forward(conn: Any, forward_id: int) -> bool | None:
+    """Queue one dead or delivered forward for delivery now, with a fresh set of attempts.
+
+    True when queued; False when it cannot be sent again (pending, in flight, or with
+    no handler); None when there is no such forward.
+    """
+    async with conn.transaction():
+        row = await conn.fetchrow(_RETRY_ONE, forward_id)
+        if row["queued"]:
+            await wake_dispatchers(conn)
+    if not row["found"]:
+        return None
+    return bool(row["queued"])

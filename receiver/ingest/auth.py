@@ -92,7 +92,12 @@ def resolve_webhook_auth(settings: Settings, *, embedded: bool) -> Settings:
 
 def ensure_url_token(data_dir: Path) -> str:
     """The URL token kept in `data_dir`, made (readable by this user only) on first use."""
-    path = data_dir / TOKEN_FILE
+    return ensure_secret_file(data_dir / TOKEN_FILE)
+
+
+def ensure_secret_file(path: Path) -> str:
+    """The random token kept at `path`, made (readable by this user only) on first use."""
+    data_dir = path.parent
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -36,14 +36,14 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 async def test_every_route_needs_a_valid_token(
     method: str, path: str, headers: dict[str, str], make_settings: SettingsFactory
 ) -> None:
-    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+    async with running(create_app(make_settings(admin_tokens=TOKEN))) as client:
         response = await client.request(method, path, headers=headers, json={})
     assert response.status_code == 401
     assert response.json()["error"].startswith("a valid API token is required")
 
 
 async def test_the_webhook_token_does_not_open_the_api(make_settings: SettingsFactory) -> None:
-    settings = make_settings(api_tokens=TOKEN)
+    settings = make_settings(admin_tokens=TOKEN)
     async with running(create_app(settings)) as client:
         response = await client.get(
             "/api/v1/handlers", headers={"authorization": f"Bearer {settings.callr_url_token}"}
@@ -60,7 +60,7 @@ async def test_without_configured_tokens_the_api_is_closed(make_settings: Settin
 async def test_handlers_are_added_listed_toggled_and_removed(
     make_settings: SettingsFactory,
 ) -> None:
-    async with running(create_app(make_settings(api_tokens=f"other,{TOKEN}"))) as client:
+    async with running(create_app(make_settings(admin_tokens=f"other,{TOKEN}"))) as client:
         created = await client.post(
             "/api/v1/handlers",
             headers=AUTH,
@@ -110,7 +110,7 @@ async def test_handlers_are_added_listed_toggled_and_removed(
 async def test_a_bad_handler_is_refused_with_the_reason(
     body: object, error: str, make_settings: SettingsFactory
 ) -> None:
-    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+    async with running(create_app(make_settings(admin_tokens=TOKEN))) as client:
         response = await client.post("/api/v1/handlers", headers=AUTH, json=body)
     assert response.status_code == 400
     assert response.json()["error"].startswith(error)
@@ -181,7 +181,7 @@ async def test_a_handler_id_that_is_not_one_is_a_404(
     make_settings: SettingsFactory, handler_id: str
 ) -> None:
     # "¹".isdigit() is true and int("¹") fails: found by schemathesis (a 500 then).
-    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+    async with running(create_app(make_settings(admin_tokens=TOKEN))) as client:
         for method, path in (
             ("POST", f"/api/v1/handlers/{handler_id}/enable"),
             ("POST", f"/api/v1/handlers/{handler_id}/disable"),
@@ -229,7 +229,7 @@ async def test_the_description_of_a_new_handler_accepts_what_the_api_accepts(
     body: dict[str, Any], accepted: bool, make_settings: SettingsFactory
 ) -> None:
     # Client generators and contract testers build requests from the description.
-    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+    async with running(create_app(make_settings(admin_tokens=TOKEN))) as client:
         description = (await client.get("/api/v1/openapi.json", headers=AUTH)).json()
         response = await client.post("/api/v1/handlers", headers=AUTH, json=body)
     schema = description["components"]["schemas"]["NewHandler"]
@@ -240,7 +240,7 @@ async def test_the_description_of_a_new_handler_accepts_what_the_api_accepts(
 async def test_a_method_the_handlers_route_does_not_take_is_told_the_ones_it_does(
     make_settings: SettingsFactory,
 ) -> None:
-    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+    async with running(create_app(make_settings(admin_tokens=TOKEN))) as client:
         response = await client.request("PUT", "/api/v1/handlers", headers=AUTH, json={})
     assert response.status_code == 405
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
@@ -249,9 +249,59 @@ async def test_a_method_the_handlers_route_does_not_take_is_told_the_ones_it_doe
 async def test_a_handler_url_with_a_port_out_of_range_is_refused(
     make_settings: SettingsFactory,
 ) -> None:
-    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+    async with running(create_app(make_settings(admin_tokens=TOKEN))) as client:
         response = await client.post(
             "/api/v1/handlers", headers=AUTH, json={"default": True, "url": "http://h:99999/"}
         )
     assert response.status_code == 400
     assert response.json() == {"error": "url has a port that is not 0 to 65535: 'http://h:99999/'"}
+
+
+READ_TOKEN = "read-token-for-tests"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/handlers", {"default": True, "url": "http://127.0.0.1:9/"}),
+        ("DELETE", "/api/v1/handlers/{id}", None),
+        ("POST", "/api/v1/handlers/{id}/disable", None),
+        ("POST", "/api/v1/handlers/{id}/enable", None),
+        ("POST", "/api/v1/forwards/1/retry", None),
+    ],
+)
+async def test_a_read_token_reads_but_may_not_change(
+    method: str, path: str, body: Any, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(api_tokens=READ_TOKEN, admin_tokens=TOKEN)
+    reader = {"authorization": f"Bearer {READ_TOKEN}"}
+    async with running(create_app(settings)) as client:
+        created = await client.post(
+            "/api/v1/handlers", headers=AUTH, json={"user_data": "x", "url": "http://127.0.0.1:9/"}
+        )
+        assert created.status_code == 201
+        refused = await client.request(
+            method, path.format(id=created.json()["id"]), headers=reader, json=body
+        )
+        listed = await client.get("/api/v1/handlers", headers=reader)
+    assert refused.status_code == 403
+    assert "admin token" in refused.json()["error"]
+    # Nothing changed: the one handler is there, enabled.
+    assert [(h["user_data"], h["enabled"]) for h in listed.json()["items"]] == [("x", True)]
+
+
+async def test_an_admin_token_reads_too(make_settings: SettingsFactory) -> None:
+    settings = make_settings(api_tokens=READ_TOKEN, admin_tokens=TOKEN)
+    async with running(create_app(settings)) as client:
+        messages = await client.get("/api/v1/messages", headers=AUTH)
+        status = await client.get("/api/v1/status", headers=AUTH)
+    assert messages.status_code == 200
+    assert status.status_code == 200
+
+
+async def test_retry_answers_404_for_no_such_forward(make_settings: SettingsFactory) -> None:
+    async with running(create_app(make_settings(admin_tokens=TOKEN))) as client:
+        missing = await client.post("/api/v1/forwards/12345/retry", headers=AUTH)
+        nonsense = await client.post("/api/v1/forwards/abc/retry", headers=AUTH)
+    assert missing.status_code == 404
+    assert nonsense.status_code == 404
