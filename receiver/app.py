@@ -17,6 +17,7 @@ from receiver import heap
 from receiver.api.auth import Tokens
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
+from receiver.console import console_routes
 from receiver.daily_stats import keep
 from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
 from receiver.db.migrate import head_revision
@@ -163,6 +164,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
         Route("/metrics", MetricsEndpoint(settings.metrics_token).metrics, methods=["GET"]),
         *api_routes(tokens),
+        *console_routes(settings, tokens),
     ]
     app = Starlette(
         routes=routes,

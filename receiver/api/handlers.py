@@ -35,7 +35,7 @@ async def create(request: Request) -> Response:
     except orjson.JSONDecodeError as error:
         return error_response(400, f"body is not valid JSON: {error}")
     try:
-        new = _new_handler(document)
+        new = new_handler(document)
         async with request.state.pool.acquire() as conn:
             handler, routed = await add_handler(conn, new)
     except HandlerError as error:
@@ -71,7 +71,7 @@ def _handler_id(request: Request) -> int | None:
     return whole_number(raw) if len(raw) < 19 else None
 
 
-def _new_handler(document: Any) -> NewHandler:
+def new_handler(document: Any) -> NewHandler:
     if not isinstance(document, dict):
         raise HandlerError("body must be a JSON object")
     known = {"user_data", "default", "url", "secret", "timeout", "events", "status_filter"}

@@ -42,9 +42,12 @@ async def stats(request: Request) -> Response:
 
 
 async def stats_of(
-    conn: Any, since: datetime, until: datetime, group: str | None = None
+    conn: Any, since: datetime, until: datetime, group: str | None = None, *, overall: bool = False
 ) -> dict[str, Any]:
-    """The figures of `/api/v1/stats` for a window, optionally grouped (the console's too)."""
+    """The figures of `/api/v1/stats` for a window, optionally grouped (the console's too).
+
+    `overall` adds the ungrouped `outbound` summary to a grouped answer, from the same rows.
+    """
     counted = await window(conn, since, until, group)
     forwards = await conn.fetch(_FORWARDS, since, until)
     groups, mo_received = _groups(counted.rows)
@@ -68,6 +71,9 @@ async def stats_of(
     else:
         body["group_by"] = group
         body["groups"] = groups
+        if overall:
+            whole, _ = _groups([{**dict(row), "key": None} for row in counted.rows])
+            body["outbound"] = whole[0] if whole else _group(None, None, {})
     return body
 
 

@@ -15,6 +15,7 @@ from receiver.callr.envelope import HANDLED_TYPES, parse_envelope
 from receiver.callr.signature import HEADER as SIGNATURE_HEADER
 from receiver.http import JSONResponse, error_response, whole_number
 from receiver.ingest.auth import WebhookAuth
+from receiver.ingest.recent import RECENT_REFUSALS
 from receiver.ingest.store import Incoming, Outcome, Result
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter, Overloaded
 
@@ -71,6 +72,7 @@ class WebhookEndpoint:
             request.path_params.get("token", "")
         ):
             metrics.WEBHOOKS.labels("unknown_url", "none").inc()
+            RECENT_REFUSALS.add()
             return error_response(404, "Not Found")
         declared = whole_number(request.headers.get("content-length"))
         if declared is not None and declared > self.max_body_bytes:
@@ -109,6 +111,7 @@ class WebhookEndpoint:
     def _refuse(self, request: Request, status: int, reason: str) -> Response:
         log.warning("webhook_rejected", status=status, reason=reason, client=_client(request))
         metrics.WEBHOOKS.labels(_REFUSED.get(status, str(status)), "none").inc()
+        RECENT_REFUSALS.add()
         return error_response(status, reason)
 
     def _log(

@@ -1,0 +1,55 @@
+"""The web console under `/console`: server-rendered pages over the API's own reads.
+
+For support (find an SMS, see what happened to it), handler owners (replies, their
+attempts, send a dead one again) and on-call (traffic, refusals, backlog, failing
+handlers). Signed in with a read or admin token; changes need an admin token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from receiver.api.auth import Tokens
+from receiver.api.params import Cursors
+from receiver.api.queries import Queries
+from receiver.console.mask import Mask
+from receiver.console.session import Sessions
+from receiver.console.views import Console
+from receiver.settings import Settings
+
+
+def console_routes(settings: Settings, tokens: Tokens) -> list[BaseRoute]:
+    """Every route of the console; its pages share the API's cursors, so links carry over."""
+    console = Console(
+        Sessions(tokens, hours=settings.console_session_hours),
+        Queries(Cursors(tokens.secret("receiver-cursors"))),
+        Mask(settings.console_mask),
+    )
+    page, action = console.page, console.action
+    return [
+        Route("/console", page(console.overview), methods=["GET"]),
+        Route("/console/login", console.login_page, methods=["GET"]),
+        Route("/console/login", console.login, methods=["POST"]),
+        Route("/console/logout", action(console.logout, admin=False), methods=["POST"]),
+        Route("/console/messages", page(console.messages), methods=["GET"]),
+        Route("/console/messages/{sms_id}", page(console.message), methods=["GET"]),
+        Route("/console/events", page(console.events), methods=["GET"]),
+        Route("/console/events/{event_id}", page(console.event), methods=["GET"]),
+        Route("/console/forwards", page(console.forwards), methods=["GET"]),
+        Route("/console/forwards/retry", action(console.retry), methods=["POST"]),
+        Route("/console/handlers", page(console.handlers), methods=["GET"]),
+        Route("/console/handlers", action(console.add_handler), methods=["POST"]),
+        Route(
+            "/console/handlers/{handler_id}/{change}",
+            action(console.change_handler),
+            methods=["POST"],
+        ),
+        Mount(
+            "/console/static",
+            StaticFiles(directory=Path(__file__).parent / "static"),
+            name="console-static",
+        ),
+    ]

@@ -1,0 +1,166 @@
+"""What the console reads beyond the API's own queries, each by an index.
+
+Traffic by minute (events and deliveries by `received_at`), forwards by state, the
+health of each handler over the last day, the replies to an MT, the attempts of a
+message's forwards, and the conflicting deliveries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from receiver.ingest.recent import RECENT_REFUSALS
+
+# Webhooks by result per bucket: events by state (the first delivery of each), and
+# deliveries (every further one is a duplicate: another try or a conflict).
+_EVENTS_BY_BUCKET = """
+SELECT date_bin($2::interval, received_at, $1) AS at, state, count(*) AS n
+FROM events WHERE received_at >= $1 GROUP BY 1, 2
+"""
+_DELIVERIES_BY_BUCKET = """
+SELECT date_bin($2::interval, received_at, $1) AS at, count(*) AS n
+FROM deliveries WHERE received_at >= $1 GROUP BY 1
+"""
+
+_FORWARD_COUNTS = """
+SELECT (SELECT count(*) FROM forwards WHERE state IN ('pending', 'in_flight') AND attempts = 0)
+        AS pending,
+    (SELECT count(*) FROM forwards WHERE state IN ('pending', 'in_flight') AND attempts > 0)
+        AS retrying,
+    (SELECT count(*) FROM forwards WHERE state = 'dead') AS dead,
+    (SELECT count(*) FROM forwards WHERE state = 'unrouted') AS unrouted
+"""
+
+_HANDLER_HEALTH = """
+SELECT handler_id,
+    count(*) FILTER (WHERE state = 'done') AS delivered,
+    count(*) FILTER (WHERE state IN ('pending', 'in_flight') AND attempts > 0) AS retrying,
+    count(*) FILTER (WHERE state = 'dead') AS dead,
+    (array_agg(last_error ORDER BY id DESC) FILTER (WHERE last_error IS NOT NULL))[1]
+        AS last_error
+FROM forwards
+WHERE state IN ('done', 'dead', 'pending', 'in_flight') AND created_at >= $1
+GROUP BY handler_id
+"""
+
+_REPLIES = """
+SELECT f.id, f.sms_id, f.rule, f.handler_id, f.state, f.created_at
+FROM forwards f WHERE f.mt_sms_id = $1 AND f.kind = 'reply' ORDER BY f.id
+"""
+
+_ATTEMPTS = """
+SELECT forward_id, at, status_code, excerpt, error, duration_ms
+FROM forward_attempts WHERE forward_id = ANY($1::bigint[]) ORDER BY id
+"""
+
+_CONFLICTS = """
+SELECT d.id, d.event_id, d.attempt, d.received_at, d.remote_addr, e.type, e.sms_id
+FROM deliveries d JOIN events e ON e.event_id = d.event_id
+WHERE d.conflict
+  AND ($1::timestamptz IS NULL OR d.received_at >= $1)
+  AND ($2::timestamptz IS NULL OR d.received_at < $2)
+  AND ($3::bigint IS NULL OR d.id < $3)
+ORDER BY d.received_at DESC, d.id DESC
+LIMIT $4
+"""
+
+RESULTS = ("stored", "duplicate", "unhandled", "invalid", "refused")
+_STATE_RESULT = {"processed": "stored", "unhandled": "unhandled", "invalid": "invalid"}
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A span of the overview: how far back, and the width of a chart's bar."""
+
+    name: str
+    span: timedelta
+    bucket: timedelta
+
+    def start(self, now: datetime) -> datetime:
+        """The first bucket's start: whole buckets, the last one holding `now`."""
+        seconds = self.bucket.total_seconds()
+        aligned = datetime.fromtimestamp(now.timestamp() // seconds * seconds, UTC)
+        return aligned - self.span + self.bucket
+
+
+WINDOWS = {
+    "hour": Window("hour", timedelta(hours=1), timedelta(minutes=1)),
+    "day": Window("day", timedelta(days=1), timedelta(minutes=15)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """Webhooks a minute by result, one value per bucket."""
+
+    buckets: list[datetime]
+    per_minute: dict[str, list[float]]
+    totals: dict[str, int]
+
+
+async def traffic(conn: Any, window: Window, now: datetime | None = None) -> Traffic:
+    """Webhooks a minute by result over `window` (refusals: this process's, since it started)."""
+    start = window.start(now or datetime.now(UTC))
+    count = int(window.span / window.bucket)
+    buckets = [start + i * window.bucket for i in range(count)]
+    index = {at: i for i, at in enumerate(buckets)}
+    counts = {name: [0] * count for name in RESULTS}
+    firsts = [0] * count
+    for row in await conn.fetch(_EVENTS_BY_BUCKET, start, window.bucket):
+        i = index.get(row["at"])
+        if i is not None:
+            counts[_STATE_RESULT.get(row["state"], "stored")][i] += row["n"]
+            firsts[i] += row["n"]
+    for row in await conn.fetch(_DELIVERIES_BY_BUCKET, start, window.bucket):
+        i = index.get(row["at"])
+        if i is not None:
+            counts["duplicate"][i] += max(row["n"] - firsts[i], 0)
+    for at, n in RECENT_REFUSALS.since(start, window.bucket):
+        i = index.get(at)
+        if i is not None:
+            counts["refused"][i] += n
+    minutes = window.bucket.total_seconds() / 60
+    return Traffic(
+        buckets=buckets,
+        per_minute={name: [n / minutes for n in values] for name, values in counts.items()},
+        totals={name: sum(values) for name, values in counts.items()},
+    )
+
+
+async def forward_counts(conn: Any) -> dict[str, int]:
+    """Forwards waiting for their first attempt, retrying, dead and waiting for a handler."""
+    return dict(await conn.fetchrow(_FORWARD_COUNTS))
+
+
+async def handler_health(conn: Any, now: datetime | None = None) -> dict[int, dict[str, Any]]:
+    """Per handler id, its forwards of the last day: delivered, retrying, dead, last error."""
+    since = (now or datetime.now(UTC)) - timedelta(days=1)
+    return {row["handler_id"]: dict(row) for row in await conn.fetch(_HANDLER_HEALTH, since)}
+
+
+async def replies_to(conn: Any, sms_id: str) -> list[dict[str, Any]]:
+    """The MOs routed as replies to the MT `sms_id`, with their rule."""
+    return [dict(row) for row in await conn.fetch(_REPLIES, sms_id)]
+
+
+async def attempts_of(conn: Any, forward_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Every attempt of each forward, oldest first."""
+    found: dict[int, list[dict[str, Any]]] = {i: [] for i in forward_ids}
+    if forward_ids:
+        for row in await conn.fetch(_ATTEMPTS, forward_ids):
+            found[row["forward_id"]].append(dict(row))
+    return found
+
+
+async def conflicts(
+    conn: Any,
+    since: datetime | None,
+    until: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Conflicting deliveries, newest first (a page of `limit`, before `before_id`)."""
+    rows = await conn.fetch(_CONFLICTS, since, until, before_id, limit)
+    return [dict(row) for row in rows]

@@ -1,0 +1,521 @@
+"""The console's pages and forms, rendered on the server from the API's own reads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import jinja2
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from receiver.api.handlers import new_handler
+from receiver.api.params import BadParameter, Params
+from receiver.api.queries import (
+    EVENT_STATES,
+    FORWARD_STATES,
+    STATUSES,
+    Queries,
+    event_detail,
+    message_detail,
+)
+from receiver.api.stats import stats_of
+from receiver.console import reads
+from receiver.console.chart import COLOURS, stacked_bars
+from receiver.console.mask import Mask
+from receiver.console.session import Session, Sessions
+from receiver.forwarding.handlers import (
+    HandlerError,
+    HandlerExists,
+    add_handler,
+    list_handlers,
+    remove_handler,
+    set_enabled,
+)
+from receiver.forwarding.outbox import retry_forward
+from receiver.http import whole_number
+from receiver.projection.backlog import backlog
+
+Page = Callable[[Request, Session], Awaitable[Response]]
+
+_TEMPLATES = Path(__file__).parent / "templates"
+# A number search: digits, an optional leading +, the usual spacing; at most E.164's 15.
+_LOOKS_LIKE_NUMBER = re.compile(r"\+?[0-9 ().-]{1,24}")
+_FORM_MAX_BYTES = 64 * 1024
+_NOTICES = {
+    "retried": "{n} forward(s) queued to be sent again.",
+    "not-retried": "{n} forward(s) could not be sent again (pending, in flight, or no handler).",
+    "added": "Handler added.",
+    "removed": "Handler removed; its undelivered forwards are routed again.",
+    "enabled": "Handler enabled.",
+    "disabled": "Handler disabled.",
+    "signed-out": "Signed out.",
+}
+_CLOSED = "The console is closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is configured."
+# Every console answer: never cached, never framed, scripts and styles from here only.
+SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "content-security-policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:;"
+        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'; connect-src 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "x-frame-options": "DENY",
+}
+
+
+class Console:
+    """Every page and form of `/console`."""
+
+    def __init__(self, sessions: Sessions, queries: Queries, mask: Mask) -> None:
+        self.sessions = sessions
+        self.queries = queries
+        self.mask = mask
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(_TEMPLATES),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        env.filters["number"] = mask.number
+        env.filters["sms_text"] = mask.message_text
+        env.filters["raw_body"] = mask.body
+        env.filters["when"] = _when
+        env.filters["ago"] = _ago
+        env.filters["seconds"] = _seconds
+        env.filters["percent"] = _percent
+        env.globals["colours"] = COLOURS
+        self.templates = Jinja2Templates(env=env)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def render(
+        self,
+        request: Request,
+        session: Session | None,
+        name: str,
+        status_code: int = 200,
+        **context: Any,
+    ) -> Response:
+        notice = _NOTICES.get(request.query_params.get("notice", ""), "")
+        context = {
+            "session": session,
+            "notice": notice.format(n=whole_number(request.query_params.get("n")) or 0),
+            "masked": self.mask.numbers or self.mask.text,
+            **context,
+        }
+        return self.templates.TemplateResponse(
+            request, name, context, status_code=status_code, headers=SECURITY_HEADERS
+        )
+
+    def page(self, view: Page) -> Callable[[Request], Awaitable[Response]]:
+        """A GET page: the sign-in page for a request with no valid session."""
+
+        async def guarded(request: Request) -> Response:
+            session = self.sessions.read(request)
+            if session is None:
+                return _to_login(request)
+            try:
+                return await view(request, session)
+            except BadParameter as error:
+                return self.render(
+                    request, session, "error.html", status_code=400, message=str(error)
+                )
+
+        return guarded
+
+    def action(self, view: Page, *, admin: bool = True) -> Callable[[Request], Awaitable[Response]]:
+        """A form post: a session, its CSRF token, and (for changes) an admin token."""
+
+        async def guarded(request: Request) -> Response:
+            session = self.sessions.read(request)
+            if session is None:
+                return _to_login(request)
+            form = await _form(request)
+            if form is None:
+                return self.render(
+                    request, session, "error.html", 413, message="The form is too large."
+                )
+            if not session.csrf_matches(form.get("csrf")):
+                return self.render(
+                    request,
+                    session,
+                    "error.html",
+                    403,
+                    message="This form is not from this console session (its CSRF token is"
+                    " missing or old). Reload the page and try again.",
+                )
+            if admin and not session.admin:
+                return self.render(
+                    request,
+                    session,
+                    "error.html",
+                    403,
+                    message="Signed in with a read token: changes need an admin token"
+                    " (RECEIVER_ADMIN_TOKENS).",
+                )
+            request.state.form = form
+            return await view(request, session)
+
+        return guarded
+
+    # -- sign-in ----------------------------------------------------------------------------
+
+    async def login_page(self, request: Request) -> Response:
+        if self.sessions.read(request) is not None:
+            return RedirectResponse(_next(request.query_params.get("next")), 303)
+        return self.render(
+            request,
+            None,
+            "login.html",
+            next=request.query_params.get("next", ""),
+            error=None if self.sessions.open else _CLOSED,
+        )
+
+    async def login(self, request: Request) -> Response:
+        form = await _form(request) or QueryParams()
+        target = _next(form.get("next"))
+        response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
+        if self.sessions.sign_in(request, response, form.get("token", "")) is None:
+            return self.render(
+                request,
+                None,
+                "login.html",
+                401,
+                next=form.get("next", ""),
+                error="That token opens nothing here." if self.sessions.open else _CLOSED,
+            )
+        return response
+
+    async def logout(self, request: Request, session: Session) -> Response:
+        response = RedirectResponse("/console/login?notice=signed-out", 303)
+        self.sessions.sign_out(request, response)
+        return response
+
+    # -- pages ------------------------------------------------------------------------------
+
+    async def overview(self, request: Request, session: Session) -> Response:
+        asked = request.query_params.get("window", "hour")
+        window = reads.WINDOWS.get(asked, reads.WINDOWS["hour"])
+        now = datetime.now(UTC)
+        async with request.state.api_pool.acquire() as conn:
+            traffic = await reads.traffic(conn, window, now)
+            figures = await stats_of(conn, now - window.span, now, "network", overall=True)
+            forwards = await reads.forward_counts(conn)
+            behind = await backlog(conn)
+        chart = stacked_bars(
+            f"Webhooks a minute by result, the last {window.name}",
+            traffic.buckets,
+            traffic.per_minute,
+        )
+        return self.render(
+            request,
+            session,
+            "overview.html",
+            window=window,
+            chart=chart,
+            traffic=traffic,
+            figures=figures,
+            forwards=forwards,
+            backlog=behind,
+            lag=behind.lag_seconds(now),
+            refresh=True,
+        )
+
+    async def messages(self, request: Request, session: Session) -> Response:
+        query = _in_utc(request.query_params)
+        q = (query.get("q") or "").strip()
+        params = [(k, v) for k, v in query.multi_items() if k != "q" and v.strip()]
+        searched = ""
+        if q:
+            if _LOOKS_LIKE_NUMBER.fullmatch(q) and any(c.isdigit() for c in q):
+                params.append(("number", q))
+                searched = "number"
+            else:
+                async with request.state.api_pool.acquire() as conn:
+                    found = await message_detail(conn, q)
+                if found is not None:
+                    return RedirectResponse(f"/console/messages/{found['id']}", 303)
+                params.append(("user_data", q))
+                searched = "user_data"
+        async with request.state.api_pool.acquire() as conn:
+            page = await self.queries.messages_page(conn, QueryParams(params))
+        return self.render(
+            request,
+            session,
+            "messages.html",
+            page=page,
+            q=q,
+            searched=searched,
+            filters=dict(query),
+            statuses=STATUSES,
+            next_url=_next_page(query, page["next_cursor"]),
+        )
+
+    async def message(self, request: Request, session: Session) -> Response:
+        async with request.state.api_pool.acquire() as conn:
+            found = await message_detail(conn, request.path_params["sms_id"])
+            if found is None:
+                return self.render(
+                    request,
+                    session,
+                    "error.html",
+                    404,
+                    message=f"No SMS has the id {request.path_params['sms_id']!r}.",
+                )
+            events = [await event_detail(conn, e["event_id"]) for e in found["events"]]
+            replies = await reads.replies_to(conn, found["id"])
+            forward_ids = [f["id"] for f in found["forwards"]]
+            attempts = await reads.attempts_of(conn, forward_ids)
+            handlers = {h.id: h for h in await list_handlers(conn)}
+        return self.render(
+            request,
+            session,
+            "message.html",
+            m=found,
+            events=[e for e in events if e is not None],
+            replies=replies,
+            attempts=attempts,
+            handlers=handlers,
+            back=request.url.path,
+        )
+
+    async def events(self, request: Request, session: Session) -> Response:
+        query = _in_utc(request.query_params)
+        kind = query.get("kind", "invalid")
+        if kind == "conflict":
+            p_since, p_until = _time(query, "since"), _time(query, "until")
+            before = whole_number(query.get("before"))
+            async with request.state.api_pool.acquire() as conn:
+                rows = await reads.conflicts(conn, p_since, p_until, before, 101)
+            next_url = None
+            if len(rows) > 100:
+                rest = [(k, v) for k, v in query.multi_items() if k != "before"]
+                next_url = "?" + urlencode([*rest, ("before", str(rows[99]["id"]))])
+            return self.render(
+                request,
+                session,
+                "events.html",
+                kind=kind,
+                conflicts=rows[:100],
+                page=None,
+                filters=dict(query),
+                next_url=next_url,
+                states=EVENT_STATES,
+            )
+        if kind not in ("invalid", "unhandled"):
+            raise BadParameter("kind", "kind must be invalid, unhandled or conflict")
+        params = [(k, v) for k, v in query.multi_items() if k != "kind" and v.strip()]
+        async with request.state.api_pool.acquire() as conn:
+            page = await self.queries.events_page(
+                conn, QueryParams([*params, ("state", kind), ("limit", "100")])
+            )
+        return self.render(
+            request,
+            session,
+            "events.html",
+            kind=kind,
+            conflicts=None,
+            page=page,
+            filters=dict(query),
+            next_url=_next_page(query, page["next_cursor"]),
+            states=EVENT_STATES,
+        )
+
+    async def event(self, request: Request, session: Session) -> Response:
+        async with request.state.api_pool.acquire() as conn:
+            found = await event_detail(conn, request.path_params["event_id"])
+        if found is None:
+            return self.render(request, session, "error.html", 404, message="No such event.")
+        return self.render(request, session, "event.html", event=found)
+
+    async def forwards(self, request: Request, session: Session) -> Response:
+        query = request.query_params
+        params = [(k, v) for k, v in query.multi_items() if v.strip()]
+        async with request.state.api_pool.acquire() as conn:
+            page = await self.queries.forwards_page(conn, QueryParams(params))
+            handlers = {h.id: h for h in await list_handlers(conn)}
+            counts = await reads.forward_counts(conn)
+        return self.render(
+            request,
+            session,
+            "forwards.html",
+            page=page,
+            handlers=handlers,
+            counts=counts,
+            filters=dict(query),
+            states=FORWARD_STATES,
+            next_url=_next_page(query, page["next_cursor"]),
+            back=str(request.url.path) + ("?" + request.url.query if request.url.query else ""),
+        )
+
+    async def retry(self, request: Request, session: Session) -> Response:
+        form: QueryParams = request.state.form
+        ids = [i for i in (whole_number(v) for v in form.getlist("forward")) if i is not None]
+        queued = refused = 0
+        async with request.state.pool.acquire() as conn:
+            for forward_id in ids[:1000]:
+                if await retry_forward(conn, forward_id):
+                    queued += 1
+                else:
+                    refused += 1
+        notice = ("not-retried", refused) if refused and not queued else ("retried", queued)
+        return _back(form, notice)
+
+    async def handlers(self, request: Request, session: Session) -> Response:
+        async with request.state.api_pool.acquire() as conn:
+            listed = await list_handlers(conn)
+            health = await reads.handler_health(conn)
+        return self.render(
+            request, session, "handlers.html", handlers=listed, health=health, error=None, form={}
+        )
+
+    async def add_handler(self, request: Request, session: Session) -> Response:
+        form: QueryParams = request.state.form
+        document: dict[str, Any] = {"url": form.get("url", "").strip()}
+        if form.get("default"):
+            document["default"] = True
+        else:
+            document["user_data"] = form.get("user_data", "")
+        if form.get("secret"):
+            document["secret"] = form["secret"]
+        timeout = form.get("timeout", "").strip()
+        if timeout:
+            try:
+                document["timeout"] = float(timeout)
+            except ValueError:
+                document["timeout"] = timeout  # refused below, with the API's message
+        document["events"] = form.getlist("events") or ["replies"]
+        if "status" in document["events"]:
+            document["status_filter"] = form.get("status_filter") or "all"
+        try:
+            new = new_handler(document)
+            async with request.state.pool.acquire() as conn:
+                await add_handler(conn, new)
+        except HandlerError as error:
+            async with request.state.api_pool.acquire() as conn:
+                listed = await list_handlers(conn)
+                health = await reads.handler_health(conn)
+            return self.render(
+                request,
+                session,
+                "handlers.html",
+                409 if isinstance(error, HandlerExists) else 400,
+                handlers=listed,
+                health=health,
+                error=str(error),
+                form=dict(form),
+            )
+        return RedirectResponse("/console/handlers?notice=added", 303)
+
+    async def change_handler(self, request: Request, session: Session) -> Response:
+        raw = request.path_params["handler_id"]
+        handler_id = whole_number(raw) if len(raw) < 19 else None
+        change = request.path_params["change"]
+        done = False
+        if handler_id is not None:
+            async with request.state.pool.acquire() as conn:
+                if change == "remove":
+                    done = await remove_handler(conn, handler_id)
+                elif change in ("enable", "disable"):
+                    changed = await set_enabled(conn, handler_id, enabled=change == "enable")
+                    done = changed is not None
+        if not done:
+            return self.render(request, session, "error.html", 404, message="No such handler.")
+        notice = {"remove": "removed", "enable": "enabled", "disable": "disabled"}[change]
+        return RedirectResponse(f"/console/handlers?notice={notice}", 303)
+
+
+async def _form(request: Request) -> QueryParams | None:
+    """The urlencoded form of a post; None when it is larger than a form can be."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_MAX_BYTES:
+            return None
+    return QueryParams(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _next(target: str | None) -> str:
+    """Where to go after signing in: a console page of this host, never elsewhere."""
+    if (
+        target
+        and target.startswith("/console")
+        and not target.startswith("/console/login")
+        and "\\" not in target
+        and "//" not in target
+    ):
+        return target
+    return "/console"
+
+
+def _to_login(request: Request) -> Response:
+    target = request.url.path + ("?" + request.url.query if request.url.query else "")
+    if request.method != "GET":
+        target = "/console"
+    return RedirectResponse(
+        "/console/login?" + urlencode({"next": target}), 303, headers=SECURITY_HEADERS
+    )
+
+
+def _back(form: QueryParams, notice: tuple[str, int]) -> Response:
+    target = _next(form.get("back"))
+    separator = "&" if "?" in target else "?"
+    code, n = notice
+    return RedirectResponse(f"{target}{separator}notice={code}&n={n}", 303)
+
+
+def _next_page(query: QueryParams, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    kept = [(k, v) for k, v in query.multi_items() if k not in ("cursor", "notice", "n")]
+    return "?" + urlencode([*kept, ("cursor", cursor)])
+
+
+def _in_utc(query: QueryParams) -> QueryParams:
+    """`since` and `until` as the console's time fields send them (no zone) taken as UTC."""
+    items = []
+    for key, value in query.multi_items():
+        if key in ("since", "until") and value and "T" in value:
+            _, _, clock = value.partition("T")
+            if not ("+" in clock or "-" in clock or clock.endswith("Z")):
+                value += "+00:00"
+        items.append((key, value))
+    return QueryParams(items)
+
+
+def _time(query: QueryParams, name: str) -> datetime | None:
+    return Params(query, allowed=set(query.keys())).time(name)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    seconds = (datetime.now(UTC) - value).total_seconds()
+    return _seconds(seconds) + " ago"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    return str(timedelta(seconds=round(value)))
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"

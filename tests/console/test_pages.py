@@ -1,0 +1,258 @@
+"""The console over real HTTP requests through the app: sign-in, scopes, CSRF, every page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from receiver.app import create_app
+from tests.callr_events import mo_event, mt_event
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.support import running, until_projected
+
+READ = "console-read-token"
+ADMIN = "console-admin-token"
+WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
+MT_ID = "1c1f3b0a5d2e4f60718293a4b5c6d7e8"
+
+
+async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post("/console/login", data={"token": token, "next": ""})
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+@pytest.fixture
+async def client(make_settings: SettingsFactory) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(api_tokens=READ, admin_tokens=ADMIN, dispatcher=False)
+    async with running(create_app(settings)) as client:
+        mt = mt_event("mt-1", MT_ID, to="+33612345678", user_data="booking-7")
+        mo = mo_event("mo-1", "2d2f3b0a5d2e4f60718293a4b5c6d7e9", sender="+33612345678")
+        for body in (mt, mo, b"{not json"):
+            await client.post(WEBHOOK, content=body)
+        await until_projected(client)
+        yield client
+
+
+async def test_pages_need_a_session_and_send_no_store(client: httpx.AsyncClient) -> None:
+    for path in ("/console", "/console/messages", "/console/handlers", "/console/forwards"):
+        response = await client.get(path)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/console/login?next=%2Fconsole")
+    login = await client.get("/console/login")
+    assert login.status_code == 200
+    assert login.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in login.headers["content-security-policy"]
+
+
+async def test_a_wrong_token_opens_nothing(client: httpx.AsyncClient) -> None:
+    for token in ("wrong", TEST_URL_TOKEN, ""):
+        response = await sign_in(client, token)
+        assert response.status_code == 401
+        assert "opens nothing" in response.text
+        assert "set-cookie" not in response.headers
+
+
+async def test_the_session_cookie_is_strict_httponly_and_expiring(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await sign_in(client, READ)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert "max-age=43200" in cookie
+    assert "path=/console" in cookie
+    assert "secure" not in cookie  # plain http here; see the next test for https
+    assert READ not in response.headers["set-cookie"]
+
+
+async def test_the_cookie_is_secure_over_https(make_settings: SettingsFactory) -> None:
+    settings = make_settings(api_tokens=READ, dispatcher=False)
+    async with running(create_app(settings)) as client:
+        client.base_url = httpx.URL("https://receiver.test")
+        response = await sign_in(client, READ)
+    assert "secure" in response.headers["set-cookie"].lower()
+
+
+async def test_every_page_answers_after_sign_in(client: httpx.AsyncClient) -> None:
+    await sign_in(client, READ)
+    for path in (
+        "/console",
+        "/console?window=day",
+        "/console/messages",
+        f"/console/messages/{MT_ID}",
+        "/console/events",
+        "/console/events?kind=unhandled",
+        "/console/events?kind=conflict",
+        "/console/events/mt-1",
+        "/console/forwards",
+        "/console/forwards?state=dead",
+        "/console/handlers",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+        assert response.headers["cache-control"] == "no-store"
+        assert "Sign out" in response.text
+
+
+async def test_search_by_number_its_start_id_and_user_data(client: httpx.AsyncClient) -> None:
+    await sign_in(client, READ)
+    whole = await client.get("/console/messages", params={"q": "+33612345678"})
+    start = await client.get("/console/messages", params={"q": "+33 6123"})
+    other = await client.get("/console/messages", params={"q": "+4477"})
+    assert whole.text.count("/console/messages/") == start.text.count("/console/messages/") == 2
+    assert "No message matches" in other.text
+    by_id = await client.get("/console/messages", params={"q": MT_ID.upper()})
+    assert by_id.status_code == 303
+    assert by_id.headers["location"] == f"/console/messages/{MT_ID}"
+    by_user_data = await client.get("/console/messages", params={"q": "booking-7"})
+    assert MT_ID[:12] in by_user_data.text
+    assert "showing the messages whose user_data" in by_user_data.text
+
+
+async def test_a_message_page_shows_its_timeline_and_raw_events(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_in(client, READ)
+    page = await client.get(f"/console/messages/{MT_ID}")
+    assert "created → <strong>sent</strong>" in page.text
+    assert 'reported by <a href="#event-mt-1"' in page.text
+    assert "booking-7" in page.text
+    assert "sms.mt.status_update" in page.text
+    assert "+33612345678" in page.text
+
+
+async def test_a_read_session_sees_no_admin_controls_and_gets_403(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    await sign_in(client, READ)
+    page = await client.get("/console/handlers")
+    assert "Add a handler" not in page.text
+    refused = await client.post(
+        "/console/handlers",
+        data={"csrf": csrf_of(page), "user_data": "x", "url": "http://127.0.0.1:9/"},
+    )
+    assert refused.status_code == 403
+    assert "admin token" in refused.text
+    listed = await client.get("/api/v1/handlers", headers={"authorization": f"Bearer {READ}"})
+    assert listed.json()["items"] == []
+
+
+async def test_a_form_without_its_csrf_token_is_refused(client: httpx.AsyncClient) -> None:
+    await sign_in(client, ADMIN)
+    page = await client.get("/console/handlers")
+    for form in (
+        {"user_data": "x", "url": "http://127.0.0.1:9/"},
+        {"csrf": "not-the-token", "user_data": "x", "url": "http://127.0.0.1:9/"},
+    ):
+        refused = await client.post("/console/handlers", data=form)
+        assert refused.status_code == 403
+        assert "CSRF" in refused.text
+    added = await client.post(
+        "/console/handlers",
+        data={"csrf": csrf_of(page), "user_data": "x", "url": "http://127.0.0.1:9/"},
+    )
+    assert added.status_code == 303
+    listed = await client.get("/api/v1/handlers", headers={"authorization": f"Bearer {READ}"})
+    assert [h["user_data"] for h in listed.json()["items"]] == ["x"]
+
+
+async def test_adding_a_handler_validates_as_the_api_does(client: httpx.AsyncClient) -> None:
+    await sign_in(client, ADMIN)
+    csrf = csrf_of(await client.get("/console/handlers"))
+    bad = await client.post(
+        "/console/handlers", data={"csrf": csrf, "user_data": "x", "url": "ftp://nowhere"}
+    )
+    assert bad.status_code == 400
+    assert "url must be an http:// or https:// URL" in bad.text
+    # What was typed is kept in the form.
+    assert 'value="ftp://nowhere"' in bad.text
+
+
+async def test_handlers_are_disabled_enabled_and_removed(client: httpx.AsyncClient) -> None:
+    await sign_in(client, ADMIN)
+    csrf = csrf_of(await client.get("/console/handlers"))
+    await client.post(
+        "/console/handlers", data={"csrf": csrf, "default": "1", "url": "http://127.0.0.1:9/"}
+    )
+    api = {"authorization": f"Bearer {ADMIN}"}
+    (handler,) = (await client.get("/api/v1/handlers", headers=api)).json()["items"]
+    base = f"/console/handlers/{handler['id']}"
+    await client.post(f"{base}/disable", data={"csrf": csrf})
+    assert not (await client.get("/api/v1/handlers", headers=api)).json()["items"][0]["enabled"]
+    await client.post(f"{base}/enable", data={"csrf": csrf})
+    assert (await client.get("/api/v1/handlers", headers=api)).json()["items"][0]["enabled"]
+    removed = await client.post(f"{base}/remove", data={"csrf": csrf})
+    assert removed.headers["location"] == "/console/handlers?notice=removed"
+    assert (await client.get("/api/v1/handlers", headers=api)).json()["items"] == []
+    missing = await client.post(f"{base}/remove", data={"csrf": csrf})
+    assert missing.status_code == 404
+
+
+async def test_signing_out_ends_the_session(client: httpx.AsyncClient) -> None:
+    await sign_in(client, READ)
+    page = await client.get("/console")
+    out = await client.post("/console/logout", data={"csrf": csrf_of(page)})
+    assert out.status_code == 303
+    assert (await client.get("/console")).status_code == 303
+
+
+async def test_a_removed_token_ends_its_sessions(make_settings: SettingsFactory) -> None:
+    async with running(create_app(make_settings(api_tokens=READ))) as client:
+        await sign_in(client, READ)
+        cookies = client.cookies
+    async with running(create_app(make_settings(api_tokens="another-token"))) as client:
+        client.cookies = cookies
+        assert (await client.get("/console")).status_code == 303
+
+
+async def test_without_tokens_the_console_is_closed(make_settings: SettingsFactory) -> None:
+    async with running(create_app(make_settings())) as client:
+        page = await client.get("/console/login")
+        attempt = await sign_in(client, "")
+    assert "The console is closed" in page.text
+    assert attempt.status_code == 401
+
+
+async def test_sign_in_goes_only_to_console_pages(client: httpx.AsyncClient) -> None:
+    for target, expected in (
+        ("/console/handlers", "/console/handlers"),
+        ("https://elsewhere.example/", "/console"),
+        ("//elsewhere.example/console", "/console"),
+        ("/console//elsewhere.example", "/console"),
+    ):
+        response = await client.post("/console/login", data={"token": READ, "next": target})
+        assert response.headers["location"] == expected
+
+
+async def test_masking_keeps_numbers_and_text_off_the_page(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(api_tokens=READ, console_mask="numbers,text", dispatcher=False)
+    async with running(create_app(settings)) as client:
+        body = mo_event("mo-9", "3d2f3b0a5d2e4f60718293a4b5c6d7e0", sender="+33699887766")
+        await client.post(WEBHOOK, content=body)
+        await until_projected(client)
+        await sign_in(client, READ)
+        page = await client.get("/console/messages/3d2f3b0a5d2e4f60718293a4b5c6d7e0")
+        listing = await client.get("/console/messages", params={"q": "+3369988"})
+    for html in (page.text, listing.text):
+        assert "+33699887766" not in html
+        assert "+336" + "•" * 6 + "66" in html
+    assert '"YES"' not in page.text
+    assert "[hidden: 3 characters]" in page.text
+
+
+async def test_a_bad_filter_is_a_clear_400(client: httpx.AsyncClient) -> None:
+    await sign_in(client, READ)
+    response = await client.get("/console/messages", params={"status": "nonsense"})
+    assert response.status_code == 400
+    assert "status must be one of" in response.text
