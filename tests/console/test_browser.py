@@ -1,0 +1,325 @@
+"""The console in a real Chromium (the distribution's chromium and chromium-driver).
+
+The receiver runs behind a real uvicorn on loopback, a real handler server takes the
+forwards, and Selenium drives the browser in a thread so the servers keep answering.
+Screenshots of the main pages go to the test's folder, and to
+`CONSOLE_SCREENSHOTS` when it is set (docs/console/ holds the current ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from receiver.app import create_app
+from tests.callr_events import mo_event, mt_event
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
+from tests.support import serving, until_projected
+
+READ = "browser-read-token"
+ADMIN = "browser-admin-token"
+MT_ID = "4a4f3b0a5d2e4f60718293a4b5c6d7e8"
+MO_ID = "5b5f3b0a5d2e4f60718293a4b5c6d7e9"
+CUSTOMER = "+33687654321"
+
+T = TypeVar("T")
+
+
+def _program(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed: CI runs scripts/system-packages first")
+        pytest.skip(f"{name} is not installed (scripts/system-packages installs it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    chromium, chromedriver = _program("chromium"), _program("chromedriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        options.add_argument(flag)
+    # Selenium looks for nothing on the network: the driver and the browser are given.
+    os.environ["SE_OFFLINE"] = "true"
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+class Browser:
+    """The driver, used from a thread so that the servers of the test loop keep answering."""
+
+    def __init__(self, driver: WebDriver, base: str, shots: list[Path]) -> None:
+        self.driver, self.base, self.shots = driver, base, shots
+
+    async def run(self, action: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(action, *args)
+
+    async def go(self, path: str) -> None:
+        await self.run(self.driver.get, self.base + path)
+
+    async def fill(self, css: str, text: str) -> None:
+        def fill() -> None:
+            field = self.driver.find_element(By.CSS_SELECTOR, css)
+            field.clear()
+            field.send_keys(text)
+
+        await self.run(fill)
+
+    async def click(self, css: str) -> None:
+        await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
+
+    async def text(self, css: str = "body") -> str:
+        return await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
+
+    async def count(self, css: str) -> int:
+        return await self.run(lambda: len(self.driver.find_elements(By.CSS_SELECTOR, css)))
+
+    async def path(self) -> str:
+        url = await self.run(lambda: self.driver.current_url)
+        return str(url).removeprefix(self.base)
+
+    async def sign_in(self, token: str) -> None:
+        await self.go("/console/login")
+        await self.fill("#token", token)
+        await self.click("form[action='/console/login'] button")
+        await wait_for_text(self, "Sign out", css="header")
+
+    async def screenshot(self, name: str, width: int = 1280) -> None:
+        """The whole page (up to 3000 px high) at `width` CSS pixels, as a PNG."""
+
+        def take() -> None:
+            cdp = self.driver.execute_cdp_cmd
+            cdp(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600},
+            )
+            try:
+                size = cdp("Page.getLayoutMetrics", {})["cssContentSize"]
+                clip = {"x": 0, "y": 0, "width": width, "height": min(size["height"], 3000)}
+                shot = cdp(
+                    "Page.captureScreenshot",
+                    {"format": "png", "captureBeyondViewport": True, "clip": {**clip, "scale": 1}},
+                )
+            finally:
+                cdp("Emulation.clearDeviceMetricsOverride", {})
+            for folder in self.shots:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
+
+        await self.run(take)
+
+
+@pytest.fixture
+async def handler() -> AsyncIterator[HandlerServer]:
+    async with handler_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def site(
+    make_settings: SettingsFactory, driver: WebDriver, tmp_path: Path, database_url: str
+) -> AsyncIterator[Browser]:
+    settings = make_settings(
+        api_tokens=READ,
+        admin_tokens=ADMIN,
+        forward_max_attempts=1,
+        forward_backoff_base=0.05,
+        dispatch_poll_interval=0.2,
+    )
+    shots = [tmp_path / "screenshots"]
+    if os.environ.get("CONSOLE_SCREENSHOTS"):
+        shots.append(Path(os.environ["CONSOLE_SCREENSHOTS"]))
+    async with serving(create_app(settings)) as base:
+        await asyncio.to_thread(driver.delete_all_cookies)
+        yield Browser(driver, base, shots)
+
+
+async def post(base: str, path: str, body: bytes) -> None:
+    async with httpx.AsyncClient(base_url=base) as client:
+        response = await client.post(path, content=body)
+    assert response.status_code == 200, response.text
+
+
+async def traffic(browser: Browser, database_url: str, handler: HandlerServer) -> None:
+    """An MT with its user_data, a handler for it that fails once, and a reply to the MT."""
+    async with httpx.AsyncClient(base_url=browser.base) as client:
+        created = await client.post(
+            "/api/v1/handlers",
+            headers={"authorization": f"Bearer {ADMIN}"},
+            json={"user_data": "booking-*", "url": handler.url("/replies")},
+        )
+    assert created.status_code == 201, created.text
+    handler.scripts["/replies"] = lambda n: (500 if n == 0 else 200, 0.0)
+    webhook = f"/webhooks/callr/{TEST_URL_TOKEN}"
+    await post(
+        browser.base,
+        webhook,
+        mt_event("mt-b1", MT_ID, to=CUSTOMER, sender="+33644630010", user_data="booking-9"),
+    )
+    await until_projected(database_url)
+    await post(browser.base, webhook, mo_event("mo-b1", MO_ID, sender=CUSTOMER, text="Yes, 9am"))
+    await until_projected(database_url)
+    async with httpx.AsyncClient(base_url=browser.base) as client:
+        invalid = await client.post(webhook, content=b'{"truncated": ')
+    assert invalid.status_code == 400  # refused, and kept as an invalid event
+
+
+async def test_support_finds_an_sms_and_reads_its_timeline(
+    site: Browser, database_url: str, handler: HandlerServer
+) -> None:
+    await traffic(site, database_url, handler)
+    await site.sign_in(ADMIN)
+    assert (await site.path()) == "/console"
+    assert "Webhooks a minute, by result" in await site.text()
+    await site.screenshot("overview")
+
+    for typed in (CUSTOMER, CUSTOMER[:7]):
+        await site.go("/console/messages")
+        await site.fill("#q", typed)
+        await site.click("form[role='search'] button")
+        assert await site.count("table.messages tbody tr") == 2, typed
+    await site.screenshot("messages")
+    await site.screenshot("messages-phone", width=390)
+
+    await site.click(f"a[href='/console/messages/{MT_ID}']")
+    timeline = await site.text("ol.timeline")
+    assert "created → sent" in timeline
+    assert "reported by mt-b1" in timeline
+    assert "booking-9" in await site.text("dl.facts")
+    replies = await site.text("section[aria-labelledby='replies']")
+    assert "routed by recent_mt" in replies
+    await site.screenshot("message")
+
+
+async def test_a_dead_forward_is_sent_again_and_delivered(
+    site: Browser, database_url: str, handler: HandlerServer
+) -> None:
+    await traffic(site, database_url, handler)
+    await wait_for(lambda: len(handler.on("/replies")) == 1)
+    await site.sign_in(ADMIN)
+    await site.go("/console/forwards?state=dead")
+    await wait_for_text(site, "dead", css="table", reload=True)
+    await site.screenshot("forwards")
+    await site.click("input[name='forward']")
+    await site.click("form[action='/console/forwards/retry'] button[type='submit']")
+    assert "1 forward(s) queued to be sent again." in await site.text(".notice")
+    await wait_for(lambda: len(handler.on("/replies")) == 2)
+    assert handler.on("/replies")[1].json["mo"]["id"] == MO_ID.lower()
+    await site.go(f"/console/messages/{MO_ID}")
+    await wait_for_text(site, "done", css="#forwards ~ article .state", reload=True)
+    attempts = await site.text("article.forward table")
+    assert "500" in attempts
+    assert "200" in attempts
+
+    await site.go("/console/handlers")
+    assert "1 delivered" in await site.text("table")
+    await site.screenshot("handlers")
+    await site.go("/console/events?kind=invalid")
+    assert "body is not valid JSON" in await site.text("table")
+    await site.screenshot("events")
+
+
+async def test_a_read_token_sees_no_admin_controls_and_is_refused(
+    site: Browser, database_url: str, handler: HandlerServer
+) -> None:
+    await traffic(site, database_url, handler)
+    await site.sign_in(READ)
+    assert "read only" in await site.text("header")
+    await site.go("/console/handlers")
+    assert await site.count("form[action='/console/handlers']") == 0
+    assert await site.count("form[action$='/disable']") == 0
+    await site.go("/console/forwards")
+    assert await site.count("input[name='forward']") == 0
+    # The form posted anyway, with this session's own CSRF token.
+    await site.run(
+        site.driver.execute_script,
+        """
+        const form = document.createElement("form");
+        form.method = "post"; form.action = "/console/handlers";
+        for (const [name, value] of [["csrf", document.querySelector("input[name=csrf]").value],
+                                     ["default", "1"], ["url", "http://127.0.0.1:9/"]]) {
+          const input = document.createElement("input");
+          input.type = "hidden"; input.name = name; input.value = value; form.append(input);
+        }
+        document.body.append(form); form.submit();
+        """,
+    )
+    await wait_for_text(site, "changes need an admin token")
+    async with httpx.AsyncClient(base_url=site.base) as client:
+        listed = await client.get("/api/v1/handlers", headers={"authorization": f"Bearer {READ}"})
+    assert [h["user_data"] for h in listed.json()["items"]] == ["booking-*"]
+
+
+async def test_a_form_without_its_csrf_token_is_refused(site: Browser) -> None:
+    await site.sign_in(ADMIN)
+    await site.go("/console/handlers")
+    await site.fill("#user_data", "team-a")
+    await site.fill("#url", "http://127.0.0.1:9/team-a")
+    await site.run(
+        site.driver.execute_script,
+        "document.querySelector(\"form[action='/console/handlers'] input[name=csrf]\").remove()",
+    )
+    await site.click("form[action='/console/handlers'] button[type='submit']")
+    assert "CSRF token is missing or old" in await site.text()
+    await site.go("/console/handlers")
+    assert "team-a" not in await site.text()
+
+
+async def test_signing_out_sends_every_page_to_the_sign_in(site: Browser) -> None:
+    await site.sign_in(READ)
+    await site.click("form[action='/console/logout'] button")
+    assert (await site.path()).startswith("/console/login")
+    assert "Signed out." in await site.text()
+    for path in ("/console", "/console/messages", "/console/handlers"):
+        await site.go(path)
+        assert (await site.path()).startswith("/console/login?next="), path
+    await site.screenshot("login")
+
+
+async def wait_for_text(
+    site: Browser, expected: str, *, css: str = "body", reload: bool = False, seconds: float = 10
+) -> None:
+    """Wait until the page (reloaded each time when `reload`) shows `expected`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        try:
+            if expected in await site.text(css):
+                return
+        except Exception:  # noqa: S110 (the element may not be there yet)
+            pass
+        if loop.time() > deadline:
+            raise AssertionError(f"{expected!r} not shown within {seconds} s: {await site.text()}")
+        await asyncio.sleep(0.2)
+        if reload:
+            await site.run(site.driver.refresh)
