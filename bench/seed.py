@@ -44,12 +44,14 @@ _PATHS = [path for path, _ in ENDINGS]
 _WEIGHTS = [weight for _, weight in ENDINGS]
 
 
-def snapshots(count: int, *, seed: int, offset: int = 0) -> Iterator[Report]:
-    """`count` SMS, each as one snapshot with its whole history."""
+def snapshots(
+    count: int, *, seed: int, offset: int = 0, end: datetime = END, days: float = DAYS
+) -> Iterator[Report]:
+    """`count` SMS created in the `days` before `end`, each as one snapshot with its history."""
     rng = random.Random(seed)
     for n in range(offset, offset + count):
         inbound = rng.random() < 0.1
-        created = END - timedelta(seconds=rng.randrange(DAYS * 86400))
+        created = end - timedelta(seconds=rng.randrange(int(days * 86400)))
         if inbound:
             path: tuple[Status, ...] = (Status.CREATED, Status.DELIVERED)
             gaps = [0]
@@ -89,14 +91,23 @@ def snapshots(count: int, *, seed: int, offset: int = 0) -> Iterator[Report]:
         yield Report(event_id=f"seed-{n}", received_at=at, emitted_at=at, sms=sms)
 
 
-async def seed(url: str, messages: int, *, batch: int, seed_value: int, offset: int) -> float:
+async def seed(
+    url: str,
+    messages: int,
+    *,
+    batch: int,
+    seed_value: int,
+    offset: int,
+    end: datetime = END,
+    days: float = DAYS,
+) -> float:
     pool = await create_pool(url, size=2, command_timeout=600)
     started = time.perf_counter()
     done = 0
     try:
         async with pool.acquire() as conn:
             pending: list[Report] = []
-            for report in snapshots(messages, seed=seed_value, offset=offset):
+            for report in snapshots(messages, seed=seed_value, offset=offset, end=end, days=days):
                 pending.append(report)
                 if len(pending) == batch:
                     async with conn.transaction():
@@ -123,6 +134,13 @@ def main() -> None:
     parser.add_argument(
         "--offset", type=int, default=0, help="first SMS number (for parallel runs)"
     )
+    parser.add_argument(
+        "--end",
+        type=datetime.fromisoformat,
+        default=END,
+        help="the SMS are created before this time (ISO 8601 with a zone)",
+    )
+    parser.add_argument("--days", type=float, default=DAYS, help="over this many days")
     args = parser.parse_args()
     elapsed = asyncio.run(
         seed(
@@ -131,6 +149,8 @@ def main() -> None:
             batch=args.batch,
             seed_value=args.seed,
             offset=args.offset,
+            end=args.end,
+            days=args.days,
         )
     )
     print(

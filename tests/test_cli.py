@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from receiver.app import create_app
 from receiver.cli import service
 from receiver.db import migrate
 from receiver.db.engine import describe
+from receiver.cli.service import ADMIN_TOKEN_FILE
 from receiver.ingest.auth import TOKEN_FILE
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, running, until_projected
@@ -242,6 +244,12 @@ def test_serve_with_no_configuration_runs_an_embedded_database_behind_a_token(
     body = example("v1-sms.mo")
     accepted = httpx.post(f"{base}/webhooks/callr/{token}", content=body, timeout=10)
     refused = httpx.post(f"{base}/webhooks/callr", content=body, timeout=10)
+    admin_file = folder / ".receiver" / ADMIN_TOKEN_FILE
+    admin = admin_file.read_text().strip()
+    signed_in = httpx.post(f"{base}/console/login", data={"token": admin}, timeout=10)
+    handlers = httpx.get(
+        f"{base}/api/v1/handlers", headers={"authorization": f"Bearer {admin}"}, timeout=10
+    )
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=30)
 
@@ -254,8 +262,48 @@ def test_serve_with_no_configuration_runs_an_embedded_database_behind_a_token(
     assert f"listening on    {base}" in stdout
     assert "embedded PostgreSQL in .receiver/postgres" in stdout
     assert f"webhook URL     {base}/webhooks/callr/{token}" in stdout
+    # The first start made an admin token, readable by this user only, and said where.
+    assert stat.S_IMODE(admin_file.stat().st_mode) == 0o600
+    assert f"console         {base}/console" in stdout
+    assert f"admin token in {Path('.receiver') / ADMIN_TOKEN_FILE}" in stdout
+    assert admin not in stdout
+    assert signed_in.status_code == 303
+    assert "receiver_console=" in signed_in.headers["set-cookie"]
+    assert handlers.status_code == 200
     assert '"event":"webhook"' in stderr
     assert '"event_id":"c5df14852226895334vk6tjqfCS3PFEG"' in stderr
+
+
+@pytest.mark.slow
+def test_an_external_database_without_tokens_keeps_the_console_closed(
+    database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "RECEIVER_DATABASE_URL": database_url,
+            "RECEIVER_CALLR_URL_TOKEN": TEST_URL_TOKEN,
+        },
+    )
+    try:
+        wait_ready(port, process)
+        attempt = httpx.post(
+            f"http://127.0.0.1:{port}/console/login", data={"token": ""}, timeout=10
+        )
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "console, API    closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS" in stdout
+    assert attempt.status_code == 401
+    assert not (tmp_path / ".receiver" / ADMIN_TOKEN_FILE).exists()
 
 
 def test_a_database_that_never_answers_is_named_with_the_timeout(
