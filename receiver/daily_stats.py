@@ -211,8 +211,13 @@ class Window:
             self.traffic[name] += row[name]
 
 
-async def window(conn: Any, since: datetime, until: datetime, group: str | None) -> Window:
-    """Outcome rows (key, direction, status, anomaly, latency, n) and traffic in [since, until)."""
+async def window(
+    conn: Any, since: datetime, until: datetime, group: str | None, *, traffic: bool = True
+) -> Window:
+    """Outcome rows (key, direction, status, anomaly, latency, n) and traffic in [since, until).
+
+    `traffic=False` leaves the traffic counts at zero, and reads no event nor delivery.
+    """
     result = Window()
     first = _ceil_day(since)
     # Whole days that have ended; the rest is counted live.
@@ -233,11 +238,13 @@ async def window(conn: Any, since: datetime, until: datetime, group: str | None)
         await conn.execute(_HASH_ONLY)
         if first < end:
             result.rows.extend(await conn.fetch(_CACHED[group], first, end, stale))
-            result.add_traffic(await conn.fetchrow(_CACHED_TRAFFIC, first, end, stale))
+            if traffic:
+                result.add_traffic(await conn.fetchrow(_CACHED_TRAFFIC, first, end, stale))
         for start, stop in live:
             if start < stop:
                 result.rows.extend(await conn.fetch(_LIVE[group], start, stop))
-                result.add_traffic(await conn.fetchrow(_LIVE_TRAFFIC, start, stop))
+                if traffic:
+                    result.add_traffic(await conn.fetchrow(_LIVE_TRAFFIC, start, stop))
     return result
 
 

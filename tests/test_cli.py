@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import stat
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -19,9 +19,9 @@ from alembic.script import ScriptDirectory
 
 from receiver.app import create_app
 from receiver.cli import service
+from receiver.cli.service import ADMIN_TOKEN_FILE
 from receiver.db import migrate
 from receiver.db.engine import describe
-from receiver.cli.service import ADMIN_TOKEN_FILE
 from receiver.ingest.auth import TOKEN_FILE
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, running, until_projected

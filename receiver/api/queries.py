@@ -56,22 +56,31 @@ JOIN messages m ON m.sms_id = page.sms_id
 ORDER BY page.status_at DESC, page.sms_id DESC
 """
 
-# The same page for a phone number or its start, sent or received: two range scans
-# of the numbers' prefix indexes, or the newest-first index filtered, whichever the
-# planner finds cheaper for the prefix at hand.
-_MESSAGES_BY_NUMBER = f"""
-SELECT {_MESSAGE_COLUMNS} FROM (
-SELECT m.sms_id, m.status_at FROM messages m
-WHERE ((m.from_number ~>=~ $1 AND m.from_number ~<~ $2)
-       OR (m.to_number ~>=~ $1 AND m.to_number ~<~ $2))
-  AND ($3::text IS NULL OR m.direction = $3)
+# The same page for a phone number or its start, sent or received: the newest of
+# each side, from the prefix index of `to_number` and of `from_number` (which carry
+# the page's keys, status and direction), or from the newest-first index filtered,
+# whichever the planner finds cheaper for the prefix at hand; then the two merged.
+_NUMBER_FILTERS = """
+  ($3::text IS NULL OR m.direction = $3)
   AND (cardinality($4::text[]) = 0 OR m.status = ANY($4::text[]))
   AND ($5::text IS NULL OR m.user_data = $5)
   AND ($6::text IS NULL OR m.network = $6)
   AND ($7::timestamptz IS NULL OR m.status_at >= $7)
   AND ($8::timestamptz IS NULL OR m.status_at < $8)
   AND ($9::timestamptz IS NULL OR (m.status_at, m.sms_id) < ($9, $10::text))
-ORDER BY m.status_at DESC, m.sms_id DESC
+"""
+_MESSAGES_BY_NUMBER = f"""
+SELECT {_MESSAGE_COLUMNS} FROM (
+SELECT sms_id, status_at FROM (
+    (SELECT m.sms_id, m.status_at FROM messages m
+     WHERE m.to_number ~>=~ $1 AND m.to_number ~<~ $2 AND {_NUMBER_FILTERS}
+     ORDER BY m.status_at DESC, m.sms_id DESC LIMIT $11)
+    UNION
+    (SELECT m.sms_id, m.status_at FROM messages m
+     WHERE m.from_number ~>=~ $1 AND m.from_number ~<~ $2 AND {_NUMBER_FILTERS}
+     ORDER BY m.status_at DESC, m.sms_id DESC LIMIT $11)
+) either
+ORDER BY status_at DESC, sms_id DESC
 LIMIT $11
 ) page
 JOIN messages m ON m.sms_id = page.sms_id

@@ -42,27 +42,36 @@ async def stats(request: Request) -> Response:
 
 
 async def stats_of(
-    conn: Any, since: datetime, until: datetime, group: str | None = None, *, overall: bool = False
+    conn: Any,
+    since: datetime,
+    until: datetime,
+    group: str | None = None,
+    *,
+    overall: bool = False,
+    traffic: bool = True,
 ) -> dict[str, Any]:
     """The figures of `/api/v1/stats` for a window, optionally grouped (the console's too).
 
-    `overall` adds the ungrouped `outbound` summary to a grouped answer, from the same rows.
+    `overall` adds the ungrouped `outbound` summary to a grouped answer, from the same
+    rows; `traffic=False` leaves out `deliveries` (the console counts them its own way).
     """
-    counted = await window(conn, since, until, group)
+    counted = await window(conn, since, until, group, traffic=traffic)
     forwards = await conn.fetch(_FORWARDS, since, until)
     groups, mo_received = _groups(counted.rows)
-    traffic = counted.traffic
+    seen = counted.traffic
     body: dict[str, Any] = {
         "since": since,
         "until": until,
         "mo_received": mo_received,
         "forwards": {row["state"]: row["n"] for row in forwards},
-        "deliveries": {
-            "received": traffic["deliveries"],
-            "events": traffic["events"],
-            "repeated": traffic["deliveries"] - traffic["events"],
-            "retries": traffic["retries"],
-            "conflicts": traffic["conflicts"],
+        "deliveries": None
+        if not traffic
+        else {
+            "received": seen["deliveries"],
+            "events": seen["events"],
+            "repeated": seen["deliveries"] - seen["events"],
+            "retries": seen["retries"],
+            "conflicts": seen["conflicts"],
         },
         "anomalies": sum(g["anomalies"] for g in groups),
     }

@@ -63,4 +63,6 @@ def stacked_bars(
 def _short(value: float) -> str:
     if value >= 1000:
         return f"{value / 1000:.1f}k"
-    return f"{value:g}" if value != int(value) else str(int(value))
+    if value == int(value):
+        return str(int(value))
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"

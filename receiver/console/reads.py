@@ -13,16 +13,25 @@ from typing import Any
 
 from receiver.ingest.recent import RECENT_REFUSALS
 
-# Webhooks by result per bucket: events by state (the first delivery of each), and
-# deliveries (every further one is a duplicate: another try or a conflict).
+# Webhooks by result per bucket: events (the first delivery of each), those not
+# processed by state, and deliveries (every further one is a duplicate: another try
+# or a conflict). Each reads one index alone (`received_at`, and the partial index
+# of the events not processed).
 _EVENTS_BY_BUCKET = """
+SELECT date_bin($2::interval, received_at, $1) AS at, count(*) AS n
+FROM events WHERE received_at >= $1 GROUP BY 1
+"""
+_NOT_PROCESSED_BY_BUCKET = """
 SELECT date_bin($2::interval, received_at, $1) AS at, state, count(*) AS n
-FROM events WHERE received_at >= $1 GROUP BY 1, 2
+FROM events WHERE state <> 'processed' AND received_at >= $1 GROUP BY 1, 2
 """
 _DELIVERIES_BY_BUCKET = """
 SELECT date_bin($2::interval, received_at, $1) AS at, count(*) AS n
 FROM deliveries WHERE received_at >= $1 GROUP BY 1
 """
+# A bucket this far in the past gets no more rows: `received_at` is the arrival
+# time, and a request waits at most RECEIVER_ACK_TIMEOUT (60 s at most) for its commit.
+_SETTLED = timedelta(seconds=90)
 
 _FORWARD_COUNTS = """
 SELECT (SELECT count(*) FROM forwards WHERE state IN ('pending', 'in_flight') AND attempts = 0)
@@ -44,6 +53,8 @@ FROM forwards
 WHERE state IN ('done', 'dead', 'pending', 'in_flight') AND created_at >= $1
 GROUP BY handler_id
 """
+
+_CONFLICT_COUNT = "SELECT count(*) FROM deliveries WHERE conflict AND received_at >= $1"
 
 _REPLIES = """
 SELECT f.id, f.sms_id, f.rule, f.handler_id, f.state, f.created_at
@@ -100,27 +111,72 @@ class Traffic:
     totals: dict[str, int]
 
 
+class _Settled:
+    """Counts of buckets that can no longer change, kept in this process.
+
+    Rows are stored with their arrival time, so a bucket that ended more than a
+    minute and a half ago is final: a page that refreshes reads only the buckets
+    after the last settled one, instead of a day of rows each time.
+    """
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple[float, datetime], dict[str, int]] = {}
+
+    def first_missing(self, width: timedelta, buckets: list[datetime]) -> int:
+        seconds = width.total_seconds()
+        for i, at in enumerate(buckets):
+            if (seconds, at) not in self.buckets:
+                return i
+        return len(buckets)
+
+    def keep(self, width: timedelta, at: datetime, counts: dict[str, int], now: datetime) -> None:
+        if at + width <= now - _SETTLED:
+            self.buckets[(width.total_seconds(), at)] = counts
+
+    def forget_before(self, start: datetime) -> None:
+        for key in [key for key in self.buckets if key[1] < start - timedelta(days=1)]:
+            del self.buckets[key]
+
+
+_settled = _Settled()
+
+
 async def traffic(conn: Any, window: Window, now: datetime | None = None) -> Traffic:
     """Webhooks a minute by result over `window` (refusals: this process's, since it started)."""
-    start = window.start(now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    start = window.start(now)
     count = int(window.span / window.bucket)
     buckets = [start + i * window.bucket for i in range(count)]
-    index = {at: i for i, at in enumerate(buckets)}
+    width = window.bucket.total_seconds()
+    _settled.forget_before(start)
+    first = _settled.first_missing(window.bucket, buckets)
+    read = {at: dict.fromkeys(RESULTS, 0) for at in buckets[first:]}
+    if read:
+        since = buckets[first]
+        firsts = dict.fromkeys(read, 0)
+        for row in await conn.fetch(_EVENTS_BY_BUCKET, since, window.bucket):
+            if row["at"] in read:
+                firsts[row["at"]] = row["n"]
+                read[row["at"]]["stored"] += row["n"]
+        for row in await conn.fetch(_NOT_PROCESSED_BY_BUCKET, since, window.bucket):
+            if row["at"] in read:
+                result = _STATE_RESULT.get(row["state"], "stored")
+                read[row["at"]][result] += row["n"]
+                read[row["at"]]["stored"] -= row["n"]
+        for row in await conn.fetch(_DELIVERIES_BY_BUCKET, since, window.bucket):
+            if row["at"] in read:
+                read[row["at"]]["duplicate"] = max(row["n"] - firsts[row["at"]], 0)
+        for at, found in read.items():
+            _settled.keep(window.bucket, at, found, now)
     counts = {name: [0] * count for name in RESULTS}
-    firsts = [0] * count
-    for row in await conn.fetch(_EVENTS_BY_BUCKET, start, window.bucket):
-        i = index.get(row["at"])
-        if i is not None:
-            counts[_STATE_RESULT.get(row["state"], "stored")][i] += row["n"]
-            firsts[i] += row["n"]
-    for row in await conn.fetch(_DELIVERIES_BY_BUCKET, start, window.bucket):
-        i = index.get(row["at"])
-        if i is not None:
-            counts["duplicate"][i] += max(row["n"] - firsts[i], 0)
+    for i, at in enumerate(buckets):
+        bucket = read[at] if at in read else _settled.buckets[(width, at)]
+        for name in RESULTS:
+            counts[name][i] = bucket[name]
+    index = {at: i for i, at in enumerate(buckets)}
     for at, n in RECENT_REFUSALS.since(start, window.bucket):
-        i = index.get(at)
-        if i is not None:
-            counts["refused"][i] += n
+        if at in index:
+            counts["refused"][index[at]] += n
     minutes = window.bucket.total_seconds() / 60
     return Traffic(
         buckets=buckets,
@@ -132,6 +188,11 @@ async def traffic(conn: Any, window: Window, now: datetime | None = None) -> Tra
 async def forward_counts(conn: Any) -> dict[str, int]:
     """Forwards waiting for their first attempt, retrying, dead and waiting for a handler."""
     return dict(await conn.fetchrow(_FORWARD_COUNTS))
+
+
+async def conflict_count(conn: Any, since: datetime) -> int:
+    """Conflicting deliveries since `since` (from their own small index)."""
+    return int(await conn.fetchval(_CONFLICT_COUNT, since))
 
 
 async def handler_health(conn: Any, now: datetime | None = None) -> dict[int, dict[str, Any]]:

@@ -206,7 +206,10 @@ class Console:
         now = datetime.now(UTC)
         async with request.state.api_pool.acquire() as conn:
             traffic = await reads.traffic(conn, window, now)
-            figures = await stats_of(conn, now - window.span, now, "network", overall=True)
+            figures = await stats_of(
+                conn, now - window.span, now, "network", overall=True, traffic=False
+            )
+            conflicts = await reads.conflict_count(conn, now - window.span)
             forwards = await reads.forward_counts(conn)
             behind = await backlog(conn)
         chart = stacked_bars(
@@ -222,6 +225,7 @@ class Console:
             chart=chart,
             traffic=traffic,
             figures=figures,
+            conflicts=conflicts,
             forwards=forwards,
             backlog=behind,
             lag=behind.lag_seconds(now),

@@ -231,11 +231,13 @@ class Message(Base):
             "ix_messages_from_number_prefix",
             "from_number",
             postgresql_ops={"from_number": "text_pattern_ops"},
+            postgresql_include=["status_at", "sms_id", "status", "direction"],
         ),
         Index(
             "ix_messages_to_number_prefix",
             "to_number",
             postgresql_ops={"to_number": "text_pattern_ops"},
+            postgresql_include=["status_at", "sms_id", "status", "direction"],
         ),
     )
 

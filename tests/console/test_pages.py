@@ -256,3 +256,24 @@ async def test_a_bad_filter_is_a_clear_400(client: httpx.AsyncClient) -> None:
     response = await client.get("/console/messages", params={"status": "nonsense"})
     assert response.status_code == 400
     assert "status must be one of" in response.text
+
+
+async def test_the_overview_counts_webhooks_by_result(client: httpx.AsyncClient) -> None:
+    # The fixture stored an MT and an MO and kept one invalid body; now a second try of
+    # the MT (a duplicate) and a request with the wrong URL token (refused).
+    again = mt_event("mt-1", MT_ID, to="+33612345678", user_data="booking-7")
+    retried = again.replace(b'"try": 0', b'"try": 1')
+    assert retried != again
+    assert (await client.post(WEBHOOK, content=retried)).json()["result"] == "duplicate"
+    refused = await client.post("/webhooks/callr/not-the-token-at-all", content=again)
+    assert refused.status_code == 404
+    await sign_in(client, READ)
+    for window in ("hour", "day"):
+        page = await client.get("/console", params={"window": window})
+        html = page.text[page.text.index('<ul class="legend">') :]
+        legend = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html[: html.index("</ul>")]))
+        assert "stored: 2" in legend
+        assert "duplicate: 1" in legend
+        assert "invalid: 1" in legend
+        assert "unhandled: 0" in legend
+        assert int(re.search(r"refused: (\d+)", legend).group(1)) >= 1  # type: ignore[union-attr]
