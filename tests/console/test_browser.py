@@ -22,6 +22,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from receiver.app import create_app
 from tests.callr_events import mo_event, mt_event
@@ -33,6 +35,7 @@ READ = "browser-read-token"
 ADMIN = "browser-admin-token"
 MT_ID = "4a4f3b0a5d2e4f60718293a4b5c6d7e8"
 MO_ID = "5b5f3b0a5d2e4f60718293a4b5c6d7e9"
+OTHER_ID = "6c6f3b0a5d2e4f60718293a4b5c6d7e0"
 CUSTOMER = "+33687654321"
 
 T = TypeVar("T")
@@ -98,6 +101,16 @@ class Browser:
     async def click(self, css: str) -> None:
         await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
 
+    async def submit(self, css: str) -> None:
+        """Click `css` and wait until the page it leads to has replaced this one."""
+
+        def act() -> None:
+            page = self.driver.find_element(By.TAG_NAME, "html")
+            self.driver.find_element(By.CSS_SELECTOR, css).click()
+            WebDriverWait(self.driver, 10).until(staleness_of(page))
+
+        await self.run(act)
+
     async def text(self, css: str = "body") -> str:
         return await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
 
@@ -111,8 +124,7 @@ class Browser:
     async def sign_in(self, token: str) -> None:
         await self.go("/console/login")
         await self.fill("#token", token)
-        await self.click("form[action='/console/login'] button")
-        await wait_for_text(self, "Sign out", css="header")
+        await self.submit("form[action='/console/login'] button")
 
     async def screenshot(self, name: str, width: int = 1280) -> None:
         """The whole page (up to 3000 px high) at `width` CSS pixels, as a PNG."""
@@ -188,6 +200,8 @@ async def traffic(browser: Browser, database_url: str, handler: HandlerServer) -
     )
     await until_projected(database_url)
     await post(browser.base, webhook, mo_event("mo-b1", MO_ID, sender=CUSTOMER, text="Yes, 9am"))
+    # Someone else's SMS, which a search by the customer's number must leave out.
+    await post(browser.base, webhook, mt_event("mt-b2", OTHER_ID, to="+447700900123"))
     await until_projected(database_url)
     async with httpx.AsyncClient(base_url=browser.base) as client:
         invalid = await client.post(webhook, content=b'{"truncated": ')
@@ -203,15 +217,17 @@ async def test_support_finds_an_sms_and_reads_its_timeline(
     assert "Webhooks a minute, by result" in await site.text()
     await site.screenshot("overview")
 
+    await site.go("/console/messages")
+    assert await site.count("table.messages tbody tr") == 3
     for typed in (CUSTOMER, CUSTOMER[:7]):
         await site.go("/console/messages")
         await site.fill("#q", typed)
-        await site.click("form[role='search'] button")
+        await site.submit("form[role='search'] button")
         assert await site.count("table.messages tbody tr") == 2, typed
     await site.screenshot("messages")
     await site.screenshot("messages-phone", width=390)
 
-    await site.click(f"a[href='/console/messages/{MT_ID}']")
+    await site.submit(f"a[href='/console/messages/{MT_ID}']")
     timeline = await site.text("ol.timeline")
     assert "created → sent" in timeline
     assert "reported by mt-b1" in timeline
@@ -231,7 +247,7 @@ async def test_a_dead_forward_is_sent_again_and_delivered(
     await wait_for_text(site, "dead", css="table", reload=True)
     await site.screenshot("forwards")
     await site.click("input[name='forward']")
-    await site.click("form[action='/console/forwards/retry'] button[type='submit']")
+    await site.submit("form[action='/console/forwards/retry'] button[type='submit']")
     assert "1 forward(s) queued to be sent again." in await site.text(".notice")
     await wait_for(lambda: len(handler.on("/replies")) == 2)
     assert handler.on("/replies")[1].json["mo"]["id"] == MO_ID.lower()
@@ -289,7 +305,7 @@ async def test_a_form_without_its_csrf_token_is_refused(site: Browser) -> None:
         site.driver.execute_script,
         "document.querySelector(\"form[action='/console/handlers'] input[name=csrf]\").remove()",
     )
-    await site.click("form[action='/console/handlers'] button[type='submit']")
+    await site.submit("form[action='/console/handlers'] button[type='submit']")
     assert "CSRF token is missing or old" in await site.text()
     await site.go("/console/handlers")
     assert "team-a" not in await site.text()
@@ -297,7 +313,7 @@ async def test_a_form_without_its_csrf_token_is_refused(site: Browser) -> None:
 
 async def test_signing_out_sends_every_page_to_the_sign_in(site: Browser) -> None:
     await site.sign_in(READ)
-    await site.click("form[action='/console/logout'] button")
+    await site.submit("form[action='/console/logout'] button")
     assert (await site.path()).startswith("/console/login")
     assert "Signed out." in await site.text()
     for path in ("/console", "/console/messages", "/console/handlers"):
