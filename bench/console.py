@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from seed import NETWORKS, USER_DATA
+from throughput import free_port, wait_ready
 
 ADMIN = "bench-console-admin-token"
 TARGET_MS = 300
@@ -61,12 +61,6 @@ WHERE e.event_id LIKE 'bench-traffic-%'
        OR (k = 2 AND hashtext(e.event_id) % 2000 = 0))
 ON CONFLICT DO NOTHING
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def add_traffic(url: str, events: int) -> None:
@@ -162,13 +156,7 @@ def main() -> None:
         "handlers": lambda: ("/console/handlers", {}),
     }
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_ready(f"{base}/readyz", server)
         with httpx.Client(base_url=base, timeout=60, follow_redirects=False) as client:
             signed_in = client.post("/console/login", data={"token": ADMIN})
             assert signed_in.status_code == 303, signed_in.text

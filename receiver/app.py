@@ -164,7 +164,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
         Route("/metrics", MetricsEndpoint(settings.metrics_token).metrics, methods=["GET"]),
         *api_routes(tokens),
-        *console_routes(settings, tokens),
+        *console_routes(settings, tokens, endpoint.refusals),
     ]
     app = Starlette(
         routes=routes,

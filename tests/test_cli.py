@@ -200,18 +200,23 @@ def test_a_command_before_the_first_serve_migrates_the_embedded_database(tmp_pat
     assert (tmp_path / ".receiver" / "postgres").is_dir()
 
 
+def start_serve(folder: Path, port: int, **settings: str) -> subprocess.Popen[str]:
+    """`receiver serve --port PORT` run in `folder`, with `settings` added to the environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **settings},
+    )
+
+
 @pytest.fixture
 def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
     """`receiver serve` on a free port with nothing configured: the new user's first run."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "RECEIVER_LOG_FORMAT": "json"},
-    )
+    process = start_serve(tmp_path, port, RECEIVER_LOG_FORMAT="json")
     try:
         yield process, port, tmp_path
     finally:
@@ -279,17 +284,8 @@ def test_an_external_database_without_tokens_keeps_the_console_closed(
     database_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={
-            **os.environ,
-            "RECEIVER_DATABASE_URL": database_url,
-            "RECEIVER_CALLR_URL_TOKEN": TEST_URL_TOKEN,
-        },
+    process = start_serve(
+        tmp_path, port, RECEIVER_DATABASE_URL=database_url, RECEIVER_CALLR_URL_TOKEN=TEST_URL_TOKEN
     )
     try:
         wait_ready(port, process)

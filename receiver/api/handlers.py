@@ -19,7 +19,7 @@ from receiver.forwarding.handlers import (
     remove_handler,
     set_enabled,
 )
-from receiver.forwarding.outbox import retry_forward
+from receiver.forwarding.outbox import retry_forwards_by_id
 from receiver.http import JSONResponse, error_response, whole_number
 
 
@@ -113,10 +113,10 @@ async def retry(request: Request) -> Response:
     if forward_id is None:
         return error_response(404, "no such forward")
     async with request.state.pool.acquire() as conn:
-        outcome = await retry_forward(conn, forward_id)
-    if outcome is None:
+        found, queued = await retry_forwards_by_id(conn, [forward_id])
+    if not found:
         return error_response(404, "no such forward")
-    if not outcome:
+    if not queued:
         return error_response(
             409, "only a dead or delivered forward with a handler can be sent again"
         )

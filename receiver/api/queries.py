@@ -33,6 +33,7 @@ _MESSAGE_COLUMNS = """
 """
 
 _MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.sms_id = $1"
+_MESSAGE_ID = "SELECT sms_id FROM messages WHERE sms_id = $1"
 
 # The page's keys first, by an index-only scan where an index covers the filters
 # (network and user_data indexes carry status and direction); then only the rows
@@ -237,31 +238,17 @@ class Queries:
         if number is not None:
             if any(numbers):
                 raise BadParameter("number", "number searches both from and to: give one")
-            rows = await conn.fetch(
-                _MESSAGES_BY_NUMBER,
+            sql = _MESSAGES_BY_NUMBER
+            keys: tuple[Any, ...] = (
                 *number_prefix(number),
                 direction,
                 statuses,
                 user_data,
                 network,
-                since,
-                until,
-                *after,
-                limit + 1,
             )
         else:
-            rows = await conn.fetch(
-                _MESSAGES,
-                direction,
-                statuses,
-                user_data,
-                *numbers,
-                network,
-                since,
-                until,
-                *after,
-                limit + 1,
-            )
+            sql, keys = _MESSAGES, (direction, statuses, user_data, *numbers, network)
+        rows = await conn.fetch(sql, *keys, since, until, *after, limit + 1)
         items = [_message(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -328,17 +315,30 @@ class Queries:
             raise BadParameter("cursor", "cursor is not one this API gave") from None
 
 
+def _stored_form(sms_id: str) -> str | None:
+    """An SMS id as stored (lower case); None when no stored id can be it."""
+    sms_id = sms_id.strip().lower()
+    # No stored id holds a NUL: PostgreSQL's text cannot.
+    return None if "\x00" in sms_id else sms_id
+
+
+async def message_id(conn: Any, sms_id: str) -> str | None:
+    """The stored id of the SMS `sms_id` (any case); None when there is no such SMS."""
+    stored = _stored_form(sms_id)
+    return None if stored is None else await conn.fetchval(_MESSAGE_ID, stored)
+
+
 async def message_detail(conn: Any, sms_id: str) -> dict[str, Any] | None:
     """One message with its history, events and forwards; None when there is none."""
-    sms_id = sms_id.strip().lower()
-    if "\x00" in sms_id:  # no stored id holds one: PostgreSQL's text cannot
+    stored = _stored_form(sms_id)
+    if stored is None:
         return None
-    row = await conn.fetchrow(_MESSAGE, sms_id)
+    row = await conn.fetchrow(_MESSAGE, stored)
     if row is None:
         return None
-    history = await conn.fetch(_HISTORY, sms_id)
-    events = await conn.fetch(_MESSAGE_EVENTS, sms_id)
-    forwards = await conn.fetch(_MESSAGE_FORWARDS, sms_id)
+    history = await conn.fetch(_HISTORY, stored)
+    events = await conn.fetch(_MESSAGE_EVENTS, stored)
+    forwards = await conn.fetch(_MESSAGE_FORWARDS, stored)
     return {
         **_message(row),
         "history": [dict(step) for step in history],

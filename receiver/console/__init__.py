@@ -16,17 +16,23 @@ from receiver.api.auth import Tokens
 from receiver.api.params import Cursors
 from receiver.api.queries import Queries
 from receiver.console.mask import Mask
+from receiver.console.reads import TrafficCounts
 from receiver.console.session import Sessions
 from receiver.console.views import Console
+from receiver.ingest.recent import MinuteCounts
 from receiver.settings import Settings
 
 
-def console_routes(settings: Settings, tokens: Tokens) -> list[BaseRoute]:
-    """Every route of the console; its pages share the API's cursors, so links carry over."""
+def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -> list[BaseRoute]:
+    """Every route of the console; its pages share the API's cursors, so links carry over.
+
+    `refusals` are the webhook endpoint's refused requests per minute.
+    """
     console = Console(
         Sessions(tokens, hours=settings.console_session_hours),
         Queries(Cursors(tokens.secret("receiver-cursors"))),
         Mask(settings.console_mask),
+        TrafficCounts(refusals),
     )
     page, action = console.page, console.action
     return [

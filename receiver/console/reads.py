@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from receiver.ingest.recent import RECENT_REFUSALS
+from receiver.ingest.recent import MinuteCounts
 
 # Webhooks by result per bucket: events (the first delivery of each), those not
 # processed by state, and deliveries (every further one is a duplicate: another try
@@ -111,78 +111,69 @@ class Traffic:
     totals: dict[str, int]
 
 
-class _Settled:
-    """Counts of buckets that can no longer change, kept in this process.
+class TrafficCounts:
+    """Webhooks by result per bucket, for one app: its refusals, and settled buckets.
 
     Rows are stored with their arrival time, so a bucket that ended more than a
-    minute and a half ago is final: a page that refreshes reads only the buckets
-    after the last settled one, instead of a day of rows each time.
+    minute and a half ago is final: its counts are kept, and a page that refreshes
+    reads only the buckets after the last settled one, instead of a day of rows
+    each time.
     """
 
-    def __init__(self) -> None:
-        self.buckets: dict[tuple[float, datetime], dict[str, int]] = {}
+    def __init__(self, refusals: MinuteCounts) -> None:
+        self.refusals = refusals
+        self._settled: dict[tuple[float, datetime], dict[str, int]] = {}
 
-    def first_missing(self, width: timedelta, buckets: list[datetime]) -> int:
-        seconds = width.total_seconds()
+    async def read(self, conn: Any, window: Window, now: datetime | None = None) -> Traffic:
+        """Webhooks a minute by result over `window` (refusals: this app's, since it started)."""
+        now = now or datetime.now(UTC)
+        start = window.start(now)
+        count = int(window.span / window.bucket)
+        buckets = [start + i * window.bucket for i in range(count)]
+        width = window.bucket.total_seconds()
+        for key in [key for key in self._settled if key[1] < start - timedelta(days=1)]:
+            del self._settled[key]
+        first = next((i for i, at in enumerate(buckets) if (width, at) not in self._settled), count)
+        fresh = await _counted(conn, window.bucket, buckets[first:]) if first < count else {}
+        for at, found in fresh.items():
+            if at + window.bucket <= now - _SETTLED:
+                self._settled[(width, at)] = found
+        counts = {name: [0] * count for name in RESULTS}
         for i, at in enumerate(buckets):
-            if (seconds, at) not in self.buckets:
-                return i
-        return len(buckets)
+            bucket = fresh[at] if at in fresh else self._settled[(width, at)]
+            for name in RESULTS:
+                counts[name][i] = bucket[name]
+        index = {at: i for i, at in enumerate(buckets)}
+        for at, n in self.refusals.since(start, window.bucket):
+            if at in index:
+                counts["refused"][index[at]] += n
+        minutes = width / 60
+        return Traffic(
+            buckets=buckets,
+            per_minute={name: [n / minutes for n in values] for name, values in counts.items()},
+            totals={name: sum(values) for name, values in counts.items()},
+        )
 
-    def keep(self, width: timedelta, at: datetime, counts: dict[str, int], now: datetime) -> None:
-        if at + width <= now - _SETTLED:
-            self.buckets[(width.total_seconds(), at)] = counts
 
-    def forget_before(self, start: datetime) -> None:
-        for key in [key for key in self.buckets if key[1] < start - timedelta(days=1)]:
-            del self.buckets[key]
-
-
-_settled = _Settled()
-
-
-async def traffic(conn: Any, window: Window, now: datetime | None = None) -> Traffic:
-    """Webhooks a minute by result over `window` (refusals: this process's, since it started)."""
-    now = now or datetime.now(UTC)
-    start = window.start(now)
-    count = int(window.span / window.bucket)
-    buckets = [start + i * window.bucket for i in range(count)]
-    width = window.bucket.total_seconds()
-    _settled.forget_before(start)
-    first = _settled.first_missing(window.bucket, buckets)
-    read = {at: dict.fromkeys(RESULTS, 0) for at in buckets[first:]}
-    if read:
-        since = buckets[first]
-        firsts = dict.fromkeys(read, 0)
-        for row in await conn.fetch(_EVENTS_BY_BUCKET, since, window.bucket):
-            if row["at"] in read:
-                firsts[row["at"]] = row["n"]
-                read[row["at"]]["stored"] += row["n"]
-        for row in await conn.fetch(_NOT_PROCESSED_BY_BUCKET, since, window.bucket):
-            if row["at"] in read:
-                result = _STATE_RESULT.get(row["state"], "stored")
-                read[row["at"]][result] += row["n"]
-                read[row["at"]]["stored"] -= row["n"]
-        for row in await conn.fetch(_DELIVERIES_BY_BUCKET, since, window.bucket):
-            if row["at"] in read:
-                read[row["at"]]["duplicate"] = max(row["n"] - firsts[row["at"]], 0)
-        for at, found in read.items():
-            _settled.keep(window.bucket, at, found, now)
-    counts = {name: [0] * count for name in RESULTS}
-    for i, at in enumerate(buckets):
-        bucket = read[at] if at in read else _settled.buckets[(width, at)]
-        for name in RESULTS:
-            counts[name][i] = bucket[name]
-    index = {at: i for i, at in enumerate(buckets)}
-    for at, n in RECENT_REFUSALS.since(start, window.bucket):
-        if at in index:
-            counts["refused"][index[at]] += n
-    minutes = window.bucket.total_seconds() / 60
-    return Traffic(
-        buckets=buckets,
-        per_minute={name: [n / minutes for n in values] for name, values in counts.items()},
-        totals={name: sum(values) for name, values in counts.items()},
-    )
+async def _counted(
+    conn: Any, width: timedelta, buckets: list[datetime]
+) -> dict[datetime, dict[str, int]]:
+    """The stored results of `buckets` (consecutive, the last one holding now)."""
+    read = {at: dict.fromkeys(RESULTS, 0) for at in buckets}
+    since = buckets[0]
+    firsts = dict.fromkeys(read, 0)
+    for row in await conn.fetch(_EVENTS_BY_BUCKET, since, width):
+        if row["at"] in read:
+            firsts[row["at"]] = row["n"]
+            read[row["at"]]["stored"] += row["n"]
+    for row in await conn.fetch(_NOT_PROCESSED_BY_BUCKET, since, width):
+        if row["at"] in read:
+            read[row["at"]][_STATE_RESULT.get(row["state"], "stored")] += row["n"]
+            read[row["at"]]["stored"] -= row["n"]
+    for row in await conn.fetch(_DELIVERIES_BY_BUCKET, since, width):
+        if row["at"] in read:
+            read[row["at"]]["duplicate"] = max(row["n"] - firsts[row["at"]], 0)
+    return read
 
 
 async def forward_counts(conn: Any) -> dict[str, int]:

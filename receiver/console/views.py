@@ -24,6 +24,7 @@ from receiver.api.queries import (
     Queries,
     event_detail,
     message_detail,
+    message_id,
 )
 from receiver.api.stats import stats_of
 from receiver.console import reads
@@ -38,7 +39,7 @@ from receiver.forwarding.handlers import (
     remove_handler,
     set_enabled,
 )
-from receiver.forwarding.outbox import retry_forward
+from receiver.forwarding.outbox import retry_forwards_by_id
 from receiver.http import whole_number
 from receiver.projection.backlog import backlog
 
@@ -74,10 +75,13 @@ SECURITY_HEADERS = {
 class Console:
     """Every page and form of `/console`."""
 
-    def __init__(self, sessions: Sessions, queries: Queries, mask: Mask) -> None:
+    def __init__(
+        self, sessions: Sessions, queries: Queries, mask: Mask, traffic: reads.TrafficCounts
+    ) -> None:
         self.sessions = sessions
         self.queries = queries
         self.mask = mask
+        self.traffic = traffic
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_TEMPLATES),
             autoescape=True,
@@ -205,7 +209,7 @@ class Console:
         window = reads.WINDOWS.get(asked, reads.WINDOWS["hour"])
         now = datetime.now(UTC)
         async with request.state.api_pool.acquire() as conn:
-            traffic = await reads.traffic(conn, window, now)
+            traffic = await self.traffic.read(conn, window, now)
             figures = await stats_of(
                 conn, now - window.span, now, "network", overall=True, traffic=False
             )
@@ -243,9 +247,9 @@ class Console:
                 searched = "number"
             else:
                 async with request.state.api_pool.acquire() as conn:
-                    found = await message_detail(conn, q)
+                    found = await message_id(conn, q)
                 if found is not None:
-                    return RedirectResponse(f"/console/messages/{found['id']}", 303)
+                    return RedirectResponse(f"/console/messages/{found}", 303)
                 params.append(("user_data", q))
                 searched = "user_data"
         async with request.state.api_pool.acquire() as conn:
@@ -294,10 +298,13 @@ class Console:
         query = _in_utc(request.query_params)
         kind = query.get("kind", "invalid")
         if kind == "conflict":
-            p_since, p_until = _time(query, "since"), _time(query, "until")
-            before = whole_number(query.get("before"))
+            p = Params(query, allowed={"kind", "since", "until", "before"})
+            since, until = p.time("since"), p.time("until")
+            before = p.integer("before", default=-1, low=1, high=2**62)
             async with request.state.api_pool.acquire() as conn:
-                rows = await reads.conflicts(conn, p_since, p_until, before, 101)
+                rows = await reads.conflicts(
+                    conn, since, until, before if before > 0 else None, 101
+                )
             next_url = None
             if len(rows) > 100:
                 rest = [(k, v) for k, v in query.multi_items() if k != "before"]
@@ -362,22 +369,33 @@ class Console:
     async def retry(self, request: Request, session: Session) -> Response:
         form: QueryParams = request.state.form
         ids = [i for i in (whole_number(v) for v in form.getlist("forward")) if i is not None]
-        queued = refused = 0
         async with request.state.pool.acquire() as conn:
-            for forward_id in ids[:1000]:
-                if await retry_forward(conn, forward_id):
-                    queued += 1
-                else:
-                    refused += 1
+            found, queued = await retry_forwards_by_id(conn, ids[:1000])
+        refused = found - queued
         notice = ("not-retried", refused) if refused and not queued else ("retried", queued)
         return _back(form, notice)
 
-    async def handlers(self, request: Request, session: Session) -> Response:
+    async def handlers(
+        self,
+        request: Request,
+        session: Session,
+        status_code: int = 200,
+        error: str | None = None,
+        form: dict[str, str] | None = None,
+    ) -> Response:
+        """The handlers page; after a refused addition, with the error and what was typed."""
         async with request.state.api_pool.acquire() as conn:
             listed = await list_handlers(conn)
             health = await reads.handler_health(conn)
         return self.render(
-            request, session, "handlers.html", handlers=listed, health=health, error=None, form={}
+            request,
+            session,
+            "handlers.html",
+            status_code,
+            handlers=listed,
+            health=health,
+            error=error,
+            form=form or {},
         )
 
     async def add_handler(self, request: Request, session: Session) -> Response:
@@ -403,19 +421,8 @@ class Console:
             async with request.state.pool.acquire() as conn:
                 await add_handler(conn, new)
         except HandlerError as error:
-            async with request.state.api_pool.acquire() as conn:
-                listed = await list_handlers(conn)
-                health = await reads.handler_health(conn)
-            return self.render(
-                request,
-                session,
-                "handlers.html",
-                409 if isinstance(error, HandlerExists) else 400,
-                handlers=listed,
-                health=health,
-                error=str(error),
-                form=dict(form),
-            )
+            status_code = 409 if isinstance(error, HandlerExists) else 400
+            return await self.handlers(request, session, status_code, str(error), dict(form))
         return RedirectResponse("/console/handlers?notice=added", 303)
 
     async def change_handler(self, request: Request, session: Session) -> Response:
@@ -492,10 +499,6 @@ def _in_utc(query: QueryParams) -> QueryParams:
                 value += "+00:00"
         items.append((key, value))
     return QueryParams(items)
-
-
-def _time(query: QueryParams, name: str) -> datetime | None:
-    return Params(query, allowed=set(query.keys())).time(name)
 
 
 def _when(value: datetime | None) -> str:

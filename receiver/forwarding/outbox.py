@@ -21,15 +21,15 @@ RETURNING id
 """
 
 
-_RETRY_ONE = """
+_RETRY_BY_ID = """
 WITH queued AS (
     UPDATE forwards SET state = 'pending', attempts = 0, next_attempt_at = now(),
         last_error = NULL
-    WHERE id = $1 AND state IN ('dead', 'done') AND handler_id IS NOT NULL
+    WHERE id = ANY($1::bigint[]) AND state IN ('dead', 'done') AND handler_id IS NOT NULL
     RETURNING id
 )
-SELECT EXISTS (SELECT FROM forwards WHERE id = $1) AS found,
-    EXISTS (SELECT FROM queued) AS queued
+SELECT (SELECT count(*) FROM forwards WHERE id = ANY($1::bigint[])) AS found,
+    (SELECT count(*) FROM queued) AS queued
 """
 
 
@@ -66,16 +66,14 @@ async def retry_forwards(conn: Any, selection: ForwardFilter) -> int:
     return len(rows)
 
 
-async def retry_forward(conn: Any, forward_id: int) -> bool | None:
-    """Queue one dead or delivered forward for delivery now, with a fresh set of attempts.
+async def retry_forwards_by_id(conn: Any, ids: list[int]) -> tuple[int, int]:
+    """Queue the dead or delivered forwards among `ids` for delivery now, with fresh attempts.
 
-    True when queued; False when it cannot be sent again (pending, in flight, or with
-    no handler); None when there is no such forward.
+    Returns how many of the ids are forwards, and how many of those were queued (the
+    others are pending, in flight, or have no handler).
     """
     async with conn.transaction():
-        row = await conn.fetchrow(_RETRY_ONE, forward_id)
+        row = await conn.fetchrow(_RETRY_BY_ID, ids)
         if row["queued"]:
             await wake_dispatchers(conn)
-    if not row["found"]:
-        return None
-    return bool(row["queued"])
+    return row["found"], row["queued"]

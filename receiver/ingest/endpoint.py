@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
@@ -15,7 +15,7 @@ from receiver.callr.envelope import HANDLED_TYPES, parse_envelope
 from receiver.callr.signature import HEADER as SIGNATURE_HEADER
 from receiver.http import JSONResponse, error_response, whole_number
 from receiver.ingest.auth import WebhookAuth
-from receiver.ingest.recent import RECENT_REFUSALS
+from receiver.ingest.recent import MinuteCounts
 from receiver.ingest.store import Incoming, Outcome, Result
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter, Overloaded
 
@@ -37,6 +37,8 @@ class WebhookEndpoint:
     auth: WebhookAuth
     max_body_bytes: int
     retry_after: int
+    # Refused requests per minute, for the console's chart.
+    refusals: MinuteCounts = field(default_factory=MinuteCounts)
 
     async def receive(self, request: Request) -> Response:
         """Answer one CALLR delivery; a 2xx only once its event is committed."""
@@ -72,7 +74,7 @@ class WebhookEndpoint:
             request.path_params.get("token", "")
         ):
             metrics.WEBHOOKS.labels("unknown_url", "none").inc()
-            RECENT_REFUSALS.add()
+            self.refusals.add()
             return error_response(404, "Not Found")
         declared = whole_number(request.headers.get("content-length"))
         if declared is not None and declared > self.max_body_bytes:
@@ -111,7 +113,7 @@ class WebhookEndpoint:
     def _refuse(self, request: Request, status: int, reason: str) -> Response:
         log.warning("webhook_rejected", status=status, reason=reason, client=_client(request))
         metrics.WEBHOOKS.labels(_REFUSED.get(status, str(status)), "none").inc()
-        RECENT_REFUSALS.add()
+        self.refusals.add()
         return error_response(status, reason)
 
     def _log(

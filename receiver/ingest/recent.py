@@ -1,8 +1,9 @@
 """Refused webhook requests per minute, kept in memory for the console's chart.
 
 A refused request (unknown URL, failed authentication, too large) stores nothing,
-so the database cannot count it; this process keeps a day of minutes. With several
-worker processes each keeps its own: the console shows the one that answered it.
+so the database cannot count it; each app keeps a day of minutes (one per process).
+With several worker processes each keeps its own: the console shows the one that
+answered it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,3 @@ class MinuteCounts:
             at = minute * 60
             if at >= first:
                 yield datetime.fromtimestamp(first + (at - first) // width * width, UTC), n
-
-
-RECENT_REFUSALS = MinuteCounts()

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -105,8 +106,18 @@ class Browser:
         """Click `css` and wait until the page it leads to has replaced this one."""
 
         def act() -> None:
-            page = self.driver.find_element(By.TAG_NAME, "html")
-            self.driver.find_element(By.CSS_SELECTOR, css).click()
+            for attempt in range(3):
+                try:
+                    page = self.driver.find_element(By.TAG_NAME, "html")
+                    self.driver.find_element(By.CSS_SELECTOR, css).click()
+                    break
+                except WebDriverException as error:
+                    # On a loaded machine Chromium may still be settling the page it just
+                    # loaded: the element was found in a document it then replaced. The
+                    # click never reached the page, so it is safe to look again.
+                    replaced = ("does not belong to the document", "stale element")
+                    if attempt == 2 or not any(text in str(error) for text in replaced):
+                        raise
             WebDriverWait(self.driver, 10).until(staleness_of(page))
 
         await self.run(act)

@@ -396,3 +396,29 @@ async def test_the_retry_command_queues_a_dead_forward_again(
     assert [r.headers["webhook-id"] for r in handler.received] == ["dead-2", "dead-2"]
     again = await asyncio.to_thread(retry_command, database_url)
     assert (again.returncode, again.stdout) == (0, "0 forward(s) queued\n"), again.stderr
+
+
+async def test_the_api_sends_a_dead_forward_again(
+    make_settings: SettingsFactory, handler: HandlerServer, database_url: str
+) -> None:
+    admin = {"authorization": "Bearer forwarding-admin-token"}
+    settings = make_settings(admin_tokens="forwarding-admin-token", forward_max_attempts=1, **FAST)
+    handler.scripts["/team-42"] = lambda n: (500 if n == 0 else 200, 0.0)
+    await register(database_url, user_data="42", url=handler.url("/team-42"))
+    async with running(create_app(settings)) as client:
+        await send(client, mo_event("mo-1", "MO000001", sender="+33611111111", user_data="42"))
+        await wait_for_state(database_url, "dead")
+        (dead,) = await forwards(database_url)
+        retried = await client.post(f"/api/v1/forwards/{dead['id']}/retry", headers=admin)
+        await wait_for_state(database_url, "done")
+    # With no dispatcher to take it: a delivered forward may be sent again, a queued one not.
+    async with running(create_app(settings.model_copy(update={"dispatcher": False}))) as client:
+        again = await client.post(f"/api/v1/forwards/{dead['id']}/retry", headers=admin)
+        twice = await client.post(f"/api/v1/forwards/{dead['id']}/retry", headers=admin)
+    assert retried.status_code == 200
+    assert retried.json() == {"id": dead["id"], "state": "pending"}
+    assert [r.json["event_id"] for r in handler.on("/team-42")] == ["mo-1", "mo-1"]
+    assert again.status_code == 200
+    assert twice.status_code == 409
+    assert "only a dead or delivered forward" in twice.json()["error"]
+    assert [f["state"] for f in await forwards(database_url)] == ["pending"]
