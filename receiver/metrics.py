@@ -105,6 +105,23 @@ FORWARD_SECONDS = Histogram(
     "From an MO's arrival to its handler's acknowledgement.",
     buckets=(*_LATENCY_BUCKETS, 30, 60, 300, 900, 3600, 21600),
 )
+CALLR_API = Counter(
+    "receiver_callr_api_requests",
+    "Requests to CALLR's API, by call (webhooks.subscribe, GET /sms, GET /sms/<hash>) and"
+    " outcome (ok, not_found, throttled, server_error, timeout, unreachable, unauthorized,"
+    " error, not_json, wrong_shape).",
+    ["method", "outcome"],
+)
+UNKNOWN_SUBSCRIPTIONS = Counter(
+    "receiver_callr_unknown_subscriptions",
+    "Webhook subscriptions (hook_hash, sid) seen on events that `receiver callr subscribe`"
+    " did not make; counted once per subscription and process.",
+)
+RECONCILED = Counter(
+    "receiver_reconciled_sms",
+    "Outbound SMS asked of CALLR by reconcile, by outcome (changed, unchanged, unknown).",
+    ["outcome"],
+)
 POOL = Gauge(
     "receiver_db_pool_connections",
     "Database connections of this service, by pool (writer: the answer path; background:"

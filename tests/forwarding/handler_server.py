@@ -74,23 +74,31 @@ class HandlerServer:
         await send({"type": "http.response.body", "body": b'{"ok": true}'})
 
     async def start(self) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        # Listening now means connections wait in the backlog until uvicorn serves them.
-        sock.listen(128)
-        config = uvicorn.Config(self, log_config=None, access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        self._server, self._task, self.port = serve_on_loopback(self, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            self._server.force_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_serving(self._server, self._task)
         self._server, self._task = None, None
+
+
+def serve_on_loopback(app: Any, port: int = 0) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """`app` under uvicorn on 127.0.0.1 (`port`, or a free one): the server, its task, the port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    # Listening now means connections wait in the backlog until uvicorn serves them.
+    sock.listen(128)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    return server, asyncio.create_task(server.serve(sockets=[sock])), sock.getsockname()[1]
+
+
+async def stop_serving(server: uvicorn.Server | None, task: asyncio.Task[None] | None) -> None:
+    if server is not None and task is not None:
+        server.should_exit = True
+        server.force_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager

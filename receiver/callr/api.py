@@ -1,0 +1,328 @@
+"""A small client for the CALLR API calls the receiver makes (docs/callr-api.md).
+
+Two of CALLR's interfaces, both with the API login and password (HTTP basic auth):
+JSON-RPC 2.0 (`POST {base}/json-rpc/v1.1/`, for `webhooks.subscribe`) and REST v1.1
+(`GET {base}/rest/v1.1/sms...`, for one SMS and the SMS of a window).
+
+Every answer comes back with its raw bytes, which the receiver stores as they came.
+Timeouts, 429 and 5xx answers are tried again with backoff (a `Retry-After` is
+honoured); requests are spaced to a rate of the receiver's own. Anything else
+raises `CallrApiError` with one line that says what went wrong; the credentials
+never appear in it, nor in a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+import structlog
+
+from receiver import metrics
+
+log = structlog.get_logger("receiver.callr_api")
+
+JSON_RPC_PATH = "/json-rpc/v1.1/"
+REST_PATH = "/rest/v1.1"
+# CALLR's REST dates: "YYYY-MM-DD HH:MM:SS" in UTC.
+REST_DATE = "%Y-%m-%d %H:%M:%S"
+_EXCERPT = 80
+
+
+class CallrApiError(Exception):
+    """A call to CALLR failed; the message is one line that says why."""
+
+
+class CallrNotFound(CallrApiError):
+    """CALLR does not know the object asked for (HTTP 404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What CALLR answered: the raw body, and the result read from it."""
+
+    raw: bytes
+    value: Any
+
+
+class _Retry(Exception):
+    def __init__(self, outcome: str, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.wait = wait
+
+
+class RateLimit:
+    """Spaces the starts of requests to at most `rate` a second."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+                now = self._next
+            self._next = now + self._interval
+
+
+class CallrApi:
+    """The calls, over one connection pool; use as `async with CallrApi(...) as api`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        login: str,
+        password: str,
+        *,
+        rate: float = 5.0,
+        timeout: float = 10.0,
+        retries: int = 4,
+        max_wait: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            auth=httpx.BasicAuth(login, password),
+            timeout=timeout,
+            headers={"user-agent": "receiver (CALLR webhook receiver)"},
+            follow_redirects=False,
+        )
+        self._timeout = timeout
+        self._retries = retries
+        self._max_wait = max_wait
+        self._limit = RateLimit(rate)
+        self._sleep = sleep
+
+    async def __aenter__(self) -> CallrApi:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+
+    async def subscribe(
+        self, event_type: str, endpoint: str, options: dict[str, Any] | None
+    ) -> Answer:
+        """`webhooks.subscribe(type, endpoint, options)`: the new subscription (its `hash`)."""
+        answer = await self._rpc("webhooks.subscribe", [event_type, endpoint, options])
+        hook = answer.value
+        if not isinstance(hook, dict) or not isinstance(hook.get("hash"), str) or not hook["hash"]:
+            raise CallrApiError(
+                "CALLR's answer to webhooks.subscribe has no webhook hash: " + _excerpt(answer.raw)
+            )
+        return answer
+
+    async def sms(self, sms_id: str) -> Answer:
+        """`GET /sms/<hash>`: one SMS object; `CallrNotFound` when CALLR does not know it."""
+        answer = await self._rest("GET /sms/<hash>", f"/sms/{sms_id.upper()}")
+        if not isinstance(answer.value, dict):
+            raise CallrApiError(
+                f"CALLR's answer to GET /sms/<hash> is not an SMS object: {_excerpt(answer.raw)}"
+            )
+        return answer
+
+    async def sms_list(self, direction: str, since: datetime, until: datetime) -> Answer:
+        """`GET /sms?type=IN|OUT&from=&to=`: the SMS of a window, a list of SMS objects."""
+        query = {
+            "type": direction,
+            "from": since.astimezone(UTC).strftime(REST_DATE),
+            "to": until.astimezone(UTC).strftime(REST_DATE),
+        }
+        answer = await self._rest("GET /sms", "/sms", query)
+        if not isinstance(answer.value, list) or not all(
+            isinstance(item, dict) for item in answer.value
+        ):
+            raise CallrApiError(
+                f"CALLR's answer to GET /sms is not a list of SMS objects: {_excerpt(answer.raw)}"
+            )
+        return answer
+
+    async def _rpc(self, method: str, params: list[Any]) -> Answer:
+        request_id = random.randint(1, 2**31)  # noqa: S311 (an id, not a secret)
+        body = orjson.dumps(
+            {"id": request_id, "jsonrpc": "2.0", "method": method, "params": params}
+        )
+
+        def read(response: httpx.Response) -> Answer:
+            document = _json(method, response)
+            if isinstance(document, dict) and isinstance(document.get("error"), dict):
+                error = document["error"]
+                raise CallrApiError(
+                    f"CALLR refused {method}: {_one_line(error.get('message'))}"
+                    f" (code {_one_line(error.get('code'))})"
+                )
+            if not isinstance(document, dict) or "result" not in document:
+                raise CallrApiError(
+                    f"CALLR's answer to {method} has neither result nor error: "
+                    + _excerpt(response.content)
+                )
+            return Answer(response.content, document["result"])
+
+        return await self._call(
+            method,
+            lambda: self._client.post(
+                self._base + JSON_RPC_PATH,
+                content=body,
+                headers={"content-type": "application/json-rpc; charset=utf-8"},
+            ),
+            read,
+        )
+
+    async def _rest(self, label: str, path: str, query: dict[str, str] | None = None) -> Answer:
+        def read(response: httpx.Response) -> Answer:
+            if response.status_code == 404:
+                raise CallrNotFound(f"CALLR does not know it ({label}: HTTP 404)")
+            document = _json(label, response)
+            if not isinstance(document, dict) or "data" not in document:
+                raise CallrApiError(
+                    f"CALLR's answer to {label} has no data: {_excerpt(response.content)}"
+                )
+            if response.status_code >= 400 or document.get("status") == "error":
+                reason = _error_text(document["data"])
+                raise CallrApiError(
+                    f"CALLR refused {label} (HTTP {response.status_code}): {reason}"
+                )
+            return Answer(response.content, document["data"])
+
+        return await self._call(
+            label, lambda: self._client.get(self._base + REST_PATH + path, params=query), read
+        )
+
+    async def _call(
+        self,
+        label: str,
+        send: Callable[[], Awaitable[httpx.Response]],
+        read: Callable[[httpx.Response], Answer],
+    ) -> Answer:
+        for attempt in range(self._retries + 1):
+            await self._limit.wait()
+            try:
+                response = await self._send(label, send)
+                answer = read(response)
+            except _Retry as retry:
+                metrics.CALLR_API.labels(label, retry.outcome).inc()
+                if attempt == self._retries:
+                    raise CallrApiError(
+                        f"{label}: {retry}; gave up after {self._retries + 1} tries"
+                    ) from None
+                wait = retry.wait if retry.wait is not None else _backoff(attempt)
+                if wait > self._max_wait:
+                    raise CallrApiError(
+                        f"{label}: {retry}; CALLR asks to wait {wait:.0f} s, more than"
+                        f" {self._max_wait:.0f} s"
+                    ) from None
+                log.warning(
+                    "callr_api_retry",
+                    call=label,
+                    outcome=retry.outcome,
+                    reason=str(retry),
+                    wait_s=round(wait, 2),
+                )
+                await self._sleep(wait)
+                continue
+            except CallrNotFound:
+                metrics.CALLR_API.labels(label, "not_found").inc()
+                raise
+            except CallrApiError as error:
+                metrics.CALLR_API.labels(label, _outcome(error)).inc()
+                raise
+            metrics.CALLR_API.labels(label, "ok").inc()
+            return answer
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self, label: str, send: Callable[[], Awaitable[httpx.Response]]
+    ) -> httpx.Response:
+        try:
+            response = await send()
+        except httpx.TimeoutException:
+            raise _Retry("timeout", f"no answer from CALLR within {self._timeout:g} s") from None
+        except httpx.TransportError as error:
+            raise _Retry(
+                "unreachable", f"cannot reach CALLR: {_one_line(error) or type(error).__name__}"
+            ) from None
+        status = response.status_code
+        if status in (401, 403):
+            raise _Unauthorized(
+                f"CALLR refused the credentials for {label} (HTTP {status}): check"
+                " RECEIVER_CALLR_API_LOGIN and RECEIVER_CALLR_API_PASSWORD"
+            )
+        if status == 429:
+            raise _Retry("throttled", "CALLR is throttling (HTTP 429)", _retry_after(response))
+        if status >= 500:
+            raise _Retry("server_error", f"CALLR failed (HTTP {status})", _retry_after(response))
+        return response
+
+
+class _Unauthorized(CallrApiError):
+    pass
+
+
+def _outcome(error: CallrApiError) -> str:
+    if isinstance(error, _Unauthorized):
+        return "unauthorized"
+    text = str(error)
+    if "not JSON" in text:
+        return "not_json"
+    if text.startswith("CALLR refused"):
+        return "error"
+    return "wrong_shape"
+
+
+def _json(label: str, response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise CallrApiError(
+            f"CALLR answered {label} with {kind}, not JSON (HTTP {response.status_code}):"
+            f" {_excerpt(response.content)}"
+        ) from None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    """0.5, 1, 2, 4 ... seconds, with a quarter of jitter."""
+    base: float = 0.5 * 2**attempt
+    return base * (0.75 + random.random() / 2)  # noqa: S311 (jitter)
+
+
+def _error_text(data: Any) -> str:
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("error") or data
+        code = data.get("code")
+        return _one_line(message) + (f" (code {_one_line(code)})" if code is not None else "")
+    return _one_line(data)
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())[:200]
+
+
+def _excerpt(raw: bytes) -> str:
+    text = _one_line(raw.decode("utf-8", "replace"))
+    return repr(text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else ""))

@@ -1,0 +1,189 @@
+"""The CALLR API client against the fake CALLR: answers, and every way a call can fail."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from receiver import metrics
+from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
+from receiver.callr.sms import Status
+from tests.callr_events import lifecycle, v1_event
+from tests.fake_callr import LOGIN, PASSWORD, FakeCallr, Forced, fake_callr, rpc_error, sms_object
+
+
+@pytest.fixture
+async def callr() -> AsyncIterator[FakeCallr]:
+    async with fake_callr() as server:
+        yield server
+
+
+class Sleeps(list[float]):
+    """Records the waits the client asks for, without waiting."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def client(callr: FakeCallr, *, password: str = PASSWORD, **options: float | int) -> CallrApi:
+    return CallrApi(callr.url, LOGIN, password, **{"rate": 100.0, "timeout": 2.0, **options})  # type: ignore[arg-type]
+
+
+def counted(method: str, outcome: str) -> float:
+    value: float = metrics.CALLR_API.labels(method, outcome)._value.get()
+    return value
+
+
+async def test_one_sms_comes_back_with_callrs_bytes(callr: FakeCallr) -> None:
+    callr.add(sms_object(v1_event("e1", "ab12cd34", lifecycle(Status.CREATED, Status.SENT))))
+    before = counted("GET /sms/<hash>", "ok")
+    async with client(callr) as api:
+        answer = await api.sms("ab12cd34")
+    assert answer.value["hash"] == "AB12CD34"
+    # The raw body is CALLR's, whole: {"status": "success", "data": ...}.
+    assert answer.raw.startswith(b'{"status":"success","data":{')
+    assert callr.asked[-1].path == "/rest/v1.1/sms/AB12CD34"
+    assert counted("GET /sms/<hash>", "ok") == before + 1
+
+
+async def test_an_unknown_sms_is_not_found(callr: FakeCallr) -> None:
+    async with client(callr) as api:
+        with pytest.raises(CallrNotFound, match="HTTP 404"):
+            await api.sms("zz99zz99")
+
+
+async def test_bad_credentials_are_one_line_without_the_password(callr: FakeCallr) -> None:
+    before = counted("GET /sms/<hash>", "unauthorized")
+    async with client(callr, password="wrong-secret-value") as api:
+        with pytest.raises(CallrApiError) as caught:
+            await api.sms("ab12cd34")
+    message = str(caught.value)
+    assert "HTTP 401" in message
+    assert "RECEIVER_CALLR_API_LOGIN" in message
+    assert "wrong-secret-value" not in message
+    assert "\n" not in message
+    assert len(callr.asked) == 1  # not retried: it would fail the same way
+    assert counted("GET /sms/<hash>", "unauthorized") == before + 1
+
+
+async def test_429_waits_as_long_as_retry_after_says(callr: FakeCallr) -> None:
+    callr.add(sms_object(v1_event("e1", "ab12cd34", lifecycle(Status.CREATED, Status.SENT))))
+    callr.forced.append(Forced(429, b"slow down", {"retry-after": "3"}))
+    sleeps = Sleeps()
+    async with CallrApi(callr.url, LOGIN, PASSWORD, rate=100, sleep=sleeps) as api:
+        answer = await api.sms("ab12cd34")
+    assert answer.value["hash"] == "AB12CD34"
+    assert sleeps == [3.0]
+    assert len(callr.asked) == 2
+
+
+async def test_a_retry_after_beyond_the_longest_wait_is_an_error(callr: FakeCallr) -> None:
+    callr.forced.append(Forced(503, b"", {"retry-after": "3600"}))
+    async with CallrApi(callr.url, LOGIN, PASSWORD, rate=100, sleep=Sleeps()) as api:
+        with pytest.raises(CallrApiError, match="asks to wait 3600 s"):
+            await api.sms("ab12cd34")
+
+
+async def test_5xx_is_tried_again_with_backoff_then_given_up(callr: FakeCallr) -> None:
+    callr.forced.extend(Forced(500, b"oops") for _ in range(5))
+    sleeps = Sleeps()
+    before = counted("GET /sms/<hash>", "server_error")
+    async with CallrApi(callr.url, LOGIN, PASSWORD, rate=100, retries=4, sleep=sleeps) as api:
+        with pytest.raises(CallrApiError, match=r"HTTP 500\); gave up after 5 tries"):
+            await api.sms("ab12cd34")
+    assert len(callr.asked) == 5
+    assert len(sleeps) == 4
+    assert sleeps == sorted(sleeps)  # growing waits
+    assert counted("GET /sms/<hash>", "server_error") == before + 5
+
+
+async def test_a_5xx_then_an_answer_is_an_answer(callr: FakeCallr) -> None:
+    callr.add(sms_object(v1_event("e1", "ab12cd34", lifecycle(Status.CREATED, Status.SENT))))
+    callr.forced.append(Forced(502, b"<html>bad gateway</html>"))
+    async with CallrApi(callr.url, LOGIN, PASSWORD, rate=100, sleep=Sleeps()) as api:
+        assert (await api.sms("ab12cd34")).value["hash"] == "AB12CD34"
+
+
+async def test_no_answer_in_time_is_a_timeout(callr: FakeCallr) -> None:
+    callr.forced.extend(Forced(200, b"{}", delay=1.0) for _ in range(2))
+    async with CallrApi(
+        callr.url, LOGIN, PASSWORD, rate=100, timeout=0.2, retries=1, sleep=Sleeps()
+    ) as api:
+        with pytest.raises(
+            CallrApiError, match=r"no answer from CALLR within 0\.2 s; gave up after 2 tries"
+        ):
+            await api.sms("ab12cd34")
+
+
+async def test_html_instead_of_json_is_said(callr: FakeCallr) -> None:
+    callr.forced.append(
+        Forced(200, b"<html><body>Maintenance</body></html>", {"content-type": "text/html"})
+    )
+    async with client(callr) as api:
+        with pytest.raises(CallrApiError, match=r"with text/html, not JSON .*Maintenance"):
+            await api.sms("ab12cd34")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"status": "success", "data": "AB12CD34"}', "is not an SMS object"),
+        (b'{"status": "success"}', "has no data"),
+        (b"[1, 2]", "has no data"),
+    ],
+)
+async def test_an_answer_of_the_wrong_shape_is_said(
+    callr: FakeCallr, body: bytes, expected: str
+) -> None:
+    callr.forced.append(Forced(200, body, {"content-type": "application/json"}))
+    async with client(callr) as api:
+        with pytest.raises(CallrApiError, match=expected):
+            await api.sms("ab12cd34")
+
+
+async def test_a_list_must_be_a_list_of_objects(callr: FakeCallr) -> None:
+    callr.forced.append(Forced(200, b'{"status": "success", "data": {"hash": "X"}}'))
+    async with client(callr) as api:
+        with pytest.raises(CallrApiError, match="not a list of SMS objects"):
+            await api.sms_list("OUT", datetime(2026, 3, 2, tzinfo=UTC), datetime.now(UTC))
+
+
+async def test_a_json_rpc_error_object_is_said_with_its_code(callr: FakeCallr) -> None:
+    callr.forced.append(rpc_error(22, "Invalid endpoint"))
+    before = counted("webhooks.subscribe", "error")
+    async with client(callr) as api:
+        with pytest.raises(
+            CallrApiError, match=r"CALLR refused webhooks.subscribe: Invalid endpoint \(code 22\)"
+        ):
+            await api.subscribe("sms.mo", "ftp://nowhere", None)
+    assert counted("webhooks.subscribe", "error") == before + 1
+
+
+async def test_subscribe_speaks_json_rpc_with_basic_auth(callr: FakeCallr) -> None:
+    async with client(callr) as api:
+        answer = await api.subscribe("sms.mo", "https://hooks.example.com/x", {"hmac_secret": "s"})
+    assert answer.value["hash"] == "HK000000"
+    asked = callr.asked[-1]
+    assert (asked.method, asked.path) == ("POST", "/json-rpc/v1.1/")
+    request = json.loads(asked.body)
+    assert request["jsonrpc"] == "2.0"
+    assert request["method"] == "webhooks.subscribe"
+    assert request["params"] == ["sms.mo", "https://hooks.example.com/x", {"hmac_secret": "s"}]
+    assert asked.authorization is not None
+    assert asked.authorization.startswith("Basic ")
+
+
+async def test_requests_are_spaced_to_the_rate(callr: FakeCallr) -> None:
+    callr.add(sms_object(v1_event("e1", "ab12cd34", lifecycle(Status.CREATED, Status.SENT))))
+    async with client(callr, rate=20.0) as api:
+        started = time.monotonic()
+        for _ in range(5):
+            await api.sms("ab12cd34")
+        elapsed = time.monotonic() - started
+    # Five starts at most 20 a second are at least four intervals apart (a lower
+    # bound: a slow machine only makes it longer).
+    assert elapsed >= 4 / 20
