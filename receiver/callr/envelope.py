@@ -43,8 +43,12 @@ class Envelope(NamedTuple):
 
     @property
     def handled(self) -> bool:
-        """True for the SMS event types this service acts on."""
-        return self.type in HANDLED_TYPES
+        """True for the events this service acts on: those that report an SMS.
+
+        The SMS webhook types (their SMS is parsed, or the event is malformed), and the
+        receiver's own events (receiver.callr.own).
+        """
+        return self.sms is not None
 
 
 class Malformed(NamedTuple):

@@ -118,7 +118,7 @@ async def route(conn: Any, reports: Sequence[Report], *, window: timedelta) -> i
     When any does, the same statement wakes the dispatchers, by a NOTIFY that
     PostgreSQL sends on commit.
     """
-    inbound = [r for r in reports if r.sms.direction == "inbound"]
+    inbound = [r for r in reports if r.sms.direction == "inbound" and r.forward]
     if not inbound:
         return 0
     rows = [

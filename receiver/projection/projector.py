@@ -36,7 +36,7 @@ import asyncpg
 import structlog
 
 from receiver import metrics
-from receiver.callr.envelope import parse_envelope
+from receiver.callr.own import parse_stored
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, batch_transaction
 from receiver.db.listen import listen
 from receiver.forwarding.routing import announce, route
@@ -75,7 +75,7 @@ SELECT * FROM claimed ORDER BY id
 """
 
 _BODIES = """
-SELECT e.event_id, e.body, e.received_at FROM events e
+SELECT e.event_id, e.type, e.body, e.received_at FROM events e
 WHERE e.event_id = ANY($1::text[]) AND e.state = 'processed'
 """
 
@@ -299,7 +299,7 @@ async def _parse(rows: Sequence[Any]) -> list[Report]:
     reports = []
     for start in range(0, len(rows), _PARSE_SLICE):
         for row in rows[start : start + _PARSE_SLICE]:
-            parsed = parse_envelope(row["body"], fingerprint=False)
+            parsed = parse_stored(row["event_id"], row["type"], row["body"])
             report = report_of(row["event_id"], row["received_at"], parsed)
             if report is not None:
                 reports.append(report)

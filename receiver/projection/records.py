@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from receiver.callr.envelope import Envelope, Malformed
+from receiver.callr.own import QUIET_TYPES
 from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
 
 
@@ -37,6 +38,8 @@ class Report:
     received_at: datetime
     emitted_at: datetime | None
     sms: Snapshot
+    forward: bool = True
+    """An inbound SMS is forwarded (not one imported with `callr backfill --no-forward`)."""
     status_at: datetime = field(init=False)
     """When the snapshot's status was reached; the event's own times when it does not say.
     (Worked out once: the projection reads it three times a report.)"""
@@ -49,7 +52,9 @@ class Report:
 def report_of(event_id: str, received_at: datetime, parsed: Envelope | Malformed) -> Report | None:
     """What a stored event reports of an SMS, as the projection applies it; None if nothing."""
     if isinstance(parsed, Envelope) and parsed.sms is not None:
-        return Report(event_id, received_at, parsed.emitted_at, parsed.sms)
+        return Report(
+            event_id, received_at, parsed.emitted_at, parsed.sms, parsed.type not in QUIET_TYPES
+        )
     return None
 
 

@@ -31,6 +31,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Protocol
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
+from receiver.callr.own import parse_stored
 from receiver.db.arrays import columns
 from receiver.forwarding.routing import announce, route
 from receiver.ingest.store import Incoming, Result, event_state, store_batch, stored_reports
@@ -263,7 +264,7 @@ async def _read_pages(
         parsed: list[Envelope | Malformed] = []
         for start in range(0, len(rows), _PARSE_SLICE):
             parsed += [
-                parse_envelope(row["body"], fingerprint=False)
+                parse_stored(row["event_id"], row["type"], row["body"])
                 for row in rows[start : start + _PARSE_SLICE]
             ]
             # Let the loop hear from the database between slices: a whole page parsed

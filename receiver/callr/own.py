@@ -1,0 +1,163 @@
+"""Events the receiver makes itself: CALLR's API answers, and registered sends.
+
+Everything that changes a message record is an event, so that `rebuild` gives the
+same records as live. Beside CALLR's webhooks there are:
+
+- `callr.api.sms`: an SMS object that CALLR's API returned (reconcile, backfill).
+  The body is CALLR's bytes: the whole answer of `GET /sms/<hash>`, or one element of
+  a `GET /sms` list. The id is `callr-api:<sms id>:<digest of the SMS object>`, so
+  asking again when nothing changed finds the event already stored.
+- `callr.api.sms.quiet`: the same, from a backfill run with `--no-forward`: an MO
+  imported this way is never forwarded, not even by a later replay.
+- `receiver.registration`: `PUT /api/v1/messages/{id}`, the receiver's own JSON; the
+  id is `registration:<sms id>:<digest>`.
+
+Each is read back into the `Envelope` of a v1 snapshot, so the projection treats it
+like a webhook: history, status, anomaly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from receiver.callr.envelope import Envelope, Malformed, parse_envelope
+from receiver.callr.sms import SmsInvalid, Snapshot, Status, parse_sms
+
+API_SMS = "callr.api.sms"
+API_SMS_QUIET = "callr.api.sms.quiet"
+REGISTRATION = "receiver.registration"
+OWN_TYPES = frozenset({API_SMS, API_SMS_QUIET, REGISTRATION})
+# The types whose inbound SMS are never forwarded.
+QUIET_TYPES = frozenset({API_SMS_QUIET})
+_PREFIXES = {API_SMS: "callr-api:", API_SMS_QUIET: "callr-api:", REGISTRATION: "registration:"}
+
+
+def is_own(event_id: str, event_type: str | None) -> bool:
+    """True for an event the receiver made (its id and type say so; CALLR's never do both)."""
+    prefix = _PREFIXES.get(event_type or "")
+    return prefix is not None and event_id.startswith(prefix)
+
+
+def digest(obj: Any) -> bytes:
+    """sha256 of a JSON value, keys sorted: equal for equal content, however it was written."""
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def sms_object(document: Any) -> Any:
+    """The SMS object in a stored API body: the answer's `data`, or the list element itself."""
+    if isinstance(document, dict) and "data" in document and "hash" not in document:
+        return document["data"]
+    return document
+
+
+def api_sms_event(body: bytes, *, quiet: bool = False) -> Envelope:
+    """The event for an SMS object CALLR's API returned; raises `SmsInvalid` naming a bad field."""
+    try:
+        obj = sms_object(orjson.loads(body))
+    except orjson.JSONDecodeError as error:
+        raise SmsInvalid(f"the answer is not JSON: {error}") from None
+    return _api_envelope(None, API_SMS_QUIET if quiet else API_SMS, obj)
+
+
+def _api_envelope(event_id: str | None, event_type: str, obj: Any) -> Envelope:
+    if not isinstance(obj, dict):
+        raise SmsInvalid("the SMS must be an object")
+    kind = obj.get("type")
+    if kind not in ("IN", "OUT"):
+        raise SmsInvalid("data.type must be 'IN' or 'OUT'")
+    sms = parse_sms("sms.mo" if kind == "IN" else "sms.mt.status_update", obj, generation=1)
+    fingerprint = digest(obj)
+    return Envelope(
+        event_id=event_id or f"callr-api:{sms.sms_id}:{fingerprint.hex()[:32]}",
+        type=event_type,
+        attempt=0,
+        emitted_at=None,
+        subscription=None,
+        generation=1,
+        object=obj,
+        fingerprint=fingerprint,
+        sms=sms,
+    )
+
+
+def registration_body(
+    sms_id: str, user_data: str, to: str, sender: str | None, created_at: datetime
+) -> bytes:
+    """What a registration stores: its fields, as the API took them."""
+    return orjson.dumps(
+        {
+            "sms_id": sms_id.lower(),
+            "user_data": user_data,
+            "to": to,
+            "from": sender,
+            "created_at": created_at.isoformat(),
+        }
+    )
+
+
+def registration_event(body: bytes, event_id: str | None = None) -> Envelope:
+    """A registered send as an outbound SMS `created` at its `created_at`."""
+    document = orjson.loads(body)
+    created_at = datetime.fromisoformat(document["created_at"]).replace(microsecond=0)
+    sms_id = document["sms_id"]
+    fingerprint = digest(document)
+    sms = Snapshot(
+        sms_id=sms_id,
+        direction="outbound",
+        from_number=document["from"],
+        to_number=document["to"],
+        text=None,
+        user_data=document["user_data"],
+        encoding=None,
+        parts=None,
+        cost=None,
+        network=None,
+        nature=None,
+        error=None,
+        created_at=created_at,
+        sent_at=None,
+        delivered_at=None,
+        status=Status.CREATED,
+        provider_status="registered",
+        status_at=created_at,
+        history=(),
+    )
+    return Envelope(
+        event_id=event_id or f"registration:{sms_id}:{fingerprint.hex()[:32]}",
+        type=REGISTRATION,
+        attempt=0,
+        emitted_at=None,
+        subscription=None,
+        generation=2,
+        object=document,
+        fingerprint=fingerprint,
+        sms=sms,
+    )
+
+
+def parse_own(event_id: str, event_type: str, body: bytes) -> Envelope | Malformed:
+    """A stored event of the receiver's own, read again (the projector, replay, rebuild)."""
+    try:
+        if event_type == REGISTRATION:
+            return registration_event(body, event_id)
+        return _api_envelope(event_id, event_type, sms_object(orjson.loads(body)))
+    except (SmsInvalid, ValueError, KeyError, TypeError) as error:
+        return Malformed(
+            key=event_id,
+            reason=f"{event_type} body cannot be read: {error}",
+            type=event_type,
+            attempt=0,
+            subscription=None,
+            fingerprint=b"",
+        )
+
+
+def parse_stored(event_id: str, event_type: str | None, body: bytes) -> Envelope | Malformed:
+    """A stored event read again: the receiver's own by their type, CALLR's from the body."""
+    if event_type is not None and is_own(event_id, event_type):
+        return parse_own(event_id, event_type, body)
+    return parse_envelope(body, fingerprint=False)
