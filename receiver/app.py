@@ -17,6 +17,7 @@ from receiver import heap
 from receiver.api.auth import Tokens
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
+from receiver.callr.sync import reconcile_forever
 from receiver.console import console_routes
 from receiver.daily_stats import keep
 from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
@@ -137,6 +138,10 @@ def create_app(settings: Settings) -> Starlette:
             background.append(dispatching)
         if settings.projector:
             background.append(asyncio.create_task(projecting.run(), name="projector"))
+        if settings.callr_api_configured:
+            background.append(
+                asyncio.create_task(reconcile_forever(pool, settings), name="reconcile")
+            )
         try:
             yield {
                 "pool": pool,

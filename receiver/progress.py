@@ -17,7 +17,13 @@ class Progress:
     """Count, rate and time left for `total` units of work."""
 
     def __init__(
-        self, total: int, *, label: str, stream: TextIO = sys.stderr, every: float = 5.0
+        self,
+        total: int,
+        *,
+        label: str,
+        unit: str = "event",
+        stream: TextIO = sys.stderr,
+        every: float = 5.0,
     ) -> None:
         self._label = label
         self._total = total
@@ -25,7 +31,7 @@ class Progress:
         self._every = every
         self._started = self._last = time.monotonic()
         self._bar = (
-            tqdm(total=total, desc=label, unit="event", file=stream, dynamic_ncols=True)
+            tqdm(total=total, desc=label, unit=unit, file=stream, dynamic_ncols=True)
             if stream.isatty()
             else None
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -66,6 +68,17 @@ class Settings(BaseSettings):
     dispatch_concurrency: int = Field(default=16, ge=1, le=1000)
     dispatch_poll_interval: float = Field(default=5.0, gt=0)
 
+    # CALLR's API (docs/callr-api.md): subscribe, reconcile, backfill.
+    callr_api_url: str = "https://api.callr.com"
+    callr_api_login: str | None = None
+    callr_api_password: str | None = None
+    callr_api_rate: float = Field(default=5.0, gt=0, le=100)
+    callr_api_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Outbound SMS in a non-final status for longer than this are asked of CALLR.
+    reconcile_after: timedelta = Field(default="1d", validate_default=True)
+    reconcile_interval: timedelta = Field(default="1h", validate_default=True)
+    reconcile_limit: int = Field(default=1000, ge=1, le=100_000)
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -83,7 +96,38 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("database_url", "callr_url_token", "callr_basic_auth", mode="before")
+    @field_validator("reconcile_after", "reconcile_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("reconcile_after", "reconcile_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+    @field_validator("callr_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError(
+                "must not carry credentials: set RECEIVER_CALLR_API_LOGIN and _PASSWORD"
+            )
+        return value.rstrip("/")
+
+    @field_validator(
+        "database_url",
+        "callr_url_token",
+        "callr_basic_auth",
+        "callr_api_login",
+        "callr_api_password",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -116,9 +160,31 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def callr_api_configured(self) -> bool:
+        """True when the CALLR API login and password are both set."""
+        return bool(self.callr_api_login and self.callr_api_password)
+
+    @property
     def webhook_auth_configured(self) -> bool:
         """True when at least one way of authenticating CALLR is set."""
         return bool(self.callr_hmac_secrets or self.callr_url_token or self.callr_basic_auth)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `15m`, `12h`, `1d` (or a plain number of seconds) as a timedelta."""
+    value = text.strip().lower()
+    try:
+        return timedelta(seconds=float(value))
+    except ValueError:
+        pass
+    match = _DURATION.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 15m, 12h or 1d")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
 def load_settings(**overrides: object) -> Settings:

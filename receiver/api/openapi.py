@@ -162,6 +162,15 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["error"],
         "properties": {"error": {"type": "string"}, "parameter": _nullable("string")},
     },
+    "Registration": {
+        "type": "object",
+        "required": ["sms_id", "event_id", "registered"],
+        "properties": {
+            "sms_id": {"type": "string"},
+            "event_id": {"type": "string", "description": "the registration's event"},
+            "registered": {"type": "boolean", "description": "false: it was registered already"},
+        },
+    },
     "Message": {
         "type": "object",
         "required": ["id", "direction", "status", "status_at", "anomaly"],
@@ -245,6 +254,19 @@ _SCHEMAS: dict[str, Any] = {
                     "history": {"type": "array", "items": _ref("HistoryStep")},
                     "events": {"type": "array", "items": _ref("MessageEvent")},
                     "forwards": {"type": "array", "items": _ref("Forward")},
+                    "reconciliation": {
+                        "type": ["object", "null"],
+                        "description": "what `receiver callr reconcile` last learned of it",
+                        "properties": {
+                            "checks": {"type": "integer"},
+                            "checked_at": _time(False),
+                            "unknown": {
+                                "type": "boolean",
+                                "description": "CALLR does not know it (not asked again)",
+                            },
+                            "answer_status": _nullable("string"),
+                        },
+                    },
                 },
             },
         ]
@@ -435,7 +457,42 @@ _PATHS: dict[str, Any] = {
                 "404": _json(_ref("Error"), "no such message"),
                 **_ERRORS,
             },
-        }
+        },
+        "put": {
+            "summary": "Register an outbound SMS (a v2 send) and its user_data, before or after"
+            " its first webhook: replies to it then route by that user_data",
+            "parameters": [_path("sms_id", "the SMS id CALLR gave (v2 sid, v1 hash), any case")],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["user_data", "to"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "user_data": {"type": "string", "minLength": 1, "maxLength": 256},
+                                "to": {"type": "string", "minLength": 1, "maxLength": 256},
+                                "from": _nullable("string", maxLength=256),
+                                "created_at": {
+                                    "type": "string",
+                                    "format": "date-time",
+                                    "description": "when it was sent (default: now)",
+                                },
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(_ref("Registration"), "registered (a new event)"),
+                "200": _json(_ref("Registration"), "registered already, the same: nothing changed"),
+                "404": _json(_ref("Error"), "not an SMS id"),
+                "409": _json(_ref("Error"), "the message records another user_data, to or from"),
+                **_ERRORS,
+                **_ADMIN,
+            },
+        },
     },
     "/api/v1/events": _get(
         "Stored events, newest first",

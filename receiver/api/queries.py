@@ -328,6 +328,11 @@ async def message_id(conn: Any, sms_id: str) -> str | None:
     return None if stored is None else await conn.fetchval(_MESSAGE_ID, stored)
 
 
+_RECONCILIATION = """
+SELECT checks, checked_at, unknown, answer_status FROM reconciliations WHERE sms_id = $1
+"""
+
+
 async def message_detail(conn: Any, sms_id: str) -> dict[str, Any] | None:
     """One message with its history, events and forwards; None when there is none."""
     stored = _stored_form(sms_id)
@@ -339,11 +344,13 @@ async def message_detail(conn: Any, sms_id: str) -> dict[str, Any] | None:
     history = await conn.fetch(_HISTORY, stored)
     events = await conn.fetch(_MESSAGE_EVENTS, stored)
     forwards = await conn.fetch(_MESSAGE_FORWARDS, stored)
+    checked = await conn.fetchrow(_RECONCILIATION, stored)
     return {
         **_message(row),
         "history": [dict(step) for step in history],
         "events": [dict(event) for event in events],
         "forwards": [dict(forward) for forward in forwards],
+        "reconciliation": dict(checked) if checked is not None else None,
     }
 
 

@@ -12,6 +12,7 @@ from receiver.api.handlers import routes as handler_routes
 from receiver.api.openapi import DESCRIPTION
 from receiver.api.params import Cursors
 from receiver.api.queries import Queries
+from receiver.api.registrations import register
 from receiver.api.stats import stats
 from receiver.api.status import status
 from receiver.http import JSONResponse
@@ -31,6 +32,7 @@ def api_routes(tokens: Tokens) -> list[Route]:
         Route("/api/v1/forwards/{forward_id}/retry", tokens.admin(retry), methods=["POST"]),
         Route("/api/v1/messages", guard(queries.messages), methods=["GET"]),
         Route("/api/v1/messages/{sms_id}", guard(queries.message), methods=["GET"]),
+        Route("/api/v1/messages/{sms_id}", tokens.admin(register), methods=["PUT"]),
         Route("/api/v1/events", guard(queries.events), methods=["GET"]),
         Route("/api/v1/events/{event_id}", guard(queries.event), methods=["GET"]),
         Route("/api/v1/forwards", guard(queries.forwards), methods=["GET"]),

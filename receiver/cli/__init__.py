@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
+from receiver.cli.callr import add_callr_commands
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
 from receiver.cli.replay import add_replay_commands
 from receiver.cli.service import DatabaseNotReady, run_migrations, serve, whole, worker
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_forward_commands(commands)
     add_replay_commands(commands)
     add_simulate_command(commands)
+    add_callr_commands(commands)
     return parser
 
 

@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 
 from receiver.app import WEBHOOK_PATH, dispatcher, projector
+from receiver.callr.sync import reconcile_forever
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, describe
@@ -280,6 +281,8 @@ def worker(args: argparse.Namespace) -> int:
             tasks.append(asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher"))
         if settings.projector:
             tasks.append(asyncio.create_task(projector(settings, pool).run(), name="projector"))
+        if settings.callr_api_configured:
+            tasks.append(asyncio.create_task(reconcile_forever(pool, settings), name="reconcile"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -289,6 +292,7 @@ def worker(args: argparse.Namespace) -> int:
             database=describe(database.url),
             dispatcher=settings.dispatcher,
             projector=settings.projector,
+            reconcile=settings.callr_api_configured,
         )
         await stop.wait()
         for task in tasks:

@@ -239,6 +239,12 @@ class Message(Base):
             postgresql_ops={"to_number": "text_pattern_ops"},
             postgresql_include=["status_at", "sms_id", "status", "direction"],
         ),
+        # Reconcile's candidates: the outbound SMS not in a final status (a few).
+        Index(
+            "ix_messages_unsettled",
+            "status_at",
+            postgresql_where=sql_text("direction = 'outbound' AND NOT status_terminal"),
+        ),
     )
 
 
@@ -500,3 +506,34 @@ class Prune(Base):
     before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     events: Mapped[int] = mapped_column(BigInteger)
     deliveries: Mapped[int] = mapped_column(BigInteger)
+
+
+class CallrSubscription(Base):
+    """A webhook subscription that `receiver callr subscribe` made, as CALLR answered it."""
+
+    __tablename__ = "callr_subscriptions"
+
+    # CALLR's id of the webhook: what its events carry as `hook_hash`.
+    hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    type: Mapped[str] = mapped_column(Text)
+    endpoint: Mapped[str] = mapped_column(Text)
+    # CALLR's answer (the webhook object), an HMAC secret in it replaced by a note.
+    answer: Mapped[Any] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Reconciliation(Base):
+    """What reconcile last learned of an outbound SMS stuck in a non-final status.
+
+    Bookkeeping of the asking, not of the SMS: what CALLR answered is an event.
+    """
+
+    __tablename__ = "reconciliations"
+
+    sms_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    checks: Mapped[int] = mapped_column(Integer)
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # CALLR answered 404: it does not know the SMS any more; never asked again.
+    unknown: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    # The status CALLR gave last (its own name), or null.
+    answer_status: Mapped[str | None] = mapped_column(Text)

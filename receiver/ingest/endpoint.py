@@ -17,6 +17,7 @@ from receiver.http import JSONResponse, error_response, whole_number
 from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.recent import MinuteCounts
 from receiver.ingest.store import Incoming, Outcome, Result
+from receiver.ingest.subscriptions import SubscriptionWatch
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter, Overloaded
 
 log = structlog.get_logger("receiver.webhook")
@@ -39,6 +40,7 @@ class WebhookEndpoint:
     retry_after: int
     # Refused requests per minute, for the console's chart.
     refusals: MinuteCounts = field(default_factory=MinuteCounts)
+    subscriptions: SubscriptionWatch = field(default_factory=SubscriptionWatch)
 
     async def receive(self, request: Request) -> Response:
         """Answer one CALLR delivery; a 2xx only once its event is committed."""
@@ -66,6 +68,8 @@ class WebhookEndpoint:
         )
         response, outcome = await self._store(request.state.writer, item)
         self._log(item, response, outcome, started)
+        if outcome is not None:
+            self.subscriptions.seen(item.parsed.subscription, request.state.pool)
         return response
 
     def _precheck(self, request: Request) -> Response | None:

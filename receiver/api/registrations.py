@@ -1,0 +1,117 @@
+"""`PUT /api/v1/messages/{sms_id}`: register an outbound SMS and its `user_data`.
+
+CALLR's v2 API carries no `user_data`, so the replies to a v2 send could not be
+routed by it. The sender registers the send here, before or after its first
+webhook; the registration is an event (receiver.callr.own), applied like one, and
+replies to the SMS then route by its `user_data` (rule `recent_mt`).
+
+A registration that says something else than what the message already records
+(another `user_data`, `to` or `from`) is refused with 409: the record keeps one
+value per field, whatever the order its events came in.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from receiver.callr.own import registration_body, registration_event
+from receiver.callr.sync import store_own
+from receiver.http import JSONResponse, error_response
+
+_SMS_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+_MAX_TEXT = 256
+_FIELDS = {"user_data", "to", "from", "created_at"}
+_RECORDED = """
+SELECT user_data, to_number, from_number, direction FROM messages WHERE sms_id = $1 FOR UPDATE
+"""
+
+
+class _Invalid(ValueError):
+    pass
+
+
+async def register(request: Request) -> Response:
+    sms_id = request.path_params["sms_id"]
+    if not _SMS_ID.fullmatch(sms_id):
+        return error_response(404, "an SMS id is 1 to 64 letters and digits")
+    try:
+        document = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as error:
+        return error_response(400, f"body is not valid JSON: {error}")
+    try:
+        user_data, to, sender, created_at = _fields(document)
+    except _Invalid as error:
+        return error_response(400, str(error))
+    body = registration_body(sms_id, user_data, to, sender, created_at)
+    envelope = registration_event(body)
+    window = timedelta(hours=request.app.state.settings.routing_window_hours)
+    async with request.state.pool.acquire() as conn, conn.transaction():
+        recorded = await conn.fetchrow(_RECORDED, sms_id.lower())
+        conflict = _conflict(recorded, user_data, to, sender)
+        if conflict is not None:
+            return error_response(409, conflict, sms_id=sms_id.lower())
+        new = await store_own(
+            conn, [(envelope, body)], source="PUT /api/v1/messages/{id}", routing_window=window
+        )
+    return JSONResponse(
+        {"sms_id": sms_id.lower(), "event_id": envelope.event_id, "registered": bool(new)},
+        status_code=201 if new else 200,
+    )
+
+
+def _fields(document: Any) -> tuple[str, str, str | None, datetime]:
+    if not isinstance(document, dict):
+        raise _Invalid("body must be a JSON object")
+    unknown = sorted(set(document) - _FIELDS)
+    if unknown:
+        raise _Invalid(f"unknown field(s): {', '.join(unknown)}")
+    user_data = _text(document, "user_data", required=True)
+    to = _text(document, "to", required=True)
+    sender = _text(document, "from", required=False)
+    assert user_data is not None
+    assert to is not None
+    return user_data, to, sender, _created_at(document.get("created_at"))
+
+
+def _created_at(raw: Any) -> datetime:
+    if raw is None:
+        return datetime.now(UTC)
+    try:
+        created_at = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        created_at = None
+    if created_at is None or created_at.tzinfo is None:
+        raise _Invalid("created_at must be an RFC 3339 time with its zone")
+    return created_at.astimezone(UTC)
+
+
+def _text(document: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = document.get(name)
+    if value is None or value == "":
+        if required:
+            raise _Invalid(f"{name} is required")
+        return None
+    if not isinstance(value, str) or len(value) > _MAX_TEXT or "\x00" in value:
+        raise _Invalid(f"{name} must be a string of at most {_MAX_TEXT} characters")
+    return value
+
+
+def _conflict(recorded: Any, user_data: str, to: str, sender: str | None) -> str | None:
+    if recorded is None:
+        return None
+    if recorded["direction"] != "outbound":
+        return "this SMS is an inbound one: only outbound SMS are registered"
+    for name, column, value in (
+        ("user_data", "user_data", user_data),
+        ("to", "to_number", to),
+        ("from", "from_number", sender),
+    ):
+        if value is not None and recorded[column] is not None and recorded[column] != value:
+            return f"the message already records {name} {recorded[column]!r}, not {value!r}"
+    return None

@@ -1,0 +1,327 @@
+"""Asking CALLR for what the webhooks missed: subscribe, reconcile, backfill.
+
+What CALLR answers about an SMS is stored as an event of the receiver's own
+(receiver.callr.own) and applied with the projection's code in the same
+transaction: a slice of a backfill, or one reconciled SMS, is written whole or
+not at all. An answer that cannot be read raises `CallrApiError` before anything
+of it is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import structlog
+
+from receiver import metrics
+from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
+from receiver.callr.envelope import Envelope
+from receiver.callr.own import api_sms_event
+from receiver.callr.sms import SmsInvalid
+from receiver.forwarding.routing import announce, route
+from receiver.ingest.store import Incoming, store_batch, stored_reports
+from receiver.projection import project
+
+log = structlog.get_logger("receiver.callr_sync")
+
+# After this many answers that leave an SMS where it was, reconcile stops asking.
+MAX_CHECKS = 7
+DEFAULT_TYPES = ("sms.mt.status_update", "sms.mo")
+# The advisory lock held by the process whose reconcile runs (any number, fixed).
+_RECONCILE_LOCK = 7_263_110_403
+
+
+async def store_own(
+    conn: Any, events: Sequence[tuple[Envelope, bytes]], *, source: str, routing_window: timedelta
+) -> int:
+    """Store the receiver's own events and apply them, in the caller's transaction.
+
+    Returns how many were new (the others were stored already: nothing changes).
+    Inbound SMS are routed to their handlers, except quiet ones.
+    """
+    now = datetime.now(UTC)
+    items = [
+        Incoming(
+            parsed=envelope,
+            body=body,
+            received_at=now,
+            headers={"x-receiver-source": source},
+            remote_addr=None,
+        )
+        for envelope, body in events
+    ]
+    outcomes = await store_batch(conn, items, pending=False)
+    reports = stored_reports(items, outcomes)
+    applied = await project(conn, reports)
+    await route(conn, reports, window=routing_window)
+    await announce(conn, applied.changes)
+    return len(reports)
+
+
+def api_client(settings: Any) -> CallrApi:
+    """The CALLR API client the settings describe; they must hold a login and password."""
+    if not settings.callr_api_configured:
+        raise CallrApiError(
+            "no CALLR API credentials: set RECEIVER_CALLR_API_LOGIN and RECEIVER_CALLR_API_PASSWORD"
+        )
+    return CallrApi(
+        settings.callr_api_url,
+        settings.callr_api_login,
+        settings.callr_api_password,
+        rate=settings.callr_api_rate,
+        timeout=settings.callr_api_timeout,
+    )
+
+
+# ---------------------------------------------------------------- subscribe
+
+_KEEP_SUBSCRIPTION = """
+INSERT INTO callr_subscriptions AS s (hash, type, endpoint, answer) VALUES ($1, $2, $3, $4::jsonb)
+ON CONFLICT (hash) DO UPDATE SET type = EXCLUDED.type, endpoint = EXCLUDED.endpoint,
+    answer = EXCLUDED.answer
+"""
+
+_SUBSCRIPTIONS = """
+SELECT hash, type, endpoint, created_at FROM callr_subscriptions ORDER BY created_at, hash
+"""
+
+
+async def subscribe(
+    pool: Any, api: CallrApi, *, url: str, types: Sequence[str], options: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """`webhooks.subscribe` for each type; each webhook CALLR makes is kept as it answers."""
+    made = []
+    for event_type in types:
+        answer = await api.subscribe(event_type, url, options)
+        hook = _without_secret(answer.value)
+        async with pool.acquire() as conn:
+            await conn.execute(
+                _KEEP_SUBSCRIPTION, hook["hash"], event_type, url, orjson.dumps(hook).decode()
+            )
+        log.info("callr_subscribed", type=event_type, hash=hook["hash"])
+        made.append({"hash": hook["hash"], "type": event_type, "endpoint": url})
+    return made
+
+
+async def subscriptions(pool: Any) -> list[Any]:
+    """The subscriptions kept, oldest first."""
+    async with pool.acquire() as conn:
+        return list(await conn.fetch(_SUBSCRIPTIONS))
+
+
+def _without_secret(hook: dict[str, Any]) -> dict[str, Any]:
+    kept = dict(hook)
+    options = kept.get("options")
+    if isinstance(options, dict) and options.get("hmac_secret"):
+        kept["options"] = {**options, "hmac_secret": "(set: RECEIVER_CALLR_HMAC_SECRETS)"}
+    return kept
+
+
+# ---------------------------------------------------------------- reconcile
+
+_CANDIDATES = """
+SELECT m.sms_id, m.status::text AS status, m.status_at FROM messages m
+LEFT JOIN reconciliations r USING (sms_id)
+WHERE m.direction = 'outbound' AND NOT m.status_terminal AND m.status_at < $1
+  AND (r.sms_id IS NULL OR (NOT r.unknown AND r.checked_at < $1 AND r.checks < $2))
+ORDER BY m.status_at, m.sms_id
+LIMIT $3
+"""
+
+_CHECKED = """
+INSERT INTO reconciliations AS r (sms_id, checks, checked_at, unknown, answer_status)
+VALUES ($1, 1, $2, $3, $4)
+ON CONFLICT (sms_id) DO UPDATE SET checks = r.checks + 1, checked_at = $2, unknown = $3,
+    answer_status = COALESCE($4, r.answer_status)
+"""
+
+
+@dataclass(slots=True)
+class ReconcileSummary:
+    """What one reconcile run did."""
+
+    candidates: list[str] = field(default_factory=list)
+    changed: int = 0
+    """SMS whose answer was new evidence (an event stored)."""
+    unchanged: int = 0
+    """SMS whose answer was stored already: CALLR says what it said last time."""
+    unknown: int = 0
+    """SMS that CALLR does not know: marked, never asked again."""
+
+
+async def reconcile(
+    pool: Any,
+    api: CallrApi | None,
+    *,
+    older_than: timedelta,
+    limit: int,
+    routing_window: timedelta,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> ReconcileSummary:
+    """Ask CALLR for the outbound SMS stuck in a non-final status for longer than `older_than`.
+
+    Each answer is stored and applied in a transaction of its own; an error from
+    CALLR stops the run (what was reconciled before it stays).
+    """
+    now = now or datetime.now(UTC)
+    cutoff = now - older_than
+    summary = ReconcileSummary()
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(_CANDIDATES, cutoff, MAX_CHECKS, limit)
+    summary.candidates = [row["sms_id"] for row in rows]
+    if dry_run:
+        return summary
+    if api is None:
+        raise ValueError("reconcile asks CALLR: it needs a client unless dry_run")
+    for sms_id in summary.candidates:
+        try:
+            answer = await api.sms(sms_id)
+        except CallrNotFound:
+            async with pool.acquire() as conn:
+                await conn.execute(_CHECKED, sms_id, now, True, None)
+            summary.unknown += 1
+            metrics.RECONCILED.labels("unknown").inc()
+            log.warning("reconcile_unknown_sms", sms_id=sms_id)
+            continue
+        envelope = _read_sms(answer.raw, "GET /sms/<hash>", quiet=False)
+        if envelope.sms is None or envelope.sms.sms_id != sms_id:
+            found = envelope.sms.sms_id if envelope.sms else None
+            raise CallrApiError(
+                f"CALLR answered GET /sms/<hash> for {sms_id} with another SMS ({found})"
+            )
+        async with pool.acquire() as conn, conn.transaction():
+            new = await store_own(
+                conn,
+                [(envelope, answer.raw)],
+                source="reconcile: GET /sms/<hash>",
+                routing_window=routing_window,
+            )
+            await conn.execute(_CHECKED, sms_id, now, False, envelope.sms.provider_status)
+        outcome = "changed" if new else "unchanged"
+        setattr(summary, outcome, getattr(summary, outcome) + 1)
+        metrics.RECONCILED.labels(outcome).inc()
+    return summary
+
+
+@contextlib.asynccontextmanager
+async def reconcile_turn(pool: Any) -> AsyncIterator[bool]:
+    """Whether this process is the one to reconcile now (one at a time across processes)."""
+    async with pool.acquire() as conn:
+        taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RECONCILE_LOCK)
+        try:
+            yield bool(taken)
+        finally:
+            if taken:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _RECONCILE_LOCK)
+
+
+async def reconcile_forever(pool: Any, settings: Any) -> None:
+    """serve's and worker's task: a reconcile every RECONCILE_INTERVAL, errors logged.
+
+    The first a minute after the start (or sooner, for a shorter interval).
+    """
+    await asyncio.sleep(min(60.0, settings.reconcile_interval.total_seconds()))
+    while True:
+        try:
+            async with reconcile_turn(pool) as mine:
+                if mine:
+                    async with api_client(settings) as api:
+                        summary = await reconcile(
+                            pool,
+                            api,
+                            older_than=settings.reconcile_after,
+                            limit=settings.reconcile_limit,
+                            routing_window=timedelta(hours=settings.routing_window_hours),
+                        )
+                    log.info(
+                        "reconciled",
+                        asked=len(summary.candidates),
+                        changed=summary.changed,
+                        unchanged=summary.unchanged,
+                        unknown=summary.unknown,
+                    )
+        except CallrApiError as error:
+            log.warning("reconcile_failed", error=str(error))
+        except Exception as error:  # the loop outlives a database outage
+            log.error("reconcile_failed", error=repr(error))
+        await asyncio.sleep(settings.reconcile_interval.total_seconds())
+
+
+# ---------------------------------------------------------------- backfill
+
+
+@dataclass(slots=True)
+class BackfillSummary:
+    """What one backfill did."""
+
+    listed: int = 0
+    new: int = 0
+
+
+def slices(since: datetime, until: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
+    """[since, until) cut into windows of `size`, the last one shorter."""
+    out = []
+    start = since
+    while start < until:
+        end = min(start + size, until)
+        out.append((start, end))
+        start = end
+    return out
+
+
+async def backfill(
+    pool: Any,
+    api: CallrApi,
+    *,
+    since: datetime,
+    until: datetime,
+    directions: Sequence[str] = ("OUT", "IN"),
+    size: timedelta = timedelta(hours=1),
+    forward: bool = True,
+    routing_window: timedelta,
+    advance: Callable[[int], None] = lambda n: None,
+) -> BackfillSummary:
+    """Store and apply every SMS CALLR lists for the window, one slice a transaction."""
+    summary = BackfillSummary()
+    for start, end in slices(since, until, size):
+        for direction in directions:
+            # CALLR's dates are to the second, and `to` is taken to be inclusive: a
+            # slice ends a second before the next one starts (an SMS on the edge is
+            # listed once; were it listed twice, it would still be stored once).
+            last = max(start, end - timedelta(seconds=1))
+            answer = await api.sms_list(direction, start, last)
+            label = f"GET /sms (type {direction}, {start:%Y-%m-%d %H:%M:%S} to {last:%H:%M:%S})"
+            events = []
+            for n, obj in enumerate(answer.value):
+                body = orjson.dumps(obj)
+                envelope = _read_sms(body, f"{label}, SMS {n}", quiet=not forward)
+                assert envelope.sms is not None
+                if (envelope.sms.direction == "inbound") != (direction == "IN"):
+                    raise CallrApiError(
+                        f"CALLR's answer to {label} lists SMS {envelope.sms.sms_id}"
+                        f" of the other direction ({envelope.sms.direction})"
+                    )
+                events.append((envelope, body))
+            async with pool.acquire() as conn, conn.transaction():
+                summary.new += await store_own(
+                    conn, events, source=f"backfill: {label}", routing_window=routing_window
+                )
+            summary.listed += len(events)
+        advance(1)
+    return summary
+
+
+def _read_sms(body: bytes, label: str, *, quiet: bool) -> Envelope:
+    try:
+        return api_sms_event(body, quiet=quiet)
+    except SmsInvalid as error:
+        raise CallrApiError(
+            f"CALLR's answer to {label} is not an SMS the receiver can read: {error}"
+        ) from None
