@@ -38,7 +38,14 @@ _EXCERPT = 80
 
 
 class CallrApiError(Exception):
-    """A call to CALLR failed; the message is one line that says why."""
+    """A call to CALLR failed; the message is one line that says why.
+
+    `outcome` is what receiver_callr_api_requests counts it as.
+    """
+
+    def __init__(self, message: str, outcome: str = "wrong_shape") -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class CallrNotFound(CallrApiError):
@@ -160,7 +167,8 @@ class CallrApi:
                 error = document["error"]
                 raise CallrApiError(
                     f"CALLR refused {method}: {_one_line(error.get('message'))}"
-                    f" (code {_one_line(error.get('code'))})"
+                    f" (code {_one_line(error.get('code'))})",
+                    "error",
                 )
             if not isinstance(document, dict) or "result" not in document:
                 raise CallrApiError(
@@ -182,7 +190,7 @@ class CallrApi:
     async def _rest(self, label: str, path: str, query: dict[str, str] | None = None) -> Answer:
         def read(response: httpx.Response) -> Answer:
             if response.status_code == 404:
-                raise CallrNotFound(f"CALLR does not know it ({label}: HTTP 404)")
+                raise CallrNotFound(f"CALLR does not know it ({label}: HTTP 404)", "not_found")
             document = _json(label, response)
             if not isinstance(document, dict) or "data" not in document:
                 raise CallrApiError(
@@ -191,7 +199,7 @@ class CallrApi:
             if response.status_code >= 400 or document.get("status") == "error":
                 reason = _error_text(document["data"])
                 raise CallrApiError(
-                    f"CALLR refused {label} (HTTP {response.status_code}): {reason}"
+                    f"CALLR refused {label} (HTTP {response.status_code}): {reason}", "error"
                 )
             return Answer(response.content, document["data"])
 
@@ -231,11 +239,8 @@ class CallrApi:
                 )
                 await self._sleep(wait)
                 continue
-            except CallrNotFound:
-                metrics.CALLR_API.labels(label, "not_found").inc()
-                raise
             except CallrApiError as error:
-                metrics.CALLR_API.labels(label, _outcome(error)).inc()
+                metrics.CALLR_API.labels(label, error.outcome).inc()
                 raise
             metrics.CALLR_API.labels(label, "ok").inc()
             return answer
@@ -254,30 +259,16 @@ class CallrApi:
             ) from None
         status = response.status_code
         if status in (401, 403):
-            raise _Unauthorized(
+            raise CallrApiError(
                 f"CALLR refused the credentials for {label} (HTTP {status}): check"
-                " RECEIVER_CALLR_API_LOGIN and RECEIVER_CALLR_API_PASSWORD"
+                " RECEIVER_CALLR_API_LOGIN and RECEIVER_CALLR_API_PASSWORD",
+                "unauthorized",
             )
         if status == 429:
             raise _Retry("throttled", "CALLR is throttling (HTTP 429)", _retry_after(response))
         if status >= 500:
             raise _Retry("server_error", f"CALLR failed (HTTP {status})", _retry_after(response))
         return response
-
-
-class _Unauthorized(CallrApiError):
-    pass
-
-
-def _outcome(error: CallrApiError) -> str:
-    if isinstance(error, _Unauthorized):
-        return "unauthorized"
-    text = str(error)
-    if "not JSON" in text:
-        return "not_json"
-    if text.startswith("CALLR refused"):
-        return "error"
-    return "wrong_shape"
 
 
 def _json(label: str, response: httpx.Response) -> Any:
@@ -287,7 +278,8 @@ def _json(label: str, response: httpx.Response) -> Any:
         kind = response.headers.get("content-type", "no content type").split(";")[0]
         raise CallrApiError(
             f"CALLR answered {label} with {kind}, not JSON (HTTP {response.status_code}):"
-            f" {_excerpt(response.content)}"
+            f" {_excerpt(response.content)}",
+            "not_json",
         ) from None
 
 

@@ -30,7 +30,6 @@ from receiver.callr.sms import SmsInvalid, Snapshot, Status, parse_sms
 API_SMS = "callr.api.sms"
 API_SMS_QUIET = "callr.api.sms.quiet"
 REGISTRATION = "receiver.registration"
-OWN_TYPES = frozenset({API_SMS, API_SMS_QUIET, REGISTRATION})
 # The types whose inbound SMS are never forwarded.
 QUIET_TYPES = frozenset({API_SMS_QUIET})
 _PREFIXES = {API_SMS: "callr-api:", API_SMS_QUIET: "callr-api:", REGISTRATION: "registration:"}

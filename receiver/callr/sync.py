@@ -126,7 +126,7 @@ def _without_secret(hook: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- reconcile
 
 _CANDIDATES = """
-SELECT m.sms_id, m.status::text AS status, m.status_at FROM messages m
+SELECT m.sms_id FROM messages m
 LEFT JOIN reconciliations r USING (sms_id)
 WHERE m.direction = 'outbound' AND NOT m.status_terminal AND m.status_at < $1
   AND (r.sms_id IS NULL OR (NOT r.unknown AND r.checked_at < $1 AND r.checks < $2))
@@ -191,10 +191,11 @@ async def reconcile(
             log.warning("reconcile_unknown_sms", sms_id=sms_id)
             continue
         envelope = _read_sms(answer.raw, "GET /sms/<hash>", quiet=False)
-        if envelope.sms is None or envelope.sms.sms_id != sms_id:
-            found = envelope.sms.sms_id if envelope.sms else None
+        assert envelope.sms is not None
+        if envelope.sms.sms_id != sms_id:
             raise CallrApiError(
-                f"CALLR answered GET /sms/<hash> for {sms_id} with another SMS ({found})"
+                f"CALLR answered GET /sms/<hash> for {sms_id}"
+                f" with another SMS ({envelope.sms.sms_id})"
             )
         async with pool.acquire() as conn, conn.transaction():
             new = await store_own(
@@ -204,9 +205,11 @@ async def reconcile(
                 routing_window=routing_window,
             )
             await conn.execute(_CHECKED, sms_id, now, False, envelope.sms.provider_status)
-        outcome = "changed" if new else "unchanged"
-        setattr(summary, outcome, getattr(summary, outcome) + 1)
-        metrics.RECONCILED.labels(outcome).inc()
+        if new:
+            summary.changed += 1
+        else:
+            summary.unchanged += 1
+        metrics.RECONCILED.labels("changed" if new else "unchanged").inc()
     return summary
 
 

@@ -19,7 +19,7 @@ from receiver.callr.sync import (
     subscribe,
     subscriptions,
 )
-from receiver.cli.replay import _run
+from receiver.cli.replay import run_with_database
 from receiver.cli.service import http_url, timestamp, whole
 from receiver.progress import Progress
 from receiver.settings import Settings, parse_duration
@@ -74,7 +74,7 @@ def subscribe_command(args: argparse.Namespace) -> int:
         print(f"{len(made)} subscription(s) made and kept ({signed})")
         return 0
 
-    return _run(run, connections=2)
+    return run_with_database(run, connections=2)
 
 
 def subscriptions_command(args: argparse.Namespace) -> int:
@@ -86,7 +86,7 @@ def subscriptions_command(args: argparse.Namespace) -> int:
         print(f"{len(rows)} subscription(s) made by `receiver callr subscribe`")
         return 0
 
-    return _run(run, connections=2)
+    return run_with_database(run, connections=2)
 
 
 def reconcile_command(args: argparse.Namespace) -> int:
@@ -120,7 +120,7 @@ def reconcile_command(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _run(run, connections=2)
+    return run_with_database(run, connections=2)
 
 
 def backfill_command(args: argparse.Namespace) -> int:
@@ -151,7 +151,7 @@ def backfill_command(args: argparse.Namespace) -> int:
         print(f"{summary.listed} SMS listed by CALLR, {summary.new} new to the receiver{forwarded}")
         return 0
 
-    return _run(run, connections=2)
+    return run_with_database(run, connections=2)
 
 
 def add_callr_commands(commands: Any) -> None:

@@ -86,7 +86,7 @@ def replay_command(args: argparse.Namespace) -> int:
         print(summary.line())
         return STOPPED if summary.stopped else 0
 
-    return _run(run)
+    return run_with_database(run)
 
 
 def rebuild_command(args: argparse.Namespace) -> int:
@@ -119,7 +119,7 @@ def rebuild_command(args: argparse.Namespace) -> int:
         return STOPPED if summary.stopped else 0
 
     try:
-        return _run(run)
+        return run_with_database(run)
     finally:
         workers.close()
 
@@ -139,7 +139,7 @@ def prune_command(args: argparse.Namespace) -> int:
         print(done.line())
         return STOPPED if done.stopped else 0
 
-    return _run(run)
+    return run_with_database(run)
 
 
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
@@ -167,9 +167,10 @@ def age(text: str) -> timedelta:
 _YOUNGEST_PRUNE = timedelta(days=1)
 
 
-def _run(
+def run_with_database(
     command: Callable[[Any, Settings, asyncio.Event], Awaitable[int]], *, connections: int = 4
 ) -> int:
+    """Run `command(pool, settings, stop)` on the migrated database; Ctrl-C sets `stop`."""
     settings = configured()
     database = open_migrated_database(settings)
     settings = settings.model_copy(update={"database_url": database.url})

@@ -8,17 +8,18 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from receiver import metrics
 from receiver.app import create_app
 from receiver.callr.api import CallrApi, CallrApiError
 from receiver.callr.sms import Status
-from receiver.callr.sync import backfill, reconcile
+from receiver.callr.sync import ReconcileSummary, backfill, reconcile
 from receiver.db.engine import create_pool
-from receiver.replay import rebuild
+from receiver.replay import EventFilter, rebuild, replay
 from tests.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.fake_callr import LOGIN, PASSWORD, FakeCallr, Forced, fake_callr, rpc_error, sms_object
@@ -46,6 +47,13 @@ async def pool(database_url: str) -> AsyncIterator[Any]:
     pool = await create_pool(database_url, size=4, command_timeout=60)
     yield pool
     await pool.close()
+
+
+async def reconcile_at(pool: Any, client: CallrApi, now: datetime) -> ReconcileSummary:
+    """Reconcile as it would run at `now`: what has been stuck for more than a day."""
+    return await reconcile(
+        pool, client, older_than=timedelta(days=1), limit=10, routing_window=WINDOW, now=now
+    )
 
 
 def api(callr: FakeCallr) -> CallrApi:
@@ -179,8 +187,6 @@ async def test_an_event_through_an_unknown_subscription_is_warned_of_once(
     callr: FakeCallr,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from receiver import metrics
-
     conn_rows = (
         "INSERT INTO callr_subscriptions (hash, type, endpoint, answer) VALUES ($1, $2, $3, '{}')"
     )
@@ -211,9 +217,7 @@ async def test_a_stuck_sms_that_callr_says_was_delivered_is_delivered_once(
     assert (await message(database_url, "stuck001"))["status"] == "sent"
     callr.add(sms_object(v1_event("x", "stuck001", lifecycle(C, P, S, D))))
     async with api(callr) as client:
-        summary = await reconcile(
-            pool, client, older_than=timedelta(days=1), limit=10, routing_window=WINDOW, now=LATER
-        )
+        summary = await reconcile_at(pool, client, LATER)
         assert (summary.changed, summary.unchanged, summary.unknown) == (1, 0, 0)
         record = await message(database_url, "stuck001")
         assert record["status"] == "delivered"
@@ -229,14 +233,7 @@ async def test_a_stuck_sms_that_callr_says_was_delivered_is_delivered_once(
         # The answer is kept byte for byte.
         assert bytes(events[0]["body"]) == _answer_of(callr, "STUCK001")
         # Delivered now: not asked again.
-        again = await reconcile(
-            pool,
-            client,
-            older_than=timedelta(days=1),
-            limit=10,
-            routing_window=WINDOW,
-            now=LATER + timedelta(days=2),
-        )
+        again = await reconcile_at(pool, client, LATER + timedelta(days=2))
     assert again.candidates == []
     assert len([a for a in callr.asked if a.path.endswith("/STUCK001")]) == 1
 
@@ -252,17 +249,8 @@ async def test_an_sms_callr_no_longer_knows_is_marked_and_not_asked_again(
 ) -> None:
     await webhooks(make_settings, v1_event("w1", "gone0001", lifecycle(C, S)))
     async with api(callr) as client:
-        first = await reconcile(
-            pool, client, older_than=timedelta(days=1), limit=10, routing_window=WINDOW, now=LATER
-        )
-        later = await reconcile(
-            pool,
-            client,
-            older_than=timedelta(days=1),
-            limit=10,
-            routing_window=WINDOW,
-            now=LATER + timedelta(days=5),
-        )
+        first = await reconcile_at(pool, client, LATER)
+        later = await reconcile_at(pool, client, LATER + timedelta(days=5))
     assert first.unknown == 1
     assert later.candidates == []
     assert len(callr.asked) == 1
@@ -280,14 +268,7 @@ async def test_an_answer_with_no_news_changes_nothing_and_adds_nothing_the_secon
     before = (await message(database_url, "same0001"), await steps(database_url, "same0001"))
     async with api(callr) as client:
         for days in (0, 2):
-            await reconcile(
-                pool,
-                client,
-                older_than=timedelta(days=1),
-                limit=10,
-                routing_window=WINDOW,
-                now=LATER + timedelta(days=days),
-            )
+            await reconcile_at(pool, client, LATER + timedelta(days=days))
     after = (await message(database_url, "same0001"), await steps(database_url, "same0001"))
     assert {k: v for k, v in after[0].items() if k != "last_seen_at"} == {
         k: v for k, v in before[0].items() if k != "last_seen_at"
@@ -340,14 +321,7 @@ async def test_a_failed_reconcile_writes_nothing(
     callr.forced.append(forced)
     async with api(callr) as client:
         with pytest.raises(CallrApiError, match=re.escape(expected)):
-            await reconcile(
-                pool,
-                client,
-                older_than=timedelta(days=1),
-                limit=10,
-                routing_window=WINDOW,
-                now=LATER,
-            )
+            await reconcile_at(pool, client, LATER)
     assert await count(database_url, "events") == events
     assert await count(database_url, "reconciliations") == 0
 
@@ -434,8 +408,6 @@ async def test_backfill_no_forward_imports_replies_without_waking_handlers(
     assert (await message(database_url, "mo000002"))["direction"] == "inbound"
     assert await count(database_url, "forwards") == 0
     # Nor later, by a replay of everything.
-    from receiver.replay import EventFilter, replay
-
     await replay(pool, EventFilter(), routing_window=WINDOW)
     assert await count(database_url, "forwards") == 0
 
@@ -569,9 +541,7 @@ async def test_rebuild_equals_live_with_api_events_in_the_mix(
     callr.add(sms_object(v1_event("x", "never009", lifecycle(C, S, D))))
     callr.add(sms_object(mo_event("x", "mo000009", sender="+33612345678")))
     async with api(callr) as client:
-        await reconcile(
-            pool, client, older_than=timedelta(days=1), limit=10, routing_window=WINDOW, now=LATER
-        )
+        await reconcile_at(pool, client, LATER)
         await backfill(
             pool,
             client,
