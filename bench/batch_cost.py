@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from projection import realistic_events, store_and_analyze
-from scratch import bench_server, scratch_database
+from support import bench_server, scratch_database
 
 from receiver.db.engine import create_pool
 from receiver.forwarding.routing import route
-from receiver.ingest.store import store_batch, stored_reports
-from receiver.projection import project
+from receiver.projection.records import project
+from receiver.projection.store import store_batch, stored_reports
 
 
 class Explained:

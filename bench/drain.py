@@ -31,11 +31,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scratch import bench_server, scratch_database
+from support import bench_server, scratch_database
 
 from receiver.callr.envelope import parse_envelope
 from receiver.db.engine import create_pool
-from receiver.ingest.store import Incoming, store_batch
+from receiver.projection.store import Incoming, store_batch
 from receiver.simulate import Mix, Plan
 
 _STORE_BATCH = 2000

@@ -26,7 +26,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scratch import bench_server, scratch_database
+from support import bench_server, scratch_database
 
 from receiver.app import create_app
 from receiver.forwarding.handlers import NewHandler, add_handler

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from receiver.ingest import writer
-from receiver.ingest.store import Incoming, Outcome, Result
+from receiver.projection.store import Incoming, Outcome, Result
 
 
 async def _answer_stored(

@@ -28,12 +28,12 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scratch import bench_server, scratch_database
+from support import bench_server, scratch_database
 
 from receiver.callr.envelope import parse_envelope
 from receiver.callr.sms import Status
-from receiver.ingest.store import Incoming, store_batch, stored_reports
-from receiver.projection import project
+from receiver.projection.records import project
+from receiver.projection.store import Incoming, store_batch, stored_reports
 from tests.callr_events import Step, v1_event, v2_event
 
 LIFECYCLE = (Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED)

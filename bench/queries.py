@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from seed import END, NETWORKS, USER_DATA
 
-from receiver.daily_stats import maintain
+from receiver.projection.daily_stats import maintain
 
 TOKEN = "bench-api-token"
 TARGETS_MS = {

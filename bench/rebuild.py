@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from projection import realistic_events, store_and_analyze
-from scratch import bench_server, scratch_database
+from support import bench_server, scratch_database
 
 from receiver import heap
 from receiver.db.engine import create_pool

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from receiver.callr.sms import Snapshot, Status, Transition
 from receiver.db.engine import create_pool
-from receiver.projection import Report, project
+from receiver.projection.records import project
+from receiver.reports import Report
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 DAYS = 90

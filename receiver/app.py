@@ -15,11 +15,10 @@ from starlette.routing import Route
 
 from receiver import heap
 from receiver.api.auth import Tokens
+from receiver.api.metrics import MetricsEndpoint
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
-from receiver.callr.sync import reconcile_forever
 from receiver.console import console_routes
-from receiver.daily_stats import keep
 from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
 from receiver.db.migrate import head_revision
 from receiver.forwarding.dispatcher import Dispatcher
@@ -35,8 +34,9 @@ from receiver.http import (
 from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.endpoint import WebhookEndpoint
 from receiver.ingest.writer import GroupCommitWriter
-from receiver.metrics import MetricsEndpoint
+from receiver.projection.daily_stats import keep
 from receiver.projection.projector import Projector
+from receiver.replay.callr import reconcile_forever
 from receiver.settings import Settings, SettingsError
 
 WEBHOOK_PATH = "/webhooks/callr"
@@ -62,6 +62,7 @@ def projector(settings: Settings, pool: Any) -> Projector:
         pool,
         settings.database_url,
         batch_max=settings.projector_batch_max,
+        batch_bytes=settings.projector_batch_bytes,
         poll_interval=settings.projector_poll_interval,
         routing_window=timedelta(hours=settings.routing_window_hours),
     )
@@ -157,7 +158,8 @@ def create_app(settings: Settings) -> Starlette:
             for each in (api_pool, writer_pool, pool):
                 # Bounded: a connection that does not come back in time is cut.
                 try:
-                    await asyncio.wait_for(each.close(), timeout=3)
+                    async with asyncio.timeout(3):
+                        await each.close()
                 except TimeoutError:
                     each.terminate()
 
@@ -167,7 +169,13 @@ def create_app(settings: Settings) -> Starlette:
         Route(webhook_path, endpoint.receive, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
-        Route("/metrics", MetricsEndpoint(settings.metrics_token).metrics, methods=["GET"]),
+        Route(
+            "/metrics",
+            MetricsEndpoint(
+                settings.metrics_token, stall_after=settings.projection_stall_after
+            ).metrics,
+            methods=["GET"],
+        ),
         *api_routes(tokens),
         *console_routes(settings, tokens, endpoint.refusals),
     ]

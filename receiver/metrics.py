@@ -1,43 +1,19 @@
-"""`GET /metrics` in Prometheus's text format.
+"""The counters and histograms every stage keeps: what each process sees.
 
-Two kinds of figures:
-- what each process sees (requests, acknowledgement latency, batches, forwards):
-  counters and histograms of prometheus-client; with several uvicorn workers they
-  live in files under `PROMETHEUS_MULTIPROC_DIR`, which `receiver serve` sets, and a
-  scrape of any worker sums them all;
-- what the database holds (messages by current status, anomalies, forwards by state,
-  the projection's backlog): read at scrape time on the dashboard pool, at most
-  every few seconds.
-
-The endpoint is open unless `RECEIVER_METRICS_TOKEN` is set; then it needs
-`Authorization: Bearer <token>`.
+Requests, acknowledgement latency, batches, forwards, CALLR API calls, kept by
+prometheus-client; with several uvicorn workers they live in files under
+`PROMETHEUS_MULTIPROC_DIR`, which `receiver serve` sets, and a scrape of any worker
+sums them all. `GET /metrics` itself, with the figures it reads from the database,
+is receiver.api.metrics.
 """
 
 from __future__ import annotations
 
-import hmac
-import os
-import time
-from collections.abc import Iterator
-from typing import Any
-
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
-
-from receiver.http import error_response
-from receiver.projection.backlog import Backlog, backlog
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -129,98 +105,3 @@ POOL = Gauge(
     ["pool", "state"],
     multiprocess_mode="livesum",
 )
-
-# Kept short: every status of every message of the last day is counted per scrape.
-_DATABASE_TTL = 5.0
-_MESSAGES = """
-SELECT direction, status::text AS status, count(*) AS n,
-    count(*) FILTER (WHERE anomaly) AS anomalies
-FROM messages WHERE created_at >= now() - interval '1 day'
-GROUP BY 1, 2
-"""
-# Done forwards are counted by the dispatchers: the table holds every one ever made.
-_FORWARDS = "SELECT state, count(*) AS n FROM forwards WHERE state <> 'done' GROUP BY state"
-
-
-class DatabaseFigures(Collector):
-    """The gauges read from the database, as of the last `refresh`."""
-
-    def __init__(self) -> None:
-        self.read_at = 0.0
-        self.messages: list[Any] = []
-        self.forwards: list[Any] = []
-        self.backlog = Backlog(0, None)
-
-    async def refresh(self, pool: Any) -> None:
-        if time.monotonic() - self.read_at < _DATABASE_TTL:
-            return
-        async with pool.acquire() as conn:
-            self.messages = await conn.fetch(_MESSAGES)
-            self.forwards = await conn.fetch(_FORWARDS)
-            self.backlog = await backlog(conn)
-        self.read_at = time.monotonic()
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        messages = GaugeMetricFamily(
-            "receiver_messages_last_day",
-            "Messages created in the last 24 hours, by direction and current status.",
-            labels=["direction", "status"],
-        )
-        anomalies = GaugeMetricFamily(
-            "receiver_anomalies_last_day",
-            "Messages created in the last 24 hours whose reports contradict each other.",
-        )
-        for row in self.messages:
-            messages.add_metric([row["direction"], row["status"]], row["n"])
-        anomalies.add_metric([], sum(row["anomalies"] for row in self.messages))
-        forwards = GaugeMetricFamily(
-            "receiver_forwards", "Forwards not yet delivered, by state.", labels=["state"]
-        )
-        for row in self.forwards:
-            forwards.add_metric([row["state"]], row["n"])
-        pending = GaugeMetricFamily(
-            "receiver_projection_pending",
-            "Stored events not yet applied to the message records by the projector.",
-        )
-        pending.add_metric([], self.backlog.pending)
-        lag = GaugeMetricFamily(
-            "receiver_projection_lag_seconds",
-            "Age of the oldest event waiting for the projector (0 when none waits).",
-        )
-        lag.add_metric([], self.backlog.lag_seconds())
-        yield from (messages, anomalies, forwards, pending, lag)
-
-
-def observe_pool(name: str, pool: Any) -> None:
-    size, idle = pool.get_size(), pool.get_idle_size()
-    POOL.labels(name, "busy").set(size - idle)
-    POOL.labels(name, "idle").set(idle)
-
-
-class MetricsEndpoint:
-    """The `/metrics` route: this process's figures, or every worker's, and the database's."""
-
-    def __init__(self, token: str | None) -> None:
-        self.token = token
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            self.registry = CollectorRegistry()
-            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
-        else:
-            self.registry = REGISTRY
-        # A registry of this app's own: several apps in one process (tests) each
-        # read their own database.
-        self.database = DatabaseFigures()
-        self.database_registry = CollectorRegistry()
-        self.database_registry.register(self.database)
-
-    async def metrics(self, request: Request) -> Response:
-        if self.token is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                return error_response(401, "a valid bearer token is required")
-        await self.database.refresh(request.state.api_pool)
-        observe_pool("writer", request.state.writer_pool)
-        observe_pool("background", request.state.pool)
-        observe_pool("api", request.state.api_pool)
-        text = generate_latest(self.registry) + generate_latest(self.database_registry)
-        return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     projector: bool = True
     projector_batch_max: int = Field(default=2000, ge=1, le=50_000)
     projector_poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    # A batch's raw bodies at most (the first event is taken whatever its size): what
+    # a projector holds in memory at once.
+    projector_batch_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=1024**3)
+    # Events pending and no projector batch for this long: the projection is stalled.
+    projection_stall_after: timedelta = Field(default="1m", validate_default=True)
 
     # Read tokens (API reads, console pages) and admin tokens (those, and every change).
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
@@ -96,12 +101,14 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("reconcile_after", "reconcile_interval", mode="before")
+    @field_validator(
+        "reconcile_after", "reconcile_interval", "projection_stall_after", mode="before"
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
 
-    @field_validator("reconcile_after", "reconcile_interval")
+    @field_validator("reconcile_after", "reconcile_interval", "projection_stall_after")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

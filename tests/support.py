@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.signature import sign
-from receiver.ingest.store import Incoming
+from receiver.projection.store import Incoming
 
 
 def incoming(body: bytes, **envelope_changes: Any) -> Incoming:
@@ -165,7 +165,7 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    from receiver.http_protocol import HttpProtocol
+    from receiver.cli.http_protocol import HttpProtocol
 
     config = uvicorn.Config(app, log_config=None, access_log=False, http=HttpProtocol)
     server = uvicorn.Server(config)

@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.callr.own import registration_body, registration_event
-from receiver.callr.sync import store_own
+from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA
 from receiver.http import JSONResponse, error_response
+from receiver.projection.apply import store_and_apply
 
 _SMS_ID = re.compile(r"[A-Za-z0-9]{1,64}")
-_MAX_TEXT = 256
 _FIELDS = {"user_data", "to", "from", "created_at"}
 _RECORDED = """
 SELECT user_data, to_number, from_number, direction FROM messages WHERE sms_id = $1 FOR UPDATE
@@ -56,7 +56,7 @@ async def register(request: Request) -> Response:
         conflict = _conflict(recorded, user_data, to, sender)
         if conflict is not None:
             return error_response(409, conflict, sms_id=sms_id.lower())
-        new = await store_own(
+        new = await store_and_apply(
             conn, [(envelope, body)], source="PUT /api/v1/messages/{id}", routing_window=window
         )
     return JSONResponse(
@@ -71,9 +71,9 @@ def _fields(document: Any) -> tuple[str, str, str | None, datetime]:
     unknown = sorted(set(document) - _FIELDS)
     if unknown:
         raise _Invalid(f"unknown field(s): {', '.join(unknown)}")
-    user_data = _text(document, "user_data", required=True)
-    to = _text(document, "to", required=True)
-    sender = _text(document, "from", required=False)
+    user_data = _text(document, "user_data", required=True, limit=MAX_USER_DATA)
+    to = _text(document, "to", required=True, limit=MAX_NUMBER)
+    sender = _text(document, "from", required=False, limit=MAX_NUMBER)
     assert user_data is not None
     assert to is not None
     return user_data, to, sender, _created_at(document.get("created_at"))
@@ -91,14 +91,14 @@ def _created_at(raw: Any) -> datetime:
     return created_at.astimezone(UTC)
 
 
-def _text(document: dict[str, Any], name: str, *, required: bool) -> str | None:
+def _text(document: dict[str, Any], name: str, *, required: bool, limit: int) -> str | None:
     value = document.get(name)
     if value is None or value == "":
         if required:
             raise _Invalid(f"{name} is required")
         return None
-    if not isinstance(value, str) or len(value) > _MAX_TEXT or "\x00" in value:
-        raise _Invalid(f"{name} must be a string of at most {_MAX_TEXT} characters")
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        raise _Invalid(f"{name} must be a string of at most {limit} characters")
     return value
 
 

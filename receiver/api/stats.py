@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from receiver.api.params import BadParameter, Params
 from receiver.callr.sms import TERMINAL, Status
-from receiver.daily_stats import GROUPS, window
 from receiver.http import JSONResponse
+from receiver.projection.daily_stats import GROUPS, window
 
 _MAX_WINDOW = timedelta(days=366)
 

@@ -22,6 +22,8 @@ HANDLED_TYPES = frozenset(
 )
 
 MAX_ID_LENGTH = 256
+# How deep a body may nest and still be fingerprinted (orjson writes at most this).
+MAX_DEPTH = 254
 MAX_ATTEMPT = 2**31 - 1
 
 
@@ -95,16 +97,24 @@ def parse_envelope(body: bytes, *, fingerprint: bool = True) -> Envelope | Malfo
         return _envelope(document, fields, fingerprint=fingerprint)
     except _Invalid as error:
         return _malformed_document(body, document, fields, str(error))
+    except orjson.JSONEncodeError:
+        # Read (orjson reads 1,024 levels) but too deep to write again for the
+        # fingerprint (254): no CALLR event comes near either.
+        return _malformed(body, f"body is nested more than {MAX_DEPTH} levels deep")
     except SmsInvalid as error:
         # A well-formed envelope around an SMS object that is not understood:
         # kept under its event id, with the field named.
+        try:
+            content = content_fingerprint(document, fields.subscription)
+        except orjson.JSONEncodeError:
+            return _malformed(body, f"body is nested more than {MAX_DEPTH} levels deep")
         return Malformed(
             key=document[fields.id],
             reason=str(error),
             type=document["type"],
             attempt=document["try"],
             subscription=document.get(fields.subscription),
-            fingerprint=content_fingerprint(document, fields.subscription),
+            fingerprint=content,
         )
 
 
@@ -165,13 +175,18 @@ def _malformed_document(
     """
     digest = hashlib.sha256(body).digest()
     event_id = _lenient_text(document, fields.id)
+    if event_id is not None:
+        try:
+            fingerprint = content_fingerprint(document, fields.subscription)
+        except orjson.JSONEncodeError:
+            return _malformed(body, f"{reason}; and the body is nested more than {MAX_DEPTH} deep")
     return Malformed(
         key=event_id or f"sha256:{digest.hex()}",
         reason=reason,
         type=_lenient_text(document, "type"),
         attempt=_lenient_attempt(document),
         subscription=_lenient_text(document, fields.subscription),
-        fingerprint=content_fingerprint(document, fields.subscription) if event_id else digest,
+        fingerprint=fingerprint if event_id is not None else digest,
     )
 
 

@@ -42,8 +42,14 @@ def is_own(event_id: str, event_type: str | None) -> bool:
 
 
 def digest(obj: Any) -> bytes:
-    """sha256 of a JSON value, keys sorted: equal for equal content, however it was written."""
-    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).digest()
+    """sha256 of a JSON value, keys sorted: equal for equal content, however it was written.
+
+    Raises `SmsInvalid` for a value nested too deeply to write again.
+    """
+    try:
+        return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).digest()
+    except orjson.JSONEncodeError as error:
+        raise SmsInvalid(f"the answer cannot be read: {error}") from None
 
 
 def sms_object(document: Any) -> Any:

@@ -72,7 +72,26 @@ for _name, _status in _V1_STATUSES.items():
     V1_NAMES.setdefault(_status, _name)
 _V1_NO_DATE = "0000-00-00 00:00:00"
 _MAX_AMOUNT = Decimal(10) ** 12
+_MAX_DECIMALS = 12
+
+# The most, in characters, that the parser takes of each field it projects:
+# generous for anything CALLR sends, and small enough that no value can make the
+# database refuse a row (an index row holds at most 2,704 bytes; a character takes
+# up to 4). A field over its bound makes the event invalid, with the field named.
 MAX_SMS_ID_LENGTH = 64
+MAX_NUMBER = 64
+"""A phone number (E.164 has at most 15 digits) or an alphanumeric sender (11)."""
+MAX_USER_DATA = 255
+MAX_NETWORK = 128
+MAX_STATUS = 64
+"""A status string, and the encoding and nature."""
+MAX_ERROR = 1000
+MAX_TEXT = 40_000
+"""An SMS's text: CALLR sends at most 3,200 characters; a long MO arrives in up to 255
+parts of 153 characters."""
+MAX_HISTORY = 100
+"""Steps in one event's status history (an SMS goes through about five)."""
+_MAX_DATE = 64
 
 
 class SmsInvalid(ValueError):
@@ -145,16 +164,16 @@ def _parse_v1(event_type: str, f: _Fields) -> Snapshot:
     return Snapshot(
         sms_id=f.sms_id("hash"),
         direction="inbound" if event_type in INBOUND_TYPES else "outbound",
-        from_number=f.text("from"),
-        to_number=f.text("to"),
-        text=f.text("text", keep_empty=True),
-        user_data=f.text("user_data"),
-        encoding=_lower(f.text("encoding")),
+        from_number=f.text("from", limit=MAX_NUMBER),
+        to_number=f.text("to", limit=MAX_NUMBER),
+        text=f.text("text", limit=MAX_TEXT, keep_empty=True),
+        user_data=f.text("user_data", limit=MAX_USER_DATA),
+        encoding=_lower(f.text("encoding", limit=MAX_STATUS)),
         parts=f.integer("parts"),
         cost=f.decimal("b_customer_debit"),
-        network=f.text("network"),
-        nature=_lower(f.text("nature")),
-        error=f.text("status_error"),
+        network=f.text("network", limit=MAX_NETWORK),
+        nature=_lower(f.text("nature", limit=MAX_STATUS)),
+        error=f.text("status_error", limit=MAX_ERROR),
         created_at=f.v1_date("date_creation"),
         sent_at=f.v1_date("date_sent"),
         delivered_at=f.v1_date("date_received"),
@@ -177,24 +196,24 @@ def _parse_v2(event_type: str, f: _Fields) -> Snapshot:
         for h in f.entries("statusHistory")
     )
     body = f.object("body")
-    text = body.text("text", keep_empty=True) if body is not None else None
+    text = body.text("text", limit=MAX_TEXT, keep_empty=True) if body is not None else None
     implied = "inbound" if event_type in INBOUND_TYPES else "outbound"
-    direction = (f.text("direction") or implied).lower()
+    direction = (f.text("direction", limit=MAX_STATUS) or implied).lower()
     if direction != implied:
         raise SmsInvalid(f"{f.name('direction')} must be {implied!r} in a {event_type} event")
     return Snapshot(
         sms_id=f.sms_id("sid"),
         direction=direction,
-        from_number=f.text("from"),
-        to_number=f.text("to"),
+        from_number=f.text("from", limit=MAX_NUMBER),
+        to_number=f.text("to", limit=MAX_NUMBER),
         text=text,
-        user_data=f.text("user_data"),
-        encoding=_lower(f.text("encoding")),
+        user_data=f.text("user_data", limit=MAX_USER_DATA),
+        encoding=_lower(f.text("encoding", limit=MAX_STATUS)),
         parts=f.integer("parts"),
         cost=f.decimal("cost"),
-        network=f.text("network"),
-        nature=_lower(f.text("trafficType")),
-        error=f.text("error"),
+        network=f.text("network", limit=MAX_NETWORK),
+        nature=_lower(f.text("trafficType", limit=MAX_STATUS)),
+        error=f.text("error", limit=MAX_ERROR),
         created_at=f.rfc3339("created"),
         sent_at=f.rfc3339("sent"),
         delivered_at=f.rfc3339("delivered"),
@@ -234,18 +253,20 @@ class _Fields:
     def name(self, field: str) -> str:
         return f"{_path(self._parent, self._index)}.{field}"
 
-    def text(self, field: str, *, keep_empty: bool = False) -> str | None:
+    def text(self, field: str, *, limit: int, keep_empty: bool = False) -> str | None:
         value = self._obj.get(field)
         if value is None:
             return None
         if type(value) is not str:
             raise SmsInvalid(f"{self.name(field)} must be a string")
+        if len(value) > limit:
+            raise SmsInvalid(f"{self.name(field)} is longer than {limit} characters")
         if "\x00" in value:
             raise SmsInvalid(f"{self.name(field)} contains a NUL character")
         return value if value or keep_empty else None
 
-    def required_text(self, field: str) -> str:
-        value = self.text(field)
+    def required_text(self, field: str, *, limit: int = MAX_STATUS) -> str:
+        value = self.text(field, limit=limit)
         if value is None:
             raise SmsInvalid(f"{self.name(field)} is missing")
         return value
@@ -257,7 +278,7 @@ class _Fields:
         return _to_second(value)
 
     def sms_id(self, field: str) -> str:
-        value = self.required_text(field).strip().lower()
+        value = self.required_text(field, limit=MAX_SMS_ID_LENGTH).strip().lower()
         if not value or len(value) > MAX_SMS_ID_LENGTH:
             raise SmsInvalid(f"{self.name(field)} must be 1 to {MAX_SMS_ID_LENGTH} characters")
         return value
@@ -282,12 +303,13 @@ class _Fields:
             amount = Decimal(str(value))
         except InvalidOperation:
             raise SmsInvalid(f"{self.name(field)} must be a decimal string") from None
-        if not amount.is_finite() or abs(amount) >= _MAX_AMOUNT:
+        exponent = amount.as_tuple().exponent
+        if not amount.is_finite() or abs(amount) >= _MAX_AMOUNT or exponent < -_MAX_DECIMALS:
             raise SmsInvalid(f"{self.name(field)} is out of range")
         return amount
 
     def v1_date(self, field: str) -> datetime | None:
-        value = self.text(field)
+        value = self.text(field, limit=_MAX_DATE)
         if value is None or value == _V1_NO_DATE:
             return None
         # fromisoformat is ten times faster than strptime; the shape check keeps the
@@ -301,7 +323,7 @@ class _Fields:
             raise SmsInvalid(f"{self.name(field)} is not a 'YYYY-MM-DD HH:MM:SS' date") from None
 
     def rfc3339(self, field: str) -> datetime | None:
-        value = self.text(field)
+        value = self.text(field, limit=_MAX_DATE)
         if value is None:
             return None
         try:
@@ -322,6 +344,8 @@ class _Fields:
             return []
         if type(value) is not list:
             raise SmsInvalid(f"{self.name(field)} must be a list")
+        if len(value) > MAX_HISTORY:
+            raise SmsInvalid(f"{self.name(field)} has more than {MAX_HISTORY} entries")
         parent = self.name(field)
         return [_Fields(item, parent, n) for n, item in enumerate(value)]
 

@@ -10,7 +10,10 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from receiver.callr.api import CallrApiError
-from receiver.callr.sync import (
+from receiver.cli.progress import Progress
+from receiver.cli.replay import run_with_database
+from receiver.cli.service import http_url, timestamp, whole
+from receiver.replay.callr import (
     DEFAULT_TYPES,
     api_client,
     backfill,
@@ -19,9 +22,6 @@ from receiver.callr.sync import (
     subscribe,
     subscriptions,
 )
-from receiver.cli.replay import run_with_database
-from receiver.cli.service import http_url, timestamp, whole
-from receiver.progress import Progress
 from receiver.settings import Settings, parse_duration
 
 _TYPE = re.compile(r"[a-z0-9_.]{1,64}")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from receiver import heap
+from receiver.cli.progress import Progress
 from receiver.cli.service import (
     above_zero,
     configured,
@@ -21,11 +22,10 @@ from receiver.cli.service import (
     whole,
 )
 from receiver.db.engine import create_pool
-from receiver.progress import Progress
-from receiver.prune import count as count_prunable
-from receiver.prune import prune
 from receiver.replay import EventFilter, RebuildRefused, count, rebuild, replay
 from receiver.replay.resend import resend
+from receiver.replay.retention import count as count_prunable
+from receiver.replay.retention import prune
 from receiver.replay.workers import RangeWorkers, WorkerFailed
 from receiver.settings import Settings
 

@@ -22,13 +22,13 @@ import asyncpg
 import structlog
 
 from receiver.app import WEBHOOK_PATH, dispatcher, projector
-from receiver.callr.sync import reconcile_forever
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, describe
 from receiver.http import whole_number
 from receiver.ingest.auth import TOKEN_FILE, ensure_secret_file, resolve_webhook_auth
 from receiver.logging import configure_logging
+from receiver.replay.callr import reconcile_forever
 from receiver.settings import Settings, load_settings
 
 log = structlog.get_logger("receiver.cli")
@@ -179,7 +179,7 @@ def serve(args: argparse.Namespace) -> int:
     """Run the service with uvicorn (and the embedded database unless a URL is set)."""
     import uvicorn
 
-    from receiver.http_protocol import HttpProtocol
+    from receiver.cli.http_protocol import HttpProtocol
 
     given = configured()
     database = open_database(given)

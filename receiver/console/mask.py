@@ -42,9 +42,11 @@ class Mask:
             return None
         try:
             document = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            # Nesting too deep to indent (orjson stops at 254 levels) or to walk: shown
+            # as it came, masked as text.
+            return orjson.dumps(self._masked(document), option=orjson.OPT_INDENT_2).decode()
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
             return _DIGITS.sub(lambda m: self.number(m.group()) or "", raw) if self.numbers else raw
-        return orjson.dumps(self._masked(document), option=orjson.OPT_INDENT_2).decode()
 
     def _masked(self, value: Any, key: str = "") -> Any:
         if isinstance(value, dict):

@@ -130,6 +130,25 @@ class PendingEvent(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     event_id: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The raw body's size: a projector's batch is bounded in bytes as well as in count.
+    bytes: Mapped[int] = mapped_column(Integer, server_default=sql_text("0"))
+
+
+class ProjectionProgress(Base):
+    """When a projector batch last committed, and how many events batches have taken.
+
+    One row, written by each batch that takes events: events pending and no batch
+    for a while is a stalled projection (`/api/v1/status`, `receiver_projection_
+    stalled_seconds`).
+    """
+
+    __tablename__ = "projection_progress"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    events: Mapped[int] = mapped_column(BigInteger, server_default=sql_text("0"))
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
 
 
 class Delivery(Base):
@@ -441,7 +460,7 @@ class ForwardAttempt(Base):
 
 
 class StatsDay(Base):
-    """A UTC day whose statistics are kept in `stats_rows` (see receiver.daily_stats).
+    """A UTC day whose statistics are kept in `stats_rows` (see receiver.projection.daily_stats).
 
     The raw-traffic counts of the day are here; its message outcomes are the rows.
     """

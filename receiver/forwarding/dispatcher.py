@@ -183,8 +183,11 @@ class Dispatcher:
         try:
             while True:
                 await self._claim_and_start()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                # cancellation of a shutdown that lands as the wait ends.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             listener.cancel()

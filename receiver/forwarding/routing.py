@@ -22,8 +22,7 @@ from typing import Any
 import orjson
 
 from receiver.db.arrays import columns
-from receiver.projection import Report
-from receiver.projection.records import StatusChange
+from receiver.reports import Report, StatusChange
 
 NOTIFY_CHANNEL = "receiver_forwards"
 

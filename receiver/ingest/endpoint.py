@@ -16,9 +16,9 @@ from receiver.callr.signature import HEADER as SIGNATURE_HEADER
 from receiver.http import JSONResponse, error_response, whole_number
 from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.recent import MinuteCounts
-from receiver.ingest.store import Incoming, Outcome, Result
 from receiver.ingest.subscriptions import SubscriptionWatch
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter, Overloaded
+from receiver.projection.store import Incoming, Outcome, Result
 
 log = structlog.get_logger("receiver.webhook")
 

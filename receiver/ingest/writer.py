@@ -32,8 +32,8 @@ import structlog
 from receiver import metrics
 from receiver.callr.envelope import Malformed
 from receiver.db.engine import UNAVAILABLE_ERRORS
-from receiver.ingest.store import Incoming, Outcome, store_batch, stored_reports
-from receiver.projection import Report
+from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
+from receiver.reports import Report
 
 log = structlog.get_logger("receiver.writer")
 

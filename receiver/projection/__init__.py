@@ -1,10 +1,9 @@
 """The projection: what the stored events say about each SMS, built behind the answer.
 
-`records` applies a batch of events to the message records, their history and the
-evidence behind them; `projector` takes the events that wait for it and applies
-them, exactly once each, in every `receiver serve` process and `receiver worker`.
+`store` keeps events (CALLR's and the receiver's own) and queues them; `apply` is
+the one way in to the records: every source of events (the projector, replay and
+rebuild, CALLR's API answers, registrations) applies stored events through it,
+under one error policy. `records` is the SQL of the message records, their history
+and evidence; `projector` takes the events that wait and applies them, exactly
+once each, in every `receiver serve` process and `receiver worker`.
 """
-
-from receiver.projection.records import Report, evidence_key, project, report_of
-
-__all__ = ["Report", "evidence_key", "project", "report_of"]

@@ -16,10 +16,17 @@ waits on another's message rows, and creates the forwards of one phone number in
 the order their events were stored. The claim itself (`FOR UPDATE SKIP LOCKED`,
 then DELETE) does not depend on the lock: two projectors could never take one row.
 
+A batch is bounded in count (`batch_max`) and in the bytes of its raw bodies
+(`batch_bytes`), so that what a projector holds at once stays small however large
+the events waiting are.
+
 A projector wakes when its process's writer commits events, on NOTIFY from other
-processes' commits, and every `poll_interval` in any case. A batch that fails for
-one event's sake is split until the event is alone; that event is marked invalid,
-with the database's reason, and removed from the queue: it never blocks the others.
+processes' commits, and every `poll_interval` in any case. Events reach the records
+through `receiver.projection.apply`, whose error policy parks an event that cannot
+be applied and applies the rest: no event can stop the projection. A batch that
+fails for any other reason (the database away, a missing table) is tried again
+with a growing pause, up to `_BACKOFF_MAX`, and said in the log once a minute with
+how often it failed meanwhile.
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ from receiver import metrics
 from receiver.callr.own import parse_stored
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, batch_transaction
 from receiver.db.listen import listen
-from receiver.forwarding.routing import announce, route
-from receiver.ingest.store import PENDING_CHANNEL
-from receiver.projection.records import Report, project, report_of
+from receiver.projection.apply import apply
+from receiver.projection.store import PENDING_CHANNEL
+from receiver.reports import Report, report_of
 
 log = structlog.get_logger("receiver.projector")
 
@@ -50,26 +57,28 @@ _TURN_LOCK = 7_263_110_402
 _TURN = "SELECT pg_try_advisory_xact_lock($1)"
 
 # In the order stored (DELETE ... RETURNING alone gives no order): the forwards of
-# one phone number are created, and delivered, in that order.
+# one phone number are created, and delivered, in that order. The first `$1` rows
+# are locked, and of those the ones whose bodies before them sum under `$2` bytes
+# taken (always the first, whatever its size). A batch that takes events marks the
+# projection's progress, in the same transaction.
 _CLAIM_NEXT = """
-WITH claimed AS (
-    DELETE FROM projection_pending p
-    WHERE p.id IN (
-        SELECT q.id FROM projection_pending q ORDER BY q.id LIMIT $1 FOR UPDATE SKIP LOCKED
-    )
+WITH next AS (
+    SELECT q.id, q.bytes FROM projection_pending q ORDER BY q.id LIMIT $1 FOR UPDATE SKIP LOCKED
+),
+taken AS (
+    SELECT n.id FROM (
+        SELECT n.id, sum(n.bytes) OVER (ORDER BY n.id) - n.bytes AS before FROM next n
+    ) n
+    WHERE n.before < $2
+),
+claimed AS (
+    DELETE FROM projection_pending p WHERE p.id IN (SELECT t.id FROM taken t)
     RETURNING p.id, p.event_id
-)
-SELECT * FROM claimed ORDER BY id
-"""
-
-_CLAIM_IDS = """
-WITH claimed AS (
-    DELETE FROM projection_pending p
-    WHERE p.id IN (
-        SELECT q.id FROM projection_pending q WHERE q.id = ANY($1::bigint[])
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING p.id, p.event_id
+),
+progress AS (
+    UPDATE projection_progress SET applied_at = now(),
+        events = events + (SELECT count(*) FROM claimed)
+    WHERE id = 1 AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT * FROM claimed ORDER BY id
 """
@@ -79,23 +88,19 @@ SELECT e.event_id, e.type, e.body, e.received_at FROM events e
 WHERE e.event_id = ANY($1::text[]) AND e.state = 'processed'
 """
 
-_MARK_INVALID = """
-UPDATE events SET state = 'invalid', reason = $2 WHERE event_id = $1
-"""
-_FORGET = "DELETE FROM projection_pending WHERE id = $1"
-
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _RETRIES = 3
-# What one event's values can make the database refuse (a time out of range, a NUL
-# in a text, a number too large). Any other error is not the event's fault: were
-# batches split for it, every event would end up marked invalid one by one.
-_POISON = (asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError)
 # Parsed a slice at a time, the event loop turning in between: the answers to CALLR
 # that this process owes do not wait for a whole batch's parse.
 _PARSE_SLICE = 250
 # After another projector had the turn: the least wait before asking again, so that
 # a standby does not ask at every commit's notification.
 _STANDBY_PAUSE = 0.05
+# After a failed batch: the pause before the next, doubled at each failure up to this.
+_BACKOFF_MIN = 0.5
+_BACKOFF_MAX = 30.0
+# A failure that repeats is said at most this often, with how often it happened.
+_SAY_EVERY = 60.0
 
 
 class Turn(NamedTuple):
@@ -114,6 +119,7 @@ class Projector:
         database_url: str | None = None,
         *,
         batch_max: int = 2000,
+        batch_bytes: int = 16 * 1024 * 1024,
         poll_interval: float = 1.0,
         routing_window: timedelta = timedelta(days=7),
     ) -> None:
@@ -121,6 +127,7 @@ class Projector:
         self._pool = pool
         self._dsn = asyncpg_dsn(database_url) if database_url else None
         self._batch_max = batch_max
+        self._batch_bytes = batch_bytes
         self._poll_interval = poll_interval
         self._routing_window = routing_window
         self._wake = asyncio.Event()
@@ -129,6 +136,7 @@ class Projector:
         # the database like the events of other processes): the oldest go first.
         self._parsed: dict[str, Report] = {}
         self._keep = 4 * batch_max
+        self._failures = _Failures()
 
     def wake(self) -> None:
         """There are new pending events (another process committed some)."""
@@ -159,12 +167,18 @@ class Projector:
             while True:
                 self._wake.clear()
                 turn = await self._try_batch()
+                if turn is None:
+                    await asyncio.sleep(self._failures.pause())
+                    continue
                 if turn.events:
                     continue
                 if not turn.taken:
                     await asyncio.sleep(_STANDBY_PAUSE)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                # cancellation of a shutdown that lands as the wait ends.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
         finally:
             if listener is not None:
                 listener.cancel()
@@ -202,76 +216,46 @@ class Projector:
             if not turn.taken:
                 await asyncio.sleep(_STANDBY_PAUSE)
 
-    async def _try_batch(self) -> Turn:
+    async def _try_batch(self) -> Turn | None:
+        """One batch; None when it failed (it is pending still, and tried again after a pause).
+
+        Nothing an event causes gets here (it is parked by `apply`): a failure here is
+        the database away, not migrated, or a bug. Ending the loop would stop the
+        projection while the service looks healthy; saying it at every try would fill
+        the log.
+        """
         try:
-            return await self.project_batch()
+            turn = await self.project_batch()
         except UNAVAILABLE_ERRORS as error:
-            log.warning("projector_database_unavailable", error=repr(error))
-        # Not migrated yet, a statement cancelled, a bug: tried again at the next poll.
-        # Ending here would stop the projection while the service looks healthy.
-        except Exception:
-            log.exception("projector_batch_failed")
-        return Turn(taken=True, events=0)
+            self._failures.add("projector_database_unavailable", error, traceback=False)
+            return None
+        except Exception as error:
+            self._failures.add("projector_batch_failed", error, traceback=True)
+            return None
+        self._failures.clear()
+        return turn
 
     async def project_batch(self) -> Turn:
         """Claim the next batch of pending events and apply it, if this projector has the turn."""
         started = time.perf_counter()
         for attempt in range(1, _RETRIES + 1):
-            claimed: list[Any] = []
             try:
                 async with self._pool.acquire() as conn, batch_transaction(conn, derived=True):
                     if not await conn.fetchval(_TURN, _TURN_LOCK):
                         return Turn(taken=False, events=0)
-                    claimed = await conn.fetch(_CLAIM_NEXT, self._batch_max)
-                    await self._apply(conn, claimed)
+                    claimed = await conn.fetch(_CLAIM_NEXT, self._batch_max, self._batch_bytes)
+                    reports = await self._reports(conn, claimed)
+                    applied = await apply(conn, reports, routing_window=self._routing_window)
             except _RETRYABLE as error:
                 log.warning("projector_batch_retried", attempt=attempt, error=str(error))
                 continue
-            except _POISON as error:
-                # Rolled back: the batch is pending again, and is applied in parts.
-                await self._isolate([row["id"] for row in claimed], error)
             if claimed:
+                metrics.OUT_OF_ORDER.inc(applied.late)
+                metrics.PROJECTED.inc(len(claimed) - len(applied.parked))
                 metrics.PROJECTOR_BATCH_SIZE.observe(len(claimed))
                 metrics.PROJECTOR_BATCH_SECONDS.observe(time.perf_counter() - started)
             return Turn(taken=True, events=len(claimed))
         raise RuntimeError("the projector's batch kept conflicting with other transactions")
-
-    async def _isolate(self, ids: Sequence[int], error: Exception) -> None:
-        """Apply the halves of a batch that failed, down to the one event that fails alone."""
-        if len(ids) <= 1:
-            if ids:
-                await self._give_up(ids[0], error)
-            return
-        middle = len(ids) // 2
-        for half in (ids[:middle], ids[middle:]):
-            try:
-                async with self._pool.acquire() as conn, batch_transaction(conn, derived=True):
-                    await self._apply(conn, await conn.fetch(_CLAIM_IDS, list(half)))
-            except _POISON as failure:
-                await self._isolate(half, failure)
-
-    async def _give_up(self, pending_id: int, error: Exception) -> None:
-        """Keep the event that cannot be projected as invalid, with why, and move on."""
-        sqlstate = getattr(error, "sqlstate", None)
-        reason = f"the event could not be projected ({sqlstate}): {error}"[:500]
-        async with self._pool.acquire() as conn, conn.transaction():
-            event_id = await conn.fetchval(
-                "SELECT event_id FROM projection_pending WHERE id = $1", pending_id
-            )
-            if event_id is None:  # another projector applied it meanwhile
-                return
-            await conn.execute(_MARK_INVALID, event_id, reason)
-            await conn.execute(_FORGET, pending_id)
-        metrics.PROJECTION_FAILED.inc()
-        log.error("event_not_projected", event_id=event_id, error=repr(error))
-
-    async def _apply(self, conn: Any, claimed: Sequence[Any]) -> None:
-        reports = await self._reports(conn, claimed)
-        applied = await project(conn, reports)
-        await route(conn, reports, window=self._routing_window)
-        await announce(conn, applied.changes)
-        metrics.OUT_OF_ORDER.inc(applied.late)
-        metrics.PROJECTED.inc(len(claimed))
 
     async def _reports(self, conn: Any, claimed: Sequence[Any]) -> list[Report]:
         """The SMS snapshots of the claimed events, in the order claimed.
@@ -305,3 +289,34 @@ async def _parse(rows: Sequence[Any]) -> list[Report]:
                 reports.append(report)
         await asyncio.sleep(0)
     return reports
+
+
+class _Failures:
+    """Failed batches in a row: the pause before the next try, and a log line a minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.unsaid = 0
+        self.said_at = -_SAY_EVERY
+
+    def add(self, event: str, error: BaseException, *, traceback: bool) -> None:
+        self.count += 1
+        self.unsaid += 1
+        now = time.monotonic()
+        if now - self.said_at < _SAY_EVERY:
+            return
+        fields = {"error": repr(error), "failures": self.unsaid, "retry_in": self.pause()}
+        if traceback:
+            log.error(event, exc_info=error, **fields)
+        else:
+            log.warning(event, **fields)
+        self.said_at, self.unsaid = now, 0
+
+    def pause(self) -> float:
+        return float(min(_BACKOFF_MIN * 2 ** max(self.count - 1, 0), _BACKOFF_MAX))
+
+    def clear(self) -> None:
+        if self.count:
+            log.info("projector_recovered", failures=self.count)
+        self.count = self.unsaid = 0
+        self.said_at = -_SAY_EVERY

@@ -25,43 +25,8 @@ from typing import Any
 
 import orjson
 
-from receiver.callr.envelope import Envelope, Malformed
-from receiver.callr.own import QUIET_TYPES
-from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """One newly stored event's snapshot of an SMS."""
-
-    event_id: str
-    received_at: datetime
-    emitted_at: datetime | None
-    sms: Snapshot
-    forward: bool = True
-    """An inbound SMS is forwarded (not one imported with `callr backfill --no-forward`)."""
-    status_at: datetime = field(init=False)
-    """When the snapshot's status was reached; the event's own times when it does not say.
-    (Worked out once: the projection reads it three times a report.)"""
-
-    def __post_init__(self) -> None:
-        at = self.sms.status_at or self.emitted_at or self.received_at
-        object.__setattr__(self, "status_at", at.replace(microsecond=0) if at.microsecond else at)
-
-
-def report_of(event_id: str, received_at: datetime, parsed: Envelope | Malformed) -> Report | None:
-    """What a stored event reports of an SMS, as the projection applies it; None if nothing."""
-    if isinstance(parsed, Envelope) and parsed.sms is not None:
-        return Report(
-            event_id, received_at, parsed.emitted_at, parsed.sms, parsed.type not in QUIET_TYPES
-        )
-    return None
-
-
-def evidence_key(status: Status, at: datetime) -> tuple[bool, datetime, int, str]:
-    """The total order of status evidence: terminal first, then time, rank and name."""
-    return (status in TERMINAL, at, RANK[status], status.value)
-
+from receiver.callr.sms import RANK, TERMINAL, Status
+from receiver.reports import Report, StatusChange, evidence_key
 
 # Fields every snapshot repeats; they do not change over an SMS's life, so the
 # greatest non-empty value is the value whatever the order.
@@ -347,25 +312,21 @@ async def project(conn: Any, reports: Sequence[Report]) -> Applied:
 
 
 @dataclass(frozen=True, slots=True)
-class StatusChange:
-    """An outbound SMS's current status moved (or was first known): what a callback says."""
-
-    sms_id: str
-    before: str | None
-    after: str
-    at: datetime
-    rank: int
-    terminal: bool
-    event_id: str
-    """The batch's latest report of the SMS: the one whose status became current, or later."""
-
-
-@dataclass(frozen=True, slots=True)
 class Applied:
-    """What `project` did: reports older than their message's status, and status changes."""
+    """What `project` did: reports older than their message's status, and status changes;
+    and, from `apply`, the events parked because they could not be applied."""
 
     late: int
     changes: list[StatusChange]
+    parked: list[str] = field(default_factory=list)
+
+    def plus(self, other: Applied) -> Applied:
+        """What two applications in turn did."""
+        return Applied(
+            late=self.late + other.late,
+            changes=self.changes + other.changes,
+            parked=self.parked + other.parked,
+        )
 
 
 def _changes(upserted: Sequence[Any], reports: Sequence[Report]) -> list[StatusChange]:

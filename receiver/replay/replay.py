@@ -28,14 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.callr.own import parse_stored
 from receiver.db.arrays import columns
-from receiver.forwarding.routing import announce, route
-from receiver.ingest.store import Incoming, Result, event_state, store_batch, stored_reports
-from receiver.projection import project, report_of
+from receiver.projection.apply import apply
+from receiver.projection.store import Incoming, Result, event_state, store_batch, stored_reports
+from receiver.reports import report_of
 
 FILTER_SQL = """
     ($1::timestamptz IS NULL OR e.received_at >= $1)
@@ -100,14 +100,22 @@ WHERE e.event_id = u.event_id
 _EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations, stats_rows, stats_days"
 
 
-if TYPE_CHECKING:
-    from receiver.replay.workers import RangeWorkers
-
-
 class StopFlag(Protocol):
     """Set to stop after the page in hand (an asyncio or a multiprocessing event)."""
 
     def is_set(self) -> bool: ...
+
+
+class RangeReplayers(Protocol):
+    """Replays ranges of SMS ids elsewhere (receiver.replay.workers: in child processes)."""
+
+    async def replay(
+        self,
+        ranges: Sequence[tuple[str | None, str | None]],
+        *,
+        advance: Callable[[int], None],
+        stop: StopFlag | None,
+    ) -> list[ReplaySummary]: ...
 
 
 class RebuildRefused(Exception):
@@ -144,6 +152,8 @@ class ReplaySummary:
     replayed: int = 0
     changed: int = 0
     reingested: int = 0
+    parked: int = 0
+    """Events that could not be applied: kept as invalid, with the reason."""
     by_state: dict[str, int] = field(default_factory=dict)
     stopped: bool = False
 
@@ -151,6 +161,8 @@ class ReplaySummary:
         states = ", ".join(f"{n} {state}" for state, n in sorted(self.by_state.items()))
         head = f"replayed {self.replayed} of {self.total} events"
         tail = f" ({states}); {self.changed} changed state, {self.reingested} stored anew"
+        if self.parked:
+            tail += f"; {self.parked} could not be applied (kept as invalid, see their reason)"
         if self.stopped:
             tail += "; stopped early: run the same command again to finish (it is safe)"
         return head + tail
@@ -282,7 +294,7 @@ async def rebuild(
     advance: Callable[[int], None] = lambda n: None,
     stop: StopFlag | None = None,
     total: int | None = None,
-    workers: RangeWorkers | None = None,
+    workers: RangeReplayers | None = None,
 ) -> ReplaySummary:
     """Empty the message records, history and evidence, and project every stored event again.
 
@@ -333,6 +345,7 @@ async def rebuild(
         summary.replayed += part.replayed
         summary.changed += part.changed
         summary.reingested += part.reingested
+        summary.parked += part.parked
         for state, n in part.by_state.items():
             summary.by_state[state] = summary.by_state.get(state, 0) + n
     summary.total = total if total is not None else summary.replayed
@@ -419,12 +432,11 @@ async def _apply_page(
         outcomes = await store_batch(conn, reingest, pending=False)
         summary.reingested += sum(o.result is not Result.DUPLICATE for o in outcomes)
         reports.extend(stored_reports(reingest, outcomes))
-    applied = await project(conn, reports)
-    if routing_window is not None:
-        await route(conn, reports, window=routing_window)
-    # Also in a rebuild: a status no handler was told of is announced; one it was
-    # told of, or an older one, is not (receiver.forwarding.routing.announce).
-    await announce(conn, applied.changes)
+    # The one way in (receiver.projection.apply): an event that cannot be applied is
+    # parked, the rest of the page applied. Also in a rebuild, a status no handler was
+    # told of is announced; one it was told of, or an older one, is not.
+    applied = await apply(conn, reports, routing_window=routing_window)
+    summary.parked += len(applied.parked)
 
 
 def _event_fields(

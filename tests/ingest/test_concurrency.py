@@ -8,7 +8,7 @@ import asyncpg
 import httpx
 
 from receiver.app import create_app
-from receiver.ingest.store import Result, store_batch
+from receiver.projection.store import Result, store_batch
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, incoming, running, until_a_lock_wait, with_fields
 

@@ -11,9 +11,9 @@ from prometheus_client import REGISTRY
 
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
-from receiver.ingest.store import Result
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter
 from receiver.projection.projector import Projector
+from receiver.projection.store import Result
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.support import example, fetch, incoming, until_a_lock_wait, with_fields
 

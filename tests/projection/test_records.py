@@ -291,7 +291,8 @@ async def test_one_batch_or_one_event_at_a_time_makes_the_same_records(database_
     import asyncpg
 
     from receiver.callr.envelope import Envelope, parse_envelope
-    from receiver.projection import Report, project
+    from receiver.projection.records import project
+    from receiver.reports import Report
 
     def reports(prefix: str) -> list[Report]:
         made = []

@@ -17,8 +17,8 @@ import pytest
 
 from receiver.simulate import Mix, Plan, Report, Signer, simulate
 from tests.reliability.conftest import SECRET, OwnPostgres, Receiver
+from tests.simulate.test_simulate import holdings
 from tests.support import until_projected
-from tests.test_simulate import holdings
 
 pytestmark = pytest.mark.reliability
 

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.server import ServerState
 
-from receiver.http_protocol import CoalescedWrites, HttpProtocol
+from receiver.cli.http_protocol import CoalescedWrites, HttpProtocol
 from tests.support import serving
 
 BIG = b"x" * (4 * 2**20)

@@ -24,7 +24,7 @@ import orjson
 
 from receiver.callr.envelope import Envelope, Malformed
 from receiver.db.models import EventState
-from receiver.projection import Report, report_of
+from receiver.reports import Report, report_of
 
 
 class Result(enum.StrEnum):
@@ -99,11 +99,11 @@ created AS (
     FROM r
     ORDER BY r.event_id, r.ord
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING e.event_id, e.fingerprint, e.state, e.received_at
+    RETURNING e.event_id, e.fingerprint, e.state, e.received_at, octet_length(e.body) AS bytes
 ),
 pending AS (
-    INSERT INTO projection_pending (event_id, received_at)
-    SELECT c.event_id, c.received_at FROM created c
+    INSERT INTO projection_pending (event_id, received_at, bytes)
+    SELECT c.event_id, c.received_at, c.bytes FROM created c
     WHERE $3::boolean AND c.state = 'processed'
     ORDER BY c.received_at, c.event_id
     RETURNING 1
@@ -151,7 +151,7 @@ LEFT JOIN inserted
     AND inserted.fingerprint = i.fingerprint
 """
 
-# Where the statement wakes the projectors of other processes (see receiver.projection).
+# Where the statement wakes the projectors of other processes (receiver.projection.projector).
 PENDING_CHANNEL = "receiver_projection"
 
 

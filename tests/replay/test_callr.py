@@ -17,9 +17,9 @@ from receiver import metrics
 from receiver.app import create_app
 from receiver.callr.api import CallrApi, CallrApiError
 from receiver.callr.sms import Status
-from receiver.callr.sync import ReconcileSummary, backfill, reconcile
 from receiver.db.engine import create_pool
 from receiver.replay import EventFilter, rebuild, replay
+from receiver.replay.callr import ReconcileSummary, backfill, reconcile
 from tests.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.fake_callr import LOGIN, PASSWORD, FakeCallr, Forced, fake_callr, rpc_error, sms_object

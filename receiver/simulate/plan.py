@@ -1,35 +1,20 @@
-"""`receiver simulate`: realistic CALLR webhook traffic against a receiver, and what it should hold.
+"""The plan of `receiver simulate`: realistic CALLR traffic.
 
 The traffic is a plan of SMS, each with the events CALLR would send for it:
 outbound SMS going through their lifecycles (v1 or v2, with or without their
 status history; some failing or expiring), MO replies to some of them, and the
 irregularities of real delivery: repeats, retries with a higher `try`, the same
 event through a second subscription, updates that arrive out of order.
-
-Sending works like CALLR: each delivery is retried on any answer that is not a
-2xx (and on a connection error) with a higher `try`, a bounded number of times
-within a bounded time. At the end the report gives what was sent and answered,
-throughput and latency, and what the receiver should now hold: the distinct
-events acknowledged, the messages, and each outbound message's final status.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
-import hmac
 import random
 import secrets
-import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import httpx
-import orjson
 
 from receiver.callr.sms import V1_NAMES, Status
 
@@ -44,9 +29,6 @@ C, P, S, Q, D, F, E = (
 )
 DELIVERED_PATHS = [(C, P, S, D), (C, P, S, Q, D), (C, S, D)]
 FAILED_PATHS = [(C, P, S, F), (C, P, S, Q, E)]
-SIGNATURE_HEADER = "X-CALLR-HmacSignature"
-ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1, "sha512": hashlib.sha512}
-ALGORITHMS["md5"] = hashlib.md5
 
 
 @dataclass(frozen=True)
@@ -336,141 +318,3 @@ def _v2_mo(event_id: str, sms_id: str, at: datetime) -> dict[str, Any]:
             "statusHistory": [{"before": "created", "after": "delivered", "at": _v2_time(at)}],
         },
     }
-
-
-class Signer:
-    """The headers of one request: the JSON type, and CALLR's signature when a secret is set."""
-
-    def __init__(self, secret: str | None, algorithm: str = "sha256") -> None:
-        self.secret = secret.encode() if secret else None
-        self.digest = ALGORITHMS[algorithm]
-
-    def headers(self, body: bytes) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
-        if self.secret is not None:
-            mac = hmac.new(self.secret, body, self.digest).digest()
-            headers[SIGNATURE_HEADER] = base64.b64encode(mac).decode()
-        return headers
-
-
-@dataclass
-class Report:
-    """What was sent and answered, and what the receiver should now hold."""
-
-    requests: int = 0
-    answers: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-    elapsed: float = 0.0
-    planned: int = 0
-    unacknowledged: int = 0
-    acknowledged: set[str] = field(default_factory=set)
-    # The furthest step acknowledged per SMS, with its status; and which are outbound.
-    reached: dict[str, tuple[int, Status]] = field(default_factory=dict)
-    outbound: set[str] = field(default_factory=set)
-
-    def acknowledge(self, delivery: Delivery) -> None:
-        self.acknowledged.add(delivery.event_id)
-        best = self.reached.get(delivery.sms_id)
-        if best is None or delivery.step > best[0]:
-            self.reached[delivery.sms_id] = (delivery.step, delivery.status)
-        if delivery.outbound:
-            self.outbound.add(delivery.sms_id)
-
-    def expected(self) -> dict[str, Any]:
-        finals = Counter(
-            status.value for sms, (_, status) in self.reached.items() if sms in self.outbound
-        )
-        return {
-            "events": len(self.acknowledged),
-            "messages": len(self.reached),
-            "outbound": len(self.outbound),
-            "inbound": len(self.reached) - len(self.outbound),
-            "final_statuses": dict(sorted(finals.items())),
-        }
-
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-
-        def at(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
-
-        return {
-            "requests": self.requests,
-            "seconds": round(self.elapsed, 2),
-            "requests_per_second": round(self.requests / self.elapsed, 1) if self.elapsed else 0,
-            "answers": dict(sorted(self.answers.items())),
-            "latency_ms": (
-                {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)}
-                if ordered
-                else None
-            ),
-            "planned_deliveries": self.planned,
-            "unacknowledged": self.unacknowledged,
-            "expected": self.expected(),
-        }
-
-
-async def simulate(
-    url: str,
-    plan: Plan,
-    *,
-    signer: Signer,
-    concurrency: int = 16,
-    duration: float = 60.0,
-    max_tries: int = 5,
-    retry_within: float = 30.0,
-) -> Report:
-    """Send the plan's deliveries to `url`, `concurrency` at a time, for at most `duration` s."""
-    report = Report()
-    queue: asyncio.Queue[Delivery | None] = asyncio.Queue(maxsize=concurrency * 4)
-    started = time.perf_counter()
-    deadline = started + duration
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-    async with httpx.AsyncClient(limits=limits, timeout=15.0) as client:
-
-        async def send(delivery: Delivery) -> None:
-            first = time.perf_counter()
-            for attempt in range(max_tries):
-                document = delivery.document
-                if attempt:
-                    document = {**document, "try": document["try"] + attempt}
-                body = orjson.dumps(document)
-                sent = time.perf_counter()
-                try:
-                    response = await client.post(url, content=body, headers=signer.headers(body))
-                    answer = str(response.status_code)
-                    if response.status_code == 503 and "retry-after" not in response.headers:
-                        answer = "503 without Retry-After"
-                except httpx.HTTPError as error:
-                    answer = type(error).__name__
-                report.requests += 1
-                report.latencies.append(time.perf_counter() - sent)
-                report.answers[answer] += 1
-                if answer.startswith("2"):
-                    report.acknowledge(delivery)
-                    return
-                if time.perf_counter() - first > retry_within or attempt + 1 == max_tries:
-                    break
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-            report.unacknowledged += 1
-
-        async def worker() -> None:
-            while (delivery := await queue.get()) is not None:
-                await send(delivery)
-
-        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        try:
-            for delivery in plan.deliveries():
-                if time.perf_counter() >= deadline:
-                    break
-                report.planned += 1
-                await queue.put(delivery)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
-        finally:
-            for task in workers:
-                task.cancel()
-    report.elapsed = time.perf_counter() - started
-    return report

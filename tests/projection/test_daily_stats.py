@@ -13,8 +13,9 @@ import pytest
 from receiver.app import create_app
 from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.sms import Status
-from receiver.daily_stats import AHEAD, day_start, maintain, refresh, utc_day
-from receiver.projection import Report, project
+from receiver.projection.daily_stats import AHEAD, day_start, maintain, refresh, utc_day
+from receiver.projection.records import project
+from receiver.reports import Report
 from tests.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import fetch, running, until_projected

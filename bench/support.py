@@ -6,19 +6,44 @@ dropped here); without it an embedded server is started in a temporary folder.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from receiver.db import migrate
 from receiver.db.embedded import start_embedded
-from tests.support import PostgresServer
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A server the benchmarks may create and drop databases on."""
+
+    admin_url: str
+
+    def url_for(self, database: str) -> str:
+        return make_url(self.admin_url).set(database=database).render_as_string(hide_password=False)
+
+    def execute(self, sql: str) -> None:
+        asyncio.run(_execute(self.admin_url, sql))
+
+
+async def _execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 @contextmanager

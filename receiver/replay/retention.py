@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from receiver.daily_stats import mark_changed
+from receiver.projection.daily_stats import mark_changed
 
 _PRUNABLE = """
 FROM events e

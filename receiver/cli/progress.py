@@ -10,7 +10,7 @@ from typing import TextIO
 import structlog
 from tqdm import tqdm
 
-log = structlog.get_logger("receiver.progress")
+log = structlog.get_logger("receiver.cli.progress")
 
 
 class Progress:

@@ -1,10 +1,10 @@
 """Asking CALLR for what the webhooks missed: subscribe, reconcile, backfill.
 
 What CALLR answers about an SMS is stored as an event of the receiver's own
-(receiver.callr.own) and applied with the projection's code in the same
-transaction: a slice of a backfill, or one reconciled SMS, is written whole or
-not at all. An answer that cannot be read raises `CallrApiError` before anything
-of it is written.
+(receiver.callr.own) and applied through the one way in
+(receiver.projection.apply.store_and_apply) in the same transaction: a slice of a
+backfill, or one reconciled SMS, is written whole or not at all. An answer that
+cannot be read raises `CallrApiError` before anything of it is written.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
 from receiver.callr.envelope import Envelope
 from receiver.callr.own import api_sms_event
 from receiver.callr.sms import SmsInvalid
-from receiver.forwarding.routing import announce, route
-from receiver.ingest.store import Incoming, store_batch, stored_reports
-from receiver.projection import project
+from receiver.projection.apply import store_and_apply
 
 log = structlog.get_logger("receiver.callr_sync")
 
@@ -35,33 +33,6 @@ MAX_CHECKS = 7
 DEFAULT_TYPES = ("sms.mt.status_update", "sms.mo")
 # The advisory lock held by the process whose reconcile runs (any number, fixed).
 _RECONCILE_LOCK = 7_263_110_403
-
-
-async def store_own(
-    conn: Any, events: Sequence[tuple[Envelope, bytes]], *, source: str, routing_window: timedelta
-) -> int:
-    """Store the receiver's own events and apply them, in the caller's transaction.
-
-    Returns how many were new (the others were stored already: nothing changes).
-    Inbound SMS are routed to their handlers, except quiet ones.
-    """
-    now = datetime.now(UTC)
-    items = [
-        Incoming(
-            parsed=envelope,
-            body=body,
-            received_at=now,
-            headers={"x-receiver-source": source},
-            remote_addr=None,
-        )
-        for envelope, body in events
-    ]
-    outcomes = await store_batch(conn, items, pending=False)
-    reports = stored_reports(items, outcomes)
-    applied = await project(conn, reports)
-    await route(conn, reports, window=routing_window)
-    await announce(conn, applied.changes)
-    return len(reports)
 
 
 def api_client(settings: Any) -> CallrApi:
@@ -198,7 +169,7 @@ async def reconcile(
                 f" with another SMS ({envelope.sms.sms_id})"
             )
         async with pool.acquire() as conn, conn.transaction():
-            new = await store_own(
+            new = await store_and_apply(
                 conn,
                 [(envelope, answer.raw)],
                 source="reconcile: GET /sms/<hash>",
@@ -313,7 +284,7 @@ async def backfill(
                     )
                 events.append((envelope, body))
             async with pool.acquire() as conn, conn.transaction():
-                summary.new += await store_own(
+                summary.new += await store_and_apply(
                     conn, events, source=f"backfill: {label}", routing_window=routing_window
                 )
             summary.listed += len(events)
