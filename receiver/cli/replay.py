@@ -215,7 +215,7 @@ def add_replay_commands(commands: Any) -> None:
     replaying.add_argument("--since", type=timestamp, help="received at or after (ISO 8601)")
     replaying.add_argument("--until", type=timestamp, help="received before (ISO 8601)")
     replaying.add_argument("--type", action="append", help="event type (repeatable)")
-    replaying.add_argument("--event-id", help="one event")
+    replaying.add_argument("--event", "--event-id", dest="event_id", help="one event, by its id")
     replaying.add_argument("--sms-id", help="the events of one SMS")
     replaying.add_argument("--state", action="append", choices=STATES, help="(repeatable)")
     replaying.add_argument("--dry-run", action="store_true", help="count, change nothing")

@@ -4,6 +4,7 @@ checked against the `receiver` command it runs."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -141,16 +142,8 @@ def test_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
     assert problems == []
 
 
-async def test_the_grafana_dashboard_uses_only_metrics_the_service_exposes(
-    make_settings: SettingsFactory,
-) -> None:
-    dashboard = json.loads((DEPLOY / "grafana" / "receiver-dashboard.json").read_text())
-    used = {
-        name
-        for panel in dashboard["panels"]
-        for target in panel["targets"]
-        for name in re.findall(r"\breceiver_\w+", target["expr"])
-    }
+async def exposed_metrics(make_settings: SettingsFactory) -> set[str]:
+    """Every series name the service's /metrics can carry."""
     async with running(create_app(make_settings())) as client:
         exposed = (await client.get("/metrics")).text
     names = set(re.findall(r"^# TYPE (\w+) (\w+)$", exposed, re.M))
@@ -162,5 +155,58 @@ async def test_the_grafana_dashboard_uses_only_metrics_the_service_exposes(
         for suffix in ("bucket", "sum", "count")
     }
     known |= {f"{name}_total" for name, kind in names if kind == "counter"}
+    return known
+
+
+async def test_the_grafana_dashboard_uses_only_metrics_the_service_exposes(
+    make_settings: SettingsFactory,
+) -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "receiver-dashboard.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\breceiver_\w+", target["expr"])
+    }
     assert used, "the dashboard has no queries"
+    known = await exposed_metrics(make_settings)
     assert used <= known, used - known
+
+
+ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("promtool") is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is not installed: CI runs scripts/system-packages first")
+        pytest.skip("promtool is not installed (scripts/system-packages installs it)")
+    return subprocess.run(
+        ["promtool", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_the_alert_rules_pass_promtool_check() -> None:
+    result = promtool("check", "rules", str(ALERTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 6 rules found" in result.stdout
+
+
+def test_the_alert_rules_fire_on_what_they_should_and_only_then() -> None:
+    result = promtool("test", "rules", str(ALERTS.with_name("alerts.test.yaml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_does_fail_a_rule_that_cannot_fire(tmp_path: Path) -> None:
+    broken = tmp_path / "alerts.yaml"
+    broken.write_text(ALERTS.read_text().replace("> 0\n", "> \n", 1))
+    assert promtool("check", "rules", str(broken)).returncode != 0
+
+
+async def test_the_alert_rules_use_only_metrics_the_service_exposes(
+    make_settings: SettingsFactory,
+) -> None:
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    used = {name for rule in rules for name in re.findall(r"\breceiver_\w+", rule["expr"])}
+    assert len(used) == 6
+    assert used <= await exposed_metrics(make_settings), used

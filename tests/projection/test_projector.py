@@ -252,3 +252,17 @@ async def test_old_and_new_receivers_share_one_database_during_a_rolling_upgrade
     finally:
         await clean.close()
     assert await state(database_url) == await state(another_database_url)
+
+
+async def test_a_projector_woken_as_it_is_cancelled_stops(pool: Any) -> None:
+    # The wake and the cancellation land in one turn of the loop: asyncio.wait_for on
+    # Python 3.11 returned the wake's result and dropped the cancellation, so the
+    # projector ran on and a shutdown waited for it in vain.
+    projector = Projector(pool, poll_interval=30)
+    running = asyncio.create_task(projector.run())
+    await asyncio.sleep(0.3)  # in its wait: nothing is pending
+    projector.wake()
+    running.cancel()
+    done, _ = await asyncio.wait({running}, timeout=2)
+    assert done == {running}
+    assert running.cancelled()
