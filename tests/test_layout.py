@@ -34,7 +34,7 @@ def _part(module: str) -> str:
 
 def _imports(path: Path) -> set[str]:
     """The receiver modules `path` imports, at the top or inside functions."""
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]

@@ -303,9 +303,11 @@ class _Fields:
             amount = Decimal(str(value))
         except InvalidOperation:
             raise SmsInvalid(f"{self.name(field)} must be a decimal string") from None
-        exponent = amount.as_tuple().exponent
-        if not amount.is_finite() or abs(amount) >= _MAX_AMOUNT or exponent < -_MAX_DECIMALS:
+        if not amount.is_finite() or abs(amount) >= _MAX_AMOUNT:
             raise SmsInvalid(f"{self.name(field)} is out of range")
+        exponent = amount.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -_MAX_DECIMALS:
+            raise SmsInvalid(f"{self.name(field)} has more than {_MAX_DECIMALS} decimal places")
         return amount
 
     def v1_date(self, field: str) -> datetime | None:

@@ -129,3 +129,21 @@ def test_an_id_that_is_not_a_string_is_not_used_as_a_key() -> None:
     assert parsed.reason == "field 'id' must be a string, not a JSON number"
     assert parsed.type == "v2.sms.outbound.updated"
     assert parsed.attempt == 0
+
+
+@pytest.mark.parametrize("depth", [255, 300, 600, 1000])
+def test_a_body_nested_too_deep_to_fingerprint_is_invalid_not_an_error(depth: int) -> None:
+    document = json.loads(example("v2.sms.inbound.received"))
+    document["payload"]["extra"] = "DEEP"
+    body = json.dumps(document).encode().replace(b'"DEEP"', b"[" * depth + b"]" * depth)
+    parsed = parse_envelope(body)
+    assert isinstance(parsed, Malformed)
+    assert parsed.reason == "body is nested more than 254 levels deep"
+    assert parsed.key == "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def test_a_body_nested_within_the_bound_is_an_event() -> None:
+    document = json.loads(example("v2.sms.inbound.received"))
+    document["payload"]["extra"] = "DEEP"
+    body = json.dumps(document).encode().replace(b'"DEEP"', b"[" * 200 + b"]" * 200)
+    assert isinstance(parse_envelope(body), Envelope)

@@ -8,7 +8,19 @@ from typing import Any
 import pytest
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
-from receiver.callr.sms import SmsInvalid, Snapshot, Status, map_status, parse_sms
+from receiver.callr.sms import (
+    MAX_ERROR,
+    MAX_NETWORK,
+    MAX_NUMBER,
+    MAX_STATUS,
+    MAX_TEXT,
+    MAX_USER_DATA,
+    SmsInvalid,
+    Snapshot,
+    Status,
+    map_status,
+    parse_sms,
+)
 from tests.support import example
 
 
@@ -167,3 +179,60 @@ def test_a_bad_field_makes_the_event_invalid_with_its_name(
 def test_a_handled_event_without_an_object_is_invalid() -> None:
     with pytest.raises(SmsInvalid, match="data must be an object"):
         parse_sms("sms.mo", None, generation=1)
+
+
+BOUNDED = [
+    ("v1-sms.mo", "user_data", MAX_USER_DATA, "data.user_data"),
+    ("v1-sms.mo", "from", MAX_NUMBER, "data.from"),
+    ("v1-sms.mo", "to", MAX_NUMBER, "data.to"),
+    ("v1-sms.mo", "text", MAX_TEXT, "data.text"),
+    ("v1-sms.mt.status_update", "network", MAX_NETWORK, "data.network"),
+    ("v1-sms.mt.status_update", "status_error", MAX_ERROR, "data.status_error"),
+    ("v1-sms.mt.status_update", "encoding", MAX_STATUS, "data.encoding"),
+    ("v2.sms.outbound.updated", "user_data", MAX_USER_DATA, "payload.user_data"),
+    ("v2.sms.outbound.updated", "error", MAX_ERROR, "payload.error"),
+    ("v2.sms.outbound.updated", "trafficType", MAX_STATUS, "payload.trafficType"),
+    ("v2.sms.inbound.received", "network", MAX_NETWORK, "payload.network"),
+]
+
+
+@pytest.mark.parametrize(("example_name", "field", "bound", "path"), BOUNDED)
+def test_every_projected_field_is_taken_up_to_its_bound_and_no_further(
+    example_name: str, field: str, bound: int, path: str
+) -> None:
+    at_bound = snapshot(changed(example_name, **{field: "é" * bound}))
+    assert "é" * bound in at_bound
+    over = parse_envelope(changed(example_name, **{field: "é" * (bound + 1)}))
+    assert isinstance(over, Malformed)
+    assert over.reason == f"{path} is longer than {bound} characters"
+
+
+def test_a_status_longer_than_its_bound_makes_the_event_invalid() -> None:
+    over = parse_envelope(changed("v2.sms.outbound.updated", status="x" * (MAX_STATUS + 1)))
+    assert isinstance(over, Malformed)
+    assert over.reason == f"payload.status is longer than {MAX_STATUS} characters"
+
+
+def test_a_history_longer_than_its_bound_makes_the_event_invalid() -> None:
+    step = {"before": "created", "after": "sent", "at": "2026-03-02T16:56:04Z"}
+    over = parse_envelope(changed("v2.sms.outbound.updated", statusHistory=[step] * 101))
+    assert isinstance(over, Malformed)
+    assert over.reason == "payload.statusHistory has more than 100 entries"
+    assert snapshot(changed("v2.sms.outbound.updated", statusHistory=[step] * 100))
+
+
+@pytest.mark.parametrize(
+    ("cost", "reason"),
+    [
+        ("1E-20000", "payload.cost has more than 12 decimal places"),
+        ("0.0000000000001", "payload.cost has more than 12 decimal places"),
+        ("1E12", "payload.cost is out of range"),
+    ],
+)
+def test_a_cost_the_database_could_not_hold_makes_the_event_invalid(cost: str, reason: str) -> None:
+    over = parse_envelope(changed("v2.sms.outbound.updated", cost=cost))
+    assert isinstance(over, Malformed)
+    assert over.reason == reason
+    assert snapshot(changed("v2.sms.outbound.updated", cost="0.000000000001")).cost == Decimal(
+        "1E-12"
+    )
