@@ -3,10 +3,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,9 +19,11 @@ from receiver.app import create_app
 from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
+from receiver.projection.projector import Projector
 from receiver.replay import EventFilter, rebuild, replay, replay_range
 from receiver.replay.resend import resend
 from receiver.replay.workers import RangeWorkers, WorkerFailed
+from receiver.reports import report_of
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, running, serving, signed_headers, until_projected
@@ -76,6 +81,9 @@ async def post_all(client: httpx.AsyncClient, bodies: list[bytes], *, wait: bool
         assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
     if wait:
         await until_projected(client)
+
+
+READ = "replay-read-token"
 
 
 def receiver_command(
@@ -452,3 +460,38 @@ def test_a_resend_that_the_other_receiver_did_not_take_fails_the_command(
     )
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines()[-1] == "sent 1 events: 1 error (ConnectError)"
+
+
+async def test_a_parked_event_is_listed_with_its_reason_and_applied_again_by_replay_event(
+    make_settings: SettingsFactory, database_url: str, pool: Any
+) -> None:
+    body = mo_event("parked-mo", "PARKED1", sender="+33600000042")
+    async with running(create_app(make_settings(projector=False, api_tokens=READ))) as client:
+        assert (await client.post(TOKEN_PATH, content=body)).status_code == 200
+        # Parked as the projector would park it: a value the database refuses (a
+        # user_data too large for its index row, as an earlier parser let through).
+        parsed = parse_envelope(body)
+        assert isinstance(parsed, Envelope)
+        report = report_of("parked-mo", datetime.now(UTC), parsed)
+        assert report is not None
+        projector = Projector(pool)
+        large = secrets.token_urlsafe(4500)
+        projector.stored([replace(report, sms=report.sms._replace(user_data=large))])
+        assert await projector.drain() == 1
+        listed = await client.get(
+            "/api/v1/events?state=invalid", headers={"authorization": f"Bearer {READ}"}
+        )
+    (item,) = listed.json()["items"]
+    assert item["event_id"] == "parked-mo"
+    assert item["reason"].startswith("the event could not be applied (54000)")
+    assert await fetch(database_url, "SELECT 1 FROM messages") == []
+
+    # The cause fixed (here: the event's own body, read by today's parser, is fine).
+    result = receiver_command(database_url, "replay", "--event", "parked-mo")
+    assert result.returncode == 0, result.stderr
+    assert "replayed 1 of 1 events (1 processed); 1 changed state" in result.stdout
+    (event,) = await fetch(database_url, "SELECT state, reason FROM events")
+    assert event == {"state": "processed", "reason": None}
+    assert await fetch(database_url, "SELECT sms_id FROM messages") == [{"sms_id": "parked1"}]
+    (forward,) = await fetch(database_url, "SELECT event_id, state FROM forwards")
+    assert forward == {"event_id": "parked-mo", "state": "unrouted"}
