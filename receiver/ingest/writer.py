@@ -32,6 +32,7 @@ import structlog
 from receiver import metrics
 from receiver.callr.envelope import Malformed
 from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.projection.apply import caused_by_event
 from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
 from receiver.reports import Report
 
@@ -207,6 +208,11 @@ class GroupCommitWriter:
                 log.error("database_unavailable", size=len(items), error=repr(error))
                 raise DatabaseUnavailable(repr(error)) from error
             except asyncpg.PostgresError as error:
+                # The same rule as the projection's (receiver.projection.apply): only
+                # what an event's values cause is split out; the rest is the database's.
+                if not caused_by_event(error):
+                    log.error("batch_refused", size=len(items), error=repr(error))
+                    raise DatabaseUnavailable(repr(error)) from error
                 return await self._isolate(items, error)
         raise DatabaseUnavailable("the batch kept conflicting with concurrent writers")
 

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
@@ -37,6 +38,31 @@ async def test_one_unstorable_event_does_not_fail_its_batch(database_url: str) -
     assert by_id["poison"]["state"] == "invalid"
     assert by_id["poison"]["reason"].startswith("the event could not be stored (22")
     assert by_id["poison"]["body"] == poison.body
+
+
+async def test_a_batch_refused_for_the_databases_sake_is_not_split_into_invalid_events(
+    database_url: str,
+) -> None:
+    # A table missing (a migration half done) is nobody's event's fault: the requests
+    # are refused (503, CALLR retries) and no event is stored as invalid for it.
+    pool = await create_pool(database_url, size=2, command_timeout=10)
+    writer = GroupCommitWriter(pool, batch_max=100, concurrency=1, queue_max=100)
+    items = [incoming(with_fields(example("v1-sms.mo"), event_id=f"e-{n}")) for n in range(4)]
+    await fetch(database_url, "ALTER TABLE deliveries RENAME TO deliveries_away")
+    await writer.start()
+    try:
+        with capture_logs() as logs:
+            outcomes = await asyncio.gather(
+                *(writer.submit(item) for item in items), return_exceptions=True
+            )
+    finally:
+        await writer.stop()
+        await pool.close()
+        await fetch(database_url, "ALTER TABLE deliveries_away RENAME TO deliveries")
+    assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes), outcomes
+    assert await fetch(database_url, "SELECT 1 FROM events") == []
+    # Said once for the batch, not once for each event as if each were at fault.
+    assert [entry["event"] for entry in logs] == ["batch_refused"]
 
 
 async def test_an_unreachable_database_fails_the_submission(tmp_path: object) -> None:
