@@ -35,7 +35,7 @@ from seed import END, NETWORKS, USER_DATA
 
 from receiver.projection.daily_stats import maintain
 
-TOKEN = "bench-api-token"
+TOKEN = "bench-api-token-0123456789"
 TARGETS_MS = {
     "message by id": 5,
     "filtered list page": 20,

@@ -105,3 +105,9 @@ POOL = Gauge(
     ["pool", "state"],
     multiprocess_mode="livesum",
 )
+CONSOLE_SIGN_INS = Counter(
+    "receiver_console_sign_ins",
+    "Console sign-ins, by outcome: ok, refused (a token that opens nothing), throttled"
+    " (429: too many failures from the address, or from all, in the last minute).",
+    ["outcome"],
+)

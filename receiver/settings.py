@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 HmacAlgorithm = Literal["sha256", "sha1", "sha512", "md5"]
 
 _URL_TOKEN = re.compile(r"[A-Za-z0-9_\-.~]{16,256}")
+# The least length of an API, admin or metrics token.
+MIN_TOKEN_LENGTH = 20
 
 
 class SettingsError(Exception):
@@ -96,6 +98,26 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("api_tokens", "admin_tokens")
+    @classmethod
+    def _long_enough(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        short = [token for token in value if len(token) < MIN_TOKEN_LENGTH]
+        if short:
+            raise ValueError(
+                f"{len(short)} token(s) shorter than {MIN_TOKEN_LENGTH} characters: a short token"
+                " can be guessed; make them with `openssl rand -hex 24`"
+            )
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"shorter than {MIN_TOKEN_LENGTH} characters: a short token can be guessed"
+            )
+        return value
+
     @field_validator("callr_hmac_algorithm", "log_format", "log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -133,6 +155,7 @@ class Settings(BaseSettings):
         "callr_basic_auth",
         "callr_api_login",
         "callr_api_password",
+        "metrics_token",
         mode="before",
     )
     @classmethod

@@ -23,7 +23,7 @@ from tests.support import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "deploy" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TOKEN = "docs-example-token"
+TOKEN = "docs-example-token-0123"
 # Where the examples say the receiver listens; the test's receiver stands in.
 LOCAL = "http://127.0.0.1:8000"
 EXAMPLE = ROOT / "tests" / "examples" / "v1-sms.mt.status_update.json"

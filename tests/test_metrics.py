@@ -94,10 +94,14 @@ async def test_requests_deliveries_batches_and_database_figures(
 
 
 async def test_a_metrics_token_is_required_when_set(make_settings: SettingsFactory) -> None:
-    async with running(create_app(make_settings(metrics_token="scrape-me"))) as client:
+    async with running(
+        create_app(make_settings(metrics_token="scrape-me-0123456789abc"))
+    ) as client:
         missing = await client.get("/metrics")
         wrong = await client.get("/metrics", headers={"authorization": "Bearer nope"})
-        right = await client.get("/metrics", headers={"authorization": "Bearer scrape-me"})
+        right = await client.get(
+            "/metrics", headers={"authorization": "Bearer scrape-me-0123456789abc"}
+        )
     assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
     assert missing.json() == {"error": "a valid bearer token is required"}
     assert "receiver_webhook_requests_total" in right.text

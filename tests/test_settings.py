@@ -83,3 +83,26 @@ def test_configured_authentication_is_kept_as_it_is(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, callr_hmac_secrets="s3cret")
     assert resolve_webhook_auth(settings, embedded=True) == settings
     assert not (tmp_path / TOKEN_FILE).exists()
+
+
+@pytest.mark.parametrize("name", ["RECEIVER_API_TOKENS", "RECEIVER_ADMIN_TOKENS"])
+def test_a_token_shorter_than_20_characters_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "a-long-enough-token-0123,short-token")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert f"{name}: Value error, 1 token(s) shorter than 20 characters" in str(refused.value)
+    monkeypatch.setenv(name, "a-long-enough-token-0123,another-long-token-0123")
+    assert load_settings()
+
+
+def test_a_short_metrics_token_is_refused_and_an_empty_one_is_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECEIVER_METRICS_TOKEN", "scrape")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert "RECEIVER_METRICS_TOKEN: Value error, shorter than 20 characters" in str(refused.value)
+    monkeypatch.setenv("RECEIVER_METRICS_TOKEN", "")
+    assert load_settings().metrics_token is None

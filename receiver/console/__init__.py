@@ -18,6 +18,7 @@ from receiver.api.queries import Queries
 from receiver.console.mask import Mask
 from receiver.console.reads import TrafficCounts
 from receiver.console.session import Sessions
+from receiver.console.throttle import SignInThrottle
 from receiver.console.views import Console
 from receiver.ingest.recent import MinuteCounts
 from receiver.settings import Settings
@@ -33,6 +34,7 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
         Queries(Cursors(tokens.secret("receiver-cursors"))),
         Mask(settings.console_mask),
         TrafficCounts(refusals),
+        SignInThrottle(),
     )
     page, action = console.page, console.action
     return [
@@ -40,6 +42,7 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
         Route("/console/login", console.login_page, methods=["GET"]),
         Route("/console/login", console.login, methods=["POST"]),
         Route("/console/logout", action(console.logout, admin=False), methods=["POST"]),
+        Route("/console/logout-everywhere", action(console.logout_everywhere), methods=["POST"]),
         Route("/console/messages", page(console.messages), methods=["GET"]),
         Route("/console/messages/{sms_id}", page(console.message), methods=["GET"]),
         Route("/console/events", page(console.events), methods=["GET"]),

@@ -10,11 +10,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import structlog
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from receiver import metrics
 from receiver.api.handlers import new_handler
 from receiver.api.params import BadParameter, Params
 from receiver.api.queries import (
@@ -31,6 +33,7 @@ from receiver.console import reads
 from receiver.console.chart import COLOURS, stacked_bars
 from receiver.console.mask import Mask
 from receiver.console.session import Session, Sessions
+from receiver.console.throttle import SignInThrottle
 from receiver.forwarding.handlers import (
     HandlerError,
     HandlerExists,
@@ -44,6 +47,7 @@ from receiver.http import whole_number
 from receiver.projection.backlog import backlog
 
 Page = Callable[[Request, Session], Awaitable[Response]]
+log = structlog.get_logger("receiver.console")
 
 _TEMPLATES = Path(__file__).parent / "templates"
 # A number search: digits, an optional leading +, the usual spacing; at most E.164's 15.
@@ -57,6 +61,7 @@ _NOTICES = {
     "enabled": "Handler enabled.",
     "disabled": "Handler disabled.",
     "signed-out": "Signed out.",
+    "signed-out-everywhere": "Signed out everywhere: {n} session(s) ended.",
 }
 _CLOSED = "The console is closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is configured."
 # Every console answer: never cached, never framed, scripts and styles from here only.
@@ -76,9 +81,15 @@ class Console:
     """Every page and form of `/console`."""
 
     def __init__(
-        self, sessions: Sessions, queries: Queries, mask: Mask, traffic: reads.TrafficCounts
+        self,
+        sessions: Sessions,
+        queries: Queries,
+        mask: Mask,
+        traffic: reads.TrafficCounts,
+        throttle: SignInThrottle,
     ) -> None:
         self.sessions = sessions
+        self.throttle = throttle
         self.queries = queries
         self.mask = mask
         self.traffic = traffic
@@ -105,6 +116,7 @@ class Console:
         session: Session | None,
         name: str,
         status_code: int = 200,
+        headers: dict[str, str] | None = None,
         **context: Any,
     ) -> Response:
         notice = _NOTICES.get(request.query_params.get("notice", ""), "")
@@ -115,14 +127,18 @@ class Console:
             **context,
         }
         return self.templates.TemplateResponse(
-            request, name, context, status_code=status_code, headers=SECURITY_HEADERS
+            request,
+            name,
+            context,
+            status_code=status_code,
+            headers={**SECURITY_HEADERS, **(headers or {})},
         )
 
     def page(self, view: Page) -> Callable[[Request], Awaitable[Response]]:
         """A GET page: the sign-in page for a request with no valid session."""
 
         async def guarded(request: Request) -> Response:
-            session = self.sessions.read(request)
+            session = await self.sessions.read(request)
             if session is None:
                 return _to_login(request)
             try:
@@ -138,7 +154,7 @@ class Console:
         """A form post: a session, its CSRF token, and (for changes) an admin token."""
 
         async def guarded(request: Request) -> Response:
-            session = self.sessions.read(request)
+            session = await self.sessions.read(request)
             if session is None:
                 return _to_login(request)
             form = await _form(request)
@@ -172,7 +188,7 @@ class Console:
     # -- sign-in ----------------------------------------------------------------------------
 
     async def login_page(self, request: Request) -> Response:
-        if self.sessions.read(request) is not None:
+        if await self.sessions.read(request) is not None:
             return RedirectResponse(_next(request.query_params.get("next")), 303)
         return self.render(
             request,
@@ -184,9 +200,26 @@ class Console:
 
     async def login(self, request: Request) -> Response:
         form = await _form(request) or QueryParams()
+        address = request.client.host if request.client else "unknown"
+        wait = self.throttle.retry_after(address)
+        if wait is not None:
+            metrics.CONSOLE_SIGN_INS.labels("throttled").inc()
+            log.warning("console_sign_in_throttled", client=address, retry_after=wait)
+            return self.render(
+                request,
+                None,
+                "login.html",
+                429,
+                headers={"retry-after": str(wait)},
+                next=form.get("next", ""),
+                error=f"Too many failed sign-ins: try again in {wait} s.",
+            )
         target = _next(form.get("next"))
         response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
-        if self.sessions.sign_in(request, response, form.get("token", "")) is None:
+        if await self.sessions.sign_in(request, response, form.get("token", "")) is None:
+            self.throttle.failed(address)
+            metrics.CONSOLE_SIGN_INS.labels("refused").inc()
+            log.warning("console_sign_in_refused", client=address)
             return self.render(
                 request,
                 None,
@@ -195,11 +228,19 @@ class Console:
                 next=form.get("next", ""),
                 error="That token opens nothing here." if self.sessions.open else _CLOSED,
             )
+        metrics.CONSOLE_SIGN_INS.labels("ok").inc()
         return response
 
     async def logout(self, request: Request, session: Session) -> Response:
         response = RedirectResponse("/console/login?notice=signed-out", 303)
-        self.sessions.sign_out(request, response)
+        await self.sessions.sign_out(request, response, session)
+        return response
+
+    async def logout_everywhere(self, request: Request, session: Session) -> Response:
+        ended = await self.sessions.end_all(request)
+        log.warning("console_signed_out_everywhere", sessions=ended)
+        response = RedirectResponse(f"/console/login?notice=signed-out-everywhere&n={ended}", 303)
+        self.sessions.clear_cookie(request, response)
         return response
 
     # -- pages ------------------------------------------------------------------------------

@@ -556,3 +556,21 @@ class Reconciliation(Base):
     unknown: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
     # The status CALLR gave last (its own name), or null.
     answer_status: Mapped[str | None] = mapped_column(Text)
+
+
+class ConsoleSession(Base):
+    """A console sign-in: the cookie names it; signing out ends it in every process at once.
+
+    `token` is a digest of the token that signed in (never the token): a session
+    whose token is no longer configured opens nothing.
+    """
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    token: Mapped[str] = mapped_column(Text)
+    csrf: Mapped[str] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -60,7 +60,9 @@ async def test_without_configured_tokens_the_api_is_closed(make_settings: Settin
 async def test_handlers_are_added_listed_toggled_and_removed(
     make_settings: SettingsFactory,
 ) -> None:
-    async with running(create_app(make_settings(admin_tokens=f"other,{TOKEN}"))) as client:
+    async with running(
+        create_app(make_settings(admin_tokens=f"another-admin-token-0123,{TOKEN}"))
+    ) as client:
         created = await client.post(
             "/api/v1/handlers",
             headers=AUTH,

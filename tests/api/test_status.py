@@ -14,7 +14,7 @@ from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import running
 from tests.test_metrics import value
 
-TOKEN = "status-token"
+TOKEN = "status-token-for-the-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
 

@@ -32,8 +32,8 @@ from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
 from tests.support import serving, until_projected
 
-READ = "browser-read-token"
-ADMIN = "browser-admin-token"
+READ = "browser-read-token-0123"
+ADMIN = "browser-admin-token-0123"
 MT_ID = "4a4f3b0a5d2e4f60718293a4b5c6d7e8"
 MO_ID = "5b5f3b0a5d2e4f60718293a4b5c6d7e9"
 OTHER_ID = "6c6f3b0a5d2e4f60718293a4b5c6d7e0"

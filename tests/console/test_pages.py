@@ -13,8 +13,8 @@ from tests.callr_events import mo_event, mt_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import running, until_projected
 
-READ = "console-read-token"
-ADMIN = "console-admin-token"
+READ = "console-read-token-0123"
+ADMIN = "console-admin-token-0123"
 WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
 MT_ID = "1c1f3b0a5d2e4f60718293a4b5c6d7e8"
 
@@ -209,7 +209,7 @@ async def test_a_removed_token_ends_its_sessions(make_settings: SettingsFactory)
     async with running(create_app(make_settings(api_tokens=READ))) as client:
         await sign_in(client, READ)
         cookies = client.cookies
-    async with running(create_app(make_settings(api_tokens="another-token"))) as client:
+    async with running(create_app(make_settings(api_tokens="another-read-token-0123"))) as client:
         client.cookies = cookies
         assert (await client.get("/console")).status_code == 303
 

@@ -20,7 +20,7 @@ from tests.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_even
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import fetch, running, until_projected
 
-TOKEN = "dashboards-token"
+TOKEN = "dashboards-token-for-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
 C, P, S, D, F, E = (

@@ -83,7 +83,7 @@ async def post_all(client: httpx.AsyncClient, bodies: list[bytes], *, wait: bool
         await until_projected(client)
 
 
-READ = "replay-read-token"
+READ = "replay-read-token-for-tests"
 
 
 def receiver_command(
