@@ -35,6 +35,8 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SECRET = "tls-proxy-test-secret"
 CALLR = "127.0.0.2"
 STRANGER = "127.0.0.3"
+# The network the console, the API and /metrics are opened to through the proxy.
+OFFICE = "127.0.0.4"
 
 
 def program(name: str) -> str:
@@ -112,9 +114,9 @@ def wait_for_port(port: int, what: str, folder: Path) -> None:
     raise AssertionError(f"{what} did not listen on {port}: {(folder / 'proxy.log').read_text()}")
 
 
-def as_callr(port: int, ca: Path) -> httpx.Client:
+def as_callr(port: int, ca: Path, address: str = CALLR) -> httpx.Client:
     context = ssl.create_default_context(cafile=str(ca))
-    transport = httpx.HTTPTransport(local_address=CALLR, verify=context)
+    transport = httpx.HTTPTransport(local_address=address, verify=context)
     return httpx.Client(base_url=f"https://127.0.0.1:{port}", transport=transport, timeout=15)
 
 
@@ -129,12 +131,23 @@ def check_proxy(port: int, ca: Path, upstream: Upstream, database_url: str) -> N
         too_large = client.post(
             "/webhooks/callr", content=b"x" * (2 << 20), headers=signed_headers(b"x", SECRET)
         )
-        metrics = client.get("/metrics")
+        # Only the webhook path and health are open to the internet.
+        closed = {
+            path: client.get(path).status_code
+            for path in ("/metrics", "/console", "/console/login", "/api/v1/status", "/")
+        }
+        health = client.get("/healthz")
     assert stored.status_code == 200, stored.text
     assert stored.json() == {"result": "stored", "event_id": "tls-1"}
     assert unsigned.status_code == 401
     assert too_large.status_code == 413
-    assert metrics.status_code == 404
+    assert closed == dict.fromkeys(closed, 404)
+    assert health.status_code == 200
+    # From the network the console was opened to, it answers.
+    with as_callr(port, ca, OFFICE) as office:
+        assert office.get("/console/login").status_code == 200
+        assert office.get("/metrics").status_code == 200
+        assert office.get("/api/v1/status").status_code == 401  # no API token here
 
     # Straight to uvicorn from another address: its forwarded headers are not trusted.
     other = v2_event("tls-2", "tlsproxy02", lifecycle(Status.CREATED, Status.SENT))
@@ -183,7 +196,12 @@ https://127.0.0.1:{port} {{
 }}
 """
     )
-    env = {**os.environ, "RECEIVER_UPSTREAM": f"127.0.0.1:{upstream.port}", "HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "RECEIVER_UPSTREAM": f"127.0.0.1:{upstream.port}",
+        "RECEIVER_CONSOLE_NETWORKS": f"{OFFICE}/32",
+        "HOME": str(tmp_path),
+    }
     with proxy([caddy, "run", "--config", str(config), "--adapter", "caddyfile"], tmp_path, env):
         wait_for_port(port, "caddy", tmp_path)
         ca = tmp_path / "caddy" / "pki" / "authorities" / "local" / "root.crt"
@@ -240,6 +258,7 @@ def test_nginx_terminates_tls_in_front_of_uvicorn(
         TLS_CERTIFICATE=str(cert),
         TLS_CERTIFICATE_KEY=str(key),
         LISTEN=f"127.0.0.1:{port}",
+        CONSOLE_NETWORK=f"{OFFICE}/32",
     )
     (tmp_path / "receiver.conf").write_text(site)
     temp = tmp_path / "nginx-temp"
