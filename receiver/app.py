@@ -21,6 +21,7 @@ from receiver.api.routes import api_routes
 from receiver.console import console_routes
 from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
 from receiver.db.migrate import head_revision
+from receiver.forwarding.destinations import Destinations
 from receiver.forwarding.dispatcher import Dispatcher
 from receiver.forwarding.policy import RetryPolicy
 from receiver.health import Readiness, healthz
@@ -42,12 +43,18 @@ from receiver.settings import Settings, SettingsError
 WEBHOOK_PATH = "/webhooks/callr"
 
 
+def destinations(settings: Settings) -> Destinations:
+    """Where the settings let forwards go."""
+    return Destinations.of(settings.handler_allowed_networks, settings.database_url)
+
+
 def dispatcher(settings: Settings, pool: Any) -> Dispatcher:
     """The forward dispatcher the settings describe, on `pool`."""
     assert settings.database_url is not None
     return Dispatcher(
         pool,
         settings.database_url,
+        destinations=destinations(settings),
         policy=RetryPolicy(
             max_attempts=settings.forward_max_attempts, base=settings.forward_backoff_base
         ),
@@ -191,4 +198,5 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     app.state.settings = settings
+    app.state.destinations = destinations(settings)
     return app

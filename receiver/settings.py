@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -69,6 +70,8 @@ class Settings(BaseSettings):
     stats_keep_interval: float = Field(default=60.0, gt=0)
 
     routing_window_hours: float = Field(default=7 * 24, gt=0)
+    # When set, the only networks a handler's address may be in (comma-separated CIDRs).
+    handler_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
     forward_max_attempts: int = Field(default=12, ge=1, le=100)
     forward_backoff_base: float = Field(default=40.0, gt=0)
     dispatcher: bool = True
@@ -90,7 +93,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator(
-        "callr_hmac_secrets", "api_tokens", "admin_tokens", "console_mask", mode="before"
+        "callr_hmac_secrets",
+        "api_tokens",
+        "admin_tokens",
+        "console_mask",
+        "handler_allowed_networks",
+        mode="before",
     )
     @classmethod
     def _split_secrets(cls, value: object) -> object:
@@ -107,6 +115,16 @@ class Settings(BaseSettings):
                 f"{len(short)} token(s) shorter than {MIN_TOKEN_LENGTH} characters: a short token"
                 " can be guessed; make them with `openssl rand -hex 24`"
             )
+        return value
+
+    @field_validator("handler_allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network such as 10.0.0.0/8") from None
         return value
 
     @field_validator("metrics_token")

@@ -37,7 +37,7 @@ async def create(request: Request) -> Response:
     try:
         new = new_handler(document)
         async with request.state.pool.acquire() as conn:
-            handler, routed = await add_handler(conn, new)
+            handler, routed = await add_handler(conn, new, request.app.state.destinations)
     except HandlerError as error:
         return error_response(409 if isinstance(error, HandlerExists) else 400, str(error))
     return JSONResponse({**handler.to_json(), "routed_forwards": routed}, status_code=201)

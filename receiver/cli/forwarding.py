@@ -14,6 +14,7 @@ import orjson
 from receiver.cli.service import configured, open_migrated_database, timestamp, whole
 from receiver.db.engine import asyncpg_dsn
 from receiver.db.models import ForwardState
+from receiver.forwarding.destinations import Destinations
 from receiver.forwarding.handlers import (
     HandlerError,
     NewHandler,
@@ -55,9 +56,12 @@ def handlers_add(args: argparse.Namespace) -> int:
         status_filter=args.status_filter,
     )
 
+    settings = configured()
+    destinations = Destinations.of(settings.handler_allowed_networks, settings.database_url)
+
     async def add(conn: Any) -> int:
         try:
-            handler, routed = await add_handler(conn, new)
+            handler, routed = await add_handler(conn, new, destinations)
         except HandlerError as error:
             print(f"receiver: {error}", file=sys.stderr)
             return 2

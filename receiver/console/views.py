@@ -460,7 +460,7 @@ class Console:
         try:
             new = new_handler(document)
             async with request.state.pool.acquire() as conn:
-                await add_handler(conn, new)
+                await add_handler(conn, new, request.app.state.destinations)
         except HandlerError as error:
             status_code = 409 if isinstance(error, HandlerExists) else 400
             return await self.handlers(request, session, status_code, str(error), dict(form))

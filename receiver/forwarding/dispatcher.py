@@ -31,6 +31,8 @@ from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn
 from receiver.db.listen import listen
 from receiver.db.models import ForwardState
 from receiver.forwarding import signing
+from receiver.forwarding.destinations import Destinations
+from receiver.forwarding.handlers import ANYWHERE
 from receiver.forwarding.policy import RetryPolicy, Verdict
 from receiver.forwarding.routing import NOTIFY_CHANNEL, wake_dispatchers
 from receiver.http import whole_number
@@ -162,8 +164,11 @@ class Dispatcher:
         policy: RetryPolicy,
         concurrency: int = 16,
         poll_interval: float = 5.0,
+        destinations: Destinations = ANYWHERE,
     ) -> None:
+        """`destinations`: where forwards may go, checked again before each one is sent."""
         self._pool = pool
+        self._destinations = destinations
         self._dsn = asyncpg_dsn(database_url)
         self._policy = policy
         self._concurrency = concurrency
@@ -260,7 +265,13 @@ class Dispatcher:
                 body=body,
                 secret=claim.secret,
             )
-            answer = await post(self._client, claim.url, body, headers, within=claim.timeout)
+            refused = await self._destinations.check_now(claim.url)
+            if refused is not None:
+                answer = Answer(
+                    status=None, excerpt=None, error=refused, retry_after=None, duration_ms=0.0
+                )
+            else:
+                answer = await post(self._client, claim.url, body, headers, within=claim.timeout)
             await self._settle(claim, answer, row["received_at"])
         except UNAVAILABLE_ERRORS as error:
             # The lease runs out and the forward is tried again: at least once.

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from receiver.forwarding.destinations import DestinationRefused, Destinations
 from receiver.forwarding.routing import route_unrouted, wake_dispatchers
 from receiver.forwarding.signing import SecretInvalid, secret_key
 
@@ -41,6 +42,19 @@ STATUS_FILTERS = ("all", "terminal")
 _NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
+# The default rules (link-local, unspecified refused), for callers with no settings.
+ANYWHERE = Destinations()
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be shown and logged: any credentials in it replaced."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
 class HandlerError(ValueError):
     """A handler that cannot be registered as asked; the message says why."""
 
@@ -51,7 +65,7 @@ class HandlerExists(HandlerError):
 
 @dataclass(frozen=True, slots=True)
 class HandlerView:
-    """A registered handler as people see it (the secret is never shown)."""
+    """A registered handler as people see it (the secret, and credentials in its URL, never)."""
 
     id: int
     user_data: str | None
@@ -91,7 +105,7 @@ class NewHandler:
     events: tuple[str, ...] = ("replies",)
     status_filter: str | None = None
 
-    def validated(self) -> NewHandler:
+    def validated(self, destinations: Destinations = ANYWHERE) -> NewHandler:
         if not self.events or not set(self.events) <= set(EVENTS):
             raise HandlerError(f"events must be one or both of {', '.join(EVENTS)}")
         if self.status_filter is not None:
@@ -108,13 +122,21 @@ class NewHandler:
             raise HandlerError("user_data must have at least one character before a final '*'")
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise HandlerError(f"url must be an http:// or https:// URL, not {self.url!r}")
+            raise HandlerError(
+                f"url must be an http:// or https:// URL, not {shown_url(self.url)!r}"
+            )
         if _NOT_IN_URL.search(self.url):
             raise HandlerError("url must not contain spaces or control characters")
         try:
             parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
         except ValueError:
-            raise HandlerError(f"url has a port that is not 0 to 65535: {self.url!r}") from None
+            raise HandlerError(
+                f"url has a port that is not 0 to 65535: {shown_url(self.url)!r}"
+            ) from None
+        try:
+            destinations.check(self.url)
+        except DestinationRefused as error:
+            raise HandlerError(str(error)) from None
         if not 0 < self.timeout <= 300:
             raise HandlerError("timeout must be between 0 and 300 seconds")
         if self.secret is not None:
@@ -125,9 +147,18 @@ class NewHandler:
         return self
 
 
-async def add_handler(conn: Any, new: NewHandler) -> tuple[HandlerView, int]:
-    """Register a handler; returns it and how many waiting forwards it took."""
-    new = new.validated()
+async def add_handler(
+    conn: Any, new: NewHandler, destinations: Destinations = ANYWHERE
+) -> tuple[HandlerView, int]:
+    """Register a handler; returns it and how many waiting forwards it took.
+
+    `destinations`: where forwards may go (receiver.forwarding.destinations); the URL's
+    name is resolved now too, and refused if it names a refused address.
+    """
+    new = new.validated(destinations)
+    refused = await destinations.check_now(new.url, unresolved_ok=True)
+    if refused is not None:
+        raise HandlerError(f"url: {refused}")
     match, prefix = None, False
     if new.user_data is not None:
         prefix = new.user_data.endswith("*")
@@ -194,7 +225,7 @@ def _view(row: Any) -> HandlerView:
         id=row["id"],
         user_data=user_data,
         default=row["is_default"],
-        url=row["url"],
+        url=shown_url(row["url"]),
         signed=row["secret"] is not None,
         timeout=row["timeout"],
         enabled=row["enabled"],

@@ -14,7 +14,7 @@ from receiver.app import create_app
 from tests.conftest import SettingsFactory
 from tests.support import running
 
-TOKEN = "api-token-for-tests"
+TOKEN = "admin-token-for-the-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 

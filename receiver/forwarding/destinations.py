@@ -1,0 +1,151 @@
+"""Where forwards may go: the addresses a handler URL may name, checked twice.
+
+Handlers are internal services, so private addresses are the point and stay
+allowed. Refused by default: link-local addresses (`169.254.0.0/16`, where clouds
+serve their metadata and credentials; `fe80::/10`), unspecified and "this network"
+addresses (`0.0.0.0/8`, `::`), and the receiver's own database (its host and port).
+`RECEIVER_HANDLER_ALLOWED_NETWORKS` narrows further: when set, a handler's address
+must be in one of those networks.
+
+A URL is checked when the handler is registered (an address written in it, or
+what its name resolves to then), and again before every forward (what the name
+resolves to now): a name that later resolves somewhere refused is refused then,
+and the forward's error says why. The connection resolves the name once more,
+so a name whose answer changes within those milliseconds is not caught.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_REFUSED: tuple[tuple[Network, str], ...] = (
+    (ipaddress.ip_network("169.254.0.0/16"), "link-local (cloud metadata)"),
+    (ipaddress.ip_network("fe80::/10"), "link-local"),
+    (ipaddress.ip_network("0.0.0.0/8"), "unspecified"),
+    (ipaddress.ip_network("::/128"), "unspecified"),
+)
+_RESOLVE_SECONDS = 5.0
+
+
+class DestinationRefused(ValueError):
+    """A handler URL that names, or resolves to, an address forwards may not go to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destinations:
+    """The rules for handler addresses; `check` a URL, or `check_now` what it resolves to."""
+
+    allowed: tuple[Network, ...] = ()
+    """When not empty, the only networks a handler's address may be in."""
+    database: tuple[tuple[frozenset[IPAddress], int], ...] = ()
+    """The database's addresses and port: no forward goes there."""
+
+    @classmethod
+    def of(cls, allowed: Iterable[str], database_url: str | None) -> Destinations:
+        """The rules from the settings: the allowed networks and the database's URL."""
+        networks = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in allowed)
+        return cls(allowed=networks, database=_database_endpoint(database_url))
+
+    def refusal(self, address: IPAddress, port: int) -> str | None:
+        """Why a forward may not go to `address`:`port`; None when it may."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        for network, kind in _REFUSED:
+            if address in network:
+                return f"{address} is {kind}"
+        for addresses, database_port in self.database:
+            # The loopback names one machine: any loopback address at that port is it.
+            same = address in addresses or (
+                address.is_loopback and any(a.is_loopback for a in addresses)
+            )
+            if port == database_port and same:
+                return f"{address}:{port} is the receiver's own database"
+        if self.allowed and not any(address in network for network in self.allowed):
+            return f"{address} is outside RECEIVER_HANDLER_ALLOWED_NETWORKS"
+        return None
+
+    def check(self, url: str) -> None:
+        """Raise `DestinationRefused` for a URL with credentials or a refused address in it."""
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            raise DestinationRefused(
+                "url must not carry credentials (user:password@): they would be logged and"
+                " shown; give the handler a signing secret (secret) and check the signature"
+            )
+        host, port = parts.hostname or "", _port(parts.scheme, parts.port)
+        literal = _literal(host)
+        if literal is not None:
+            reason = self.refusal(literal, port)
+            if reason is not None:
+                raise DestinationRefused(f"url: forwards may not go to {reason}")
+
+    async def check_now(self, url: str, *, unresolved_ok: bool = False) -> str | None:
+        """Why a forward to `url` may not go now (its name resolved, every address checked).
+
+        `unresolved_ok`: a name that does not resolve (yet: at registration, say) passes.
+        """
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", _port(parts.scheme, parts.port)
+        try:
+            addresses = await _resolve(host, port)
+        except (OSError, TimeoutError) as error:
+            if unresolved_ok:
+                return None
+            return f"the handler's host {host!r} does not resolve: {error}"
+        for address in addresses:
+            reason = self.refusal(address, port)
+            if reason is not None:
+                return f"refused: the handler's address {reason}"
+        return None
+
+
+def _port(scheme: str, port: int | None) -> int:
+    return port if port is not None else (443 if scheme == "https" else 80)
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+async def _resolve(host: str, port: int) -> set[IPAddress]:
+    literal = _literal(host)
+    if literal is not None:
+        return {literal}
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(_RESOLVE_SECONDS):
+        found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return {ipaddress.ip_address(info[4][0]) for info in found}
+
+
+def _database_endpoint(url: str | None) -> tuple[tuple[frozenset[IPAddress], int], ...]:
+    """The database's addresses and port, when it is reached over TCP (not a Unix socket)."""
+    if not url:
+        return ()
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host or host.startswith("/"):
+        return ()
+    port = parts.port or 5432
+    literal = _literal(host)
+    if literal is not None:
+        addresses = {literal}
+    else:
+        try:
+            addresses = {
+                ipaddress.ip_address(info[4][0])
+                for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            }
+        except OSError:
+            return ()
+    return ((frozenset(addresses), port),)
