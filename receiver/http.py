@@ -47,9 +47,19 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, exc.detail, headers=exc.headers)
 
 
+def loggable_path(path: str) -> str:
+    """`path` as logs may carry it: the webhook's URL token (a credential) replaced."""
+    if path.startswith(_WEBHOOK_PREFIX):
+        return _WEBHOOK_PREFIX + "***"
+    return path
+
+
+_WEBHOOK_PREFIX = "/webhooks/callr/"
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     """A bug: logged with its trace, answered 500 with none."""
-    log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    log.error("unhandled_error", path=loggable_path(request.url.path), exc_info=exc)
     return error_response(500, "internal error")
 
 
@@ -61,13 +71,13 @@ async def bad_parameter(request: Request, exc: Exception) -> Response:
 
 async def query_cancelled(request: Request, exc: Exception) -> Response:
     """A dashboard query that ran past the statement timeout: 503, nothing to retry at once."""
-    log.warning("query_timeout", path=request.url.path)
+    log.warning("query_timeout", path=loggable_path(request.url.path))
     return error_response(503, "the query took too long; narrow it (a shorter window, a filter)")
 
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:
     """The database cannot be reached: 503 with Retry-After."""
-    log.warning("database_unavailable", path=request.url.path, error=repr(exc))
+    log.warning("database_unavailable", path=loggable_path(request.url.path), error=repr(exc))
     return error_response(
         503, "the database is unavailable; retry later", headers={"retry-after": "5"}
     )

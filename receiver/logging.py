@@ -152,3 +152,7 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
     # line would be a second, poorer one.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # httpx logs every request at info, its URL whole: a handler's or CALLR's URL is
+    # not for the log (the forward and CALLR API lines say what happened).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

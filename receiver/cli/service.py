@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import enum
 import math
 import os
 import shutil
@@ -32,6 +33,15 @@ from receiver.replay.callr import reconcile_forever
 from receiver.settings import Settings, load_settings
 
 log = structlog.get_logger("receiver.cli")
+
+
+class TokenSource(enum.Enum):
+    """Where the webhook URL token of this start came from."""
+
+    GENERATED = "generated"
+    KEPT = "kept"
+    ENVIRONMENT = "environment"
+
 
 # The admin token made at the first start on the embedded database, in the data folder.
 ADMIN_TOKEN_FILE = "console-admin-token"  # noqa: S105 (a file name, not a secret)
@@ -183,12 +193,18 @@ def serve(args: argparse.Namespace) -> int:
 
     given = configured()
     database = open_database(given)
+    token_kept = (given.data_dir / TOKEN_FILE).exists()
     settings = resolve_webhook_auth(
         given.model_copy(update={"database_url": database.url}), embedded=database.embedded
     )
     if database.embedded or args.migrate:
         upgrade(database.url)
-    token_generated = settings.callr_url_token != given.callr_url_token
+    if not settings.callr_url_token:
+        token_source = None
+    elif given.callr_url_token:
+        token_source = TokenSource.ENVIRONMENT
+    else:
+        token_source = TokenSource.KEPT if token_kept else TokenSource.GENERATED
     if database.embedded and not (settings.api_tokens or settings.admin_tokens):
         # A new user's first start: an admin token, so the console opens at once.
         admin = ensure_secret_file(settings.data_dir / ADMIN_TOKEN_FILE)
@@ -198,7 +214,7 @@ def serve(args: argparse.Namespace) -> int:
         database,
         host=args.host,
         port=args.port,
-        token_generated=token_generated,
+        token_source=token_source,
         admin_generated=settings.admin_tokens != given.admin_tokens,
     )
     # The workers build their app from the environment: hand them what was decided here.
@@ -311,13 +327,18 @@ def _announce(
     *,
     host: str,
     port: int,
-    token_generated: bool,
+    token_source: TokenSource | None,
     admin_generated: bool,
 ) -> None:
+    """The start banner. The URL token is a credential: printed whole only when generated
+    now (the one time its owner must copy it) or read from the data folder it is kept in;
+    from the environment, only its last four characters."""
     base = f"http://{host}:{port}"
     path = WEBHOOK_PATH
-    if settings.callr_url_token:
-        path += f"/{settings.callr_url_token}"
+    token = settings.callr_url_token
+    if token:
+        shown = f"…{token[-4:]}" if token_source is TokenSource.ENVIRONMENT else token
+        path += f"/{shown}"
     if database.embedded:
         where = f"embedded PostgreSQL in {settings.data_dir / 'postgres'}"
     else:
@@ -338,10 +359,14 @@ def _announce(
         f"  webhook URL     {base}{path}",
         f"  authentication  {', '.join(auth)}",
     ]
-    if token_generated:
-        lines.append(
-            f"                  (token generated, kept in {settings.data_dir / TOKEN_FILE})"
-        )
+    kept_in = settings.data_dir / TOKEN_FILE
+    notes = {
+        TokenSource.GENERATED: f"(token generated now, kept in {kept_in})",
+        TokenSource.KEPT: f"(token kept in {kept_in})",
+        TokenSource.ENVIRONMENT: "(token from RECEIVER_CALLR_URL_TOKEN, shown by its last 4)",
+    }
+    if token_source is not None:
+        lines.append(f"                  {notes[token_source]}")
     if settings.api_tokens or settings.admin_tokens:
         lines.append(f"  console         {base}/console")
         if admin_generated:

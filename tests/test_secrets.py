@@ -1,0 +1,90 @@
+"""No secret in a log line or a read view: the URL token, API tokens, passwords in URLs.
+
+A real `receiver serve` is taken down every path that once printed one: the start
+banner, a wrong URL token, an invalid body, sign-in, a handler URL with credentials,
+a forward delivered to a handler; then its whole output is searched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.requests import Request
+from structlog.testing import capture_logs
+
+from receiver.http import loggable_path, server_error
+from tests.callr_events import mo_event
+from tests.forwarding.handler_server import handler_server, wait_for
+from tests.reliability.conftest import Receiver
+from tests.support import example
+
+URL_TOKEN = "url-token-that-must-stay-secret-0123"
+ADMIN = "admin-token-that-must-stay-secret-0123"
+PASSWORD = "handler-password-that-must-stay-secret"
+
+
+@pytest.mark.slow
+async def test_no_secret_reaches_the_output_of_a_run_that_takes_every_path(
+    database_url: str, tmp_path: Path
+) -> None:
+    receiver = Receiver(
+        database_url,
+        tmp_path,
+        RECEIVER_CALLR_HMAC_SECRETS="",
+        RECEIVER_CALLR_URL_TOKEN=URL_TOKEN,
+        RECEIVER_ADMIN_TOKENS=ADMIN,
+        RECEIVER_DISPATCHER="true",
+        RECEIVER_DISPATCH_POLL_INTERVAL="0.2",
+    )
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    async with handler_server() as handler, httpx.AsyncClient(base_url=receiver.url) as client:
+        await asyncio.to_thread(receiver.start)
+        try:
+            webhook = f"/webhooks/callr/{URL_TOKEN}"
+            assert (
+                await client.post("/webhooks/callr/wrong-token", content=b"{}")
+            ).status_code == 404
+            assert (await client.post(webhook, content=b"{not json")).status_code == 400
+            refused = await client.post(
+                "/api/v1/handlers",
+                headers=auth,
+                json={"user_data": "shop", "url": f"http://alice:{PASSWORD}@127.0.0.1:9/h"},
+            )
+            assert refused.status_code == 400
+            added = await client.post(
+                "/api/v1/handlers",
+                headers=auth,
+                json={"user_data": "shop", "url": handler.url("/h")},
+            )
+            assert added.status_code == 201
+            mo = mo_event("secret-mo", "SECRET1", sender="+33600000001", user_data="shop")
+            assert (await client.post(webhook, content=mo)).status_code == 200
+            assert (await client.post(webhook, content=example("v1-sms.mo"))).status_code == 200
+            await wait_for(lambda: len(handler.on("/h")) == 1, seconds=15)
+            signed_in = await client.post("/console/login", data={"token": ADMIN})
+            assert signed_in.status_code == 303
+            wrong = await client.post("/console/login", data={"token": URL_TOKEN})
+            assert wrong.status_code == 401
+        finally:
+            await asyncio.to_thread(receiver.stop)
+    output = receiver.log.read_text()
+    assert f"webhook URL     {receiver.url}/webhooks/callr/…{URL_TOKEN[-4:]}" in output
+    assert "(token from RECEIVER_CALLR_URL_TOKEN, shown by its last 4)" in output
+    assert '"event":"forward"' in output  # the forward was logged, its URL not
+    for secret in (URL_TOKEN, ADMIN, PASSWORD, handler.url("/h")):
+        assert secret not in output, secret
+
+
+async def test_an_unhandled_error_on_the_webhook_path_logs_no_url_token() -> None:
+    request = Request(
+        {"type": "http", "method": "POST", "path": f"/webhooks/callr/{URL_TOKEN}", "headers": []}
+    )
+    with capture_logs() as logs:
+        answer = await server_error(request, RuntimeError("a bug"))
+    assert answer.status_code == 500
+    assert logs[0]["path"] == "/webhooks/callr/***"
+    assert URL_TOKEN not in str(logs)
+    assert loggable_path("/api/v1/messages") == "/api/v1/messages"
