@@ -49,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=30,
         help="seconds to finish in-flight requests on SIGTERM",
     )
+    serve_parser.add_argument(
+        "--max-connections",
+        type=whole(1, 1_000_000),
+        default=2000,
+        help="open connections a process keeps; past it a new one is closed at once",
+    )
+    serve_parser.add_argument(
+        "--keep-alive",
+        type=whole(1, 3600),
+        default=5,
+        help="seconds an idle connection (one that sent nothing yet, too) stays open",
+    )
     serve_parser.set_defaults(run=serve)
 
     migrate_parser = commands.add_parser("migrate", help="apply the database migrations")

@@ -242,6 +242,9 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=args.graceful_timeout,
         server_header=False,
         http=HttpProtocol,
+        # Also the ceiling of open connections (receiver.cli.http_protocol).
+        limit_concurrency=args.max_connections,
+        timeout_keep_alive=args.keep_alive,
     )
     return 0
 

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -12,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.server import ServerState
 
+from receiver.cli import http_protocol
 from receiver.cli.http_protocol import CoalescedWrites, HttpProtocol
 from tests.support import serving
 
@@ -112,3 +117,69 @@ async def test_what_was_written_goes_out_when_the_client_stops_sending() -> None
     protocol.transport.write(b"HTTP/1.1 413 Content Too Large\r\n\r\n")
     protocol.eof_received()
     assert real.calls == [b"HTTP/1.1 413 Content Too Large\r\n\r\n"]
+
+
+@contextlib.asynccontextmanager
+async def limited(**config: Any) -> AsyncIterator[int]:
+    """APP behind uvicorn with the protocol and `config`; yields the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    server = uvicorn.Server(
+        uvicorn.Config(APP, log_config=None, access_log=False, http=HttpProtocol, **config)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+            await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Whether the server closes the connection within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await reader.read() == b""
+    except TimeoutError:
+        return False
+
+
+async def test_a_connection_that_sends_nothing_is_closed_after_the_keep_alive() -> None:
+    async with limited(timeout_keep_alive=1) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        assert await closed_within(reader, 5)
+        assert time.monotonic() - started >= 0.8
+        writer.close()
+
+
+async def test_headers_that_do_not_arrive_in_time_close_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_protocol, "HEADERS_TIMEOUT", 0.5)
+    async with limited(timeout_keep_alive=60) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo/1 HTTP/1.1\r\nhost: x\r\n")  # and no more
+        assert await closed_within(reader, 5)
+        writer.close()
+        # A request that sends its headers at once is served as before.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.post("/echo/2", content="ok")).text == "2:ok"
+
+
+async def test_past_the_ceiling_a_new_connection_is_closed_at_once() -> None:
+    async with limited(limit_concurrency=3, timeout_keep_alive=60) as port:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await closed_within(reader, 2)
+        writer.close()
+        for _, held in idle:
+            held.close()
+        await asyncio.sleep(0.1)
+        # Room again once the idle ones are gone.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.post("/echo/3", content="ok")).text == "3:ok"
