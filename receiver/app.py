@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from receiver import heap
@@ -26,6 +27,7 @@ from receiver.forwarding.dispatcher import Dispatcher
 from receiver.forwarding.policy import RetryPolicy
 from receiver.health import Readiness, healthz
 from receiver.http import (
+    PrivateAnswers,
     bad_parameter,
     database_unavailable,
     http_exception,
@@ -188,6 +190,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(PrivateAnswers)],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: http_exception,

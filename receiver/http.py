@@ -10,6 +10,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("receiver.http")
 
@@ -81,3 +82,34 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     return error_response(
         503, "the database is unavailable; retry later", headers={"retry-after": "5"}
     )
+
+
+# What every answer of the API and /metrics carries: never kept by a cache (they hold
+# phone numbers and texts), never read as anything but their content type.
+PRIVATE_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+
+
+class PrivateAnswers:
+    """Pure ASGI middleware: the API's and /metrics' answers, errors included, get
+    `Cache-Control: no-store` and `X-Content-Type-Options: nosniff`."""
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...] = ("/api/", "/metrics")) -> None:
+        self.app = app
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+
+        async def private(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() not in (b"cache-control", b"x-content-type-options")
+                ]
+                message = {**message, "headers": headers + PRIVATE_HEADERS}
+            await send(message)
+
+        await self.app(scope, receive, private)

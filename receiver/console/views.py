@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
 import structlog
@@ -290,7 +290,7 @@ class Console:
                 async with request.state.api_pool.acquire() as conn:
                     found = await message_id(conn, q)
                 if found is not None:
-                    return RedirectResponse(f"/console/messages/{found}", 303)
+                    return RedirectResponse(f"/console/messages/{quote(found)}", 303)
                 params.append(("user_data", q))
                 searched = "user_data"
         async with request.state.api_pool.acquire() as conn:

@@ -1,0 +1,70 @@
+"""What every API answer carries, and ids with any character CALLR may send."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import orjson
+
+from receiver.app import create_app
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.support import example, running, until_projected
+
+TOKEN = "answers-read-token-0123"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
+
+
+async def test_every_api_answer_is_private_and_not_sniffed(make_settings: SettingsFactory) -> None:
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        answers = {
+            "ok": await client.get("/api/v1/status", headers=AUTH),
+            "no token": await client.get("/api/v1/messages"),
+            "bad parameter": await client.get("/api/v1/messages?limit=abc", headers=AUTH),
+            "not found": await client.get("/api/v1/events/nothing-here", headers=AUTH),
+            "wrong method": await client.delete("/api/v1/status", headers=AUTH),
+            "metrics": await client.get("/metrics"),
+        }
+        webhook = await client.post(WEBHOOK, content=example("v1-sms.mo"))
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {
+        "ok": 200,
+        "no token": 401,
+        "bad parameter": 400,
+        "not found": 404,
+        "wrong method": 405,
+        "metrics": 200,
+    }
+    for name, answer in answers.items():
+        assert answer.headers["cache-control"] == "no-store", name
+        assert answer.headers["x-content-type-options"] == "nosniff", name
+    # CALLR's answers are left as they were.
+    assert "cache-control" not in webhook.headers
+
+
+async def test_an_id_with_a_slash_and_other_characters_is_found(
+    make_settings: SettingsFactory,
+) -> None:
+    odd_event, odd_sms = "ev/2026?x=1#part", "sms/7?x#y"
+    document = orjson.loads(example("v2.sms.inbound.received"))
+    document["id"], document["payload"]["sid"] = odd_event, odd_sms
+    body = orjson.dumps(document)
+    async with running(create_app(make_settings(api_tokens=TOKEN))) as client:
+        assert (await client.post(WEBHOOK, content=body)).status_code == 200
+        await until_projected(client)
+        event = await client.get(f"/api/v1/events/{quote(odd_event, safe='')}", headers=AUTH)
+        assert event.status_code == 200, event.text
+        assert event.json()["event_id"] == odd_event
+        sms_id = event.json()["sms_id"]
+        assert sms_id == odd_sms
+        message = await client.get(f"/api/v1/messages/{quote(sms_id, safe='')}", headers=AUTH)
+        assert message.status_code == 200, message.text
+        assert message.json()["id"] == sms_id
+
+        await client.post("/console/login", data={"token": TOKEN})
+        page = await client.get(f"/console/events/{quote(odd_event, safe='')}")
+        assert page.status_code == 200
+        assert f"/console/messages/{quote(sms_id)}" in page.text
+        linked = await client.get(f"/console/messages/{quote(sms_id)}")
+        assert linked.status_code == 200
+        assert odd_event.replace("&", "&amp;") in linked.text
