@@ -1,8 +1,17 @@
 """Masking personal data on the server (`RECEIVER_CONSOLE_MASK=numbers,text`).
 
-What is masked never reaches the browser: numbers keep their first four and last two
-characters, texts only their length. Raw bodies are masked field by field when they
-are JSON, and every number-like run of digits otherwise.
+What is masked never reaches the browser.
+
+- **numbers**: every run of six or more digits, whatever separates them (spaces,
+  dashes, dots, brackets, slashes: `+33 6 12 34 56 78`, `(646) 982-0800`,
+  `Tel336...`), wherever it stands: the number fields, `user_data`, error texts,
+  headers, raw bodies under any key, JSON or not. A run shows at most its first
+  three digits and its last two, its separators as they were (`+336••••••66`,
+  `+33 6 •• •• •• 78`), and never more digits than it hides. Dates and
+  times (`2026-03-02`, `2026-03-02T16:56:04Z`) are not numbers.
+- **text**: message texts keep only their length, on the message's page and in raw
+  bodies under any key that holds one (`text`, `body`, `message`, `content`); a raw
+  body that is not JSON cannot be told apart from its text, and is hidden whole.
 """
 
 from __future__ import annotations
@@ -13,10 +22,14 @@ from typing import Any
 
 import orjson
 
-_DIGITS = re.compile(r"\+?\d{6,}")
-# The fields of CALLR's events (v1 and v2) that carry a phone number or a text.
-_NUMBER_FIELDS = {"from", "to", "sender", "recipient", "number", "msisdn", "phone"}
+# A date (and time) first, so that its digits are not taken for a number; otherwise a
+# digit, then at least five more, each after at most three separators.
+_RUNS = re.compile(
+    r"(?P<when>\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?)"
+    r"|(?P<number>\+?\d(?:[\s().\-/]{0,3}\d){5,})"
+)
 _TEXT_FIELDS = {"text", "body", "message", "content"}
+_SHORT_INT = 100_000
 
 
 class Mask:
@@ -27,9 +40,10 @@ class Mask:
         self.text = "text" in hidden
 
     def number(self, value: str | None) -> str | None:
-        if value is None or not self.numbers or not _DIGITS.fullmatch(value):
+        """`value` with every run of digits in it masked (when numbers are masked)."""
+        if value is None or not self.numbers:
             return value
-        return value[:4] + "•" * (len(value) - 6) + value[-2:]
+        return _RUNS.sub(_masked_run, value)
 
     def message_text(self, value: str | None) -> str | None:
         if value is None or not self.text:
@@ -46,16 +60,37 @@ class Mask:
             # as it came, masked as text.
             return orjson.dumps(self._masked(document), option=orjson.OPT_INDENT_2).decode()
         except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
-            return _DIGITS.sub(lambda m: self.number(m.group()) or "", raw) if self.numbers else raw
+            if self.text:
+                return f"[hidden: {len(raw)} characters that are not JSON: a text may be in them]"
+            return self.number(raw)
 
     def _masked(self, value: Any, key: str = "") -> Any:
         if isinstance(value, dict):
-            return {k: self._masked(v, k.lower()) for k, v in value.items()}
+            return {self.number(k): self._masked(v, k.lower()) for k, v in value.items()}
         if isinstance(value, list):
             return [self._masked(v, key) for v in value]
         if isinstance(value, str):
-            if key in _TEXT_FIELDS:
+            if key in _TEXT_FIELDS and self.text:
                 return self.message_text(value)
-            if key in _NUMBER_FIELDS or _DIGITS.fullmatch(value):
-                return self.number(value)
+            return self.number(value)
+        if self.numbers and isinstance(value, int) and abs(value) >= _SHORT_INT:
+            return self.number(str(value))
         return value
+
+
+def _masked_run(match: re.Match[str]) -> str:
+    run = match.group("number")
+    if run is None:
+        return match.group("when")
+    digits = sum(c.isdigit() for c in run)
+    # At most three digits shown at the start and two at the end, and never more shown
+    # than hidden: a short run shows fewer.
+    head, tail = min(3, digits // 2 - 2), 2
+    out, seen = [], 0
+    for char in run:
+        if char.isdigit():
+            seen += 1
+            out.append(char if seen <= head or seen > digits - tail else "•")
+        else:
+            out.append(char)
+    return "".join(out)

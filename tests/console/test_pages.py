@@ -6,9 +6,11 @@ import re
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 
 from receiver.app import create_app
+from receiver.console.mask import Mask
 from tests.callr_events import mo_event, mt_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import running, until_projected
@@ -277,3 +279,66 @@ async def test_the_overview_counts_webhooks_by_result(client: httpx.AsyncClient)
         assert "invalid: 1" in legend
         assert "unhandled: 0" in legend
         assert int(re.search(r"refused: (\d+)", legend).group(1)) >= 1  # type: ignore[union-attr]
+
+
+# Numbers as people write them, and what of each may stay visible.
+NUMBERS = [
+    "+33612345678",
+    "+33 6 12 34 56 78",
+    "+33-6-12-34-56-78",
+    "+33.6.12.34.56.78",
+    "(+33) 6 12 34 56 78",
+    "06 12 34 56 78",
+    "0612345678",
+    "0033612345678",
+    "Tel33612345678",
+    "tel:+33612345678",
+    "+1 (646) 982-0800",
+    "+44 7890 123456",
+    "06/12/34/56/78",
+    "call me at 0612345678 or 0698765432 please",
+    "123456",
+]
+
+
+@pytest.mark.parametrize("written", NUMBERS)
+def test_numbers_are_masked_however_they_are_written(written: str) -> None:
+    masked = Mask(["numbers"]).number(written)
+    assert masked is not None
+    for run in re.findall(r"\d[\d\s().\-/]*\d", written):
+        digits = [c for c in run if c.isdigit()]
+        if len(digits) < 6:
+            continue
+        assert run not in masked, masked
+    # Never more digits shown than hidden.
+    assert sum(c.isdigit() for c in masked) <= masked.count("•"), masked
+
+
+def test_dates_and_short_numbers_are_left_alone() -> None:
+    mask = Mask(["numbers"])
+    for value in ("2026-03-02T16:56:04Z", "2026-03-02 16:56:04", "4.50", "try 3", "12345"):
+        assert mask.number(value) == value
+
+
+def test_a_raw_body_is_masked_under_any_key_json_or_not() -> None:
+    mask = Mask(["numbers", "text"])
+    body = orjson.dumps(
+        {
+            "payload": {
+                "contact": {"mobile": "+33 6 12 34 56 78", "note": "rappeler le 0612345678"},
+                "extra": [{"callback": 33612345678}],
+                "body": {"text": "hello from 0612345678"},
+                "created": "2026-03-02T16:56:04Z",
+            }
+        }
+    ).decode()
+    shown = mask.body(body)
+    assert shown is not None
+    for secret in ("12 34 56", "12345678", "hello", "33612345678"):
+        assert secret not in shown
+    assert "2026-03-02T16:56:04Z" in shown
+    assert "[hidden: 21 characters]" in shown
+    not_json = "from=+33612345678&text=hello"
+    assert "hello" not in (mask.body(not_json) or "")
+    assert Mask(["numbers"]).body(not_json) == "from=+336••••••78&text=hello"
+    assert Mask(["numbers"]).number("+33 6 12 34 56 78") == "+33 6 •• •• •• 78"
