@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 
 from receiver.app import create_app
 from receiver.cli import service
-from receiver.cli.service import ADMIN_TOKEN_FILE
+from receiver.cli.access import ADMIN_TOKEN_FILE
 from receiver.db import migrate
 from receiver.db.engine import describe
 from receiver.ingest.auth import TOKEN_FILE

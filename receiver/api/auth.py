@@ -1,18 +1,22 @@
-"""Who may read and who may change: `RECEIVER_API_TOKENS` and `RECEIVER_ADMIN_TOKENS`.
+"""Who may read and who may change: tokens of the environment, and tokens kept in the database.
 
 A read token opens the API's reads and the console's pages; an admin token opens
-those and every change (handlers, sending forwards again). Tokens are compared in
-constant time. The webhook credentials never open the API, nor the API tokens
-the webhook.
+those and every change (handlers, sending forwards again, tokens). Tokens come from
+`RECEIVER_API_TOKENS` and `RECEIVER_ADMIN_TOKENS`, and from the `api_tokens` table
+(`receiver tokens add`, the console's Tokens page), where each is kept as a digest.
+What the table says is cached for `CACHE_SECONDS` in each process: a revoked token
+opens nothing within that long, everywhere. The webhook credentials never open the
+API, nor the API tokens the webhook.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,57 +28,95 @@ Scope = Literal["read", "admin"]
 
 READ: Scope = "read"
 ADMIN: Scope = "admin"
+SCOPES: tuple[Scope, ...] = (READ, ADMIN)
+
+CACHE_SECONDS = 5.0
+_CACHE_MAX = 10_000
+
+# The token of that digest, if it is live; its last use written at most once a minute.
+_LOOK_UP = """
+WITH t AS (
+    SELECT id, scope, last_used_at FROM api_tokens WHERE digest = $1 AND revoked_at IS NULL
+),
+used AS (
+    UPDATE api_tokens a SET last_used_at = now() FROM t
+    WHERE a.id = t.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
+)
+SELECT scope FROM t
+"""
+_ANY_LIVE = "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE revoked_at IS NULL)"
 
 
-def fingerprint(token: str) -> str:
-    """A short digest that names a token without revealing it (kept in console sessions)."""
-    return hashlib.sha256(b"receiver-token\n" + token.encode()).hexdigest()[:32]
+def digest(token: str) -> str:
+    """What names a token without revealing it: kept in `api_tokens` and console sessions."""
+    return hashlib.sha256(b"receiver-token\n" + token.strip().encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Tokens:
-    """The tokens that open the API and the console; none configured means both are closed."""
+    """The tokens that open the API and the console; with none anywhere, both are closed."""
 
     readers: Sequence[str] = ()
     admins: Sequence[str] = ()
+    _env: dict[str, Scope] = field(init=False, repr=False)
+    _cache: dict[str, tuple[Scope | None, float]] = field(init=False, repr=False)
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.readers or self.admins)
+    def __post_init__(self) -> None:
+        self._env = {digest(t): READ for t in self.readers} | {
+            digest(t): ADMIN for t in self.admins
+        }
+        self._cache = {}
 
-    def scope_of(self, presented: str) -> Scope | None:
+    async def configured(self, pool: Any) -> bool:
+        """Whether any token could open something: one in the environment, or a live one kept."""
+        if self._env:
+            return True
+        async with pool.acquire() as conn:
+            return bool(await conn.fetchval(_ANY_LIVE))
+
+    async def scope_of(self, pool: Any, presented: str) -> Scope | None:
         """What `presented` may do: admin, read, or nothing (None)."""
-        candidate = presented.strip().encode("latin-1", errors="replace")
-        admin = read = False
-        # Every token is compared, whichever matches, so the time says nothing.
-        for token in self.admins:
-            admin |= hmac.compare_digest(candidate, token.encode())
-        for token in self.readers:
-            read |= hmac.compare_digest(candidate, token.encode())
-        return ADMIN if admin else READ if read else None
+        if not presented.strip():
+            return None
+        return await self.scope_of_digest(pool, digest(presented))
 
-    def scope_of_fingerprint(self, digest: str) -> Scope | None:
-        """The scope of the configured token whose `fingerprint` is `digest`."""
-        admin = any(hmac.compare_digest(digest, fingerprint(t)) for t in self.admins)
-        read = any(hmac.compare_digest(digest, fingerprint(t)) for t in self.readers)
-        return ADMIN if admin else READ if read else None
+    async def scope_of_digest(self, pool: Any, token_digest: str) -> Scope | None:
+        """The scope of the live token whose `digest` is `token_digest`."""
+        # Every environment token is compared, whichever matches, so the time says nothing.
+        found: Scope | None = None
+        for known, scope in self._env.items():
+            if hmac.compare_digest(known, token_digest) and found != ADMIN:
+                found = scope
+        if found is not None:
+            return found
+        cached = self._cache.get(token_digest)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < CACHE_SECONDS:
+            return cached[0]
+        async with pool.acquire() as conn:
+            kept = await conn.fetchval(_LOOK_UP, token_digest)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        granted: Scope | None = READ if kept == READ else ADMIN if kept == ADMIN else None
+        self._cache[token_digest] = (granted, now)
+        return granted
 
     def secret(self, purpose: str) -> bytes:
-        """A key every process derives alike from the tokens (a token change renews it)."""
+        """A key every process derives alike from the environment's tokens (a change renews it)."""
         material = "\n".join([purpose, *sorted(self.readers), "", *sorted(self.admins)])
         return hashlib.sha256(material.encode()).digest()
 
-    def bearer_scope(self, authorization: str | None) -> Scope | None:
-        scheme, _, presented = (authorization or "").partition(" ")
+    async def bearer_scope(self, request: Request) -> Scope | None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             return None
-        return self.scope_of(presented)
+        return await self.scope_of(request.state.api_pool, presented)
 
     def guard(self, endpoint: Endpoint, scope: Scope = READ) -> Endpoint:
         """`endpoint`, answering 401 without a token and 403 when the token may not do this."""
 
         async def guarded(request: Request) -> Response:
-            granted = self.bearer_scope(request.headers.get("authorization"))
+            granted = await self.bearer_scope(request)
             if granted is None:
                 return error_response(
                     401,
@@ -92,5 +134,6 @@ class Tokens:
 
 
 ADMIN_REQUIRED = (
-    "this token may read, not change: changes need an admin token (RECEIVER_ADMIN_TOKENS)"
+    "this token may read, not change: changes need an admin token"
+    " (RECEIVER_ADMIN_TOKENS, or `receiver tokens add --scope admin`)"
 )

@@ -12,6 +12,7 @@ from receiver.cli.forwarding import add_forward_commands, add_handler_commands
 from receiver.cli.replay import add_replay_commands
 from receiver.cli.service import DatabaseNotReady, run_migrations, serve, whole, worker
 from receiver.cli.simulate import add_simulate_command
+from receiver.cli.tokens import add_token_commands
 from receiver.settings import SettingsError
 
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_commands(commands)
     add_simulate_command(commands)
     add_callr_commands(commands)
+    add_token_commands(commands)
     return parser
 
 

@@ -23,11 +23,12 @@ import asyncpg
 import structlog
 
 from receiver.app import WEBHOOK_PATH, dispatcher, projector
+from receiver.cli.access import ADMIN_TOKEN_FILE, Access, FirstRun, settle_access
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, describe
 from receiver.http import whole_number
-from receiver.ingest.auth import TOKEN_FILE, ensure_secret_file, resolve_webhook_auth
+from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
 from receiver.logging import configure_logging
 from receiver.replay.callr import reconcile_forever
 from receiver.settings import Settings, load_settings
@@ -41,10 +42,6 @@ class TokenSource(enum.Enum):
     GENERATED = "generated"
     KEPT = "kept"
     ENVIRONMENT = "environment"
-
-
-# The admin token made at the first start on the embedded database, in the data folder.
-ADMIN_TOKEN_FILE = "console-admin-token"  # noqa: S105 (a file name, not a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,24 +202,19 @@ def serve(args: argparse.Namespace) -> int:
         token_source = TokenSource.ENVIRONMENT
     else:
         token_source = TokenSource.KEPT if token_kept else TokenSource.GENERATED
-    if database.embedded and not (settings.api_tokens or settings.admin_tokens):
-        # A new user's first start: an admin token, so the console opens at once.
-        admin = ensure_secret_file(settings.data_dir / ADMIN_TOKEN_FILE)
-        settings = settings.model_copy(update={"admin_tokens": (admin,)})
+    access = asyncio.run(_settle_access(settings, embedded=database.embedded))
     _announce(
         settings,
         database,
         host=args.host,
         port=args.port,
         token_source=token_source,
-        admin_generated=settings.admin_tokens != given.admin_tokens,
+        access=access,
     )
     # The workers build their app from the environment: hand them what was decided here.
     os.environ["RECEIVER_DATABASE_URL"] = database.url
     if settings.callr_url_token:
         os.environ["RECEIVER_CALLR_URL_TOKEN"] = settings.callr_url_token
-    if settings.admin_tokens:
-        os.environ["RECEIVER_ADMIN_TOKENS"] = ",".join(settings.admin_tokens)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker counts into files here, and /metrics on any worker sums them.
         metrics_dir = tempfile.mkdtemp(prefix="receiver-metrics-")
@@ -324,6 +316,15 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _settle_access(settings: Settings, *, embedded: bool) -> Access:
+    assert settings.database_url is not None
+    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    try:
+        return await settle_access(conn, settings, embedded=embedded)
+    finally:
+        await conn.close()
+
+
 def _announce(
     settings: Settings,
     database: Database,
@@ -331,7 +332,7 @@ def _announce(
     host: str,
     port: int,
     token_source: TokenSource | None,
-    admin_generated: bool,
+    access: Access,
 ) -> None:
     """The start banner. The URL token is a credential: printed whole only when generated
     now (the one time its owner must copy it) or read from the data folder it is kept in;
@@ -370,16 +371,20 @@ def _announce(
     }
     if token_source is not None:
         lines.append(f"                  {notes[token_source]}")
-    if settings.api_tokens or settings.admin_tokens:
+    first_run = {
+        FirstRun.ACTIVE: "(sign in with the admin token in"
+        f" {settings.data_dir / ADMIN_TOKEN_FILE})",
+        FirstRun.RETIRED: "(the first-run admin token is retired: an admin token is configured)",
+        FirstRun.REVOKED: "(the first-run admin token was revoked: receiver tokens add makes one)",
+    }
+    if access.open:
         lines.append(f"  console         {base}/console")
-        if admin_generated:
-            lines.append(
-                "                  (sign in with the admin token in"
-                f" {settings.data_dir / ADMIN_TOKEN_FILE})"
-            )
+        if access.first_run is not None:
+            lines.append(f"                  {first_run[access.first_run]}")
     else:
         lines.append(
-            "  console, API    closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is set"
+            "  console, API    closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is set,"
+            " and no token was made (receiver tokens add)"
         )
     print("\n".join(lines), flush=True)
     log.info(

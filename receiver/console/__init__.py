@@ -19,6 +19,7 @@ from receiver.console.mask import Mask
 from receiver.console.reads import TrafficCounts
 from receiver.console.session import Sessions
 from receiver.console.throttle import SignInThrottle
+from receiver.console.tokens import TokenPages
 from receiver.console.views import Console
 from receiver.ingest.recent import MinuteCounts
 from receiver.settings import Settings
@@ -37,6 +38,7 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
         SignInThrottle(),
     )
     page, action = console.page, console.action
+    tokens_page = TokenPages(console)
     return [
         Route("/console", page(console.overview), methods=["GET"]),
         Route("/console/login", console.login_page, methods=["GET"]),
@@ -56,6 +58,9 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
             action(console.change_handler),
             methods=["POST"],
         ),
+        Route("/console/tokens", page(tokens_page.page), methods=["GET"]),
+        Route("/console/tokens", action(tokens_page.add), methods=["POST"]),
+        Route("/console/tokens/{name}/revoke", action(tokens_page.revoke), methods=["POST"]),
         Mount(
             "/console/static",
             StaticFiles(directory=Path(__file__).parent / "static"),

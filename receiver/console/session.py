@@ -27,7 +27,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.api.auth import ADMIN, Scope, Tokens, fingerprint
+from receiver.api.auth import ADMIN, Scope, Tokens, digest
 
 COOKIE = "receiver_console"
 
@@ -79,10 +79,9 @@ class Sessions:
             tokens.secret("receiver-console-session"), salt="console-session"
         )
 
-    @property
-    def open(self) -> bool:
-        """False when no token is configured: nobody can sign in."""
-        return self._tokens.configured
+    async def open(self, request: Request) -> bool:
+        """False when no token is configured anywhere: nobody can sign in."""
+        return await self._tokens.configured(_pool(request))
 
     async def read(self, request: Request) -> Session | None:
         """The request's live session; None when it has none, or an ended, expired or forged one."""
@@ -100,7 +99,7 @@ class Sessions:
             row = await conn.fetchrow(_READ, key)
         if row is None:
             return None
-        scope = self._tokens.scope_of_fingerprint(row["token"])
+        scope = await self._tokens.scope_of_digest(_pool(request), row["token"])
         if scope is None:
             return None
         return Session(scope=scope, csrf=row["csrf"], key=key)
@@ -108,7 +107,7 @@ class Sessions:
     async def sign_in(self, request: Request, response: Response, token: str) -> Scope | None:
         """Open a session for `token` and set its cookie on `response`; its scope, None if the
         token opens nothing."""
-        scope = self._tokens.scope_of(token)
+        scope = await self._tokens.scope_of(_pool(request), token)
         if scope is None:
             return None
         session_id = secrets.token_urlsafe(32)
@@ -117,7 +116,7 @@ class Sessions:
             await conn.execute(
                 _OPEN,
                 _key(session_id),
-                fingerprint(token.strip()),
+                digest(token),
                 secrets.token_urlsafe(24),
                 address,
                 timedelta(seconds=self._max_age),

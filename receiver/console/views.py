@@ -29,6 +29,7 @@ from receiver.api.queries import (
     message_id,
 )
 from receiver.api.stats import stats_of
+from receiver.api.tokens import first_run_live
 from receiver.console import reads
 from receiver.console.chart import COLOURS, stacked_bars
 from receiver.console.mask import Mask
@@ -62,8 +63,13 @@ _NOTICES = {
     "disabled": "Handler disabled.",
     "signed-out": "Signed out.",
     "signed-out-everywhere": "Signed out everywhere: {n} session(s) ended.",
+    "token-revoked": "Token revoked: it opens nothing within seconds.",
+    "token-not-revoked": "No live token of that name.",
 }
-_CLOSED = "The console is closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is configured."
+_CLOSED = (
+    "The console is closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is configured,"
+    " and no token was made with `receiver tokens add`."
+)
 # Every console answer: never cached, never framed, scripts and styles from here only.
 SECURITY_HEADERS = {
     "cache-control": "no-store",
@@ -190,12 +196,30 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         if await self.sessions.read(request) is not None:
             return RedirectResponse(_next(request.query_params.get("next")), 303)
+        return await self._login_form(request, request.query_params.get("next", ""))
+
+    async def _login_form(
+        self,
+        request: Request,
+        target: str,
+        status_code: int = 200,
+        error: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """The sign-in page; it mentions the first-run admin token only while it works."""
+        async with request.state.api_pool.acquire() as conn:
+            first_run = await first_run_live(conn)
+        if error is None and not await self.sessions.open(request):
+            error = _CLOSED
         return self.render(
             request,
             None,
             "login.html",
-            next=request.query_params.get("next", ""),
-            error=None if self.sessions.open else _CLOSED,
+            status_code,
+            headers=headers,
+            next=target,
+            error=error,
+            first_run=first_run,
         )
 
     async def login(self, request: Request) -> Response:
@@ -205,14 +229,12 @@ class Console:
         if wait is not None:
             metrics.CONSOLE_SIGN_INS.labels("throttled").inc()
             log.warning("console_sign_in_throttled", client=address, retry_after=wait)
-            return self.render(
+            return await self._login_form(
                 request,
-                None,
-                "login.html",
+                form.get("next", ""),
                 429,
-                headers={"retry-after": str(wait)},
-                next=form.get("next", ""),
                 error=f"Too many failed sign-ins: try again in {wait} s.",
+                headers={"retry-after": str(wait)},
             )
         target = _next(form.get("next"))
         response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
@@ -220,13 +242,12 @@ class Console:
             self.throttle.failed(address)
             metrics.CONSOLE_SIGN_INS.labels("refused").inc()
             log.warning("console_sign_in_refused", client=address)
-            return self.render(
+            opens = await self.sessions.open(request)
+            return await self._login_form(
                 request,
-                None,
-                "login.html",
+                form.get("next", ""),
                 401,
-                next=form.get("next", ""),
-                error="That token opens nothing here." if self.sessions.open else _CLOSED,
+                error="That token opens nothing here." if opens else _CLOSED,
             )
         metrics.CONSOLE_SIGN_INS.labels("ok").inc()
         return response

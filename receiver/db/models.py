@@ -574,3 +574,32 @@ class ConsoleSession(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """A token made with `receiver tokens add` (or the console's Tokens page).
+
+    Kept as a digest, never itself. Beside the tokens of the environment
+    (RECEIVER_API_TOKENS, RECEIVER_ADMIN_TOKENS); revoked, it opens nothing within
+    seconds in every process.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("scope IN ('read', 'admin')", name="scope"),
+        Index(
+            "ix_api_tokens_live_name",
+            "name",
+            unique=True,
+            postgresql_where=sql_text("revoked_at IS NULL"),
+        ),
+    )

@@ -1,0 +1,96 @@
+"""`receiver tokens add|list|revoke`: the API's and the console's tokens kept in the database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from receiver.api.auth import SCOPES
+from receiver.api.tokens import TokenError, add_token, list_tokens, revoke_token
+from receiver.cli.replay import run_with_database
+from receiver.settings import Settings
+
+
+def tokens_add(args: argparse.Namespace) -> int:
+    """Make a token and print it once, on a line of its own (only its digest is kept)."""
+
+    async def add(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+        try:
+            async with pool.acquire() as conn:
+                token = await add_token(conn, args.name, args.scope)
+        except TokenError as error:
+            print(f"receiver tokens add: {error}", file=sys.stderr)
+            return 2
+        print(token)
+        print(
+            f"token {args.name!r} ({args.scope}) made: it is shown this once, keep it now",
+            file=sys.stderr,
+        )
+        return 0
+
+    return run_with_database(add, connections=1)
+
+
+def tokens_list(args: argparse.Namespace) -> int:
+    """The tokens kept: name, scope, created, last used (never the token)."""
+
+    async def show(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+        async with pool.acquire() as conn:
+            kept = await list_tokens(conn, revoked=args.revoked)
+        print(f"{'name':<24} {'scope':<6} {'created (UTC)':<20} {'last used (UTC)':<20} revoked")
+        for token in kept:
+            print(
+                f"{token.name:<24} {token.scope:<6} {_when(token.created_at):<20}"
+                f" {_when(token.last_used_at):<20} {_when(token.revoked_at)}"
+            )
+        env = [name for name, on in _environment(settings) if on]
+        if env:
+            print(f"(and the tokens of {' and '.join(env)}, which are not listed)")
+        return 0
+
+    return run_with_database(show, connections=1)
+
+
+def tokens_revoke(args: argparse.Namespace) -> int:
+    """Revoke a token: within seconds it opens nothing, its console sessions included."""
+
+    async def revoke(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+        async with pool.acquire() as conn:
+            revoked = await revoke_token(conn, args.name)
+        if not revoked:
+            print(f"receiver tokens revoke: no live token named {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"token {args.name!r} revoked")
+        return 0
+
+    return run_with_database(revoke, connections=1)
+
+
+def _environment(settings: Settings) -> list[tuple[str, bool]]:
+    return [
+        ("RECEIVER_API_TOKENS", bool(settings.api_tokens)),
+        ("RECEIVER_ADMIN_TOKENS", bool(settings.admin_tokens)),
+    ]
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def add_token_commands(commands: Any) -> None:
+    tokens = commands.add_parser(
+        "tokens", help="API and console tokens kept in the database (made, listed, revoked)"
+    )
+    sub = tokens.add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add", help="make a token and print it once")
+    add.add_argument("--scope", required=True, choices=SCOPES, help="what it may do")
+    add.add_argument("--name", required=True, help="how it is listed and revoked")
+    add.set_defaults(run=tokens_add)
+    listing = sub.add_parser("list", help="list the tokens (never the tokens themselves)")
+    listing.add_argument("--revoked", action="store_true", help="the revoked ones too")
+    listing.set_defaults(run=tokens_list)
+    revoke = sub.add_parser("revoke", help="revoke a token: it opens nothing within seconds")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=tokens_revoke)
