@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from receiver.app import create_app
+from receiver.db.migrate import head_revision
 from receiver.settings import Settings
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import serving
@@ -197,3 +198,13 @@ async def run_command(line: str, env: dict[str, str]) -> str | None:
     if done.returncode == 0 or (done.returncode == 1 and done.stderr.strip()):
         return None
     return f"exit {done.returncode}: {done.stderr[-500:]}"
+
+
+def test_the_schema_revision_the_docs_show_is_the_current_one() -> None:
+    shown = {
+        (page.name, revision)
+        for page in PAGES
+        for revision in re.findall(r'"schema": "(\d{4})"', page.read_text())
+    }
+    assert shown, "no page shows the schema revision any more: drop this test"
+    assert {revision for _, revision in shown} == {head_revision()}, sorted(shown)

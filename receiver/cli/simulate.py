@@ -28,6 +28,8 @@ def simulate_command(args: argparse.Namespace) -> int:
     )
     summary = report.summary()
     _print(summary)
+    for hint in _hints(summary["answers"], args.url):
+        print(hint, file=sys.stderr)
     if args.json:
         try:
             args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -70,6 +72,25 @@ def _print(summary: dict[str, Any]) -> None:
     print(f"           outbound final statuses: {finals}")
 
 
+def _hints(answers: dict[str, int], url: str) -> list[str]:
+    """What answers that are not 2xx most likely mean, and what to do."""
+    hints = []
+    if answers.get("404"):
+        hints.append(
+            f"404 from {url}: not the webhook URL. With a URL token (the default on a new"
+            " machine) the webhook URL is the whole one `receiver serve` printed,"
+            " .../webhooks/callr/<token>; its token is kept in .receiver/webhook-url-token"
+            " (a token set in RECEIVER_CALLR_URL_TOKEN is printed by its last 4 characters:"
+            " use the whole token)."
+        )
+    if answers.get("401"):
+        hints.append(
+            "401: the receiver checks a signature or basic auth: give --secret the HMAC"
+            " secret of RECEIVER_CALLR_HMAC_SECRETS (and --algorithm its algorithm)."
+        )
+    return hints
+
+
 def _mix(text: str) -> Any:
     try:
         return parse_mix(text)
@@ -86,7 +107,8 @@ def add_simulate_command(commands: Any) -> None:
         "--url",
         required=True,
         type=http_url,
-        help="the webhook URL, e.g. http://127.0.0.1:8000/webhooks/callr",
+        help="the webhook URL as `receiver serve` printed it, e.g."
+        " http://127.0.0.1:8000/webhooks/callr/<token>",
     )
     parser.add_argument("--secret", help="sign each body as CALLR does (X-CALLR-HmacSignature)")
     parser.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="sha256")

@@ -127,6 +127,39 @@ async def test_the_command_prints_and_writes_its_report(
 
 
 @pytest.mark.parametrize(
+    ("path", "secret", "says"),
+    [
+        ("", SECRET, "404 from "),  # the URL without its token part, or a wrong one
+        ("/wrong", SECRET, "404 from "),
+        (None, "not-the-secret", "401: the receiver checks a signature"),
+    ],
+)
+async def test_the_command_explains_the_answers_that_refuse_it(
+    webhook: str, path: str | None, secret: str, says: str
+) -> None:
+    url = webhook if path is None else webhook.rsplit("/", 1)[0] + path
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "receiver",
+        "simulate",
+        "--url",
+        url,
+        "--secret",
+        secret,
+        "--messages",
+        "2",
+        "--max-tries",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 1
+    assert says in stderr.decode()
+
+
+@pytest.mark.parametrize(
     ("bad", "says"),
     [("colour=1", "unknown share"), ("mo=lots", "not a number"), ("mo=2", "between 0 and 1")],
 )
