@@ -56,8 +56,16 @@ GROUP BY handler_id
 
 _CONFLICT_COUNT = "SELECT count(*) FROM deliveries WHERE conflict AND received_at >= $1"
 
+# The replies waiting for a handler, by the user_data they wait for (from the partial
+# index on the unrouted forwards' sender: they are few).
+_WAITING = """
+SELECT user_data, count(*) AS n, min(created_at) AS oldest FROM forwards
+WHERE state = 'unrouted'
+GROUP BY user_data ORDER BY count(*) DESC, user_data NULLS LAST LIMIT $1
+"""
+
 _REPLIES = """
-SELECT f.id, f.sms_id, f.rule, f.handler_id, f.state, f.created_at
+SELECT f.id, f.sms_id, f.rule, f.handler_id, f.state, f.created_at, f.user_data, f.delivered_at
 FROM forwards f WHERE f.mt_sms_id = $1 AND f.kind = 'reply' ORDER BY f.id
 """
 
@@ -179,6 +187,11 @@ async def _counted(
 async def forward_counts(conn: Any) -> dict[str, int]:
     """Forwards waiting for their first attempt, retrying, dead and waiting for a handler."""
     return dict(await conn.fetchrow(_FORWARD_COUNTS))
+
+
+async def waiting_for_handlers(conn: Any, limit: int = 20) -> list[Any]:
+    """The user_data replies wait for a handler for: how many, since when; most first."""
+    return list(await conn.fetch(_WAITING, limit))
 
 
 async def conflict_count(conn: Any, since: datetime) -> int:

@@ -277,6 +277,7 @@ class Console:
             )
             conflicts = await reads.conflict_count(conn, now - window.span)
             forwards = await reads.forward_counts(conn)
+            waiting = await reads.waiting_for_handlers(conn)
             behind = await backlog(conn)
         chart = stacked_bars(
             f"Webhooks a minute by result, the last {window.name}",
@@ -293,6 +294,7 @@ class Console:
             figures=figures,
             conflicts=conflicts,
             forwards=forwards,
+            waiting=waiting,
             backlog=behind,
             lag=behind.lag_seconds(now),
             refresh=True,
@@ -457,7 +459,13 @@ class Console:
             handlers=listed,
             health=health,
             error=error,
-            form=form or {},
+            # Prefilled from a link ("add a handler for this user_data" on the overview).
+            form=form
+            or {
+                name: request.query_params[name]
+                for name in ("user_data", "default")
+                if request.query_params.get(name)
+            },
         )
 
     async def add_handler(self, request: Request, session: Session) -> Response:

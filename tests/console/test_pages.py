@@ -13,7 +13,7 @@ from receiver.app import create_app
 from receiver.console.mask import Mask
 from tests.callr_events import mo_event, mt_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import running, until_projected
+from tests.support import fetch, running, until_projected
 
 READ = "console-read-token-0123"
 ADMIN = "console-admin-token-0123"
@@ -342,3 +342,32 @@ def test_a_raw_body_is_masked_under_any_key_json_or_not() -> None:
     assert "hello" not in (mask.body(not_json) or "")
     assert Mask(["numbers"]).body(not_json) == "from=+336••••••78&text=hello"
     assert Mask(["numbers"]).number("+33 6 12 34 56 78") == "+33 6 •• •• •• 78"
+
+
+async def test_replies_waiting_for_a_handler_say_for_which_user_data_and_get_one(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    # The fixture's MO answers an MT sent with user_data booking-7; no handler yet.
+    await sign_in(client, ADMIN)
+    overview = await client.get("/console")
+    waiting = overview.text[overview.text.index('id="waiting"') :]
+    assert "<code>booking-7</code>" in waiting
+    assert 'href="/console/handlers?user_data=booking-7#add"' in waiting
+    forwards = await client.get("/console/forwards", params={"state": "unrouted"})
+    assert "waiting for a handler for <code>booking-7</code>" in forwards.text
+    reply = await client.get("/console/messages/2d2f3b0a5d2e4f60718293a4b5c6d7e9")
+    assert "Waiting for a handler for <code>booking-7</code>" in reply.text
+    assert "routed by <strong>unrouted" not in reply.text.lower()
+
+    form = await client.get("/console/handlers", params={"user_data": "booking-7"})
+    assert 'value="booking-7"' in form.text
+    added = await client.post(
+        "/console/handlers",
+        data={"csrf": csrf_of(form), "user_data": "booking-7", "url": "http://127.0.0.1:9/h"},
+    )
+    assert added.status_code == 303
+    (forward,) = await fetch(database_url, "SELECT state, handler_id FROM forwards")
+    assert forward["state"] == "pending"
+    assert forward["handler_id"] is not None
+    after = await client.get("/console")
+    assert 'id="waiting"' not in after.text
