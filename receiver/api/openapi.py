@@ -205,6 +205,11 @@ _SCHEMAS: dict[str, Any] = {
             "at": _time(False),
             "derived": {"type": "boolean", "description": "inferred, not reported"},
             "event_id": {"type": "string"},
+            "reported_at": {
+                **_time(True),
+                "description": "when the event that reported the step (or, derived, the event"
+                " it was inferred from) arrived",
+            },
         },
     },
     "MessageEvent": {

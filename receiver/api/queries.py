@@ -108,9 +108,12 @@ def number_prefix(text: str) -> tuple[str, str]:
     return start, start[:-1] + chr(ord(start[-1]) + 1)
 
 
+# Each step with when the report that shows it (or, derived, the report it was
+# inferred from) arrived.
 _HISTORY = """
-SELECT before, after, at, derived, event_id FROM transitions
-WHERE sms_id = $1 ORDER BY at, id
+SELECT t.before, t.after, t.at, t.derived, t.event_id, e.received_at AS reported_at
+FROM transitions t LEFT JOIN events e ON e.event_id = t.event_id
+WHERE t.sms_id = $1 ORDER BY t.at, t.id
 """
 
 _MESSAGE_EVENTS = """

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from receiver.app import create_app
+from receiver.callr.sms import Status
 from receiver.console.mask import Mask
-from tests.callr_events import mo_event, mt_event
+from tests.callr_events import lifecycle, mo_event, mt_event, v1_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import fetch, running, until_projected
 
@@ -371,3 +372,31 @@ async def test_replies_waiting_for_a_handler_say_for_which_user_data_and_get_one
     assert forward["handler_id"] is not None
     after = await client.get("/console")
     assert 'id="waiting"' not in after.text
+
+
+async def test_a_timeline_shows_each_steps_event_whole_when_it_arrived_and_the_gaps(
+    make_settings: SettingsFactory,
+) -> None:
+    # Event ids that share their first 16 characters, as CALLR's own do.
+    shared = "942214623649723405HGNS"
+    steps = lifecycle(Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED)
+    bodies = [
+        v1_event(f"{shared}-{n}", "TIMELINE1", steps[: n + 2], with_history=True) for n in range(3)
+    ]
+    settings = make_settings(api_tokens=READ, dispatcher=False)
+    async with running(create_app(settings)) as client:
+        for body in bodies:
+            assert (await client.post(WEBHOOK, content=body)).status_code == 200
+        mo = mo_event("mo-timeline", "TIMELINE2", sender="+33611112222")
+        assert (await client.post(WEBHOOK, content=mo)).status_code == 200
+        await until_projected(client)
+        await sign_in(client, READ)
+        page = (await client.get("/console/messages/timeline1")).text
+        inbound = (await client.get("/console/messages/timeline2")).text
+    timeline = page[page.index('id="timeline"') : page.index('id="forwards"')]
+    for n in range(3):
+        assert f">{shared}-{n}</a>, which arrived " in timeline
+    assert timeline.count("after the step before") == 2
+    assert "2.0 s after the step before" in timeline
+    inbound_timeline = inbound[inbound.index('id="timeline"') :]
+    assert "<strong>received</strong>" in inbound_timeline
