@@ -185,7 +185,7 @@ def create_app(settings: Settings) -> Starlette:
             ).metrics,
             methods=["GET"],
         ),
-        *api_routes(tokens),
+        *api_routes(tokens, region=settings.default_region),
         *console_routes(settings, tokens, endpoint.refusals),
     ]
     app = Starlette(

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     stats_keep_interval: float = Field(default=60.0, gt=0)
 
     routing_window_hours: float = Field(default=7 * 24, gt=0)
+    # The country whose national numbers (06 12 ... in FR) searches read as E.164.
+    default_region: str | None = None
     # When set, the only networks a handler's address may be in (comma-separated CIDRs).
     handler_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
     forward_max_attempts: int = Field(default=12, ge=1, le=100)
@@ -116,6 +118,18 @@ class Settings(BaseSettings):
                 " can be guessed; make them with `openssl rand -hex 24`"
             )
         return value
+
+    @field_validator("default_region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> object:
+        if not isinstance(value, str) or not value.strip():
+            return None
+        region = value.strip().upper()
+        import phonenumbers  # only when a region is set
+
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region code such as FR, GB or US")
+        return region
 
     @field_validator("handler_allowed_networks")
     @classmethod

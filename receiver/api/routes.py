@@ -22,10 +22,13 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(DESCRIPTION)
 
 
-def api_routes(tokens: Tokens) -> list[Route]:
-    """The API: handlers, queries, stats and the OpenAPI description."""
+def api_routes(tokens: Tokens, *, region: str | None = None) -> list[Route]:
+    """The API: handlers, queries, stats and the OpenAPI description.
+
+    `region`: RECEIVER_DEFAULT_REGION, whose national numbers searches read.
+    """
     # Cursors are signed with a key every process derives alike from the tokens.
-    queries = Queries(Cursors(tokens.secret("receiver-cursors")))
+    queries = Queries(Cursors(tokens.secret("receiver-cursors")), region=region)
     guard = tokens.guard
     return [
         *handler_routes(tokens),

@@ -27,6 +27,7 @@ from receiver.api.queries import (
     event_detail,
     message_detail,
     message_id,
+    number_prefix,
 )
 from receiver.api.stats import stats_of
 from receiver.api.tokens import first_run_live
@@ -54,6 +55,7 @@ _TEMPLATES = Path(__file__).parent / "templates"
 # A number search: digits, an optional leading +, the usual spacing; at most E.164's 15.
 _LOOKS_LIKE_NUMBER = re.compile(r"\+?[0-9 ().-]{1,24}")
 _FORM_MAX_BYTES = 64 * 1024
+_SPACING = str.maketrans("", "", " -.()")
 _NOTICES = {
     "retried": "{n} forward(s) queued to be sent again.",
     "not-retried": "{n} forward(s) could not be sent again (pending, in flight, or no handler).",
@@ -304,11 +306,12 @@ class Console:
         query = _in_utc(request.query_params)
         q = (query.get("q") or "").strip()
         params = [(k, v) for k, v in query.multi_items() if k != "q" and v.strip()]
-        searched = ""
+        searched, searched_as = "", None
         if q:
             if _LOOKS_LIKE_NUMBER.fullmatch(q) and any(c.isdigit() for c in q):
                 params.append(("number", q))
                 searched = "number"
+                searched_as = self._number_hint(q)
             else:
                 async with request.state.api_pool.acquire() as conn:
                     found = await message_id(conn, q)
@@ -325,9 +328,28 @@ class Console:
             page=page,
             q=q,
             searched=searched,
+            number_hint=searched_as,
             filters=dict(query),
             statuses=STATUSES,
             next_url=_next_page(query, page["next_cursor"]),
+        )
+
+    def _number_hint(self, q: str) -> str | None:
+        """What to tell of a number searched without its +: how it was read."""
+        if q.startswith("+"):
+            return None
+        searched_as = self.mask.number(number_prefix(q, self.queries.region)[0])
+        region = self.queries.region
+        if region and searched_as != self.mask.number("+" + q.translate(_SPACING)):
+            return f"Read as a number of {region}: {searched_as}."
+        extra = (
+            ""
+            if region
+            else " To search by national numbers (06 12 …), set RECEIVER_DEFAULT_REGION"
+            " (FR, GB, US…)."
+        )
+        return (
+            f"Searched as {searched_as}: numbers are kept in E.164 (+ and the country code).{extra}"
         )
 
     async def message(self, request: Request, session: Session) -> Response:

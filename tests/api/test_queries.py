@@ -11,9 +11,10 @@ import asyncpg
 import httpx
 import pytest
 
+from receiver.api.queries import number_prefix
 from receiver.app import create_app
 from receiver.callr.sms import Status
-from tests.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
+from tests.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, running, until_projected, with_fields
 
@@ -246,3 +247,36 @@ async def test_a_query_past_the_statement_timeout_is_a_503(
     assert response.status_code == 503
     assert response.json()["error"].startswith("the query took too long")
     assert waited < 2
+
+
+@pytest.mark.parametrize(
+    ("typed", "region", "start"),
+    [
+        ("06 12 34 00 01", "FR", "+33612340001"),  # a whole national number
+        ("06123", "FR", "+336123"),  # its start
+        ("+33 6 12", "FR", "+33612"),  # E.164 as it is
+        ("07890 123456", "GB", "+447890123456"),
+        ("(646) 982-0800", "US", "+16469820800"),  # no national prefix there
+        ("0612340001", None, "+0612340001"),  # no region: digits taken as E.164
+    ],
+)
+def test_a_number_is_read_as_people_of_the_region_write_it(
+    typed: str, region: str | None, start: str
+) -> None:
+    assert number_prefix(typed, region)[0] == start
+
+
+async def test_a_national_number_finds_its_sms_with_a_default_region(
+    make_settings: SettingsFactory,
+) -> None:
+    body = mt_event("mt-national", "NATIONAL1", to="+33612340001")
+    settings = make_settings(api_tokens=TOKEN, dispatcher=False, default_region="fr")
+    async with running(create_app(settings)) as client:
+        await client.post(WEBHOOK, content=body)
+        await until_projected(client)
+        found = await client.get("/api/v1/messages", params={"number": "0612340001"}, headers=AUTH)
+        await client.post("/console/login", data={"token": TOKEN})
+        page = await client.get("/console/messages", params={"q": "06 12 34 00 01"})
+    assert [m["id"] for m in found.json()["items"]] == ["national1"]
+    assert "Read as a number of FR: +33612340001." in page.text
+    assert "national1" in page.text
