@@ -48,13 +48,19 @@ def stacked_bars(
             parts.append(
                 f'<rect x="{_LEFT + i * step + 0.5:.1f}" y="{y:.1f}" width="{max(step - 1, 1):.1f}"'
                 f' height="{height:.1f}" fill="{COLOURS.get(name, "#888")}">'
-                f"<title>{at:%H:%M} {escape(name)}: {_short(value)}</title></rect>"
+                f"<title>{at:%Y-%m-%d %H:%M} {escape(name)}: {_short(value)}</title></rect>"
             )
-    for i in (0, len(buckets) // 2, len(buckets) - 1):
+    shown_day = None
+    for i in sorted({0, len(buckets) // 2, len(buckets) - 1}):
         if 0 <= i < len(buckets):
+            # The date where the axis starts and wherever it changes: "the last day"
+            # runs over two of them.
+            day = buckets[i].date()
+            label = f"{buckets[i]:%H:%M}" if day == shown_day else f"{buckets[i]:%d %b %H:%M}"
+            shown_day = day
             parts.append(
                 f'<text x="{_LEFT + i * step + step / 2:.1f}" y="{_H - 6}" text-anchor="middle"'
-                f' font-size="11" fill="#555">{buckets[i]:%H:%M}</text>'
+                f' font-size="11" fill="#555">{label}</text>'
             )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 (every value above is escaped or a number)

@@ -50,6 +50,15 @@ class Mask:
             return value
         return f"[hidden: {len(value)} characters]"
 
+    def excerpt(self, value: str | None, length: int = 40) -> str:
+        """The start of a message's text for a list: hidden, or its numbers masked."""
+        if value is None:
+            return ""
+        if self.text:
+            return self.message_text(value) or ""
+        shown = self.number(value) or ""
+        return shown if len(shown) <= length else shown[: length - 1] + "…"
+
     def body(self, raw: str | None) -> str | None:
         """A raw body for display: indented when it is JSON, masked as configured."""
         if raw is None:

@@ -108,6 +108,7 @@ class Console:
         )
         env.filters["number"] = mask.number
         env.filters["sms_text"] = mask.message_text
+        env.filters["excerpt"] = mask.excerpt
         env.filters["raw_body"] = mask.body
         env.filters["when"] = _when
         env.filters["ago"] = _ago
@@ -297,6 +298,9 @@ class Console:
             conflicts=conflicts,
             forwards=forwards,
             waiting=waiting,
+            # The lists' window starts where the overview's does (their filter reads
+            # the status time, in UTC as the form writes it).
+            since=f"{now - window.span:%Y-%m-%dT%H:%M:%S}",
             backlog=behind,
             lag=behind.lag_seconds(now),
             refresh=True,

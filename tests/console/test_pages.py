@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
@@ -400,3 +401,28 @@ async def test_a_timeline_shows_each_steps_event_whole_when_it_arrived_and_the_g
     assert "2.0 s after the step before" in timeline
     inbound_timeline = inbound[inbound.index('id="timeline"') :]
     assert "<strong>received</strong>" in inbound_timeline
+
+
+async def test_the_overview_links_its_counts_and_dates_its_chart_and_lists_show_texts(
+    client: httpx.AsyncClient,
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    await client.post(WEBHOOK, content=mt_event("mt-now", "NOW1", to="+33600000005", at=now))
+    await client.post(
+        WEBHOOK, content=mo_event("mo-now", "NOW2", sender="+33600000005", at=now, text="OK")
+    )
+    await until_projected(client)
+    await sign_in(client, READ)
+    overview = (await client.get("/console", params={"window": "day"})).text
+    assert re.search(
+        r'href="/console/messages\?direction=outbound&amp;status=sent&amp;since=[0-9T:-]+"',
+        overview,
+    )
+    assert re.search(
+        r'href="/console/messages\?direction=inbound&amp;since=[0-9T:-]+">1<', overview
+    )
+    # The axis of the last day says the date where it starts.
+    assert re.search(r">\d\d [A-Z][a-z]{2} \d\d:\d\d</text>", overview)
+    listing = (await client.get("/console/messages")).text
+    assert '<th scope="col">created (UTC)</th>' in listing
+    assert '<td class="excerpt">OK</td>' in listing  # the MO's text
