@@ -12,6 +12,9 @@ import asyncio
 import base64
 import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +30,8 @@ from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from receiver.app import create_app
-from tests.callr_events import mo_event, mt_event
+from receiver.callr.sms import Status
+from tests.callr_events import lifecycle, mo_event, mt_event, v1_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
 from tests.support import serving, until_projected
@@ -88,8 +92,34 @@ class Browser:
     async def run(self, action: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(action, *args)
 
+    async def steady(self, action: Callable[[], T]) -> T:
+        """`action` on the page as it shows now: tried again while a navigation replaces it.
+
+        On a loaded machine Chromium may still be settling the page it just loaded: an
+        element is found in a document it then replaces ("does not belong to the
+        document", "stale element"). Reading or clicking it never reached the page, so
+        it is safe to look again in the document that replaced it.
+        """
+
+        def act() -> T:
+            for attempt in range(20):
+                try:
+                    WebDriverWait(self.driver, 10).until(
+                        lambda d: d.execute_script("return document.readyState") == "complete"
+                    )
+                    return action()
+                except WebDriverException as error:
+                    replaced = ("does not belong to the document", "stale element")
+                    if attempt == 19 or not any(text in str(error) for text in replaced):
+                        raise
+                    time.sleep(0.1)
+            raise AssertionError("unreachable")
+
+        return await self.run(act)
+
     async def go(self, path: str) -> None:
         await self.run(self.driver.get, self.base + path)
+        await self.steady(lambda: None)
 
     async def fill(self, css: str, text: str) -> None:
         def fill() -> None:
@@ -97,39 +127,31 @@ class Browser:
             field.clear()
             field.send_keys(text)
 
-        await self.run(fill)
+        await self.steady(fill)
 
     async def click(self, css: str) -> None:
-        await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
+        await self.steady(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
 
     async def submit(self, css: str) -> None:
         """Click `css` and wait until the page it leads to has replaced this one."""
 
-        def act() -> None:
-            for attempt in range(3):
-                try:
-                    page = self.driver.find_element(By.TAG_NAME, "html")
-                    self.driver.find_element(By.CSS_SELECTOR, css).click()
-                    break
-                except WebDriverException as error:
-                    # On a loaded machine Chromium may still be settling the page it just
-                    # loaded: the element was found in a document it then replaced. The
-                    # click never reached the page, so it is safe to look again.
-                    replaced = ("does not belong to the document", "stale element")
-                    if attempt == 2 or not any(text in str(error) for text in replaced):
-                        raise
-            WebDriverWait(self.driver, 10).until(staleness_of(page))
+        def click() -> Any:
+            page = self.driver.find_element(By.TAG_NAME, "html")
+            self.driver.find_element(By.CSS_SELECTOR, css).click()
+            return page
 
-        await self.run(act)
+        page = await self.steady(click)
+        await self.run(lambda: WebDriverWait(self.driver, 10).until(staleness_of(page)))
+        await self.steady(lambda: None)
 
     async def text(self, css: str = "body") -> str:
-        return await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
+        return await self.steady(lambda: self.driver.find_element(By.CSS_SELECTOR, css).text)
 
     async def count(self, css: str) -> int:
-        return await self.run(lambda: len(self.driver.find_elements(By.CSS_SELECTOR, css)))
+        return await self.steady(lambda: len(self.driver.find_elements(By.CSS_SELECTOR, css)))
 
     async def path(self) -> str:
-        url = await self.run(lambda: self.driver.current_url)
+        url = await self.steady(lambda: self.driver.current_url)
         return str(url).removeprefix(self.base)
 
     async def sign_in(self, token: str) -> None:
@@ -175,6 +197,7 @@ async def site(
     settings = make_settings(
         api_tokens=READ,
         admin_tokens=ADMIN,
+        default_region="FR",
         forward_max_attempts=1,
         forward_backoff_base=0.05,
         dispatch_poll_interval=0.2,
@@ -350,3 +373,91 @@ async def wait_for_text(
         await asyncio.sleep(0.2)
         if reload:
             await site.run(site.driver.refresh)
+
+
+async def test_a_token_made_by_the_command_reads_and_revoked_opens_nothing(
+    site: Browser, database_url: str
+) -> None:
+    env = {**os.environ, "RECEIVER_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "receiver", "tokens"]
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "add", "--scope", "read", "--name", "support-desk"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    await site.sign_in(made.stdout.strip())
+    assert (await site.path()) == "/console"
+    assert "read only" in await site.text("header")
+    assert await site.count("a[href='/console/tokens']") == 0
+    await site.go("/console/handlers")
+    assert await site.count("form[action='/console/handlers']") == 0
+
+    await asyncio.to_thread(
+        subprocess.run, [*command, "revoke", "support-desk"], env=env, check=True, timeout=60
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while not (await site.path()).startswith("/console/login"):
+        assert loop.time() < deadline, "the revoked token's session still opened pages"
+        await asyncio.sleep(0.5)
+        await site.go("/console/messages")
+
+
+async def test_replies_waiting_are_delivered_once_a_handler_is_added_from_the_overview(
+    site: Browser, database_url: str, handler: HandlerServer
+) -> None:
+    webhook = f"/webhooks/callr/{TEST_URL_TOKEN}"
+    await post(site.base, webhook, mt_event("mt-w", MT_ID, to=CUSTOMER, user_data="shop-7"))
+    await until_projected(database_url)
+    await post(site.base, webhook, mo_event("mo-w", MO_ID, sender=CUSTOMER, text="Still open?"))
+    await until_projected(database_url)
+    await site.sign_in(ADMIN)
+    waiting = await site.text("section[aria-labelledby='waiting']")
+    assert "shop-7" in waiting
+    await site.screenshot("overview-waiting")
+    await site.submit("a[href='/console/handlers?user_data=shop-7#add']")
+    assert (
+        await site.run(
+            lambda: site.driver.find_element(By.CSS_SELECTOR, "#user_data").get_attribute("value")
+        )
+        == "shop-7"
+    )
+    await site.fill("#url", handler.url("/shop"))
+    await site.submit("form[action='/console/handlers'] button[type='submit']")
+    await wait_for(lambda: len(handler.on("/shop")) == 1, seconds=15)
+    assert handler.on("/shop")[0].json["mo"]["id"] == MO_ID.lower()
+    await site.go("/console")
+    assert await site.count("section[aria-labelledby='waiting']") == 0
+
+
+async def test_a_timeline_tells_apart_events_that_share_16_characters(
+    site: Browser, database_url: str
+) -> None:
+    shared = "942214623649723405HGNS"
+    steps = lifecycle(Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED)
+    webhook = f"/webhooks/callr/{TEST_URL_TOKEN}"
+    for n in range(3):
+        await post(site.base, webhook, v1_event(f"{shared}-{n}", OTHER_ID, steps[: n + 2]))
+    await until_projected(database_url)
+    await site.sign_in(READ)
+    await site.go(f"/console/messages/{OTHER_ID}")
+    await wait_for_text(site, f"{shared}-2", css="ol.timeline", reload=True)
+    timeline = await site.text("ol.timeline")
+    for n in range(3):
+        assert f"reported by {shared}-{n}, which arrived" in timeline
+
+
+async def test_a_national_number_finds_the_sms_and_says_how_it_was_read(
+    site: Browser, database_url: str, handler: HandlerServer
+) -> None:
+    await traffic(site, database_url, handler)
+    await site.sign_in(READ)
+    await site.go("/console/messages")
+    await site.fill("#q", "06 87 65 43 21")  # CUSTOMER, as it is written in France
+    await site.submit("form[role='search'] button")
+    assert await site.count("table.messages tbody tr") == 2
+    assert "Read as a number of FR: +33687654321." in await site.text()
