@@ -78,6 +78,7 @@ def snapshots(
             encoding="gsm",
             parts=1,
             cost=Decimal("4.50"),
+            cost_cents=None,
             network=rng.choice(NETWORKS),
             nature="alerting",
             error="rejected" if status in (Status.FAILED, Status.ERROR) else None,

@@ -115,6 +115,7 @@ _SCHEMAS: dict[str, Any] = {
                     "error": _nullable("string"),
                     "parts": _nullable("integer"),
                     "cost": _nullable("string"),
+                    "cost_cents": _nullable("string"),
                     "network": _nullable("string"),
                     "history": {
                         "type": "array",
@@ -188,7 +189,14 @@ _SCHEMAS: dict[str, Any] = {
             "sent_at": _time(),
             "delivered_at": _time(),
             "parts": _nullable("integer"),
-            "cost": _nullable("string", description="a decimal, as CALLR reported it"),
+            "cost": _nullable(
+                "string",
+                description="v1's b_customer_debit, a decimal as CALLR reported it (CALLR"
+                " documents no unit)",
+            ),
+            "cost_cents": _nullable(
+                "string", description="v2's cost, a decimal in cents as CALLR documents it"
+            ),
             "network": _nullable("string", description="MCC+MNC"),
             "encoding": _nullable("string"),
             "nature": _nullable("string"),

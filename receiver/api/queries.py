@@ -30,7 +30,7 @@ FORWARD_STATES = [state.value for state in ForwardState]
 _MESSAGE_COLUMNS = """
     m.sms_id, m.direction, m.from_number, m.to_number, m.text, m.user_data, m.status,
     m.provider_status, m.status_at, m.created_at, m.sent_at, m.delivered_at, m.parts,
-    m.cost, m.network, m.encoding, m.nature, m.error, m.anomaly
+    m.cost, m.cost_cents, m.network, m.encoding, m.nature, m.error, m.anomaly
 """
 
 _MESSAGE = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.sms_id = $1"
@@ -208,6 +208,7 @@ def _message(row: Any) -> dict[str, Any]:
         "delivered_at": row["delivered_at"],
         "parts": row["parts"],
         "cost": str(row["cost"]) if row["cost"] is not None else None,
+        "cost_cents": str(row["cost_cents"]) if row["cost_cents"] is not None else None,
         "network": row["network"],
         "encoding": row["encoding"],
         "nature": row["nature"],

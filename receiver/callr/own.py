@@ -120,6 +120,7 @@ def registration_event(body: bytes, event_id: str | None = None) -> Envelope:
         encoding=None,
         parts=None,
         cost=None,
+        cost_cents=None,
         network=None,
         nature=None,
         error=None,

@@ -131,6 +131,9 @@ class Snapshot(NamedTuple):
     encoding: str | None
     parts: int | None
     cost: Decimal | None
+    """v1's `b_customer_debit`, as CALLR gives it (its unit is not documented)."""
+    cost_cents: Decimal | None
+    """v2's `cost`, in cents as CALLR documents it."""
     network: str | None
     nature: str | None
     error: str | None
@@ -171,6 +174,7 @@ def _parse_v1(event_type: str, f: _Fields) -> Snapshot:
         encoding=_lower(f.text("encoding", limit=MAX_STATUS)),
         parts=f.integer("parts"),
         cost=f.decimal("b_customer_debit"),
+        cost_cents=None,
         network=f.text("network", limit=MAX_NETWORK),
         nature=_lower(f.text("nature", limit=MAX_STATUS)),
         error=f.text("status_error", limit=MAX_ERROR),
@@ -210,7 +214,8 @@ def _parse_v2(event_type: str, f: _Fields) -> Snapshot:
         user_data=f.text("user_data", limit=MAX_USER_DATA),
         encoding=_lower(f.text("encoding", limit=MAX_STATUS)),
         parts=f.integer("parts"),
-        cost=f.decimal("cost"),
+        cost=None,
+        cost_cents=f.decimal("cost"),
         network=f.text("network", limit=MAX_NETWORK),
         nature=_lower(f.text("trafficType", limit=MAX_STATUS)),
         error=f.text("error", limit=MAX_ERROR),

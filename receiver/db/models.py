@@ -203,7 +203,10 @@ class Message(Base):
     user_data: Mapped[str | None] = mapped_column(Text)
     encoding: Mapped[str | None] = mapped_column(Text)
     parts: Mapped[int | None] = mapped_column(Integer)
+    # v1's b_customer_debit as CALLR gives it (no unit documented), and v2's cost in
+    # cents: two units, never mixed in one column.
     cost: Mapped[Decimal | None] = mapped_column(Numeric)
+    cost_cents: Mapped[Decimal | None] = mapped_column(Numeric)
     network: Mapped[str | None] = mapped_column(Text)
     nature: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

@@ -99,7 +99,7 @@ _STATUS_PAYLOAD = """
 SELECT f.id, f.user_data AS routed_by, f.status_before, f.status_after, f.status_at,
     f.created_at AS announced_at, e.received_at,
     m.sms_id, m.to_number, m.from_number, m.user_data, m.status, m.provider_status,
-    m.status_at AS current_at, m.error, m.parts, m.cost, m.network,
+    m.status_at AS current_at, m.error, m.parts, m.cost, m.cost_cents, m.network,
     (SELECT coalesce(json_agg(json_build_object('before', t.before, 'after', t.after,
                                                 'at', t.at) ORDER BY t.at, t.id), '[]')
      FROM transitions t WHERE t.sms_id = m.sms_id) AS history
@@ -405,6 +405,7 @@ def _status_payload(row: Any) -> bytes:
                 "error": row["error"],
                 "parts": row["parts"],
                 "cost": None if row["cost"] is None else str(row["cost"]),
+                "cost_cents": None if row["cost_cents"] is None else str(row["cost_cents"]),
                 "network": row["network"],
                 "history": orjson.Fragment(row["history"]),
             },

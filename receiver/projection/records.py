@@ -39,6 +39,7 @@ _GREATEST = (
     "encoding",
     "parts",
     "cost",
+    "cost_cents",
     "network",
     "nature",
     "error",
@@ -48,6 +49,7 @@ _STATUS = ("status", "provider_status", "status_at", "status_rank", "status_term
 _SNAPSHOT_TYPES = {
     "parts": "int",
     "cost": "numeric",
+    "cost_cents": "numeric",
     "created_at": "timestamptz",
     "sent_at": "timestamptz",
     "delivered_at": "timestamptz",
@@ -410,6 +412,7 @@ def _snapshot_row(report: Report) -> dict[str, Any]:
     row = sms._asdict()  # the fields not sent (history) or replaced below are dropped
     del row["history"]
     row["cost"] = None if sms.cost is None else str(sms.cost)
+    row["cost_cents"] = None if sms.cost_cents is None else str(sms.cost_cents)
     row["status"] = status.value
     row["provider_status"] = sms.provider_status if status is sms.status else status.value
     row["status_at"] = at
