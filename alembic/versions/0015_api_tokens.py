@@ -34,7 +34,7 @@ def upgrade() -> None:
         ),
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("scope IN ('read', 'admin')", name=op.f("ck_api_tokens_scope")),
+        sa.CheckConstraint("scope IN ('read', 'send', 'admin')", name=op.f("ck_api_tokens_scope")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
         sa.UniqueConstraint("digest", name=op.f("uq_api_tokens_digest")),
     )

@@ -1,7 +1,8 @@
 """Who may read and who may change: tokens of the environment, and tokens kept in the database.
 
 A read token opens the API's reads and the console's pages; an admin token opens
-those and every change (handlers, sending forwards again, tokens). Tokens come from
+those and every change (handlers, sending forwards again, tokens); a send token is
+for sending SMS through the receiver, and opens no read and no console page. Tokens come from
 `RECEIVER_API_TOKENS` and `RECEIVER_ADMIN_TOKENS`, and from the `api_tokens` table
 (`receiver tokens add`, the console's Tokens page), where each is kept as a digest.
 What the table says is cached for `CACHE_SECONDS` in each process: a revoked token
@@ -24,11 +25,13 @@ from starlette.responses import Response
 from receiver.http import error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-Scope = Literal["read", "admin"]
+Scope = Literal["read", "send", "admin"]
 
 READ: Scope = "read"
+SEND: Scope = "send"
+"""Sending SMS through the receiver, and nothing else (no read, no console page)."""
 ADMIN: Scope = "admin"
-SCOPES: tuple[Scope, ...] = (READ, ADMIN)
+SCOPES: tuple[Scope, ...] = (READ, SEND, ADMIN)
 
 CACHE_SECONDS = 5.0
 _CACHE_MAX = 10_000
@@ -97,7 +100,7 @@ class Tokens:
             kept = await conn.fetchval(_LOOK_UP, token_digest)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        granted: Scope | None = READ if kept == READ else ADMIN if kept == ADMIN else None
+        granted: Scope | None = next((scope for scope in SCOPES if scope == kept), None)
         self._cache[token_digest] = (granted, now)
         return granted
 
@@ -123,6 +126,8 @@ class Tokens:
                     "a valid API token is required (Authorization: Bearer ...)",
                     headers={"www-authenticate": "Bearer"},
                 )
+            if granted == SEND and scope != SEND:
+                return error_response(403, SEND_ONLY)
             if scope == ADMIN and granted != ADMIN:
                 return error_response(403, ADMIN_REQUIRED)
             return await endpoint(request)
@@ -133,6 +138,7 @@ class Tokens:
         return self.guard(endpoint, ADMIN)
 
 
+SEND_ONLY = "this token may send SMS, not read or change: use a read or admin token"
 ADMIN_REQUIRED = (
     "this token may read, not change: changes need an admin token"
     " (RECEIVER_ADMIN_TOKENS, or `receiver tokens add --scope admin`)"

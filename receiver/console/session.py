@@ -27,7 +27,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.api.auth import ADMIN, Scope, Tokens, digest
+from receiver.api.auth import ADMIN, SEND, Scope, Tokens, digest
 
 COOKIE = "receiver_console"
 
@@ -100,7 +100,7 @@ class Sessions:
         if row is None:
             return None
         scope = await self._tokens.scope_of_digest(_pool(request), row["token"])
-        if scope is None:
+        if scope is None or scope == SEND:
             return None
         return Session(scope=scope, csrf=row["csrf"], key=key)
 
@@ -108,7 +108,7 @@ class Sessions:
         """Open a session for `token` and set its cookie on `response`; its scope, None if the
         token opens nothing."""
         scope = await self._tokens.scope_of(_pool(request), token)
-        if scope is None:
+        if scope is None or scope == SEND:
             return None
         session_id = secrets.token_urlsafe(32)
         address = request.client.host if request.client else None

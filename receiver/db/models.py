@@ -598,7 +598,7 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint("scope IN ('read', 'admin')", name="scope"),
+        CheckConstraint("scope IN ('read', 'send', 'admin')", name="scope"),
         Index(
             "ix_api_tokens_live_name",
             "name",

@@ -170,3 +170,18 @@ async def test_an_external_database_makes_no_first_run_token(database_url: str) 
     finally:
         await conn.close()
     assert await fetch(database_url, "SELECT 1 FROM api_tokens") == []
+
+
+async def test_a_send_token_opens_no_read_and_no_console_page(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    made = tokens(database_url, "add", "--scope", "send", "--name", "shop-sender")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        read = await client.get("/api/v1/messages", headers=bearer(token))
+        signed_in = await client.post("/console/login", data={"token": token})
+    assert read.status_code == 403
+    assert read.json()["error"].startswith("this token may send SMS, not read")
+    assert signed_in.status_code == 401
+    assert "send" in tokens(database_url, "list").stdout
