@@ -26,7 +26,6 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from receiver.app import create_app
@@ -44,6 +43,8 @@ OTHER_ID = "6c6f3b0a5d2e4f60718293a4b5c6d7e0"
 CUSTOMER = "+33687654321"
 
 T = TypeVar("T")
+# What Chromium says of a node of a page that a navigation replaced.
+_REPLACED = ("does not belong to the document", "stale element")
 
 
 def _program(name: str) -> str:
@@ -109,8 +110,7 @@ class Browser:
                     )
                     return action()
                 except WebDriverException as error:
-                    replaced = ("does not belong to the document", "stale element")
-                    if attempt == 19 or not any(text in str(error) for text in replaced):
+                    if attempt == 19 or not any(text in str(error) for text in _REPLACED):
                         raise
                     time.sleep(0.1)
             raise AssertionError("unreachable")
@@ -141,7 +141,19 @@ class Browser:
             return page
 
         page = await self.steady(click)
-        await self.run(lambda: WebDriverWait(self.driver, 10).until(staleness_of(page)))
+
+        def replaced(driver: WebDriver) -> bool:
+            # Chromium says a replaced page's node is stale, or that it "does not belong
+            # to the document" (selenium's staleness_of knows only the first).
+            try:
+                page.is_enabled()
+            except WebDriverException as error:
+                if any(text in str(error) for text in _REPLACED):
+                    return True
+                raise
+            return False
+
+        await self.run(lambda: WebDriverWait(self.driver, 10).until(replaced))
         await self.steady(lambda: None)
 
     async def text(self, css: str = "body") -> str:
