@@ -115,8 +115,11 @@ class Tokens:
             return None
         return await self.scope_of(request.state.api_pool, presented)
 
-    def guard(self, endpoint: Endpoint, scope: Scope = READ) -> Endpoint:
-        """`endpoint`, answering 401 without a token and 403 when the token may not do this."""
+    def guard(self, endpoint: Endpoint, scope: Scope | None = READ) -> Endpoint:
+        """`endpoint`, answering 401 without a token and 403 when the token may not do this.
+
+        `scope` None: any valid token, whatever its scope.
+        """
 
         async def guarded(request: Request) -> Response:
             granted = await self.bearer_scope(request)
@@ -126,7 +129,7 @@ class Tokens:
                     "a valid API token is required (Authorization: Bearer ...)",
                     headers={"www-authenticate": "Bearer"},
                 )
-            if granted == SEND and scope != SEND:
+            if granted == SEND and scope not in (SEND, None):
                 return error_response(403, SEND_ONLY)
             if scope == ADMIN and granted != ADMIN:
                 return error_response(403, ADMIN_REQUIRED)
@@ -136,6 +139,9 @@ class Tokens:
 
     def admin(self, endpoint: Endpoint) -> Endpoint:
         return self.guard(endpoint, ADMIN)
+
+    def any_scope(self, endpoint: Endpoint) -> Endpoint:
+        return self.guard(endpoint, None)
 
 
 SEND_ONLY = "this token may send SMS, not read or change: use a read or admin token"

@@ -133,6 +133,48 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "SmsPreviewRequest": {
+        "type": "object",
+        "required": ["text"],
+        "additionalProperties": False,
+        "properties": {
+            "text": {"type": "string", "minLength": 1, "maxLength": 3200},
+            "encoding": {
+                "type": "string",
+                "enum": ["gsm", "unicode"],
+                "description": "forced (CALLR's force_encoding); chosen from the text when absent",
+            },
+        },
+    },
+    "SmsPreview": {
+        "type": "object",
+        "required": [
+            "parts",
+            "encoding",
+            "characters",
+            "units",
+            "unit",
+            "forced_unicode_by",
+            "replaced",
+        ],
+        "properties": {
+            "parts": {"type": "integer", "minimum": 1},
+            "encoding": {"type": "string", "enum": ["gsm", "unicode"]},
+            "characters": {"type": "integer"},
+            "units": {"type": "integer", "description": "septets, or UTF-16 code units"},
+            "unit": {"type": "string", "enum": ["septets", "UTF-16 code units"]},
+            "forced_unicode_by": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the characters GSM 03.38 lacks, which made the text unicode",
+            },
+            "replaced": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "with encoding gsm: the characters CALLR replaces",
+            },
+        },
+    },
     "Status": {
         "type": "object",
         "required": ["projection", "schema", "version"],
@@ -560,6 +602,16 @@ _PATHS: dict[str, Any] = {
         [],
         _json(_ref("Status"), "the status"),
     ),
+    "/api/v1/sms/preview": {
+        "post": {
+            "summary": "The parts and encoding a text takes, by CALLR's rules (nothing is sent)",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("SmsPreviewRequest")}},
+            },
+            "responses": {"200": _json(_ref("SmsPreview"), "the preview"), **_ERRORS},
+        },
+    },
     "/api/v1/handlers": {
         "get": {
             "summary": "The registered handlers",

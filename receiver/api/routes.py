@@ -11,6 +11,7 @@ from receiver.api.handlers import retry
 from receiver.api.handlers import routes as handler_routes
 from receiver.api.openapi import DESCRIPTION
 from receiver.api.params import Cursors
+from receiver.api.preview import preview
 from receiver.api.queries import Queries
 from receiver.api.registrations import register
 from receiver.api.stats import stats
@@ -42,4 +43,5 @@ def api_routes(tokens: Tokens, *, region: str | None = None) -> list[Route]:
         Route("/api/v1/stats", guard(stats), methods=["GET"]),
         Route("/api/v1/status", guard(status), methods=["GET"]),
         Route("/api/v1/openapi.json", guard(openapi), methods=["GET"]),
+        Route("/api/v1/sms/preview", tokens.any_scope(preview), methods=["POST"]),
     ]
