@@ -352,3 +352,33 @@ def test_a_worker_with_nothing_to_run_says_so() -> None:
     done = receiver_command("worker", env=env)
     assert done.returncode == 2
     assert "both false: nothing to run" in done.stderr
+
+
+@pytest.mark.slow
+def test_serve_starts_while_an_external_database_is_away(tmp_path: Path) -> None:
+    port, nowhere = free_port(), free_port()
+    process = start_serve(
+        tmp_path,
+        port,
+        RECEIVER_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{nowhere}/receiver",
+        RECEIVER_CALLR_URL_TOKEN=TEST_URL_TOKEN,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=15)
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert health.status_code == 200
+    assert ready.status_code == 503
+    assert "the database did not answer to say which it keeps" in stdout

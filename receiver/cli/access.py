@@ -16,8 +16,9 @@ ADMIN_TOKEN_FILE = "console-admin-token"  # noqa: S105 (a file name, not a secre
 class Access(NamedTuple):
     """What the start banner says of the console and the API."""
 
-    open: bool
-    """Some token opens them: of the environment, or kept in the database."""
+    open: bool | None
+    """Some token opens them: of the environment, or kept in the database (None: the
+    database did not answer, and the environment holds none)."""
     first_run: FirstRun | None
     """What became of the first-run admin token (None: not an embedded database)."""
 

@@ -317,12 +317,20 @@ def worker(args: argparse.Namespace) -> int:
 
 
 async def _settle_access(settings: Settings, *, embedded: bool) -> Access:
+    """Who can open the console, as the database says; an external database that is away
+    or not migrated yet does not stop the start (its tokens are then not known here)."""
     assert settings.database_url is not None
-    conn = await asyncpg.connect(asyncpg_dsn(settings.database_url))
     try:
-        return await settle_access(conn, settings, embedded=embedded)
-    finally:
-        await conn.close()
+        conn = await asyncpg.connect(asyncpg_dsn(settings.database_url), timeout=_CONNECT_TIMEOUT)
+        try:
+            return await settle_access(conn, settings, embedded=embedded)
+        finally:
+            await conn.close()
+    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
+        if embedded:
+            raise
+        configured = bool(settings.api_tokens or settings.admin_tokens)
+        return Access(open=True if configured else None, first_run=None)
 
 
 def _announce(
@@ -381,6 +389,11 @@ def _announce(
         lines.append(f"  console         {base}/console")
         if access.first_run is not None:
             lines.append(f"                  {first_run[access.first_run]}")
+    elif access.open is None:
+        lines.append(
+            f"  console         {base}/console (with a token made by `receiver tokens add`:"
+            " the database did not answer to say which it keeps)"
+        )
     else:
         lines.append(
             "  console, API    closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is set,"
