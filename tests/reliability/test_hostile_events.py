@@ -118,14 +118,17 @@ async def test_no_hostile_event_stops_the_projection(service: Receiver, database
         await asyncio.to_thread(service.start)
 
         table = list(hostile())
-        for what, body, expected in table:
+        for n, (what, body, expected) in enumerate(table):
             answer = await post(client, service.webhook, body)
             assert answer.status_code == expected, (what, answer.text)
             assert answer.json()["event_id"], what
             if expected == 400:
                 assert answer.json()["stored"] is True, what
+            # Each followed by normal traffic.
+            normal = mt_event(f"normal-{n}", f"NORMAL{n:03d}", to="+33611110000")
+            assert (await post(client, service.webhook, normal)).status_code == 200
         events = await fetch(database_url, "SELECT count(*) AS n FROM events")
-        assert events == [{"n": len(table)}]
+        assert events == [{"n": 2 * len(table)}]
 
         # Normal traffic behind them: an MT sent for shop-7, and the reply to it (from a
         # number none of the examples uses).
@@ -137,6 +140,10 @@ async def test_no_hostile_event_stops_the_projection(service: Receiver, database
         assert handler.on("/shop")[0].json["event_id"] == "after-mo"
 
     assert await fetch(database_url, "SELECT 1 FROM projection_pending") == []
+    projected = await fetch(
+        database_url, "SELECT count(*) AS n FROM messages WHERE sms_id LIKE 'normal%'"
+    )
+    assert projected == [{"n": len(table)}]
     # Every hostile event the parser took was applied: none had to be parked.
     parked = await fetch(database_url, "SELECT 1 FROM events WHERE reason LIKE '%applied%'")
     assert parked == []
