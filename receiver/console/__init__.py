@@ -18,6 +18,7 @@ from receiver.api.queries import Queries
 from receiver.console.mask import Mask
 from receiver.console.reads import TrafficCounts
 from receiver.console.session import Sessions
+from receiver.console.signin import SignIn
 from receiver.console.throttle import SignInThrottle
 from receiver.console.tokens import TokenPages
 from receiver.console.views import Console
@@ -35,16 +36,16 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
         Queries(Cursors(tokens.secret("receiver-cursors")), region=settings.default_region),
         Mask(settings.console_mask),
         TrafficCounts(refusals),
-        SignInThrottle(),
     )
     page, action = console.page, console.action
     tokens_page = TokenPages(console)
+    signing = SignIn(console, SignInThrottle())
     return [
         Route("/console", page(console.overview), methods=["GET"]),
-        Route("/console/login", console.login_page, methods=["GET"]),
-        Route("/console/login", console.login, methods=["POST"]),
-        Route("/console/logout", action(console.logout, admin=False), methods=["POST"]),
-        Route("/console/logout-everywhere", action(console.logout_everywhere), methods=["POST"]),
+        Route("/console/login", signing.login_page, methods=["GET"]),
+        Route("/console/login", signing.login, methods=["POST"]),
+        Route("/console/logout", action(signing.logout, admin=False), methods=["POST"]),
+        Route("/console/logout-everywhere", action(signing.logout_everywhere), methods=["POST"]),
         Route("/console/messages", page(console.messages), methods=["GET"]),
         Route("/console/messages/{sms_id:path}", page(console.message), methods=["GET"]),
         Route("/console/events", page(console.events), methods=["GET"]),

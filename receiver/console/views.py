@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from receiver import metrics
 from receiver.api.handlers import new_handler
 from receiver.api.params import BadParameter, Params
 from receiver.api.queries import (
@@ -30,12 +29,10 @@ from receiver.api.queries import (
     number_prefix,
 )
 from receiver.api.stats import stats_of
-from receiver.api.tokens import first_run_live
 from receiver.console import reads
 from receiver.console.chart import COLOURS, stacked_bars
 from receiver.console.mask import Mask
 from receiver.console.session import Session, Sessions
-from receiver.console.throttle import SignInThrottle
 from receiver.forwarding.handlers import (
     HandlerError,
     HandlerExists,
@@ -68,7 +65,7 @@ _NOTICES = {
     "token-revoked": "Token revoked: it opens nothing within seconds.",
     "token-not-revoked": "No live token of that name.",
 }
-_CLOSED = (
+CLOSED = (
     "The console is closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is configured,"
     " and no token was made with `receiver tokens add`."
 )
@@ -94,10 +91,8 @@ class Console:
         queries: Queries,
         mask: Mask,
         traffic: reads.TrafficCounts,
-        throttle: SignInThrottle,
     ) -> None:
         self.sessions = sessions
-        self.throttle = throttle
         self.queries = queries
         self.mask = mask
         self.traffic = traffic
@@ -166,7 +161,7 @@ class Console:
             session = await self.sessions.read(request)
             if session is None:
                 return _to_login(request)
-            form = await _form(request)
+            form = await read_form(request)
             if form is None:
                 return self.render(
                     request, session, "error.html", 413, message="The form is too large."
@@ -193,79 +188,6 @@ class Console:
             return await view(request, session)
 
         return guarded
-
-    # -- sign-in ----------------------------------------------------------------------------
-
-    async def login_page(self, request: Request) -> Response:
-        if await self.sessions.read(request) is not None:
-            return RedirectResponse(_next(request.query_params.get("next")), 303)
-        return await self._login_form(request, request.query_params.get("next", ""))
-
-    async def _login_form(
-        self,
-        request: Request,
-        target: str,
-        status_code: int = 200,
-        error: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        """The sign-in page; it mentions the first-run admin token only while it works."""
-        async with request.state.api_pool.acquire() as conn:
-            first_run = await first_run_live(conn)
-        if error is None and not await self.sessions.open(request):
-            error = _CLOSED
-        return self.render(
-            request,
-            None,
-            "login.html",
-            status_code,
-            headers=headers,
-            next=target,
-            error=error,
-            first_run=first_run,
-        )
-
-    async def login(self, request: Request) -> Response:
-        form = await _form(request) or QueryParams()
-        address = request.client.host if request.client else "unknown"
-        wait = self.throttle.retry_after(address)
-        if wait is not None:
-            metrics.CONSOLE_SIGN_INS.labels("throttled").inc()
-            log.warning("console_sign_in_throttled", client=address, retry_after=wait)
-            return await self._login_form(
-                request,
-                form.get("next", ""),
-                429,
-                error=f"Too many failed sign-ins: try again in {wait} s.",
-                headers={"retry-after": str(wait)},
-            )
-        target = _next(form.get("next"))
-        response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
-        if await self.sessions.sign_in(request, response, form.get("token", "")) is None:
-            self.throttle.failed(address)
-            metrics.CONSOLE_SIGN_INS.labels("refused").inc()
-            log.warning("console_sign_in_refused", client=address)
-            opens = await self.sessions.open(request)
-            return await self._login_form(
-                request,
-                form.get("next", ""),
-                401,
-                error="That token opens nothing here." if opens else _CLOSED,
-            )
-        metrics.CONSOLE_SIGN_INS.labels("ok").inc()
-        return response
-
-    async def logout(self, request: Request, session: Session) -> Response:
-        response = RedirectResponse("/console/login?notice=signed-out", 303)
-        await self.sessions.sign_out(request, response, session)
-        return response
-
-    async def logout_everywhere(self, request: Request, session: Session) -> Response:
-        ended = await self.sessions.end_all(request)
-        log.warning("console_signed_out_everywhere", sessions=ended)
-        response = RedirectResponse(f"/console/login?notice=signed-out-everywhere&n={ended}", 303)
-        self.sessions.clear_cookie(request, response)
-        return response
 
     # -- pages ------------------------------------------------------------------------------
 
@@ -539,7 +461,7 @@ class Console:
         return RedirectResponse(f"/console/handlers?notice={notice}", 303)
 
 
-async def _form(request: Request) -> QueryParams | None:
+async def read_form(request: Request) -> QueryParams | None:
     """The urlencoded form of a post; None when it is larger than a form can be."""
     body = b""
     async for chunk in request.stream():
@@ -549,7 +471,7 @@ async def _form(request: Request) -> QueryParams | None:
     return QueryParams(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-def _next(target: str | None) -> str:
+def next_target(target: str | None) -> str:
     """Where to go after signing in: a console page of this host, never elsewhere."""
     if (
         target
@@ -572,7 +494,7 @@ def _to_login(request: Request) -> Response:
 
 
 def _back(form: QueryParams, notice: tuple[str, int]) -> Response:
-    target = _next(form.get("back"))
+    target = next_target(form.get("back"))
     separator = "&" if "?" in target else "?"
     code, n = notice
     return RedirectResponse(f"{target}{separator}notice={code}&n={n}", 303)

@@ -1,0 +1,100 @@
+"""Signing in and out of the console: the sign-in page, throttled guessing, sign-out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from receiver import metrics
+from receiver.api.tokens import first_run_live
+from receiver.console.throttle import SignInThrottle
+from receiver.console.views import CLOSED, SECURITY_HEADERS, next_target, read_form
+
+if TYPE_CHECKING:
+    from receiver.console.session import Session
+    from receiver.console.views import Console
+
+log = structlog.get_logger("receiver.console")
+
+
+class SignIn:
+    """GET and POST /console/login, and the two ways out."""
+
+    def __init__(self, console: Console, throttle: SignInThrottle) -> None:
+        self.console = console
+        self.throttle = throttle
+
+    async def login_page(self, request: Request) -> Response:
+        if await self.console.sessions.read(request) is not None:
+            return RedirectResponse(next_target(request.query_params.get("next")), 303)
+        return await self._login_form(request, request.query_params.get("next", ""))
+
+    async def _login_form(
+        self,
+        request: Request,
+        target: str,
+        status_code: int = 200,
+        error: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """The sign-in page; it mentions the first-run admin token only while it works."""
+        async with request.state.api_pool.acquire() as conn:
+            first_run = await first_run_live(conn)
+        if error is None and not await self.console.sessions.open(request):
+            error = CLOSED
+        return self.console.render(
+            request,
+            None,
+            "login.html",
+            status_code,
+            headers=headers,
+            next=target,
+            error=error,
+            first_run=first_run,
+        )
+
+    async def login(self, request: Request) -> Response:
+        form = await read_form(request) or QueryParams()
+        address = request.client.host if request.client else "unknown"
+        wait = self.throttle.retry_after(address)
+        if wait is not None:
+            metrics.CONSOLE_SIGN_INS.labels("throttled").inc()
+            log.warning("console_sign_in_throttled", client=address, retry_after=wait)
+            return await self._login_form(
+                request,
+                form.get("next", ""),
+                429,
+                error=f"Too many failed sign-ins: try again in {wait} s.",
+                headers={"retry-after": str(wait)},
+            )
+        target = next_target(form.get("next"))
+        response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
+        if await self.console.sessions.sign_in(request, response, form.get("token", "")) is None:
+            self.throttle.failed(address)
+            metrics.CONSOLE_SIGN_INS.labels("refused").inc()
+            log.warning("console_sign_in_refused", client=address)
+            opens = await self.console.sessions.open(request)
+            return await self._login_form(
+                request,
+                form.get("next", ""),
+                401,
+                error="That token opens nothing here." if opens else CLOSED,
+            )
+        metrics.CONSOLE_SIGN_INS.labels("ok").inc()
+        return response
+
+    async def logout(self, request: Request, session: Session) -> Response:
+        response = RedirectResponse("/console/login?notice=signed-out", 303)
+        await self.console.sessions.sign_out(request, response, session)
+        return response
+
+    async def logout_everywhere(self, request: Request, session: Session) -> Response:
+        ended = await self.console.sessions.end_all(request)
+        log.warning("console_signed_out_everywhere", sessions=ended)
+        response = RedirectResponse(f"/console/login?notice=signed-out-everywhere&n={ended}", 303)
+        self.console.sessions.clear_cookie(request, response)
+        return response
