@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
@@ -266,3 +267,26 @@ async def test_a_projector_woken_as_it_is_cancelled_stops(pool: Any) -> None:
     done, _ = await asyncio.wait({running}, timeout=2)
     assert done == {running}
     assert running.cancelled()
+
+
+async def test_a_database_away_is_tried_again_with_a_growing_pause_and_said_once(
+    tmp_path: Any,
+) -> None:
+    # A pool to a database that is not there: every batch fails for availability.
+    away = await create_pool(
+        f"postgresql://nobody@/receiver?host={tmp_path}", size=1, command_timeout=1
+    )
+    projector = Projector(away, poll_interval=0.05)
+    with capture_logs() as logs:
+        running = asyncio.create_task(projector.run())
+        await asyncio.sleep(2.0)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    await away.close()
+    said = [entry for entry in logs if entry["event"] == "projector_database_unavailable"]
+    # Tried at 0, 0.5, 1.5 s (pauses of 0.5 then 1 s), said once, without a traceback.
+    assert len(said) == 1
+    assert said[0]["failures"] == 1
+    assert "exc_info" not in said[0]
+    # Without the pause it would have tried some 40 times at its 0.05 s poll.
+    assert 2 <= projector._failures.count <= 3
