@@ -50,13 +50,14 @@ def destinations(settings: Settings) -> Destinations:
     return Destinations.of(settings.handler_allowed_networks, settings.database_url)
 
 
-def dispatcher(settings: Settings, pool: Any) -> Dispatcher:
-    """The forward dispatcher the settings describe, on `pool`."""
+def dispatcher(settings: Settings, pool: Any, allowed: Destinations | None = None) -> Dispatcher:
+    """The forward dispatcher the settings describe, on `pool` (`allowed`: the settings'
+    destinations, when the caller has worked them out already)."""
     assert settings.database_url is not None
     return Dispatcher(
         pool,
         settings.database_url,
-        destinations=destinations(settings),
+        destinations=allowed or destinations(settings),
         policy=RetryPolicy(
             max_attempts=settings.forward_max_attempts, base=settings.forward_backoff_base
         ),
@@ -91,6 +92,8 @@ def create_app(settings: Settings) -> Starlette:
             "RECEIVER_CALLR_URL_TOKEN or RECEIVER_CALLR_BASIC_AUTH"
         )
     auth = WebhookAuth.from_settings(settings)
+    # Where forwards may go: the API, the console and the dispatcher check the same.
+    allowed = destinations(settings)
     endpoint = WebhookEndpoint(
         auth=auth,
         max_body_bytes=settings.max_body_bytes,
@@ -136,7 +139,7 @@ def create_app(settings: Settings) -> Starlette:
         await writer.start()
         heap.settle_after_startup()
         dispatching = (
-            asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher")
+            asyncio.create_task(dispatcher(settings, pool, allowed).run(), name="dispatcher")
             if settings.dispatcher
             else None
         )
@@ -201,5 +204,5 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     app.state.settings = settings
-    app.state.destinations = destinations(settings)
+    app.state.destinations = allowed
     return app

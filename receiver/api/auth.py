@@ -50,6 +50,11 @@ SELECT scope FROM t
 _ANY_LIVE = "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE revoked_at IS NULL)"
 
 
+async def any_kept(conn: Any) -> bool:
+    """Whether the database keeps a live token (`receiver tokens add`)."""
+    return bool(await conn.fetchval(_ANY_LIVE))
+
+
 def digest(token: str) -> str:
     """What names a token without revealing it: kept in `api_tokens` and console sessions."""
     return hashlib.sha256(b"receiver-token\n" + token.strip().encode()).hexdigest()
@@ -75,7 +80,7 @@ class Tokens:
         if self._env:
             return True
         async with pool.acquire() as conn:
-            return bool(await conn.fetchval(_ANY_LIVE))
+            return await any_kept(conn)
 
     async def scope_of(self, pool: Any, presented: str) -> Scope | None:
         """What `presented` may do: admin, read, or nothing (None)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any, NamedTuple
 
+from receiver.api.auth import any_kept
 from receiver.api.tokens import FIRST_RUN, add_token, revoke_token
 from receiver.ingest.auth import ensure_secret_file
 from receiver.settings import Settings
@@ -38,7 +39,6 @@ SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL AND scope = 'admin' AND
 _FIRST_RUN_ROW = """
 SELECT revoked_at FROM api_tokens WHERE name = $1 ORDER BY created_at DESC LIMIT 1
 """
-_ANY_LIVE = "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE revoked_at IS NULL)"
 
 
 async def settle_access(conn: Any, settings: Settings, *, embedded: bool) -> Access:
@@ -65,5 +65,5 @@ async def settle_access(conn: Any, settings: Settings, *, embedded: bool) -> Acc
                 token = ensure_secret_file(settings.data_dir / ADMIN_TOKEN_FILE)
                 await add_token(conn, FIRST_RUN, "admin", token=token)
             state = FirstRun.ACTIVE
-    kept = bool(await conn.fetchval(_ANY_LIVE))
+    kept = await any_kept(conn)
     return Access(open=bool(settings.api_tokens or settings.admin_tokens or kept), first_run=state)

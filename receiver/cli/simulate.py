@@ -9,8 +9,10 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from receiver.cli.service import above_zero, http_url, whole
+from receiver.http import loggable_path
 from receiver.simulate import ALGORITHMS, Plan, Signer, parse_mix, simulate
 
 
@@ -77,7 +79,7 @@ def _hints(answers: dict[str, int], url: str) -> list[str]:
     hints = []
     if answers.get("404"):
         hints.append(
-            f"404 from {url}: not the webhook URL. With a URL token (the default on a new"
+            f"404 from {_shown(url)}: not the webhook URL. With a URL token (the default on a new"
             " machine) the webhook URL is the whole one `receiver serve` printed,"
             " .../webhooks/callr/<token>; its token is kept in .receiver/webhook-url-token"
             " (a token set in RECEIVER_CALLR_URL_TOKEN is printed by its last 4 characters:"
@@ -89,6 +91,12 @@ def _hints(answers: dict[str, int], url: str) -> list[str]:
             " secret of RECEIVER_CALLR_HMAC_SECRETS (and --algorithm its algorithm)."
         )
     return hints
+
+
+def _shown(url: str) -> str:
+    """`url` as it may be printed: a URL token (a credential) in its path replaced."""
+    parts = urlsplit(url)
+    return parts._replace(path=loggable_path(parts.path)).geturl()
 
 
 def _mix(text: str) -> Any:

@@ -52,7 +52,10 @@ class TokenPages:
             scopes=SCOPES,
             error=error,
             made=made,
-            environment=request.app.state.settings,
+            # Only whether the environment holds tokens: never the settings themselves.
+            environment_tokens=bool(
+                request.app.state.settings.api_tokens or request.app.state.settings.admin_tokens
+            ),
         )
 
     async def add(self, request: Request, session: Session) -> Response:

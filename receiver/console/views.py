@@ -52,7 +52,6 @@ _TEMPLATES = Path(__file__).parent / "templates"
 # A number search: digits, an optional leading +, the usual spacing; at most E.164's 15.
 _LOOKS_LIKE_NUMBER = re.compile(r"\+?[0-9 ().-]{1,24}")
 _FORM_MAX_BYTES = 64 * 1024
-_SPACING = str.maketrans("", "", " -.()")
 _NOTICES = {
     "retried": "{n} forward(s) queued to be sent again.",
     "not-retried": "{n} forward(s) could not be sent again (pending, in flight, or no handler).",
@@ -264,9 +263,10 @@ class Console:
         """What to tell of a number searched without its +: how it was read."""
         if q.startswith("+"):
             return None
-        searched_as = self.mask.number(number_prefix(q, self.queries.region)[0])
         region = self.queries.region
-        if region and searched_as != self.mask.number("+" + q.translate(_SPACING)):
+        start = number_prefix(q, region)[0]
+        searched_as = self.mask.number(start)
+        if region and start != number_prefix(q)[0]:  # read by the region's rules
             return f"Read as a number of {region}: {searched_as}."
         extra = (
             ""
