@@ -35,6 +35,7 @@ from receiver.db.engine import create_pool
 from receiver.forwarding.routing import route
 from receiver.projection.records import project
 from receiver.projection.store import store_batch, stored_reports
+from receiver.reports import records
 
 
 class Explained:
@@ -91,7 +92,7 @@ async def measure(url: str, stored: int, size: int, batches: int) -> dict[str, l
                 chunk = live[offset : offset + size]
                 async with conn.transaction():
                     outcomes = await store_batch(explained, chunk)
-                    reports = stored_reports(chunk, outcomes)
+                    reports = records(stored_reports(chunk, outcomes))
                     await project(explained, reports)
                     await route(explained, reports, window=timedelta(days=7))
         return explained.costs

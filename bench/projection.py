@@ -34,6 +34,7 @@ from receiver.callr.envelope import parse_envelope
 from receiver.callr.sms import Status
 from receiver.projection.records import project
 from receiver.projection.store import Incoming, store_batch, stored_reports
+from receiver.reports import records
 from tests.callr_events import Step, v1_event, v2_event
 
 LIFECYCLE = (Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED)
@@ -72,7 +73,7 @@ async def store_and_analyze(conn: Any, items: Sequence[Incoming]) -> None:
     for offset in range(0, len(items), 1000):
         chunk = items[offset : offset + 1000]
         async with conn.transaction():
-            await project(conn, stored_reports(chunk, await store_batch(conn, chunk)))
+            await project(conn, records(stored_reports(chunk, await store_batch(conn, chunk))))
     await conn.execute("VACUUM ANALYZE")
 
 
@@ -87,7 +88,7 @@ async def run(url: str, items: Sequence[Incoming], batch: int, *, projecting: bo
             async with conn.transaction():
                 outcomes = await store_batch(conn, chunk)
                 if projecting:
-                    await project(conn, stored_reports(chunk, outcomes))
+                    await project(conn, records(stored_reports(chunk, outcomes)))
         return len(items) / (time.perf_counter() - started)
     finally:
         await conn.close()

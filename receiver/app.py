@@ -39,7 +39,8 @@ from receiver.ingest.endpoint import WebhookEndpoint
 from receiver.ingest.writer import GroupCommitWriter
 from receiver.projection.daily_stats import keep
 from receiver.projection.projector import Projector
-from receiver.replay.callr import reconcile_forever
+from receiver.replay.callr import api_client, reconcile_forever
+from receiver.sending.sender import Sender
 from receiver.settings import Settings, SettingsError
 
 WEBHOOK_PATH = "/webhooks/callr"
@@ -75,6 +76,22 @@ def projector(settings: Settings, pool: Any) -> Projector:
         batch_bytes=settings.projector_batch_bytes,
         poll_interval=settings.projector_poll_interval,
         routing_window=timedelta(hours=settings.routing_window_hours),
+    )
+
+
+def sender(settings: Settings, pool: Any) -> Sender:
+    """The sender the settings describe, on `pool` (sending must be configured)."""
+    assert settings.database_url is not None
+    return Sender(
+        pool,
+        settings.database_url,
+        lambda: api_client(settings, pool, sending=True),
+        can_list=settings.callr_api_configured,
+        timeout=settings.callr_api_timeout,
+        lookup_after=settings.send_lookup_after,
+        unknown_after=settings.send_unknown_after,
+        routing_window=timedelta(hours=settings.routing_window_hours),
+        concurrency=settings.send_concurrency,
     )
 
 
@@ -155,6 +172,8 @@ def create_app(settings: Settings) -> Starlette:
             background.append(
                 asyncio.create_task(reconcile_forever(pool, settings), name="reconcile")
             )
+        if settings.sender and settings.sending_api is not None:
+            background.append(asyncio.create_task(sender(settings, pool).run(), name="sender"))
         try:
             yield {
                 "pool": pool,
@@ -175,7 +194,9 @@ def create_app(settings: Settings) -> Starlette:
                 except TimeoutError:
                     each.terminate()
 
-    tokens = Tokens(readers=settings.api_tokens, admins=settings.admin_tokens)
+    tokens = Tokens(
+        readers=settings.api_tokens, admins=settings.admin_tokens, senders=settings.send_tokens
+    )
     webhook_path = f"{WEBHOOK_PATH}/{{token}}" if auth.url_token else WEBHOOK_PATH
     routes = [
         Route(webhook_path, endpoint.receive, methods=["POST"]),

@@ -83,9 +83,10 @@ FORWARD_SECONDS = Histogram(
 )
 CALLR_API = Counter(
     "receiver_callr_api_requests",
-    "Requests to CALLR's API, by call (webhooks.subscribe, GET /sms, GET /sms/<hash>) and"
-    " outcome (ok, not_found, throttled, server_error, timeout, unreachable, unauthorized,"
-    " error, not_json, wrong_shape).",
+    "Requests to CALLR's API, by call (webhooks.subscribe, GET /sms, GET /sms/<hash>,"
+    " sms.send, POST /v2.0/sms) and outcome (ok, not_found, throttled, server_error,"
+    " timeout, unreachable, unauthorized, error, not_json, wrong_shape; for sends: accepted,"
+    " rejected, not_sent, lost).",
     ["method", "outcome"],
 )
 UNKNOWN_SUBSCRIPTIONS = Counter(
@@ -96,6 +97,13 @@ UNKNOWN_SUBSCRIPTIONS = Counter(
 RECONCILED = Counter(
     "receiver_reconciled_sms",
     "Outbound SMS asked of CALLR by reconcile, by outcome (changed, unchanged, unknown).",
+    ["outcome"],
+)
+SENDS = Counter(
+    "receiver_sends",
+    "Steps of sends through the receiver, by outcome: accepted, rejected, not_sent (tried"
+    " again), lost (an answer lost, then looked for), found (a lost one found at CALLR),"
+    " absent (a lost one CALLR does not have: sent again), unknown (left to an admin).",
     ["outcome"],
 )
 POOL = Gauge(

@@ -6,11 +6,13 @@ projection applies `Report`s, routing announces `StatusChange`s.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from receiver.callr.envelope import Envelope, Malformed
 from receiver.callr.own import QUIET_TYPES
+from receiver.callr.sends import SendStep
 from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
 
 
@@ -33,13 +35,45 @@ class Report:
         object.__setattr__(self, "status_at", at.replace(microsecond=0) if at.microsecond else at)
 
 
-def report_of(event_id: str, received_at: datetime, parsed: Envelope | Malformed) -> Report | None:
-    """What a stored event reports of an SMS, as the projection applies it; None if nothing."""
-    if isinstance(parsed, Envelope) and parsed.sms is not None:
-        return Report(
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    """One newly stored step of a send through the receiver; `record` once CALLR accepted it."""
+
+    event_id: str
+    step: SendStep
+    record: Report | None
+
+
+Applicable = Report | SendReport
+"""What the projection applies: SMS snapshots, and the steps of sends."""
+
+
+def records(reports: Sequence[Applicable]) -> list[Report]:
+    """The SMS snapshots among `reports`, an accepted send's record included, in order."""
+    found = []
+    for report in reports:
+        if isinstance(report, SendReport):
+            if report.record is not None:
+                found.append(report.record)
+        else:
+            found.append(report)
+    return found
+
+
+def report_of(
+    event_id: str, received_at: datetime, parsed: Envelope | Malformed
+) -> Report | SendReport | None:
+    """What a stored event reports, as the projection applies it; None if nothing."""
+    if not isinstance(parsed, Envelope):
+        return None
+    record = None
+    if parsed.sms is not None:
+        record = Report(
             event_id, received_at, parsed.emitted_at, parsed.sms, parsed.type not in QUIET_TYPES
         )
-    return None
+    if parsed.send is not None:
+        return SendReport(event_id, parsed.send, record)
+    return record
 
 
 def evidence_key(status: Status, at: datetime) -> tuple[bool, datetime, int, str]:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Read tokens (API reads, console pages) and admin tokens (those, and every change).
     api_tokens: Annotated[tuple[str, ...], NoDecode] = ()
     admin_tokens: Annotated[tuple[str, ...], NoDecode] = ()
+    # Send tokens: `POST /api/v1/sms` only; `TOKEN=PREFIX` sends only with a user_data
+    # that starts with PREFIX.
+    send_tokens: Annotated[tuple[str, ...], NoDecode] = ()
     console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     console_mask: Annotated[tuple[Literal["numbers", "text"], ...], NoDecode] = ()
     api_pool_size: int = Field(default=4, ge=1, le=100)
@@ -90,6 +93,17 @@ class Settings(BaseSettings):
     reconcile_after: timedelta = Field(default="1d", validate_default=True)
     reconcile_interval: timedelta = Field(default="1h", validate_default=True)
     reconcile_limit: int = Field(default=1000, ge=1, le=100_000)
+    # CALLR's v2 API key: sends go through `POST /v2.0/sms` when no login is set.
+    callr_api_key: str | None = None
+
+    # Sending SMS through the receiver (docs/sending.md): the sender of every serve
+    # process and worker, how many sends each has in flight at once.
+    sender: bool = True
+    send_concurrency: int = Field(default=4, ge=1, le=100)
+    # A lost answer: CALLR's list of SMS is taken as complete this long after the try.
+    send_lookup_after: timedelta = Field(default="1m", validate_default=True)
+    # A send whose fate could not be found out in this long is `unknown`.
+    send_unknown_after: timedelta = Field(default="15m", validate_default=True)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -98,6 +112,7 @@ class Settings(BaseSettings):
         "callr_hmac_secrets",
         "api_tokens",
         "admin_tokens",
+        "send_tokens",
         "console_mask",
         "handler_allowed_networks",
         mode="before",
@@ -108,10 +123,12 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("api_tokens", "admin_tokens")
+    @field_validator("api_tokens", "admin_tokens", "send_tokens")
     @classmethod
     def _long_enough(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        short = [token for token in value if len(token) < MIN_TOKEN_LENGTH]
+        short = [
+            token for token in value if len(token.partition("=")[0].strip()) < MIN_TOKEN_LENGTH
+        ]
         if short:
             raise ValueError(
                 f"{len(short)} token(s) shorter than {MIN_TOKEN_LENGTH} characters: a short token"
@@ -156,13 +173,24 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator(
-        "reconcile_after", "reconcile_interval", "projection_stall_after", mode="before"
+        "reconcile_after",
+        "reconcile_interval",
+        "projection_stall_after",
+        "send_lookup_after",
+        "send_unknown_after",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
 
-    @field_validator("reconcile_after", "reconcile_interval", "projection_stall_after")
+    @field_validator(
+        "reconcile_after",
+        "reconcile_interval",
+        "projection_stall_after",
+        "send_lookup_after",
+        "send_unknown_after",
+    )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -187,6 +215,7 @@ class Settings(BaseSettings):
         "callr_basic_auth",
         "callr_api_login",
         "callr_api_password",
+        "callr_api_key",
         "metrics_token",
         mode="before",
     )
@@ -225,6 +254,13 @@ class Settings(BaseSettings):
     def callr_api_configured(self) -> bool:
         """True when the CALLR API login and password are both set."""
         return bool(self.callr_api_login and self.callr_api_password)
+
+    @property
+    def sending_api(self) -> Literal["v1", "v2"] | None:
+        """Which CALLR API sends go through: JSON-RPC with the login, else v2 with the key."""
+        if self.callr_api_configured:
+            return "v1"
+        return "v2" if self.callr_api_key else None
 
     @property
     def webhook_auth_configured(self) -> bool:

@@ -17,6 +17,7 @@ ORDER = [
     {"projection"},
     {"ingest"},
     {"replay"},
+    {"sending"},
     {"api"},
     {"console"},
     {"health"},

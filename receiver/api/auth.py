@@ -66,13 +66,26 @@ class Tokens:
 
     readers: Sequence[str] = ()
     admins: Sequence[str] = ()
+    senders: Sequence[str] = ()
+    """RECEIVER_SEND_TOKENS: `TOKEN`, or `TOKEN=PREFIX` for one that may only send with a
+    user_data starting with PREFIX."""
     _env: dict[str, Scope] = field(init=False, repr=False)
+    _prefixes: dict[str, str] = field(init=False, repr=False)
     _cache: dict[str, tuple[Scope | None, float]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._env = {digest(t): READ for t in self.readers} | {
-            digest(t): ADMIN for t in self.admins
-        }
+        self._prefixes = {}
+        senders: dict[str, Scope] = {}
+        for entry in self.senders:
+            token, _, prefix = entry.partition("=")
+            senders[digest(token)] = SEND
+            if prefix.strip():
+                self._prefixes[digest(token)] = prefix.strip()
+        self._env = (
+            senders
+            | {digest(t): READ for t in self.readers}
+            | {digest(t): ADMIN for t in self.admins}
+        )
         self._cache = {}
 
     async def configured(self, pool: Any) -> bool:
@@ -115,15 +128,21 @@ class Tokens:
         return hashlib.sha256(material.encode()).digest()
 
     async def bearer_scope(self, request: Request) -> Scope | None:
+        """The scope of the request's bearer token; a send token's prefix goes to
+        `request.state.send_prefix` (None: any user_data)."""
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        request.state.send_prefix = None
         if scheme.lower() != "bearer" or not presented.strip():
             return None
-        return await self.scope_of(request.state.api_pool, presented)
+        scope = await self.scope_of(request.state.api_pool, presented)
+        if scope == SEND:
+            request.state.send_prefix = self._prefixes.get(digest(presented))
+        return scope
 
     def guard(self, endpoint: Endpoint, scope: Scope | None = READ) -> Endpoint:
         """`endpoint`, answering 401 without a token and 403 when the token may not do this.
 
-        `scope` None: any valid token, whatever its scope.
+        `scope` None: any valid token, whatever its scope; SEND: a send or admin token.
         """
 
         async def guarded(request: Request) -> Response:
@@ -136,6 +155,8 @@ class Tokens:
                 )
             if granted == SEND and scope not in (SEND, None):
                 return error_response(403, SEND_ONLY)
+            if scope == SEND and granted == READ:
+                return error_response(403, SEND_REQUIRED)
             if scope == ADMIN and granted != ADMIN:
                 return error_response(403, ADMIN_REQUIRED)
             return await endpoint(request)
@@ -148,7 +169,15 @@ class Tokens:
     def any_scope(self, endpoint: Endpoint) -> Endpoint:
         return self.guard(endpoint, None)
 
+    def sender(self, endpoint: Endpoint) -> Endpoint:
+        """`endpoint` for send and admin tokens; a read token is 403."""
+        return self.guard(endpoint, SEND)
 
+
+SEND_REQUIRED = (
+    "this token may read, not send: sending needs a send or admin token"
+    " (RECEIVER_SEND_TOKENS, or `receiver tokens add --scope send`)"
+)
 SEND_ONLY = "this token may send SMS, not read or change: use a read or admin token"
 ADMIN_REQUIRED = (
     "this token may read, not change: changes need an admin token"

@@ -14,6 +14,7 @@ from receiver.api.params import Cursors
 from receiver.api.preview import preview
 from receiver.api.queries import Queries
 from receiver.api.registrations import register
+from receiver.api.sends import get_send, send, settle
 from receiver.api.stats import stats
 from receiver.api.status import status
 from receiver.http import JSONResponse
@@ -44,4 +45,7 @@ def api_routes(tokens: Tokens, *, region: str | None = None) -> list[Route]:
         Route("/api/v1/status", guard(status), methods=["GET"]),
         Route("/api/v1/openapi.json", guard(openapi), methods=["GET"]),
         Route("/api/v1/sms/preview", tokens.any_scope(preview), methods=["POST"]),
+        Route("/api/v1/sms", tokens.sender(send), methods=["POST"]),
+        Route("/api/v1/sms/{send_id}", tokens.any_scope(get_send), methods=["GET"]),
+        Route("/api/v1/sms/{send_id}/settle", tokens.admin(settle), methods=["POST"]),
     ]

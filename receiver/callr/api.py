@@ -1,8 +1,13 @@
 """A small client for the CALLR API calls the receiver makes (docs/callr-api.md).
 
-Two of CALLR's interfaces, both with the API login and password (HTTP basic auth):
-JSON-RPC 2.0 (`POST {base}/json-rpc/v1.1/`, for `webhooks.subscribe`) and REST v1.1
-(`GET {base}/rest/v1.1/sms...`, for one SMS and the SMS of a window).
+Two of CALLR's interfaces with the API login and password (HTTP basic auth):
+JSON-RPC 2.0 (`POST {base}/json-rpc/v1.1/`, for `webhooks.subscribe` and
+`sms.send`) and REST v1.1 (`GET {base}/rest/v1.1/sms...`, for one SMS and the SMS
+of a window); and v2's `POST {base}/v2.0/sms` with the API key (`x-api-key`).
+
+Sending (`send_sms`) is tried once: what CALLR's answer says of the SMS is the
+caller's to act on (`SendAnswer`), since CALLR has no idempotency key and a try
+again could send the SMS twice.
 
 Every answer comes back with its raw bytes, which the receiver stores as they came.
 Timeouts, 429 and 5xx answers are tried again with backoff (a `Retry-After` is
@@ -20,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import httpx
 import orjson
@@ -32,6 +37,7 @@ log = structlog.get_logger("receiver.callr_api")
 
 JSON_RPC_PATH = "/json-rpc/v1.1/"
 REST_PATH = "/rest/v1.1"
+V2_SMS_PATH = "/v2.0/sms"
 # CALLR's REST dates: "YYYY-MM-DD HH:MM:SS" in UTC.
 REST_DATE = "%Y-%m-%d %H:%M:%S"
 _EXCERPT = 80
@@ -67,6 +73,31 @@ class _Retry(Exception):
         self.wait = wait
 
 
+@dataclass(frozen=True, slots=True)
+class SendAnswer:
+    """What one try of a send tells of the SMS.
+
+    - `accepted`: CALLR created it; `sms_id` is its id.
+    - `rejected`: CALLR refused it (`error`, with CALLR's code); a try again would be too.
+    - `not_sent`: the request certainly created nothing (no connection, 429, 5xx, the
+      credentials refused); `wait` is CALLR's Retry-After when it gave one.
+    - `lost`: the request may have reached CALLR and its answer did not come back
+      whole (a timeout, a connection cut, an answer that cannot be read).
+    """
+
+    outcome: Literal["accepted", "rejected", "not_sent", "lost"]
+    reason: str
+    sms_id: str | None = None
+    error: str | None = None
+    wait: float | None = None
+
+
+class Limit(Protocol):
+    """Waits for the turn of the next request to CALLR."""
+
+    async def wait(self) -> None: ...
+
+
 class RateLimit:
     """Spaces the starts of requests to at most `rate` a second."""
 
@@ -90,18 +121,21 @@ class CallrApi:
     def __init__(
         self,
         base_url: str,
-        login: str,
-        password: str,
+        login: str | None,
+        password: str | None,
         *,
+        api_key: str | None = None,
         rate: float = 5.0,
+        limit: Limit | None = None,
         timeout: float = 10.0,
         retries: int = 4,
         max_wait: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._api_key = api_key
         self._client = httpx.AsyncClient(
-            auth=httpx.BasicAuth(login, password),
+            auth=httpx.BasicAuth(login, password) if login and password else None,
             timeout=timeout,
             headers={"user-agent": "receiver (CALLR webhook receiver)"},
             follow_redirects=False,
@@ -109,7 +143,7 @@ class CallrApi:
         self._timeout = timeout
         self._retries = retries
         self._max_wait = max_wait
-        self._limit = RateLimit(rate)
+        self._limit: Limit = limit or RateLimit(rate)
         self._sleep = sleep
 
     async def __aenter__(self) -> CallrApi:
@@ -154,6 +188,108 @@ class CallrApi:
                 f"CALLR's answer to GET /sms is not a list of SMS objects: {_excerpt(answer.raw)}"
             )
         return answer
+
+    async def turn(self) -> None:
+        """Wait for the turn of the next request at CALLR's rate."""
+        await self._limit.wait()
+
+    async def send_sms(
+        self,
+        api: Literal["v1", "v2"],
+        *,
+        to: str,
+        text: str,
+        sender: str | None,
+        user_data: str | None,
+        nature: str | None,
+        encoding: str | None,
+    ) -> SendAnswer:
+        """One try of a send: JSON-RPC `sms.send` (v1) or `POST /v2.0/sms` (v2).
+
+        Call `turn` first: the try is the caller's to record between the two.
+        """
+        if api == "v1":
+            options = {
+                "user_data": user_data,
+                "nature": nature.upper() if nature else None,
+                "force_encoding": encoding.upper() if encoding else None,
+            }
+            options = {k: v for k, v in options.items() if v is not None}
+            body = orjson.dumps(
+                {
+                    "id": random.randint(1, 2**31),  # noqa: S311 (an id, not a secret)
+                    "jsonrpc": "2.0",
+                    "method": "sms.send",
+                    "params": [sender or "", to, text, options or None],
+                }
+            )
+            label = "sms.send"
+            request = self._client.build_request(
+                "POST",
+                self._base + JSON_RPC_PATH,
+                content=body,
+                headers={"content-type": "application/json-rpc; charset=utf-8"},
+            )
+        else:
+            fields = {"text": text, "from": sender, "encoding": encoding}
+            label = "POST /v2.0/sms"
+            request = self._client.build_request(
+                "POST",
+                self._base + V2_SMS_PATH,
+                params={"to": to, "trafficType": nature or "marketing"},
+                content=orjson.dumps({k: v for k, v in fields.items() if v is not None}),
+                headers={
+                    "content-type": "application/json",
+                    "accept": "application/json",
+                    "x-api-key": self._api_key or "",
+                },
+            )
+        answer = await self._send_once(label, request, api)
+        metrics.CALLR_API.labels(label, answer.outcome).inc()
+        return answer
+
+    async def _send_once(
+        self, label: str, request: httpx.Request, api: Literal["v1", "v2"]
+    ) -> SendAnswer:
+        try:
+            # v2 goes with its key alone, never the login's basic auth.
+            sending = (
+                self._client.send(request, auth=None) if api == "v2" else self._client.send(request)
+            )
+            response = await sending
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            # The request never left: nothing was created.
+            return SendAnswer("not_sent", f"cannot reach CALLR: {_one_line(error) or 'refused'}")
+        except httpx.TimeoutException:
+            return SendAnswer("lost", f"no answer from CALLR within {self._timeout:g} s")
+        except httpx.TransportError as error:
+            return SendAnswer(
+                "lost", f"the answer was cut: {_one_line(error) or type(error).__name__}"
+            )
+        status = response.status_code
+        if status in (401, 403):
+            return SendAnswer(
+                "not_sent",
+                f"CALLR refused the credentials for {label} (HTTP {status}): check"
+                + (" RECEIVER_CALLR_API_KEY" if api == "v2" else " RECEIVER_CALLR_API_LOGIN"),
+            )
+        if status == 429:
+            return SendAnswer(
+                "not_sent", "CALLR is throttling (HTTP 429)", wait=_retry_after(response)
+            )
+        if status >= 500:
+            return SendAnswer(
+                "not_sent", f"CALLR failed (HTTP {status})", wait=_retry_after(response)
+            )
+        try:
+            document = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return SendAnswer(
+                "lost", f"CALLR's answer (HTTP {status}) is not JSON: {_excerpt(response.content)}"
+            )
+        if api == "v1":
+            return _v1_send_answer(status, document, response.content)
+        return _v2_send_answer(status, document, response.content)
 
     async def _rpc(self, method: str, params: list[Any]) -> Answer:
         request_id = random.randint(1, 2**31)  # noqa: S311 (an id, not a secret)
@@ -269,6 +405,27 @@ class CallrApi:
         if status >= 500:
             raise _Retry("server_error", f"CALLR failed (HTTP {status})", _retry_after(response))
         return response
+
+
+def _v1_send_answer(status: int, document: Any, raw: bytes) -> SendAnswer:
+    if isinstance(document, dict) and isinstance(document.get("error"), dict):
+        error = document["error"]
+        text = f"{_one_line(error.get('message'))} (code {_one_line(error.get('code'))})"
+        return SendAnswer("rejected", f"CALLR refused sms.send: {text}", error=text)
+    result = document.get("result") if isinstance(document, dict) else None
+    if status < 300 and isinstance(result, str) and result.strip():
+        return SendAnswer("accepted", "CALLR created the SMS", sms_id=result.strip())
+    return SendAnswer("lost", f"CALLR's answer to sms.send has no SMS id: {_excerpt(raw)}")
+
+
+def _v2_send_answer(status: int, document: Any, raw: bytes) -> SendAnswer:
+    sid = document.get("sid") if isinstance(document, dict) else None
+    if status < 300 and isinstance(sid, str) and sid.strip():
+        return SendAnswer("accepted", "CALLR created the SMS", sms_id=sid.strip())
+    if 400 <= status < 500:
+        text = f"HTTP {status}: {_error_text(document)}"
+        return SendAnswer("rejected", f"CALLR refused POST /v2.0/sms ({text})", error=text)
+    return SendAnswer("lost", f"CALLR's answer to POST /v2.0/sms has no sid: {_excerpt(raw)}")
 
 
 def _json(label: str, response: httpx.Response) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from receiver.callr.sends import SendStep
 from receiver.callr.sms import SmsInvalid, Snapshot, parse_sms
 
 HANDLED_TYPES = frozenset(
@@ -42,6 +43,8 @@ class Envelope(NamedTuple):
     fingerprint: bytes
     sms: Snapshot | None = None
     """The SMS the event reports, for the handled types."""
+    send: SendStep | None = None
+    """A step of a send through the receiver (receiver.callr.sends)."""
 
     @property
     def handled(self) -> bool:
@@ -50,7 +53,7 @@ class Envelope(NamedTuple):
         The SMS webhook types (their SMS is parsed, or the event is malformed), and the
         receiver's own events (receiver.callr.own).
         """
-        return self.sms is not None
+        return self.sms is not None or self.send is not None
 
 
 class Malformed(NamedTuple):

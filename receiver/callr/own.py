@@ -11,6 +11,8 @@ same records as live. Beside CALLR's webhooks there are:
   imported this way is never forwarded, not even by a later replay.
 - `receiver.registration`: `PUT /api/v1/messages/{id}`, the receiver's own JSON; the
   id is `registration:<sms id>:<digest>`.
+- `receiver.send`: a step of a send through the receiver (receiver.callr.sends); the
+  id is `send:<send id>:<seq>`.
 
 Each is read back into the `Envelope` of a v1 snapshot, so the projection treats it
 like a webhook: history, status, anomaly.
@@ -24,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from receiver.callr import sends
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.callr.sms import SmsInvalid, Snapshot, Status, parse_sms
 
@@ -32,7 +35,12 @@ API_SMS_QUIET = "callr.api.sms.quiet"
 REGISTRATION = "receiver.registration"
 # The types whose inbound SMS are never forwarded.
 QUIET_TYPES = frozenset({API_SMS_QUIET})
-_PREFIXES = {API_SMS: "callr-api:", API_SMS_QUIET: "callr-api:", REGISTRATION: "registration:"}
+_PREFIXES = {
+    API_SMS: "callr-api:",
+    API_SMS_QUIET: "callr-api:",
+    REGISTRATION: "registration:",
+    sends.SEND: sends.PREFIX,
+}
 
 
 def is_own(event_id: str, event_type: str | None) -> bool:
@@ -145,11 +153,30 @@ def registration_event(body: bytes, event_id: str | None = None) -> Envelope:
     )
 
 
+def send_event(body: bytes, event_id: str | None = None) -> Envelope:
+    """A step of a send; an accepted one also reports its SMS, like a registration."""
+    step, sms = sends.parse_step(body)
+    return Envelope(
+        event_id=event_id or sends.event_id(step.send_id, step.seq),
+        type=sends.SEND,
+        attempt=0,
+        emitted_at=step.at,
+        subscription=None,
+        generation=2,
+        object=step.document,
+        fingerprint=hashlib.sha256(body).digest(),
+        sms=sms,
+        send=step,
+    )
+
+
 def parse_own(event_id: str, event_type: str, body: bytes) -> Envelope | Malformed:
     """A stored event of the receiver's own, read again (the projector, replay, rebuild)."""
     try:
         if event_type == REGISTRATION:
             return registration_event(body, event_id)
+        if event_type == sends.SEND:
+            return send_event(body, event_id)
         return _api_envelope(event_id, event_type, sms_object(orjson.loads(body)))
     except (SmsInvalid, ValueError, KeyError, TypeError) as error:
         return Malformed(

@@ -10,6 +10,7 @@ from importlib.metadata import version
 from receiver.cli.callr import add_callr_commands
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
 from receiver.cli.replay import add_replay_commands
+from receiver.cli.send import add_send_command
 from receiver.cli.service import DatabaseNotReady, run_migrations, serve, whole, worker
 from receiver.cli.simulate import add_simulate_command
 from receiver.cli.tokens import add_token_commands
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_parser.set_defaults(run=run_migrations)
 
     worker_parser = commands.add_parser(
-        "worker", help="run the projector and the forward dispatcher, without HTTP"
+        "worker", help="run the projector, the forward dispatcher and the sender, without HTTP"
     )
     worker_parser.set_defaults(run=worker)
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_command(commands)
     add_callr_commands(commands)
     add_token_commands(commands)
+    add_send_command(commands)
     return parser
 
 

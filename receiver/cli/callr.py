@@ -64,7 +64,7 @@ def subscribe_command(args: argparse.Namespace) -> int:
                 "hmac_algo": settings.callr_hmac_algorithm.upper(),
             }
         try:
-            async with api_client(settings) as api:
+            async with api_client(settings, pool) as api:
                 made = await subscribe(pool, api, url=args.url, types=args.types, options=options)
         except CallrApiError as error:
             return _fail("subscribe", error)
@@ -108,7 +108,7 @@ def reconcile_command(args: argparse.Namespace) -> int:
                     print(sms_id)
                 print(f"{len(summary.candidates)} SMS would be asked of CALLR; nothing was changed")
                 return 0
-            async with api_client(settings) as api:
+            async with api_client(settings, pool) as api:
                 summary = await reconcile(
                     pool, api, older_than=older_than, limit=args.limit, routing_window=window
                 )
@@ -132,7 +132,7 @@ def backfill_command(args: argparse.Namespace) -> int:
     async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
         total = len(slices(args.since, args.until, args.slice))
         try:
-            async with api_client(settings) as api:
+            async with api_client(settings, pool) as api:
                 with Progress(total, label="backfill", unit="slice") as progress:
                     summary = await backfill(
                         pool,

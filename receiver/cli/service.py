@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from receiver.app import WEBHOOK_PATH, dispatcher, projector
+from receiver.app import WEBHOOK_PATH, dispatcher, projector, sender
 from receiver.cli.access import ADMIN_TOKEN_FILE, Access, FirstRun, settle_access
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
@@ -266,17 +266,17 @@ def run_migrations(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Run the projector and the forward dispatcher, without the HTTP side.
+    """Run the projector, the forward dispatcher and the sender, without the HTTP side.
 
-    For deployments that separate them from serve (RECEIVER_PROJECTOR=false and
-    RECEIVER_DISPATCHER=false on the serve processes), or that add capacity to them.
-    The same two settings, on the worker, leave out either.
+    For deployments that separate them from serve (RECEIVER_PROJECTOR=false,
+    RECEIVER_DISPATCHER=false and RECEIVER_SENDER=false on the serve processes), or
+    that add capacity to them. The same settings, on the worker, leave out any.
     """
     settings = configured()
-    if not (settings.dispatcher or settings.projector):
+    if not (settings.dispatcher or settings.projector or settings.sender):
         print(
-            "receiver worker: RECEIVER_DISPATCHER and RECEIVER_PROJECTOR are both false:"
-            " nothing to run",
+            "receiver worker: RECEIVER_DISPATCHER, RECEIVER_PROJECTOR and RECEIVER_SENDER are"
+            " all false: nothing to run",
             file=sys.stderr,
         )
         return 2
@@ -294,6 +294,9 @@ def worker(args: argparse.Namespace) -> int:
             tasks.append(asyncio.create_task(projector(settings, pool).run(), name="projector"))
         if settings.callr_api_configured:
             tasks.append(asyncio.create_task(reconcile_forever(pool, settings), name="reconcile"))
+        sending = settings.sender and settings.sending_api is not None
+        if sending:
+            tasks.append(asyncio.create_task(sender(settings, pool).run(), name="sender"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -304,6 +307,7 @@ def worker(args: argparse.Namespace) -> int:
             dispatcher=settings.dispatcher,
             projector=settings.projector,
             reconcile=settings.callr_api_configured,
+            sender=sending,
         )
         await stop.wait()
         for task in tasks:

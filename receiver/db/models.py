@@ -606,3 +606,61 @@ class ApiToken(Base):
             postgresql_where=sql_text("revoked_at IS NULL"),
         ),
     )
+
+
+class Send(Base):
+    """An SMS sent through the receiver (`POST /api/v1/sms`, `receiver send`).
+
+    Projected from its `receiver.send` events (receiver.callr.sends): a rebuild gives
+    it again. `next_at` is when the sender acts on it next: sends it (queued), looks
+    for it at CALLR (submitted, its answer lost or its sender gone).
+    """
+
+    __tablename__ = "sends"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    idempotency_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    request_digest: Mapped[str] = mapped_column(Text)
+    api: Mapped[str] = mapped_column(Text)
+    to_number: Mapped[str] = mapped_column(Text)
+    from_number: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    user_data: Mapped[str | None] = mapped_column(Text)
+    nature: Mapped[str | None] = mapped_column(Text)
+    encoding: Mapped[str] = mapped_column(Text)
+    forced_encoding: Mapped[str | None] = mapped_column(Text)
+    parts: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(Text)
+    seq: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    sms_id: Mapped[str | None] = mapped_column(Text, unique=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why the last step was taken (an answer lost, a try again, undecided)."""
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('queued', 'submitted', 'accepted', 'rejected', 'unknown')", name="state"
+        ),
+        CheckConstraint("api IN ('v1', 'v2')", name="api"),
+        Index(
+            "ix_sends_due",
+            "next_at",
+            postgresql_where=sql_text("state IN ('queued', 'submitted')"),
+        ),
+        Index("ix_sends_requested_at", "requested_at"),
+    )
+
+
+class CallrRate(Base):
+    """When the next call to CALLR may start: one rate for every process and every call."""
+
+    __tablename__ = "callr_rate"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

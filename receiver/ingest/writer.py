@@ -34,7 +34,7 @@ from receiver.callr.envelope import Malformed
 from receiver.db.engine import UNAVAILABLE_ERRORS
 from receiver.projection.apply import caused_by_event
 from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
-from receiver.reports import Report
+from receiver.reports import Applicable
 
 log = structlog.get_logger("receiver.writer")
 
@@ -75,7 +75,7 @@ class GroupCommitWriter:
         concurrency: int,
         queue_max: int,
         ack_timeout: float | None = None,
-        stored: Callable[[Sequence[Report]], None] = lambda reports: None,
+        stored: Callable[[Sequence[Applicable]], None] = lambda reports: None,
     ) -> None:
         """`stored` is given, after each commit, the snapshots of the events it stored for
         the projector (this process's projector applies them without parsing again)."""

@@ -2,10 +2,10 @@
 
 Every source of events ends in the same two functions: the projector (CALLR's
 webhooks, queued by the answer path), replay and rebuild, CALLR's API answers
-(reconcile, backfill) and registrations of sends. `apply` applies stored events
-(message records, history, evidence, the routing of replies, status callbacks);
-`store_and_apply` stores events of the receiver's own and applies them, in the
-caller's transaction.
+(reconcile, backfill), registrations of sends and the steps of sends through the
+receiver. `apply` applies stored events (message records, history, evidence, the
+steps of sends, the routing of replies, status callbacks); `store_and_apply`
+stores events of the receiver's own and applies them, in the caller's transaction.
 
 One error policy holds for all of them. An error that one event's values cause (a
 value the database refuses, an index row too large, a constraint, a Python error
@@ -33,8 +33,9 @@ from receiver.callr.envelope import Envelope
 from receiver.db.engine import UNAVAILABLE_ERRORS
 from receiver.forwarding.routing import announce, route
 from receiver.projection.records import Applied, project
+from receiver.projection.sends import apply_steps
 from receiver.projection.store import Incoming, store_batch, stored_reports
-from receiver.reports import Report
+from receiver.reports import Applicable, SendReport, records
 
 log = structlog.get_logger("receiver.projection")
 
@@ -65,7 +66,7 @@ def caused_by_event(error: BaseException) -> bool:
 
 
 async def apply(
-    conn: Any, reports: Sequence[Report], *, routing_window: timedelta | None
+    conn: Any, reports: Sequence[Applicable], *, routing_window: timedelta | None
 ) -> Applied:
     """Apply stored events' reports in the caller's transaction; park those that cannot be.
 
@@ -93,10 +94,16 @@ async def apply(
     return applied
 
 
-async def _apply(conn: Any, reports: Sequence[Report], routing_window: timedelta | None) -> Applied:
-    applied = await project(conn, reports)
+async def _apply(
+    conn: Any, reports: Sequence[Applicable], routing_window: timedelta | None
+) -> Applied:
+    snapshots = records(reports)
+    applied = await project(conn, snapshots)
+    steps = [report.step for report in reports if isinstance(report, SendReport)]
+    if steps:
+        await apply_steps(conn, steps)
     if routing_window is not None:
-        await route(conn, reports, window=routing_window)
+        await route(conn, snapshots, window=routing_window)
     await announce(conn, applied.changes)
     return applied
 

@@ -48,7 +48,7 @@ from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, batch_transactio
 from receiver.db.listen import listen
 from receiver.projection.apply import apply
 from receiver.projection.store import PENDING_CHANNEL
-from receiver.reports import Report, report_of
+from receiver.reports import Applicable, report_of
 
 log = structlog.get_logger("receiver.projector")
 
@@ -134,7 +134,7 @@ class Projector:
         # What this process's writer parsed, by event id: applied without reading and
         # parsing the bodies again. Bounded (a backlog that outgrows it is read from
         # the database like the events of other processes): the oldest go first.
-        self._parsed: dict[str, Report] = {}
+        self._parsed: dict[str, Applicable] = {}
         self._keep = 4 * batch_max
         self._failures = _Failures()
 
@@ -142,7 +142,7 @@ class Projector:
         """There are new pending events (another process committed some)."""
         self._wake.set()
 
-    def stored(self, reports: Sequence[Report]) -> None:
+    def stored(self, reports: Sequence[Applicable]) -> None:
         """This process's writer committed these events: keep what it parsed, and wake."""
         parsed = self._parsed
         for report in reports:
@@ -257,14 +257,14 @@ class Projector:
             return Turn(taken=True, events=len(claimed))
         raise RuntimeError("the projector's batch kept conflicting with other transactions")
 
-    async def _reports(self, conn: Any, claimed: Sequence[Any]) -> list[Report]:
+    async def _reports(self, conn: Any, claimed: Sequence[Any]) -> list[Applicable]:
         """The SMS snapshots of the claimed events, in the order claimed.
 
         Those this process's writer stored were parsed already; the others are read
         and parsed again from their raw bodies. An event that is gone (pruned) or no
         longer processed (a replay changed it) has nothing to apply.
         """
-        found: dict[str, Report] = {}
+        found: dict[str, Applicable] = {}
         unparsed = []
         for row in claimed:
             report = self._parsed.pop(row["event_id"], None)
@@ -278,7 +278,7 @@ class Projector:
         return [found[row["event_id"]] for row in claimed if row["event_id"] in found]
 
 
-async def _parse(rows: Sequence[Any]) -> list[Report]:
+async def _parse(rows: Sequence[Any]) -> list[Applicable]:
     """The reports of stored events, parsed from their raw bodies a slice at a time."""
     reports = []
     for start in range(0, len(rows), _PARSE_SLICE):

@@ -24,7 +24,7 @@ import orjson
 
 from receiver.callr.envelope import Envelope, Malformed
 from receiver.db.models import EventState
-from receiver.reports import Report, report_of
+from receiver.reports import Applicable, report_of
 
 
 class Result(enum.StrEnum):
@@ -253,7 +253,7 @@ async def _insert_once(conn: Any, items: Sequence[Incoming], pending: bool) -> d
     return {record["ord"]: _Stored(*record[1:5]) for record in records}
 
 
-def stored_reports(items: Sequence[Incoming], outcomes: Sequence[Outcome]) -> list[Report]:
+def stored_reports(items: Sequence[Incoming], outcomes: Sequence[Outcome]) -> list[Applicable]:
     """The SMS snapshots of the events this batch stored first: what the projection applies."""
     reports = []
     for item, outcome in zip(items, outcomes, strict=True):

@@ -24,6 +24,7 @@ from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
 from receiver.callr.envelope import Envelope
 from receiver.callr.own import api_sms_event
 from receiver.callr.sms import SmsInvalid
+from receiver.db.rate import SharedRate
 from receiver.projection.apply import store_and_apply
 
 log = structlog.get_logger("receiver.callr_sync")
@@ -35,9 +36,13 @@ DEFAULT_TYPES = ("sms.mt.status_update", "sms.mo")
 _RECONCILE_LOCK = 7_263_110_403
 
 
-def api_client(settings: Any) -> CallrApi:
-    """The CALLR API client the settings describe; they must hold a login and password."""
-    if not settings.callr_api_configured:
+def api_client(settings: Any, pool: Any, *, sending: bool = False) -> CallrApi:
+    """The CALLR API client the settings describe, at the rate shared on `pool`'s database.
+
+    They must hold a login and password, or for `sending`, a login and password or a
+    v2 API key.
+    """
+    if not settings.callr_api_configured and not (sending and settings.callr_api_key):
         raise CallrApiError(
             "no CALLR API credentials: set RECEIVER_CALLR_API_LOGIN and RECEIVER_CALLR_API_PASSWORD"
         )
@@ -45,7 +50,8 @@ def api_client(settings: Any) -> CallrApi:
         settings.callr_api_url,
         settings.callr_api_login,
         settings.callr_api_password,
-        rate=settings.callr_api_rate,
+        api_key=settings.callr_api_key,
+        limit=SharedRate(pool, settings.callr_api_rate),
         timeout=settings.callr_api_timeout,
     )
 
@@ -206,7 +212,7 @@ async def reconcile_forever(pool: Any, settings: Any) -> None:
         try:
             async with reconcile_turn(pool) as mine:
                 if mine:
-                    async with api_client(settings) as api:
+                    async with api_client(settings, pool) as api:
                         summary = await reconcile(
                             pool,
                             api,

@@ -97,7 +97,7 @@ WHERE e.event_id = u.event_id
 """
 
 # The days kept for the statistics go too: they are computed again when asked for.
-_EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations, stats_rows, stats_days"
+_EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations, stats_rows, stats_days, sends"
 
 
 class StopFlag(Protocol):

@@ -16,7 +16,7 @@ from receiver.callr.sms import Snapshot
 from receiver.callr.sms import Status as S
 from receiver.projection.apply import apply, caused_by_event, store_and_apply
 from receiver.projection.store import store_batch, stored_reports
-from receiver.reports import Report
+from receiver.reports import Report, records
 from tests.callr_events import lifecycle, mo_event, v1_event
 from tests.support import fetch, incoming
 
@@ -45,7 +45,7 @@ async def conn(database_url: str) -> AsyncIterator[Any]:
 async def stored(conn: Any, bodies: list[bytes]) -> list[Report]:
     """The bodies stored as events (not queued), and their reports."""
     items = [incoming(body) for body in bodies]
-    return stored_reports(items, await store_batch(conn, items, pending=False))
+    return records(stored_reports(items, await store_batch(conn, items, pending=False)))
 
 
 @pytest.mark.parametrize("poison", sorted(POISONS))

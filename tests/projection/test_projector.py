@@ -21,6 +21,7 @@ from receiver.ingest.writer import GroupCommitWriter
 from receiver.projection.projector import Projector
 from receiver.projection.records import project
 from receiver.projection.store import Incoming, Outcome, Result, store_batch, stored_reports
+from receiver.reports import records
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.support import fetch, incoming, until_projected
 
@@ -154,7 +155,7 @@ async def test_a_poisoned_event_is_kept_invalid_and_never_blocks_the_others(
     # projector applies what its process's writer parsed, so it gets this report as it
     # would have then.
     projector = Projector(pool, batch_max=100)
-    (report,) = stored_reports([incoming(poison)], [_stored("poison")])
+    (report,) = records(stored_reports([incoming(poison)], [_stored("poison")]))
     large = secrets.token_urlsafe(4500)
     projector.stored([replace(report, sms=report.sms._replace(user_data=large))])
 
@@ -217,7 +218,7 @@ async def old_release_ingest(pool: Any, items: Sequence[Incoming]) -> None:
     """What the release before the projector did: store, project and route in one transaction."""
     async with pool.acquire() as conn, conn.transaction():
         outcomes = await store_batch(conn, items, pending=False)
-        reports = stored_reports(items, outcomes)
+        reports = records(stored_reports(items, outcomes))
         await project(conn, reports)
         await route(conn, reports, window=timedelta(days=7))
 

@@ -23,7 +23,7 @@ from receiver.projection.projector import Projector
 from receiver.replay import EventFilter, rebuild, replay, replay_range
 from receiver.replay.resend import resend
 from receiver.replay.workers import RangeWorkers, WorkerFailed
-from receiver.reports import report_of
+from receiver.reports import Report, report_of
 from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.support import example, fetch, running, serving, signed_headers, until_projected
@@ -473,7 +473,7 @@ async def test_a_parked_event_is_listed_with_its_reason_and_applied_again_by_rep
         parsed = parse_envelope(body)
         assert isinstance(parsed, Envelope)
         report = report_of("parked-mo", datetime.now(UTC), parsed)
-        assert report is not None
+        assert isinstance(report, Report)
         projector = Projector(pool)
         large = secrets.token_urlsafe(4500)
         projector.stored([replace(report, sms=report.sms._replace(user_data=large))])

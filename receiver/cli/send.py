@@ -1,0 +1,102 @@
+"""`receiver send`: send an SMS through the receiver from the shell (as POST /api/v1/sms)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from receiver.callr.gsm import ENCODINGS
+from receiver.cli.replay import run_with_database
+from receiver.sending.requests import (
+    NATURES,
+    Conflict,
+    Invalid,
+    find,
+    read_key,
+    read_request,
+    request_send,
+    view,
+)
+from receiver.settings import Settings
+
+_DECIDED = ("accepted", "rejected", "unknown")
+
+
+def send(args: argparse.Namespace) -> int:
+    """Make the send durable and print it as JSON; `--wait` follows it until decided."""
+
+    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+        api = settings.sending_api
+        if api is None:
+            print(
+                "receiver send: sending is not configured: set RECEIVER_CALLR_API_LOGIN and"
+                " RECEIVER_CALLR_API_PASSWORD, or RECEIVER_CALLR_API_KEY",
+                file=sys.stderr,
+            )
+            return 2
+        document = {
+            "to": args.to,
+            "text": args.text,
+            "from": args.sender,
+            "user_data": args.user_data,
+            "nature": args.nature,
+            "encoding": args.encoding,
+        }
+        try:
+            wanted = read_request({k: v for k, v in document.items() if v is not None})
+            key = read_key(args.idempotency_key)
+            async with pool.acquire() as conn:
+                row, new = await request_send(
+                    conn,
+                    wanted,
+                    api=api,
+                    key=key,
+                    source="receiver send",
+                    routing_window=timedelta(hours=settings.routing_window_hours),
+                )
+        except (Invalid, Conflict) as error:
+            print(f"receiver send: {error}", file=sys.stderr)
+            return 2
+        print(
+            f"send {row['id']} {'queued' if new else 'found by its key'}: a running serve or"
+            " worker sends it",
+            file=sys.stderr,
+        )
+        deadline = time.monotonic() + args.wait
+        while row["state"] not in _DECIDED and time.monotonic() < deadline and not stop.is_set():
+            await asyncio.sleep(0.2)
+            async with pool.acquire() as conn:
+                row = await find(conn, row["id"])
+        print(orjson.dumps(view(row), option=orjson.OPT_INDENT_2).decode())
+        return 0 if row["state"] != "rejected" else 1
+
+    return run_with_database(run, connections=1)
+
+
+def add_send_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "send", help="send an SMS through the receiver (durable, never twice)"
+    )
+    parser.add_argument("--to", required=True, help="the number, in E.164 form (+33612345678)")
+    parser.add_argument("--text", required=True, help="the text, 1 to 3,200 characters")
+    parser.add_argument("--from", dest="sender", help="the sender (CALLR's rules)")
+    parser.add_argument("--user-data", help="your own string; replies route by it")
+    parser.add_argument("--nature", choices=NATURES, help="alerting or marketing")
+    parser.add_argument("--encoding", choices=ENCODINGS, help="force gsm or unicode")
+    parser.add_argument(
+        "--idempotency-key", help="the same key again finds the same send, never a second SMS"
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for CALLR's answer before printing the send",
+    )
+    parser.set_defaults(run=send)

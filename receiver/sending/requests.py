@@ -1,0 +1,285 @@
+"""A request to send an SMS: checked, made durable as its first event, and read back.
+
+`POST /api/v1/sms` and `receiver send` both come here. A request is durable once
+its `requested` event is stored and applied (the `sends` row exists): the 202 is
+answered after that, and the sender takes it from there. An idempotency key names
+one send for good: the same key with the same request is that send again, with
+another request a conflict.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from receiver.callr import sends
+from receiver.callr.gsm import ENCODINGS, MAX_TEXT, parts_of
+from receiver.callr.own import send_event
+from receiver.callr.sms import MAX_USER_DATA
+from receiver.projection.apply import store_and_apply
+
+NOTIFY_CHANNEL = "receiver_sends"
+NATURES = ("alerting", "marketing")
+MAX_KEY = 255
+FIELDS = ("to", "text", "from", "user_data", "nature", "encoding")
+
+# E.164: a plus, a country code that does not start with 0, at most 15 digits.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+# CALLR's sender: a number (a shortcode, a long number), or 1 to 11 of a-z A-Z 0-9,
+# space, dash and underscore with at least one letter.
+_SENDER_NUMBER = re.compile(r"\+?[0-9]{3,15}")
+_SENDER_NAME = re.compile(r"[A-Za-z0-9 _-]{1,11}")
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+_BY_KEY = "SELECT * FROM sends WHERE idempotency_key = $1"
+_BY_ID = "SELECT * FROM sends WHERE id = $1"
+
+
+class Invalid(ValueError):
+    """A request the receiver refuses: `parameter` names the field."""
+
+    def __init__(self, parameter: str | None, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class Conflict(Exception):
+    """The idempotency key names a send of another request."""
+
+    def __init__(self, send_id: str) -> None:
+        super().__init__(
+            "this Idempotency-Key was used for another request (send "
+            f"{send_id}): use a new key for a new SMS"
+        )
+        self.send_id = send_id
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    to: str
+    text: str
+    sender: str | None = None
+    user_data: str | None = None
+    nature: str | None = None
+    encoding: Literal["gsm", "unicode"] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "to": self.to,
+            "text": self.text,
+            "from": self.sender,
+            "user_data": self.user_data,
+            "nature": self.nature,
+            "encoding": self.encoding,
+        }
+
+
+def read_request(document: Any, *, prefix: str | None = None) -> SendRequest:
+    """The request in a JSON body; raises `Invalid` naming the first bad field.
+
+    `prefix`: the send token's, which every user_data must start with.
+    """
+    if not isinstance(document, dict):
+        raise Invalid(None, "body must be a JSON object")
+    unknown = sorted(set(document) - set(FIELDS))
+    if unknown:
+        raise Invalid(unknown[0], f"unknown field(s): {', '.join(unknown)}")
+    to = document.get("to")
+    if not isinstance(to, str) or not _E164.fullmatch(to):
+        raise Invalid("to", "to must be a number in E.164 form, such as +33612345678")
+    text = document.get("text")
+    if not isinstance(text, str) or not 1 <= len(text) <= MAX_TEXT or "\x00" in text:
+        raise Invalid("text", f"text must be a string of 1 to {MAX_TEXT} characters")
+    sender = _optional(document, "from")
+    if sender is not None and not _sender_ok(sender):
+        raise Invalid(
+            "from",
+            "from must be a number (a shortcode, or a number of up to 15 digits) or 1 to 11"
+            " of A-Z a-z 0-9, space, - and _ with at least one letter (CALLR's sender rules)",
+        )
+    user_data = _optional(document, "user_data")
+    if user_data is not None and (len(user_data) > MAX_USER_DATA or "\x00" in user_data):
+        raise Invalid("user_data", f"user_data must be at most {MAX_USER_DATA} characters")
+    if prefix is not None and not (user_data or "").startswith(prefix):
+        raise Invalid(
+            "user_data", f"this token sends only with a user_data that starts with {prefix!r}"
+        )
+    nature = _optional(document, "nature")
+    if nature is not None and nature not in NATURES:
+        raise Invalid("nature", f"nature must be one of {', '.join(NATURES)}")
+    encoding = _optional(document, "encoding")
+    if encoding is not None and encoding not in ENCODINGS:
+        raise Invalid("encoding", f"encoding must be one of {', '.join(ENCODINGS)}")
+    return SendRequest(to, text, sender, user_data, nature, encoding)
+
+
+def read_key(value: str | None) -> str | None:
+    """The Idempotency-Key header's value; raises `Invalid` for one that cannot be kept."""
+    if value is None:
+        return None
+    if not _KEY.fullmatch(value):
+        raise Invalid(
+            "Idempotency-Key",
+            f"Idempotency-Key must be 1 to {MAX_KEY} printable ASCII characters without spaces",
+        )
+    return value
+
+
+def _optional(document: dict[str, Any], name: str) -> str | None:
+    value = document.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise Invalid(name, f"{name} must be a string")
+    return value
+
+
+def _sender_ok(sender: str) -> bool:
+    if _SENDER_NUMBER.fullmatch(sender):
+        return True
+    return bool(_SENDER_NAME.fullmatch(sender)) and any(c.isalpha() for c in sender)
+
+
+def new_send_id(now: datetime) -> str:
+    """`snd_` then the time in milliseconds and 48 random bits: unique, in time order."""
+    return f"snd_{int(now.timestamp() * 1000):012x}{secrets.token_hex(6)}"
+
+
+async def request_send(
+    conn: Any,
+    request: SendRequest,
+    *,
+    api: Literal["v1", "v2"],
+    key: str | None,
+    source: str,
+    routing_window: timedelta,
+) -> tuple[Any, bool]:
+    """Make `request` durable, or find the send its key already names.
+
+    Returns the `sends` row and whether it is new; raises `Conflict` when the key
+    names a send of another request.
+    """
+    digest = sends.request_digest(request.fields())
+    async with conn.transaction():
+        if key is not None:
+            # Two requests with one key at once: the second waits, then finds the first.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", key)
+            found = await conn.fetchrow(_BY_KEY, key)
+            if found is not None:
+                if found["request_digest"] != digest:
+                    raise Conflict(found["id"])
+                return found, False
+        now = datetime.now(UTC)
+        send_id = new_send_id(now)
+        parts = parts_of(request.text, request.encoding)
+        body = sends.step_body(
+            send_id,
+            1,
+            sends.Step.REQUESTED,
+            now,
+            to=request.to,
+            text=request.text,
+            **{"from": request.sender},
+            user_data=request.user_data,
+            nature=request.nature,
+            # The encoding it goes out in, and the one asked for (CALLR's force_encoding).
+            encoding=parts.encoding,
+            forced_encoding=request.encoding,
+            parts=parts.parts,
+            api=api,
+            idempotency_key=key,
+            request_digest=digest,
+        )
+        await store_and_apply(
+            conn, [(send_event(body), body)], source=source, routing_window=routing_window
+        )
+        row = await conn.fetchrow(_BY_ID, send_id)
+        if row is None:  # parked: its values could not be kept
+            raise Invalid(None, "the request could not be kept: see the receiver's log")
+        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return row, True
+
+
+async def find(conn: Any, send_id: str) -> Any:
+    return await conn.fetchrow(_BY_ID, send_id)
+
+
+_LOCK = "SELECT seq, state FROM sends WHERE id = $1 FOR UPDATE"
+
+
+async def append_step(
+    conn: Any,
+    send_id: str,
+    seq: int,
+    step: sends.Step,
+    at: datetime,
+    *,
+    source: str,
+    routing_window: timedelta,
+    **fields: Any,
+) -> bool:
+    """Store and apply step `seq` of a send, in a transaction of its own.
+
+    False when the send is no longer at `seq - 1` (another sender, or an admin,
+    moved it on): nothing is written then.
+    """
+    body = sends.step_body(send_id, seq, step, at, **fields)
+    async with conn.transaction():
+        current = await conn.fetchrow(_LOCK, send_id)
+        if current is None or current["seq"] != seq - 1:
+            return False
+        new = await store_and_apply(
+            conn, [(send_event(body), body)], source=source, routing_window=routing_window
+        )
+        if step in (sends.Step.RETRY, sends.Step.ABSENT, sends.Step.SETTLED):
+            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return bool(new)
+
+
+def message_of(row: Any) -> dict[str, Any]:
+    """What the message record of an accepted send takes from it."""
+    return {
+        "to": row["to_number"],
+        "from": row["from_number"],
+        "text": row["text"],
+        "user_data": row["user_data"],
+        "nature": row["nature"],
+        "encoding": row["encoding"],
+        "parts": row["parts"],
+    }
+
+
+def view(row: Any) -> dict[str, Any]:
+    """A send as the API shows it."""
+    parts = parts_of(row["text"], row["forced_encoding"])
+    return {
+        "id": row["id"],
+        "state": row["state"],
+        "sms_id": row["sms_id"],
+        "error": row["error"],
+        "reason": row["reason"],
+        "attempts": row["attempts"],
+        "to": row["to_number"],
+        "from": row["from_number"],
+        "text": row["text"],
+        "user_data": row["user_data"],
+        "nature": row["nature"],
+        "encoding": row["encoding"],
+        "parts": row["parts"],
+        "forced_unicode_by": list(parts.forced_unicode_by),
+        "replaced": list(parts.replaced),
+        "api": row["api"],
+        "idempotency_key": row["idempotency_key"],
+        "requested_at": _iso(row["requested_at"]),
+        "attempted_at": _iso(row["attempted_at"]),
+        "decided_at": _iso(row["decided_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "next_at": _iso(row["next_at"]) if row["state"] in ("queued", "submitted") else None,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

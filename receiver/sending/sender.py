@@ -1,0 +1,362 @@
+"""The sender: takes durable sends to CALLR, never twice, and finds out what a lost answer hid.
+
+Any number of senders run against one database (every serve process and every
+`receiver worker`). A send is claimed with `FOR UPDATE SKIP LOCKED` by moving its
+`next_at` past the lease, the way the dispatcher claims forwards. Each step is an
+event whose id holds the send's next `seq`: two senders that ever held one send
+write the same event id, the second finds it stored and stops, so no try is made
+twice.
+
+A try is written (`attempt`) before the request leaves, so a sender that dies
+during the call leaves a `submitted` send that another one looks for, never one
+that is sent again blindly. What CALLR answers decides the next step:
+
+- its SMS id: `accepted`, the message record made at once with the send's fields;
+- a refusal (JSON-RPC error, v2 4xx): `rejected`, with CALLR's reason, for good;
+- nothing created for certain (no connection, 429, 5xx): `retry`, after a pause
+  that doubles from 1 s to a minute, or CALLR's Retry-After;
+- an answer lost after the request may have reached CALLR (a timeout, a cut
+  connection, an answer that cannot be read): `lost`, then looked for.
+
+A lost send is looked for in CALLR's list of the SMS sent around the try (REST
+v1.1 `GET /sms`, with the login and password) and in the records of CALLR's own
+webhooks, matching the number, the text and the user_data, among the SMS no other
+send holds. Found: `accepted`. Not in a list asked RECEIVER_SEND_LOOKUP_AFTER
+after the try or later: `absent`, and it is sent again. Not decided within
+RECEIVER_SEND_UNKNOWN_AFTER (CALLR's list cannot be read, or there are no
+credentials to read it): `unknown`, never sent again by itself; an admin settles it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from receiver import metrics
+from receiver.callr.api import CallrApi, CallrApiError, SendAnswer
+from receiver.callr.sends import Step
+from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.db.listen import listen
+from receiver.sending.requests import NOTIFY_CHANNEL, append_step, message_of
+
+log = structlog.get_logger("receiver.sender")
+
+SOURCE = "sender"
+_CLOCK_SKEW = timedelta(seconds=60)
+_MAX_BACKOFF = 60.0
+
+_CLAIM = """
+WITH due AS (
+    SELECT id FROM sends
+    WHERE state IN ('queued', 'submitted') AND next_at <= now()
+    ORDER BY next_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE sends s SET next_at = now() + $2 * interval '1 second'
+FROM due WHERE s.id = due.id
+RETURNING s.*
+"""
+_LATER = "UPDATE sends SET next_at = $2 WHERE id = $1 AND seq = $3"
+# SMS ids among `$1` that a send other than `$2` holds already.
+_HELD = "SELECT sms_id FROM sends WHERE sms_id = ANY($1::text[]) AND id <> $2"
+# The outbound SMS CALLR's webhooks reported that match a send, no send holding them.
+_SEEN = """
+SELECT m.sms_id FROM messages m
+WHERE m.direction = 'outbound' AND m.to_number = $1 AND m.text = $2
+  AND (m.user_data IS NULL OR m.user_data = '' OR m.user_data = $3)
+  AND m.created_at BETWEEN $4 AND $5
+  AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.sms_id = m.sms_id AND s.id <> $6)
+ORDER BY m.created_at, m.sms_id
+LIMIT 1
+"""
+
+
+class Sender:
+    """Claims due sends and takes each one step further; run it as a task."""
+
+    def __init__(
+        self,
+        pool: Any,
+        dsn: str,
+        api: Callable[[], CallrApi],
+        *,
+        can_list: bool,
+        timeout: float,
+        lookup_after: timedelta,
+        unknown_after: timedelta,
+        routing_window: timedelta,
+        concurrency: int = 4,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._make_api = api
+        self._can_list = can_list
+        self._timeout = timeout
+        self._lookup_after = lookup_after
+        self._unknown_after = unknown_after
+        self._window = routing_window
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        # Longer than a turn at CALLR's rate and the call: a live sender keeps its claim.
+        self._lease = 120.0 + 2 * timeout
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Claim and send until cancelled; survives database and CALLR outages."""
+        listener = asyncio.create_task(
+            listen(self._dsn, NOTIFY_CHANNEL, self._wake.set), name="sender-listen"
+        )
+        api = self._make_api()
+        try:
+            while True:
+                await self._claim_and_start(api)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
+                self._wake.clear()
+        finally:
+            listener.cancel()
+            for task in self._running:
+                task.cancel()
+            await asyncio.gather(listener, *self._running, return_exceptions=True)
+            await api.__aexit__(None, None, None)
+
+    async def _claim_and_start(self, api: CallrApi) -> None:
+        room = self._concurrency - len(self._running)
+        if room <= 0:
+            return
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(_CLAIM, room, self._lease)
+        except UNAVAILABLE_ERRORS as error:
+            log.warning("sender_database_unavailable", error=repr(error))
+            return
+        except asyncpg.PostgresError as error:
+            log.error("sender_claim_failed", error=repr(error))
+            return
+        for row in rows:
+            task = asyncio.create_task(self._step(api, row), name=f"send-{row['id']}")
+            self._running.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _step(self, api: CallrApi, row: Any) -> None:
+        try:
+            if row["state"] == "queued":
+                await self.attempt(api, row)
+            else:
+                await self.resolve(api, row)
+        except asyncio.CancelledError:
+            raise
+        except UNAVAILABLE_ERRORS as error:
+            # The claim lapses and the send is taken again: its steps say where it is.
+            log.warning("sender_database_unavailable", send_id=row["id"], error=repr(error))
+        except Exception:
+            log.exception("send_step_failed", send_id=row["id"])
+
+    # ------------------------------------------------------------------ a try
+
+    async def attempt(self, api: CallrApi, row: Any) -> None:
+        """One try of a queued send: its turn at CALLR's rate, the try written, the call."""
+        await api.turn()
+        now = datetime.now(UTC)
+        attempt = row["attempts"] + 1
+        seq = row["seq"] + 1
+        written = await self._write(
+            row,
+            seq,
+            Step.ATTEMPT,
+            now,
+            attempt=attempt,
+            api=row["api"],
+            # Looked for if no answer is written by then (the sender died).
+            next_at=(now + timedelta(seconds=self._lease)).isoformat(),
+        )
+        if not written:
+            return
+        answer = await api.send_sms(
+            row["api"],
+            to=row["to_number"],
+            text=row["text"],
+            sender=row["from_number"],
+            user_data=row["user_data"],
+            nature=row["nature"],
+            encoding=row["forced_encoding"],
+        )
+        await self._answered(row, seq + 1, attempt, answer)
+
+    async def _answered(self, row: Any, seq: int, attempt: int, answer: SendAnswer) -> None:
+        now = datetime.now(UTC)
+        metrics.SENDS.labels(answer.outcome).inc()
+        if answer.outcome == "accepted":
+            await self._write(
+                row,
+                seq,
+                Step.ACCEPTED,
+                now,
+                attempt=attempt,
+                sms_id=answer.sms_id,
+                how="answer",
+                message=message_of(row),
+            )
+            log.info("send_accepted", send_id=row["id"], sms_id=answer.sms_id, attempt=attempt)
+        elif answer.outcome == "rejected":
+            await self._write(row, seq, Step.REJECTED, now, attempt=attempt, error=answer.error)
+            log.warning("send_rejected", send_id=row["id"], error=answer.error)
+        elif answer.outcome == "not_sent":
+            pause = _backoff(attempt)
+            if answer.wait is not None:
+                pause = max(pause, min(answer.wait, 3600.0))
+            await self._write(
+                row,
+                seq,
+                Step.RETRY,
+                now,
+                attempt=attempt,
+                reason=answer.reason,
+                next_at=(now + timedelta(seconds=pause)).isoformat(),
+            )
+            log.warning(
+                "send_not_sent", send_id=row["id"], reason=answer.reason, retry_in_s=round(pause, 1)
+            )
+        else:
+            first_look = min(self._lookup_after, timedelta(seconds=5))
+            await self._write(
+                row,
+                seq,
+                Step.LOST,
+                now,
+                attempt=attempt,
+                reason=answer.reason,
+                next_at=(now + first_look).isoformat(),
+            )
+            log.warning("send_answer_lost", send_id=row["id"], reason=answer.reason)
+
+    # ------------------------------------------------------------- a lost answer
+
+    async def resolve(self, api: CallrApi, row: Any) -> None:
+        """Find out what became of a try whose answer was lost (or whose sender died)."""
+        tried_at = row["attempted_at"] or row["updated_at"]
+        now = datetime.now(UTC)
+        since, until = tried_at - _CLOCK_SKEW, now + _CLOCK_SKEW
+        async with self._pool.acquire() as conn:
+            seen = await conn.fetchval(
+                _SEEN,
+                row["to_number"],
+                row["text"],
+                row["user_data"] or "",
+                since,
+                until,
+                row["id"],
+            )
+        if seen is not None:
+            await self._found(row, seen, "webhook")
+            return
+        listed: bool = False
+        if self._can_list:
+            try:
+                answer = await api.sms_list("OUT", since, until)
+            except CallrApiError as error:
+                log.warning("send_lookup_failed", send_id=row["id"], error=str(error))
+            else:
+                listed = True
+                found = await self._match(row, answer.value)
+                if found is not None:
+                    await self._found(row, found, "lookup")
+                    return
+        if listed and now >= tried_at + self._lookup_after:
+            await self._write(
+                row,
+                row["seq"] + 1,
+                Step.ABSENT,
+                now,
+                attempt=row["attempts"],
+                reason=f"not in CALLR's list of the SMS sent from {since.isoformat()}",
+            )
+            metrics.SENDS.labels("absent").inc()
+            log.info("send_absent", send_id=row["id"], attempt=row["attempts"])
+            return
+        if now >= tried_at + self._unknown_after:
+            reason = (
+                "CALLR's list could not be read"
+                if self._can_list
+                else "no CALLR login to read its list of SMS, and no webhook reported it"
+            )
+            await self._write(
+                row,
+                row["seq"] + 1,
+                Step.UNKNOWN,
+                now,
+                attempt=row["attempts"],
+                reason=f"undecided after {self._unknown_after}: {reason}",
+            )
+            metrics.SENDS.labels("unknown").inc()
+            log.error("send_unknown", send_id=row["id"], reason=reason)
+            return
+        # Look again: when the list counts as complete, or in a while.
+        again = tried_at + self._lookup_after if listed else now + timedelta(seconds=15)
+        again = max(min(again, tried_at + self._unknown_after), now + timedelta(seconds=0.2))
+        async with self._pool.acquire() as conn:
+            await conn.execute(_LATER, row["id"], again, row["seq"])
+
+    async def _match(self, row: Any, listed: Any) -> str | None:
+        candidates = [
+            str(obj["hash"]).lower()
+            for obj in listed
+            if isinstance(obj, dict)
+            and obj.get("to") == row["to_number"]
+            and obj.get("text") == row["text"]
+            and (obj.get("user_data") or None) == (row["user_data"] or None)
+            and obj.get("hash")
+        ]
+        if not candidates:
+            return None
+        async with self._pool.acquire() as conn:
+            held = {r["sms_id"] for r in await conn.fetch(_HELD, candidates, row["id"])}
+        free = [c for c in candidates if c not in held]
+        return free[0] if free else None
+
+    async def _found(self, row: Any, sms_id: str, how: str) -> None:
+        await self._write(
+            row,
+            row["seq"] + 1,
+            Step.ACCEPTED,
+            datetime.now(UTC),
+            attempt=row["attempts"],
+            sms_id=sms_id,
+            how=how,
+            message=message_of(row),
+        )
+        metrics.SENDS.labels("found").inc()
+        log.info("send_found", send_id=row["id"], sms_id=sms_id, how=how)
+
+    # ------------------------------------------------------------------ steps
+
+    async def _write(self, row: Any, seq: int, step: Step, at: datetime, **fields: Any) -> bool:
+        """Store and apply the send's step `seq`; False when the send moved on without us."""
+        async with self._pool.acquire() as conn:
+            written = await append_step(
+                conn, row["id"], seq, step, at, source=SOURCE, routing_window=self._window, **fields
+            )
+        if not written:
+            log.info("send_taken_elsewhere", send_id=row["id"], step=step.value)
+        return written
+
+
+def _backoff(attempt: int) -> float:
+    """1, 2, 4 ... seconds up to a minute, with a quarter of jitter."""
+    base: float = min(_MAX_BACKOFF, 2.0 ** (attempt - 1))
+    return base * (0.75 + random.random() / 2)  # noqa: S311 (jitter)

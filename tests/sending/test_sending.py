@@ -1,0 +1,336 @@
+"""Sending SMS through the receiver: durable, never twice, known before CALLR's first report.
+
+Every test runs a real app (its sender included) against the fake CALLR on loopback,
+which creates SMS for `sms.send`, REST v1.1 `POST /sms` and v2, and misbehaves on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from receiver.app import create_app
+from receiver.callr.sms import Status
+from receiver.db.engine import create_pool
+from receiver.replay import rebuild
+from tests.callr_events import lifecycle, v2_event
+from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.fake_callr import FakeCallr, fake_callr
+from tests.forwarding.conftest import register
+from tests.forwarding.handler_server import handler_server
+from tests.support import fetch, running, until_projected
+
+SEND = "send-token-0123456789abcdef"
+PREFIXED = "send-token-billing-0123456789"
+READ = "read-token-0123456789abcdef"
+ADMIN = "admin-token-0123456789abcdef"
+TO = "+33612345678"
+# Lost answers looked for at once; the list complete half a second after a try.
+QUICK = {
+    "send_tokens": f"{SEND},{PREFIXED}=billing-",
+    "api_tokens": READ,
+    "admin_tokens": ADMIN,
+    "send_lookup_after": timedelta(seconds=0.5),
+    "send_unknown_after": timedelta(seconds=1.5),
+    "dispatch_poll_interval": 0.2,
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def callr() -> AsyncIterator[FakeCallr]:
+    async with fake_callr() as server:
+        yield server
+
+
+async def until_state(
+    client: httpx.AsyncClient, send_id: str, *states: str, seconds: float = 20.0
+) -> dict[str, Any]:
+    """The send once it is in one of `states`."""
+    async with asyncio.timeout(seconds):
+        while True:
+            answer = await client.get(f"/api/v1/sms/{send_id}", headers=bearer(READ))
+            assert answer.status_code == 200, answer.text
+            body: dict[str, Any] = answer.json()
+            if body["state"] in states:
+                return body
+            await asyncio.sleep(0.05)
+
+
+async def post(
+    client: httpx.AsyncClient, body: Any, token: str = SEND, key: str | None = None
+) -> httpx.Response:
+    headers = bearer(token) | ({"idempotency-key": key} if key else {})
+    return await client.post("/api/v1/sms", json=body, headers=headers)
+
+
+async def test_a_send_is_durable_at_once_and_its_record_exists_before_any_webhook(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    settings = make_settings(**QUICK, **callr.settings())
+    async with running(create_app(settings)) as client:
+        answer = await post(
+            client,
+            {"to": TO, "text": "Votre code : 4821", "user_data": "otp-42", "nature": "alerting"},
+        )
+        assert answer.status_code == 202, answer.text
+        queued = answer.json()
+        assert queued["state"] in ("queued", "submitted", "accepted")
+        assert (queued["parts"], queued["encoding"], queued["attempts"]) == (1, "gsm", 0)
+        assert answer.headers["location"] == f"/api/v1/sms/{queued['id']}"
+        sent = await until_state(client, queued["id"], "accepted")
+        record = await client.get(f"/api/v1/messages/{sent['sms_id']}", headers=bearer(READ))
+    assert len(callr.created) == 1
+    made = callr.created[0]
+    assert (made["to"], made["text"], made["user_data"]) == (TO, "Votre code : 4821", "otp-42")
+    assert made["nature"] == "ALERTING"
+    assert sent["sms_id"] == made["hash"].lower()
+    assert sent["attempts"] == 1
+    assert sent["error"] is None
+    # No webhook came: the record is the send's own, user_data and text included.
+    message = record.json()
+    assert record.status_code == 200
+    assert (message["user_data"], message["text"], message["to"]) == ("otp-42", made["text"], TO)
+    assert message["status"] == "created"
+
+
+async def test_the_same_key_is_the_same_send_and_another_body_a_conflict(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    body = {"to": TO, "text": "Rendez-vous demain 9h", "user_data": "rdv-7"}
+    async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
+        first = await post(client, body, key="rdv-7-reminder")
+        again = await asyncio.gather(*(post(client, body, key="rdv-7-reminder") for _ in range(5)))
+        await until_state(client, first.json()["id"], "accepted")
+        after = await post(client, body, key="rdv-7-reminder")
+        other = await post(client, {**body, "text": "Rendez-vous demain 10h"}, key="rdv-7-reminder")
+    assert first.status_code == 202
+    assert {a.status_code for a in again} == {200}
+    assert {a.json()["id"] for a in [*again, after]} == {first.json()["id"]}
+    assert after.json()["state"] == "accepted"
+    assert other.status_code == 409
+    assert other.json()["parameter"] == "Idempotency-Key"
+    assert len(callr.created) == 1
+
+
+async def test_scopes_and_prefixes(make_settings: SettingsFactory, callr: FakeCallr) -> None:
+    body = {"to": TO, "text": "hello"}
+    async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
+        read = await post(client, body, token=READ)
+        nobody = await client.post("/api/v1/sms", json=body)
+        unknown = await post(client, body, token="not-a-token-0123456789abc")
+        outside = await post(client, {**body, "user_data": "sales-1"}, token=PREFIXED)
+        missing = await post(client, body, token=PREFIXED)
+        inside = await post(client, {**body, "user_data": "billing-9"}, token=PREFIXED)
+        admin = await post(client, body, token=ADMIN)
+        send_reads = await client.get("/api/v1/messages", headers=bearer(SEND))
+        send_sees_its_send = await client.get(
+            f"/api/v1/sms/{inside.json()['id']}", headers=bearer(SEND)
+        )
+    assert read.status_code == 403
+    assert "send" in read.json()["error"]
+    assert nobody.status_code == 401
+    assert unknown.status_code == 401
+    assert outside.status_code == 400
+    assert outside.json()["parameter"] == "user_data"
+    assert missing.status_code == 400
+    assert missing.json()["parameter"] == "user_data"
+    assert inside.status_code == 202
+    assert admin.status_code == 202
+    assert send_reads.status_code == 403
+    assert send_sees_its_send.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "parameter"),
+    [
+        ({"to": "0612345678", "text": "hi"}, "to"),
+        ({"to": "+0612345678", "text": "hi"}, "to"),
+        ({"to": TO, "text": ""}, "text"),
+        ({"to": TO, "text": "x" * 3201}, "text"),
+        ({"to": TO}, "text"),
+        ({"to": TO, "text": "hi", "from": "123456789012345678"}, "from"),
+        ({"to": TO, "text": "hi", "from": "TWELVE-CHARS"}, "from"),
+        ({"to": TO, "text": "hi", "from": "Acme!"}, "from"),
+        ({"to": TO, "text": "hi", "user_data": "u" * 256}, "user_data"),
+        ({"to": TO, "text": "hi", "nature": "urgent"}, "nature"),
+        ({"to": TO, "text": "hi", "encoding": "latin1"}, "encoding"),
+        ({"to": TO, "text": "hi", "priority": 1}, "priority"),
+        ([TO, "hi"], None),
+    ],
+)
+async def test_a_bad_field_is_a_400_naming_it(
+    make_settings: SettingsFactory, callr: FakeCallr, body: Any, parameter: str | None
+) -> None:
+    async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
+        answer = await post(client, body)
+        bad_key = await post(client, {"to": TO, "text": "hi"}, key="has space")
+        listed = await client.get("/api/v1/sms/nothing-here", headers=bearer(READ))
+    assert answer.status_code == 400
+    assert answer.json()["parameter"] == parameter
+    assert bad_key.status_code == 400
+    assert bad_key.json()["parameter"] == "Idempotency-Key"
+    assert listed.status_code == 404
+    assert callr.created == []
+
+
+async def test_parts_and_encoding_are_known_in_the_202(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    texts = [
+        ("a" * 160, None, 1, "gsm"),
+        ("a" * 161, None, 2, "gsm"),
+        ("€" * 81, None, 2, "gsm"),
+        ("🙂" * 35, None, 1, "unicode"),
+        ("a" * 69 + "🙂", None, 2, "unicode"),
+        ("x" * 3200, None, 21, "gsm"),
+        ("Fête à 20h ç", "gsm", 1, "gsm"),
+    ]
+    async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
+        answers = [
+            await post(client, {"to": TO, "text": text} | ({"encoding": enc} if enc else {}))
+            for text, enc, _, _ in texts
+        ]
+    got = [(a.json()["parts"], a.json()["encoding"]) for a in answers]
+    assert got == [(parts, encoding) for _, _, parts, encoding in texts]
+    assert answers[-1].json()["replaced"] == ["ê", "ç"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "state", "created"),
+    [
+        ("drop", "accepted", 1),  # created, answer cut: found in CALLR's list
+        ("hang", "accepted", 1),  # created, answer too late: found
+        ("hang_before", "accepted", 1),  # nothing created, no answer: absent, sent again
+        ("503", "accepted", 1),  # nothing created: tried again
+        ("429", "accepted", 1),
+        ("refuse", "rejected", 0),  # CALLR's refusal is final
+    ],
+)
+async def test_each_misbehaviour_ends_in_one_sms_or_a_refusal(
+    make_settings: SettingsFactory, callr: FakeCallr, fault: str, state: str, created: int
+) -> None:
+    callr.faults = [fault]
+    async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
+        answer = await post(client, {"to": TO, "text": f"fault {fault}", "user_data": "f"})
+        done = await until_state(client, answer.json()["id"], "accepted", "rejected", "unknown")
+    assert done["state"] == state
+    assert len(callr.created) == created
+    if state == "accepted":
+        assert done["sms_id"] == callr.created[0]["hash"].lower()
+    else:
+        assert done["error"] == "INVALID_PHONE_NUMBER (code 22)"
+        assert done["attempts"] == 1
+
+
+async def test_v2_send_records_the_user_data_and_a_reply_routes_to_its_handler(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    settings = make_settings(**QUICK, **callr.v2_settings())
+    async with handler_server() as handler, running(create_app(settings)) as client:
+        await register(settings.database_url or "", user_data="survey-3", url=handler.url("/r"))
+        answer = await post(
+            client, {"to": TO, "text": "Satisfait ? OUI/NON", "user_data": "survey-3"}
+        )
+        sent = await until_state(client, answer.json()["id"], "accepted")
+        reply = json.loads(
+            v2_event("evt-reply-1", "mo00000001", lifecycle(Status.DELIVERED), inbound=True)
+        )
+        reply["payload"]["created"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        posted = await client.post(
+            f"/webhooks/callr/{TEST_URL_TOKEN}", content=json.dumps(reply).encode()
+        )
+        await until_projected(client)
+        async with asyncio.timeout(20):
+            while not handler.on("/r"):  # noqa: ASYNC110 (the handler records what it gets)
+                await asyncio.sleep(0.05)
+    assert sent["api"] == "v2"
+    assert callr.created[0]["user_data"] == ""  # v2 carries none: the receiver keeps it
+    assert posted.status_code == 200
+    forwarded = json.loads(handler.on("/r")[0].body)
+    assert forwarded["user_data"] == "survey-3"
+
+
+async def test_an_undecidable_send_is_unknown_never_sent_again_and_an_admin_settles_it(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    # v2 alone: no login to read CALLR's list, and no webhook reports the SMS.
+    callr.faults = ["drop"]
+    settings = make_settings(**QUICK, **callr.v2_settings())
+    async with running(create_app(settings)) as client:
+        answer = await post(client, {"to": TO, "text": "lost", "user_data": "u-1"})
+        send_id = answer.json()["id"]
+        unknown = await until_state(client, send_id, "unknown")
+        await asyncio.sleep(1.0)
+        still = await client.get(f"/api/v1/sms/{send_id}", headers=bearer(READ))
+        by_reader = await client.post(
+            f"/api/v1/sms/{send_id}/settle", json={"state": "queued"}, headers=bearer(READ)
+        )
+        settled = await client.post(
+            f"/api/v1/sms/{send_id}/settle",
+            json={"state": "accepted", "sms_id": callr.created[0]["hash"]},
+            headers=bearer(ADMIN),
+        )
+        twice = await client.post(
+            f"/api/v1/sms/{send_id}/settle", json={"state": "queued"}, headers=bearer(ADMIN)
+        )
+        record = await client.get(
+            f"/api/v1/messages/{callr.created[0]['hash'].lower()}", headers=bearer(READ)
+        )
+    assert "no CALLR login" in unknown["reason"]
+    assert unknown["error"] is None
+    assert still.json()["state"] == "unknown"
+    assert len(callr.created) == 1
+    assert by_reader.status_code == 403
+    assert settled.status_code == 200
+    assert settled.json()["state"] == "accepted"
+    assert twice.status_code == 409
+    assert record.json()["user_data"] == "u-1"
+
+
+async def test_sending_unconfigured_is_a_503_that_says_what_to_set(
+    make_settings: SettingsFactory,
+) -> None:
+    async with running(create_app(make_settings(**QUICK))) as client:
+        answer = await post(client, {"to": TO, "text": "hi"})
+    assert answer.status_code == 503
+    assert "RECEIVER_CALLR_API_KEY" in answer.json()["error"]
+
+
+async def test_rebuild_reproduces_every_send_and_its_record(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    callr.faults = ["drop", "refuse", "503"]
+    settings = make_settings(**QUICK, **callr.settings())
+    async with running(create_app(settings)) as client:
+        ids = [
+            (await post(client, {"to": TO, "text": f"n{n}", "user_data": f"u{n}"})).json()["id"]
+            for n in range(4)
+        ]
+        for send_id in ids:
+            await until_state(client, send_id, "accepted", "rejected")
+    assert settings.database_url is not None
+    query = (
+        "SELECT id, state, sms_id, error, attempts, to_number, text, user_data, parts, seq"
+        " FROM sends ORDER BY id"
+    )
+    records = "SELECT sms_id, user_data, text, to_number, status FROM messages ORDER BY sms_id"
+    before = await fetch(settings.database_url, query), await fetch(settings.database_url, records)
+    pool = await create_pool(settings.database_url, size=2, command_timeout=30)
+    try:
+        await rebuild(pool)
+    finally:
+        await pool.close()
+    after = await fetch(settings.database_url, query), await fetch(settings.database_url, records)
+    assert after == before
+    assert len(before[0]) == 4
+    assert len(before[1]) == 3
