@@ -146,6 +146,64 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "SendRequest": {
+        "type": "object",
+        "required": ["to", "text"],
+        "additionalProperties": False,
+        "properties": {
+            "to": {"type": "string", "pattern": "^\\+[1-9][0-9]{6,14}$"},
+            "text": {"type": "string", "minLength": 1, "maxLength": 3200},
+            "from": _nullable("string", description="CALLR's sender rules"),
+            "user_data": _nullable(
+                "string",
+                maxLength=255,
+                description="replies route by it (a send token's PREFIX must start it)",
+            ),
+            "nature": {"type": ["string", "null"], "enum": ["alerting", "marketing", None]},
+            "encoding": {"type": ["string", "null"], "enum": ["gsm", "unicode", None]},
+        },
+    },
+    "Send": {
+        "type": "object",
+        "required": ["id", "state", "sms_id", "error", "attempts", "parts", "encoding"],
+        "properties": {
+            "id": {"type": "string"},
+            "state": {
+                "type": "string",
+                "enum": ["queued", "submitted", "accepted", "rejected", "unknown"],
+            },
+            "sms_id": _nullable("string", description="CALLR's id, once accepted"),
+            "error": _nullable("string", description="CALLR's reason, when rejected"),
+            "reason": _nullable("string", description="why the last step was taken"),
+            "attempts": {"type": "integer"},
+            "to": {"type": "string"},
+            "from": _nullable("string"),
+            "text": {"type": "string"},
+            "user_data": _nullable("string"),
+            "nature": _nullable("string"),
+            "encoding": {"type": "string", "enum": ["gsm", "unicode"]},
+            "parts": {"type": "integer", "minimum": 1},
+            "forced_unicode_by": {"type": "array", "items": {"type": "string"}},
+            "replaced": {"type": "array", "items": {"type": "string"}},
+            "api": {"type": "string", "enum": ["v1", "v2"]},
+            "idempotency_key": _nullable("string"),
+            "requested_at": _time(False),
+            "attempted_at": _time(),
+            "decided_at": _time(),
+            "updated_at": _time(False),
+            "next_at": _time(),
+        },
+    },
+    "Settle": {
+        "type": "object",
+        "required": ["state"],
+        "additionalProperties": False,
+        "properties": {
+            "state": {"type": "string", "enum": ["accepted", "rejected", "queued"]},
+            "sms_id": {"type": "string", "description": "with accepted: CALLR's SMS id"},
+            "error": {"type": "string", "maxLength": 1000},
+        },
+    },
     "SmsPreview": {
         "type": "object",
         "required": [
@@ -602,6 +660,60 @@ _PATHS: dict[str, Any] = {
         [],
         _json(_ref("Status"), "the status"),
     ),
+    "/api/v1/sms": {
+        "post": {
+            "summary": "Send an SMS through the receiver: durable at the 202, never sent twice",
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 255},
+                    "description": "the same key and request: the same send, no second SMS",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("SendRequest")}},
+            },
+            "responses": {
+                "202": _json(_ref("Send"), "durable: the sender takes it to CALLR"),
+                "200": _json(_ref("Send"), "the send this key already names"),
+                "403": _json(_ref("Error"), "a read token: sending needs a send or admin token"),
+                "409": _json(_ref("Error"), "the key names a send of another request"),
+                "503": _json(_ref("Error"), "sending is not configured"),
+                **_ERRORS,
+            },
+        },
+    },
+    "/api/v1/sms/{send_id}": {
+        "get": {
+            "summary": "A send through the receiver: its state, CALLR's id or refusal",
+            "parameters": [_path("send_id", "the send's id (snd_...)")],
+            "responses": {
+                "200": _json(_ref("Send"), "the send"),
+                "404": _json(_ref("Error"), "no such send"),
+                "401": _ERRORS["401"],
+            },
+        },
+    },
+    "/api/v1/sms/{send_id}/settle": {
+        "post": {
+            "summary": "Say what became of an unknown send (admin)",
+            "parameters": [_path("send_id", "the send's id (snd_...)")],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("Settle")}},
+            },
+            "responses": {
+                "200": _json(_ref("Send"), "settled"),
+                "404": _json(_ref("Error"), "no such send"),
+                "409": _json(_ref("Error"), "the send is not unknown"),
+                **_ERRORS,
+                **_ADMIN,
+            },
+        },
+    },
     "/api/v1/sms/preview": {
         "post": {
             "summary": "The parts and encoding a text takes, by CALLR's rules (nothing is sent)",
@@ -693,7 +805,8 @@ DESCRIPTION: dict[str, Any] = {
     "info": {
         "title": "receiver",
         "version": version("receiver"),
-        "description": "What happened to the SMS sent through CALLR, for internal dashboards.",
+        "description": "What happened to the SMS sent through CALLR, for internal dashboards;"
+        " and sending SMS through the receiver.",
     },
     "security": [{"bearer": []}],
     "paths": _PATHS,

@@ -7,26 +7,26 @@ user_data starting with PREFIX); reading a send, for any token; settling an
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.callr.sends import SendState, Step
+from receiver.callr.sends import SendState
 from receiver.http import JSONResponse, error_response
 from receiver.sending.requests import (
     Conflict,
     Invalid,
-    append_step,
+    NotSettled,
     find,
-    message_of,
     read_key,
     read_request,
     request_send,
     view,
 )
+from receiver.sending.requests import settle as settle_send
 
 _SMS_ID = 64
 _SETTLE_FIELDS = {"state", "sms_id", "error"}
@@ -85,35 +85,22 @@ async def settle(request: Request) -> Response:
     problem = _settle_problem(document)
     if problem is not None:
         return error_response(400, problem[1], parameter=problem[0])
-    state = SendState(document["state"])
     window = timedelta(hours=request.app.state.settings.routing_window_hours)
-    async with request.state.pool.acquire() as conn:
-        row = await find(conn, request.path_params["send_id"])
-        if row is None:
-            return error_response(404, "no send has this id")
-        if row["state"] != SendState.UNKNOWN:
-            return error_response(
-                409, f"only an unknown send is settled; this one is {row['state']}", id=row["id"]
+    try:
+        async with request.state.pool.acquire() as conn:
+            row = await settle_send(
+                conn,
+                request.path_params["send_id"],
+                state=SendState(document["state"]),
+                sms_id=document.get("sms_id"),
+                error=document.get("error"),
+                source="POST /api/v1/sms/{id}/settle",
+                routing_window=window,
             )
-        fields: dict[str, Any] = {"state": state.value, "attempt": row["attempts"]}
-        if state is SendState.ACCEPTED:
-            fields |= {"sms_id": document["sms_id"].lower(), "message": message_of(row)}
-        elif state is SendState.REJECTED:
-            fields["error"] = document.get("error") or "settled by an admin: not sent"
-        fields["reason"] = "settled by an admin"
-        written = await append_step(
-            conn,
-            row["id"],
-            row["seq"] + 1,
-            Step.SETTLED,
-            datetime.now(UTC),
-            source="POST /api/v1/sms/{id}/settle",
-            routing_window=window,
-            **fields,
-        )
-        if not written:
-            return error_response(409, "the send moved on meanwhile: read it again", id=row["id"])
-        row = await find(conn, row["id"])
+    except NotSettled as error:
+        return error_response(409, str(error), id=request.path_params["send_id"])
+    if row is None:
+        return error_response(404, "no send has this id")
     return JSONResponse(view(row))
 
 

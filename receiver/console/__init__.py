@@ -17,6 +17,7 @@ from receiver.api.params import Cursors
 from receiver.api.queries import Queries
 from receiver.console.mask import Mask
 from receiver.console.reads import TrafficCounts
+from receiver.console.sends import SendPages
 from receiver.console.session import Sessions
 from receiver.console.signin import SignIn
 from receiver.console.throttle import SignInThrottle
@@ -39,6 +40,7 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
     )
     page, action = console.page, console.action
     tokens_page = TokenPages(console)
+    sends_page = SendPages(console)
     signing = SignIn(console, SignInThrottle())
     return [
         Route("/console", page(console.overview), methods=["GET"]),
@@ -62,6 +64,9 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
         Route("/console/tokens", page(tokens_page.page), methods=["GET"]),
         Route("/console/tokens", action(tokens_page.add), methods=["POST"]),
         Route("/console/tokens/{name}/revoke", action(tokens_page.revoke), methods=["POST"]),
+        Route("/console/sends", page(sends_page.list), methods=["GET"]),
+        Route("/console/sends/{send_id}", page(sends_page.page), methods=["GET"]),
+        Route("/console/sends/{send_id}/settle", action(sends_page.settle), methods=["POST"]),
         Mount(
             "/console/static",
             StaticFiles(directory=Path(__file__).parent / "static"),

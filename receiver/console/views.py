@@ -52,6 +52,9 @@ _TEMPLATES = Path(__file__).parent / "templates"
 # A number search: digits, an optional leading +, the usual spacing; at most E.164's 15.
 _LOOKS_LIKE_NUMBER = re.compile(r"\+?[0-9 ().-]{1,24}")
 _FORM_MAX_BYTES = 64 * 1024
+# The send through the receiver that made an SMS, if one did.
+_SEND_OF = "SELECT id, state, attempts, requested_at FROM sends WHERE sms_id = $1"
+_UNKNOWN_SENDS = "SELECT count(*) FROM sends WHERE state = 'unknown'"
 _NOTICES = {
     "retried": "{n} forward(s) queued to be sent again.",
     "not-retried": "{n} forward(s) could not be sent again (pending, in flight, or no handler).",
@@ -63,6 +66,7 @@ _NOTICES = {
     "signed-out-everywhere": "Signed out everywhere: {n} session(s) ended.",
     "token-revoked": "Token revoked: it opens nothing within seconds.",
     "token-not-revoked": "No live token of that name.",
+    "send-settled": "Send settled.",
 }
 CLOSED = (
     "The console is closed: no RECEIVER_API_TOKENS or RECEIVER_ADMIN_TOKENS is configured,"
@@ -202,6 +206,7 @@ class Console:
             conflicts = await reads.conflict_count(conn, now - window.span)
             forwards = await reads.forward_counts(conn)
             waiting = await reads.waiting_for_handlers(conn)
+            unknown_sends = await conn.fetchval(_UNKNOWN_SENDS)
             behind = await backlog(conn)
         chart = stacked_bars(
             f"Webhooks a minute by result, the last {window.name}",
@@ -219,6 +224,7 @@ class Console:
             conflicts=conflicts,
             forwards=forwards,
             waiting=waiting,
+            unknown_sends=unknown_sends,
             # The lists' window starts where the overview's does (their filter reads
             # the status time, in UTC as the form writes it).
             since=f"{now - window.span:%Y-%m-%dT%H:%M:%S}",
@@ -294,11 +300,13 @@ class Console:
             forward_ids = [f["id"] for f in found["forwards"]]
             attempts = await reads.attempts_of(conn, forward_ids)
             handlers = {h.id: h for h in await list_handlers(conn)}
+            sent = await conn.fetchrow(_SEND_OF, found["id"])
         return self.render(
             request,
             session,
             "message.html",
             m=found,
+            sent=sent,
             events=[e for e in events if e is not None],
             replies=replies,
             attempts=attempts,

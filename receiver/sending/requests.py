@@ -239,6 +239,54 @@ async def append_step(
     return bool(new)
 
 
+class NotSettled(Exception):
+    """Only an unknown send is settled: this one is not (any more)."""
+
+
+async def settle(
+    conn: Any,
+    send_id: str,
+    *,
+    state: sends.SendState,
+    sms_id: str | None,
+    error: str | None,
+    source: str,
+    routing_window: timedelta,
+) -> Any:
+    """An admin says what became of an `unknown` send: accepted (with CALLR's SMS id),
+    rejected (never sent), or queued (certainly not sent: send it again).
+
+    Returns the send as it is now; None when no send has the id. Raises `NotSettled`
+    when the send is not unknown, or moved on meanwhile.
+    """
+    row = await find(conn, send_id)
+    if row is None:
+        return None
+    if row["state"] != sends.SendState.UNKNOWN:
+        raise NotSettled(f"only an unknown send is settled; this one is {row['state']}")
+    fields: dict[str, Any] = {"state": state.value, "attempt": row["attempts"]}
+    if state is sends.SendState.ACCEPTED:
+        if not sms_id:
+            raise Invalid("sms_id", "an accepted send needs CALLR's SMS id")
+        fields |= {"sms_id": sms_id.lower(), "message": message_of(row)}
+    elif state is sends.SendState.REJECTED:
+        fields["error"] = error or "settled by an admin: not sent"
+    fields["reason"] = "settled by an admin"
+    written = await append_step(
+        conn,
+        row["id"],
+        row["seq"] + 1,
+        sends.Step.SETTLED,
+        datetime.now(UTC),
+        source=source,
+        routing_window=routing_window,
+        **fields,
+    )
+    if not written:
+        raise NotSettled("the send moved on meanwhile: read it again")
+    return await find(conn, row["id"])
+
+
 def message_of(row: Any) -> dict[str, Any]:
     """What the message record of an accepted send takes from it."""
     return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -334,3 +335,51 @@ async def test_rebuild_reproduces_every_send_and_its_record(
     assert after == before
     assert len(before[0]) == 4
     assert len(before[1]) == 3
+
+
+async def test_the_console_shows_sends_and_an_admin_settles_an_unknown_one(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    callr.faults = ["drop"]
+    settings = make_settings(**QUICK, **callr.v2_settings(), console_mask="numbers")
+    async with running(create_app(settings)) as client:
+        lost = (await post(client, {"to": TO, "text": "lost", "user_data": "u-7"})).json()["id"]
+        sent = (await post(client, {"to": TO, "text": "fine", "user_data": "u-8"})).json()["id"]
+        await until_state(client, lost, "unknown")
+        accepted = await until_state(client, sent, "accepted")
+        await sign_in(client, READ)
+        listed = await client.get("/console/sends?state=unknown")
+        overview = await client.get("/console")
+        as_reader = await client.get(f"/console/sends/{lost}")
+        message = await client.get(f"/console/messages/{accepted['sms_id']}")
+        await client.post("/console/logout", data={"csrf": csrf_of(overview)})
+        await sign_in(client, ADMIN)
+        page = await client.get(f"/console/sends/{lost}")
+        settled = await client.post(
+            f"/console/sends/{lost}/settle",
+            data={"csrf": csrf_of(page), "state": "queued"},
+        )
+        after = await until_state(client, lost, "accepted")
+    assert listed.status_code == 200
+    assert lost in listed.text
+    assert sent not in listed.text
+    assert "+33612345678" not in listed.text  # masked
+    assert 'href="/console/sends?state=unknown" class="bad">1<' in overview.text
+    assert "An admin session settles it." in as_reader.text
+    assert f'href="/console/sends/{sent}"' in message.text
+    assert 'action="/console/sends/' in page.text
+    assert settled.status_code == 303
+    # Sent again on the admin's word: the fake now holds two SMS for two sends.
+    assert after["attempts"] == 2
+    assert len(callr.created) == 3
+
+
+async def sign_in(client: httpx.AsyncClient, token: str) -> None:
+    answer = await client.post("/console/login", data={"token": token, "next": ""})
+    assert answer.status_code == 303
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
