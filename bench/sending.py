@@ -31,8 +31,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.support import bench_server, scratch_database
+from support import bench_server, scratch_database
+
 from receiver.app import create_app
 from receiver.logging import configure_logging
 from receiver.settings import Settings
@@ -149,7 +151,8 @@ async def rate(url: str, sends: int) -> float:
         " WHERE text LIKE 'rate %'",
     )
     # The tries' starts: n of them span n - 1 intervals of the rate.
-    return (sends - 1) / (rows[0]["last"] - rows[0]["first"]).total_seconds()
+    span: timedelta = rows[0]["last"] - rows[0]["first"]
+    return (sends - 1) / span.total_seconds()
 
 
 def main() -> None:
