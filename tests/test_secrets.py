@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from receiver.http import loggable_path, server_error
 from tests.callr_events import mo_event
+from tests.fake_callr import API_KEY, FakeCallr, fake_callr
 from tests.forwarding.handler_server import handler_server, wait_for
 from tests.reliability.conftest import Receiver
 from tests.support import example
@@ -24,20 +25,29 @@ from tests.support import example
 URL_TOKEN = "url-token-that-must-stay-secret-0123"
 ADMIN = "admin-token-that-must-stay-secret-0123"
 PASSWORD = "handler-password-that-must-stay-secret"
+SEND_TOKEN = "send-token-that-must-stay-secret-0123"
 
 
 @pytest.mark.slow
 async def test_no_secret_reaches_the_output_of_a_run_that_takes_every_path(
     database_url: str, tmp_path: Path
 ) -> None:
+    async with fake_callr() as callr:
+        await _take_every_path(database_url, tmp_path, callr)
+
+
+async def _take_every_path(database_url: str, tmp_path: Path, callr: FakeCallr) -> None:
     receiver = Receiver(
         database_url,
         tmp_path,
         RECEIVER_CALLR_HMAC_SECRETS="",
         RECEIVER_CALLR_URL_TOKEN=URL_TOKEN,
         RECEIVER_ADMIN_TOKENS=ADMIN,
+        RECEIVER_SEND_TOKENS=f"{SEND_TOKEN}=shop",
         RECEIVER_DISPATCHER="true",
         RECEIVER_DISPATCH_POLL_INTERVAL="0.2",
+        RECEIVER_CALLR_API_URL=callr.url,
+        RECEIVER_CALLR_API_KEY=API_KEY,
     )
     auth = {"authorization": f"Bearer {ADMIN}"}
     async with handler_server() as handler, httpx.AsyncClient(base_url=receiver.url) as client:
@@ -68,13 +78,21 @@ async def test_no_secret_reaches_the_output_of_a_run_that_takes_every_path(
             assert signed_in.status_code == 303
             wrong = await client.post("/console/login", data={"token": URL_TOKEN})
             assert wrong.status_code == 401
+            sent = await client.post(
+                "/api/v1/sms",
+                headers={"authorization": f"Bearer {SEND_TOKEN}"},
+                json={"to": "+33600000002", "text": "hello", "user_data": "shop-1"},
+            )
+            assert sent.status_code == 202
+            await wait_for(lambda: len(callr.created) == 1, seconds=15)
         finally:
             await asyncio.to_thread(receiver.stop)
     output = receiver.log.read_text()
     assert f"webhook URL     {receiver.url}/webhooks/callr/…{URL_TOKEN[-4:]}" in output
     assert "(token from RECEIVER_CALLR_URL_TOKEN, shown by its last 4)" in output
     assert '"event":"forward"' in output  # the forward was logged, its URL not
-    for secret in (URL_TOKEN, ADMIN, PASSWORD, handler.url("/h")):
+    assert '"event":"send_accepted"' in output
+    for secret in (URL_TOKEN, ADMIN, PASSWORD, handler.url("/h"), SEND_TOKEN, API_KEY):
         assert secret not in output, secret
 
 

@@ -26,6 +26,7 @@ from tests.fake_callr import FakeCallr, fake_callr
 from tests.forwarding.conftest import register
 from tests.forwarding.handler_server import handler_server
 from tests.support import fetch, running, until_projected
+from tests.test_cli import receiver_command
 
 SEND = "send-token-0123456789abcdef"
 PREFIXED = "send-token-billing-0123456789"
@@ -383,3 +384,30 @@ def csrf_of(page: httpx.Response) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert found, "the page has no form with a CSRF token"
     return found.group(1)
+
+
+async def test_receiver_send_from_the_shell_queues_once_per_key(
+    make_settings: SettingsFactory, callr: FakeCallr, database_url: str
+) -> None:
+    env = {"RECEIVER_DATABASE_URL": database_url, **callr.environment()}
+    args = ["send", "--to", TO, "--text", "from the shell", "--user-data", "ops-1"]
+    first = await asyncio.to_thread(receiver_command, *args, "--idempotency-key", "k1", env=env)
+    again = await asyncio.to_thread(receiver_command, *args, "--idempotency-key", "k1", env=env)
+    other = await asyncio.to_thread(
+        receiver_command, *args[:-1], "ops-2", "--idempotency-key", "k1", env=env
+    )
+    bad = await asyncio.to_thread(receiver_command, "send", "--to", "0612", "--text", "x", env=env)
+    assert first.returncode == 0, first.stderr
+    queued = json.loads(first.stdout)
+    assert queued["state"] == "queued"
+    assert json.loads(again.stdout)["id"] == queued["id"]
+    assert "found by its key" in again.stderr
+    assert other.returncode == 2
+    assert "Idempotency-Key" in other.stderr
+    assert bad.returncode == 2
+    assert "E.164" in bad.stderr
+    # A serve (or worker) sends what the shell queued.
+    async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
+        sent = await until_state(client, queued["id"], "accepted")
+    assert len(callr.created) == 1
+    assert callr.created[0]["hash"].lower() == sent["sms_id"]
