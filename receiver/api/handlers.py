@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from receiver.api.auth import Tokens
+from receiver.api.models import Handler, HandlerList, NewHandlerAnswer, RetriedForward, answer
 from receiver.forwarding.handlers import (
     HandlerError,
     HandlerExists,
@@ -20,13 +21,13 @@ from receiver.forwarding.handlers import (
     set_enabled,
 )
 from receiver.forwarding.outbox import retry_forwards_by_id
-from receiver.http import JSONResponse, error_response, whole_number
+from receiver.http import error_response, whole_number
 
 
 async def list_all(request: Request) -> Response:
     async with request.state.pool.acquire() as conn:
         handlers = await list_handlers(conn)
-    return JSONResponse({"items": [h.to_json() for h in handlers]})
+    return answer(HandlerList, {"items": [h.to_json() for h in handlers]})
 
 
 async def create(request: Request) -> Response:
@@ -40,7 +41,7 @@ async def create(request: Request) -> Response:
             handler, routed = await add_handler(conn, new, request.app.state.destinations)
     except HandlerError as error:
         return error_response(409 if isinstance(error, HandlerExists) else 400, str(error))
-    return JSONResponse({**handler.to_json(), "routed_forwards": routed}, status_code=201)
+    return answer(NewHandlerAnswer, {**handler.to_json(), "routed_forwards": routed}, 201)
 
 
 async def delete(request: Request) -> Response:
@@ -61,7 +62,7 @@ def _toggle(enabled: bool) -> Any:
                 handler = await set_enabled(conn, handler_id, enabled=enabled)
         if handler is None:
             return error_response(404, "no such handler")
-        return JSONResponse(handler.to_json())
+        return answer(Handler, handler.to_json())
 
     return toggle
 
@@ -120,7 +121,7 @@ async def retry(request: Request) -> Response:
         return error_response(
             409, "only a dead or delivered forward with a handler can be sent again"
         )
-    return JSONResponse({"id": forward_id, "state": "pending"})
+    return answer(RetriedForward, {"id": forward_id, "state": "pending"})
 
 
 def routes(tokens: Tokens) -> list[Route]:

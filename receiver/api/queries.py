@@ -18,10 +18,22 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.api.models import (
+    EventDetail,
+    EventPage,
+    EventsQuery,
+    ForwardPage,
+    ForwardsQuery,
+    MessageDetail,
+    MessagePage,
+    MessagesQuery,
+    allowed,
+    answer,
+)
 from receiver.api.params import BadParameter, Cursors, Params
 from receiver.callr.sms import Status
 from receiver.db.models import EventState, ForwardState
-from receiver.http import JSONResponse, error_response
+from receiver.http import error_response
 
 STATUSES = [status.value for status in Status]
 EVENT_STATES = [state.value for state in EventState]
@@ -244,21 +256,15 @@ class Queries:
             found = await message_detail(conn, sms_id)
         if found is None:
             return error_response(404, f"no message {sms_id.strip().lower()!r}")
-        return JSONResponse(found)
+        return answer(MessageDetail, found)
 
     async def messages(self, request: Request) -> Response:
         async with request.state.api_pool.acquire() as conn:
-            return JSONResponse(await self.messages_page(conn, request.query_params))
+            return answer(MessagePage, await self.messages_page(conn, request.query_params))
 
     async def messages_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
         """A page of messages for the filters in `query`; raises `BadParameter`."""
-        p = Params(
-            query,
-            allowed={
-                "direction", "status", "user_data", "from", "to", "number", "network",
-                "since", "until", "limit", "cursor",
-            },
-        )  # fmt: skip
+        p = Params(query, allowed=allowed(MessagesQuery))
         direction = p.choice("direction", ["outbound", "inbound"])
         statuses = p.choices("status", STATUSES)
         user_data, network = p.text("user_data"), p.text("network")
@@ -290,11 +296,11 @@ class Queries:
 
     async def events(self, request: Request) -> Response:
         async with request.state.api_pool.acquire() as conn:
-            return JSONResponse(await self.events_page(conn, request.query_params))
+            return answer(EventPage, await self.events_page(conn, request.query_params))
 
     async def events_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
         """A page of events for the filters in `query`; raises `BadParameter`."""
-        p = Params(query, allowed={"type", "state", "since", "until", "limit", "cursor"})
+        p = Params(query, allowed=allowed(EventsQuery))
         event_type, state = p.text("type"), p.choice("state", EVENT_STATES)
         since, until = p.time("since"), p.time("until")
         limit = p.integer("limit", default=100, low=1, high=1000)
@@ -312,15 +318,15 @@ class Queries:
             found = await event_detail(conn, event_id)
         if found is None:
             return error_response(404, f"no event {event_id!r}")
-        return JSONResponse(found)
+        return answer(EventDetail, found)
 
     async def forwards(self, request: Request) -> Response:
         async with request.state.api_pool.acquire() as conn:
-            return JSONResponse(await self.forwards_page(conn, request.query_params))
+            return answer(ForwardPage, await self.forwards_page(conn, request.query_params))
 
     async def forwards_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
         """A page of forwards for the filters in `query`; raises `BadParameter`."""
-        p = Params(query, allowed={"state", "handler", "since", "until", "limit", "cursor"})
+        p = Params(query, allowed=allowed(ForwardsQuery))
         state = p.choice("state", FORWARD_STATES)
         handler = p.integer("handler", default=-1, low=0, high=2**62)
         since, until = p.time("since"), p.time("until")

@@ -20,9 +20,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.api.models import Registration, answer
 from receiver.callr.own import registration_body, registration_event
 from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA
-from receiver.http import JSONResponse, error_response
+from receiver.http import error_response
 from receiver.projection.apply import store_and_apply
 
 _SMS_ID = re.compile(r"[A-Za-z0-9]{1,64}")
@@ -59,9 +60,10 @@ async def register(request: Request) -> Response:
         new = await store_and_apply(
             conn, [(envelope, body)], source="PUT /api/v1/messages/{id}", routing_window=window
         )
-    return JSONResponse(
+    return answer(
+        Registration,
         {"sms_id": sms_id.lower(), "event_id": envelope.event_id, "registered": bool(new)},
-        status_code=201 if new else 200,
+        201 if new else 200,
     )
 
 

@@ -9,9 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.api.models import Stats, StatsQuery, allowed, answer
 from receiver.api.params import BadParameter, Params
 from receiver.callr.sms import TERMINAL, Status
-from receiver.http import JSONResponse
 from receiver.projection.daily_stats import GROUPS, window
 
 _MAX_WINDOW = timedelta(days=366)
@@ -24,7 +24,7 @@ WHERE created_at >= $1 AND created_at < $2 GROUP BY state
 
 async def stats(request: Request) -> Response:
     """Counts per status, delivery rate, sent-to-delivered percentiles; optionally grouped."""
-    p = Params(request.query_params, allowed={"since", "until", "group_by"})
+    p = Params(request.query_params, allowed=allowed(StatsQuery))
     until = p.time("until") or datetime.now(UTC)
     since = p.time("since")
     if since is None:
@@ -38,7 +38,7 @@ async def stats(request: Request) -> Response:
     group = p.choice("group_by", list(GROUPS))
     async with request.state.api_pool.acquire() as conn:
         body = await stats_of(conn, since, until, group)
-    return JSONResponse(body)
+    return answer(Stats, body)
 
 
 async def stats_of(

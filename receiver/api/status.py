@@ -8,7 +8,7 @@ from importlib.metadata import version
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.http import JSONResponse
+from receiver.api.models import ServiceStatus, answer
 from receiver.projection.backlog import backlog
 
 
@@ -23,7 +23,8 @@ async def status(request: Request) -> Response:
         schema = await conn.fetchval("SELECT version_num FROM alembic_version")
     now = datetime.now(UTC)
     stalled_since = behind.stalled_since(request.app.state.settings.projection_stall_after, now=now)
-    return JSONResponse(
+    return answer(
+        ServiceStatus,
         {
             "projection": {
                 "pending": behind.pending,
@@ -35,5 +36,5 @@ async def status(request: Request) -> Response:
             },
             "schema": schema,
             "version": version("receiver"),
-        }
+        },
     )

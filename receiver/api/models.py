@@ -1,0 +1,552 @@
+"""The API's contract, typed: every request body, query and answer of /api/v1 as a model.
+
+The OpenAPI description (`receiver.api.openapi`) is generated from these models, and
+every answer goes out through its model (`answer`): a field a route adds without
+the contract, or a value of the wrong type, fails the route's tests instead of
+drifting from the description. Errors keep their shape, `{"error", "parameter"}`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from receiver.callr.gsm import MAX_TEXT
+from receiver.callr.sends import SendState
+from receiver.callr.sms import Status
+from receiver.db.models import EventState, ForwardState
+from receiver.http import JSONResponse, error_response
+
+# The enums' own values: a status, an event's or forward's state, a send's state.
+StatusName = Status
+EventStateName = EventState
+ForwardStateName = ForwardState
+SendStateName = SendState
+
+
+class Answer(BaseModel):
+    """An answer of the API: every field declared, nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Body(BaseModel):
+    """A request body: an unknown field is a 400 naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(Answer):
+    error: str
+    parameter: str | None = None
+    model_config = ConfigDict(extra="allow")  # some errors name the object (`id`, `sms_id`)
+
+
+# ------------------------------------------------------------------ messages
+
+
+class Message(Answer):
+    id: str = Field(description="the SMS id, lower case")
+    direction: Literal["outbound", "inbound"]
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    text: str | None = None
+    user_data: str | None = None
+    status: StatusName
+    provider_status: str = Field(description="as CALLR spelled it")
+    status_at: datetime
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    parts: int | None = None
+    cost: str | None = Field(
+        None,
+        description="v1's b_customer_debit, a decimal as CALLR reported it (CALLR documents"
+        " no unit)",
+    )
+    cost_cents: str | None = Field(
+        None, description="v2's cost, a decimal in cents as CALLR documents it"
+    )
+    network: str | None = Field(None, description="MCC+MNC")
+    encoding: str | None = None
+    nature: str | None = None
+    error: str | None = None
+    anomaly: bool = Field(description="the reports of this SMS disagree")
+
+
+class HistoryStep(Answer):
+    before: StatusName
+    after: StatusName
+    at: datetime
+    derived: bool = Field(description="inferred, not reported")
+    event_id: str
+    reported_at: datetime | None = Field(
+        None,
+        description="when the event that reported the step (or, derived, the event it was"
+        " inferred from) arrived",
+    )
+
+
+class MessageEvent(Answer):
+    event_id: str
+    type: str | None
+    received_at: datetime
+    state: EventStateName
+    tries: list[int]
+
+
+class Forward(Answer):
+    id: int
+    kind: Literal["reply", "status"] = Field(
+        description="an inbound SMS, or a change of an outbound SMS's status"
+    )
+    event_id: str
+    sms_id: str
+    handler_id: int | None = None
+    rule: Literal["user_data", "recent_mt", "default", "unrouted"]
+    user_data: str | None = None
+    mt_sms_id: str | None = None
+    status_before: str | None = Field(None, description="a status change: from")
+    status_after: str | None = Field(None, description="a status change: to")
+    state: ForwardStateName
+    attempts: int
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+    last_error: str | None = None
+
+
+class Reconciliation(Answer):
+    """What `receiver callr reconcile` last learned of an SMS."""
+
+    checks: int
+    checked_at: datetime
+    unknown: bool = Field(description="CALLR does not know it (not asked again)")
+    answer_status: str | None = None
+
+
+class MessageDetail(Message):
+    history: list[HistoryStep]
+    events: list[MessageEvent]
+    forwards: list[Forward]
+    reconciliation: Reconciliation | None = None
+
+
+class MessagePage(Answer):
+    items: list[Message]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+# -------------------------------------------------------------------- events
+
+
+class Event(Answer):
+    event_id: str
+    type: str | None = None
+    emitted_at: datetime | None = None
+    received_at: datetime
+    state: EventStateName
+    reason: str | None = None
+    sms_id: str | None = None
+
+
+class Delivery(Answer):
+    try_: int | None = Field(alias="try")
+    received_at: datetime
+    headers: dict[str, str]
+    conflict: bool
+    subscription: str | None = None
+    remote_addr: str | None = None
+    body: str | None = Field(None, description="a conflicting delivery's own body, when UTF-8")
+    body_base64: str | None = Field(None, description="a conflicting delivery's own body")
+
+
+class EventDetail(Event):
+    subscription: str | None = None
+    body: str | None = Field(None, description="the raw body, when it is UTF-8")
+    body_base64: str = Field(description="the raw body, always")
+    deliveries: list[Delivery]
+
+
+class EventPage(Answer):
+    items: list[Event]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class ForwardPage(Answer):
+    items: list[Forward]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class RetriedForward(Answer):
+    id: int
+    state: str
+
+
+# ------------------------------------------------------------------ handlers
+
+HandlerEvents = Literal["replies", "status"]
+
+
+class Handler(Answer):
+    id: int
+    user_data: str | None = Field(None, description="a final * matches a prefix")
+    default: bool
+    url: str
+    signed: bool
+    timeout: float
+    enabled: bool
+    created_at: datetime
+    events: list[HandlerEvents] = Field(description="the news it gets")
+    status_filter: str | None = Field(
+        None, description="with status: all changes, or terminal ones only"
+    )
+
+
+class NewHandlerAnswer(Handler):
+    routed_forwards: int = Field(description="waiting forwards routed to it at once")
+
+
+class HandlerList(Answer):
+    items: list[Handler]
+
+
+_NO_NUL_AND_NOT_ONLY_STAR = "^[^\\u0000]*[^*\\u0000][^\\u0000]*$"
+_URL = "^https?://[^/?#\\s\\u0000-\\u001f\\u007f-\\u009f][^\\s\\u0000-\\u001f\\u007f-\\u009f]*$"
+# A pattern, not a secret:
+_SECRET = "^(whsec_)?([A-Za-z0-9+/]{4}){8,}([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"  # noqa: S105
+
+
+class NewHandler(Body):
+    """Either a user_data value (or prefix) or the default handler, never both or neither."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["user_data"], "properties": {"default": {"const": False}}},
+                {
+                    "required": ["default"],
+                    "properties": {"default": {"const": True}},
+                    "not": {"required": ["user_data"]},
+                },
+            ]
+        },
+    )
+
+    user_data: str | None = Field(
+        None,
+        description="a value, or a prefix ending in '*'",
+        json_schema_extra={"type": "string", "pattern": _NO_NUL_AND_NOT_ONLY_STAR},
+    )
+    default: bool | None = None
+    events: list[HandlerEvents] | None = Field(
+        None,
+        min_length=1,
+        description="replies (the default): the inbound SMS routed to it; status: each change"
+        " of the status of an outbound SMS sent with its user_data",
+        json_schema_extra={"uniqueItems": True, "type": "array"},
+    )
+    status_filter: Literal["all", "terminal"] | None = Field(
+        None,
+        description="with status: every change (all) or only to delivered, failed, expired or"
+        " error (terminal)",
+        json_schema_extra={"type": "string"},
+    )
+    url: str = Field(json_schema_extra={"format": "uri", "pattern": _URL})
+    secret: str | None = Field(
+        None,
+        description="whsec_ followed by base64 of at least 24 bytes",
+        json_schema_extra={"pattern": _SECRET},
+    )
+    timeout: float | None = Field(
+        None, gt=0, le=300, json_schema_extra={"type": "number", "exclusiveMinimum": 0}
+    )
+
+
+# ------------------------------------------------------------- registrations
+
+
+class RegistrationRequest(Body):
+    user_data: str = Field(min_length=1, max_length=256)
+    to: str = Field(min_length=1, max_length=256)
+    from_: str | None = Field(None, alias="from", max_length=256)
+    created_at: datetime | None = Field(None, description="when it was sent (default: now)")
+
+
+class Registration(Answer):
+    sms_id: str
+    event_id: str = Field(description="the registration's event")
+    registered: bool = Field(description="false: it was registered already")
+
+
+# --------------------------------------------------------------------- stats
+
+
+class Latency(Answer):
+    p50: float
+    p90: float
+    p99: float
+
+
+class Outcomes(Answer):
+    key: Any = Field(None, description="the group's value (network, user_data, hour or day)")
+    total: int
+    by_status: dict[str, int]
+    delivery_rate: float | None = Field(description="delivered / all terminal")
+    latency_seconds: Latency | None = Field(description="from sent to delivered")
+    anomalies: int
+
+
+class Stats(Answer):
+    since: datetime
+    until: datetime
+    outbound: Outcomes | None = None
+    group_by: str | None = None
+    groups: list[Outcomes] | None = None
+    mo_received: int
+    forwards: dict[str, int]
+    deliveries: dict[str, int] | None = None
+    anomalies: int
+
+
+class Projection(Answer):
+    pending: int = Field(ge=0, description="stored events not yet applied to the message records")
+    lag_seconds: float = Field(ge=0, description="how long the oldest pending event has waited")
+    oldest_pending_received_at: datetime | None
+    last_batch_at: datetime | None = Field(description="when a projector last committed a batch")
+    stalled: bool = Field(
+        description="events wait and no batch came for RECEIVER_PROJECTION_STALL_AFTER"
+    )
+    stalled_since: datetime | None
+
+
+class ServiceStatus(Answer):
+    projection: Projection
+    schema_: str | None = Field(alias="schema", description="the database's schema revision")
+    version: str = Field(description="this release of the receiver")
+
+
+# ------------------------------------------------------------------- sending
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+
+
+class SmsPreviewRequest(Body):
+    text: Text
+    encoding: Literal["gsm", "unicode"] | None = Field(
+        None,
+        description="forced (CALLR's force_encoding); chosen from the text when absent",
+        json_schema_extra={"type": "string"},
+    )
+
+
+class SmsPreview(Answer):
+    parts: int = Field(ge=1)
+    encoding: Literal["gsm", "unicode"]
+    characters: int
+    units: int = Field(description="septets, or UTF-16 code units")
+    unit: Literal["septets", "UTF-16 code units"]
+    forced_unicode_by: list[str] = Field(
+        description="the characters GSM 03.38 lacks, which made the text unicode"
+    )
+    replaced: list[str] = Field(description="with encoding gsm: the characters CALLR replaces")
+
+
+class SendRequest(Body):
+    to: str = Field(pattern="^\\+[1-9][0-9]{6,14}$", description="E.164")
+    text: Text
+    from_: str | None = Field(None, alias="from", description="CALLR's sender rules")
+    user_data: str | None = Field(
+        None, max_length=255, description="replies route by it (a send token's PREFIX starts it)"
+    )
+    nature: Literal["alerting", "marketing"] | None = None
+    encoding: Literal["gsm", "unicode"] | None = Field(None, description="forced")
+
+
+class Send(Answer):
+    id: str
+    state: SendStateName
+    sms_id: str | None = Field(description="CALLR's id, once accepted")
+    error: str | None = Field(description="CALLR's reason, when rejected")
+    reason: str | None = Field(description="why the last step was taken")
+    attempts: int
+    to: str
+    from_: str | None = Field(alias="from")
+    text: str
+    user_data: str | None
+    nature: str | None
+    encoding: Literal["gsm", "unicode"]
+    parts: int = Field(ge=1)
+    forced_unicode_by: list[str]
+    replaced: list[str]
+    api: Literal["v1", "v2"]
+    idempotency_key: str | None
+    requested_at: datetime
+    attempted_at: datetime | None
+    decided_at: datetime | None
+    updated_at: datetime
+    next_at: datetime | None = Field(description="when the sender acts next (queued, submitted)")
+
+
+class Settle(Body):
+    state: Literal["accepted", "rejected", "queued"]
+    sms_id: str | None = Field(
+        None, max_length=64, pattern="^[A-Za-z0-9]+$", description="with accepted: CALLR's id"
+    )
+    error: str | None = Field(None, max_length=1000)
+
+
+# ----------------------------------------------------------- status callbacks
+
+
+class CallbackChange(Answer):
+    before: StatusName | None
+    after: StatusName
+    at: datetime
+
+
+class CallbackStep(Answer):
+    before: StatusName
+    after: StatusName
+    at: datetime
+
+
+class CallbackSms(Answer):
+    id: str
+    to: str | None = None
+    from_: str | None = Field(None, alias="from")
+    user_data: str | None = None
+    status: StatusName
+    provider_status: str | None = None
+    status_at: datetime | None = None
+    error: str | None = None
+    parts: int | None = None
+    cost: str | None = None
+    cost_cents: str | None = None
+    network: str | None = None
+    history: list[CallbackStep]
+
+
+class StatusCallback(Answer):
+    """What a handler subscribed to status news receives, once per change of an SMS's
+    current status, never backwards, in order per SMS. Headers: webhook-id (the
+    callback_id, stable across retries), webhook-timestamp, and webhook-signature when
+    the handler has a secret (Standard Webhooks)."""
+
+    type: Literal["sms.status"]
+    callback_id: str
+    user_data: str | None = Field(description="the SMS's user_data, which routed it")
+    change: CallbackChange
+    sms: CallbackSms
+
+
+# -------------------------------------------------------------------- queries
+
+
+class Query(BaseModel):
+    """A route's query parameters: described in OpenAPI, read by `receiver.api.params`."""
+
+    model_config = ConfigDict(extra="forbid")
+    repeatable: ClassVar[frozenset[str]] = frozenset()
+
+
+_SINCE = "from this time (inclusive)"
+_UNTIL = "to this time (exclusive)"
+_CURSOR = "next_cursor of the previous page"
+
+
+class MessagesQuery(Query):
+    repeatable: ClassVar[frozenset[str]] = frozenset({"status"})
+    direction: Literal["outbound", "inbound"] | None = None
+    status: StatusName | None = Field(None, description="repeatable")
+    user_data: str | None = None
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    number: str | None = Field(
+        None,
+        pattern="^[+ ]?[0-9 ().-]{1,40}$",
+        description="a phone number or its start, sent from or to (not with from or to)",
+    )
+    network: str | None = Field(None, description="MCC+MNC")
+    since: datetime | None = Field(None, description=_SINCE)
+    until: datetime | None = Field(None, description=_UNTIL)
+    limit: int | None = Field(None, ge=1, le=1000, description="items a page (default 100)")
+    cursor: str | None = Field(None, description=_CURSOR)
+
+
+class EventsQuery(Query):
+    type: str | None = Field(None, description="event type")
+    state: EventStateName | None = None
+    since: datetime | None = Field(None, description=_SINCE)
+    until: datetime | None = Field(None, description=_UNTIL)
+    limit: int | None = Field(None, ge=1, le=1000, description="items a page (default 100)")
+    cursor: str | None = Field(None, description=_CURSOR)
+
+
+class ForwardsQuery(Query):
+    state: ForwardStateName | None = None
+    handler: int | None = Field(None, ge=0, description="handler id")
+    since: datetime | None = Field(None, description=_SINCE)
+    until: datetime | None = Field(None, description=_UNTIL)
+    limit: int | None = Field(None, ge=1, le=1000, description="items a page (default 100)")
+    cursor: str | None = Field(None, description=_CURSOR)
+
+
+class StatsQuery(Query):
+    since: datetime | None = Field(None, description=_SINCE)
+    until: datetime | None = Field(None, description=_UNTIL)
+    group_by: Literal["network", "user_data", "hour", "day"] | None = None
+
+
+def allowed(query: type[Query]) -> set[str]:
+    """The names a route's query takes (its model's aliases)."""
+    return {field.alias or name for name, field in query.model_fields.items()}
+
+
+# ------------------------------------------------------------------- answers
+
+
+def answer(model: type[Answer], data: Any, status_code: int = 200, **headers: str) -> JSONResponse:
+    """`data` sent as the route's `model` says: checked against it, dumped by its aliases."""
+    checked = model.model_validate(data)
+    return JSONResponse(
+        checked.model_dump(by_alias=True, exclude_unset=False),
+        status_code=status_code,
+        headers=headers or None,
+    )
+
+
+B = TypeVar("B", bound="Body")
+
+
+async def read_body(model: type[B], request: Request) -> B | Response:
+    """The request's JSON body read by `model`, or the 400 that says what is wrong."""
+    try:
+        document = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as error:
+        return error_response(400, f"body is not valid JSON: {error}")
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        parameter, message = first_problem(error)
+        return error_response(400, message, parameter=parameter)
+
+
+def first_problem(error: ValidationError) -> tuple[str | None, str]:
+    """(the field, what is wrong with it) of a body a model refused: its first error."""
+    problem = error.errors(include_url=False)[0]
+    location = [str(part) for part in problem["loc"]]
+    field = location[0] if location else None
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        return field, f"unknown field(s): {field}"
+    if kind == "model_type" or field is None:
+        return None, "body must be a JSON object"
+    where = ".".join(location)
+    return field, f"{where}: {problem['msg']}"

@@ -1,0 +1,81 @@
+"""The API's contract is written once: the models, which the description is generated from
+and every answer goes through."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from receiver.api import models
+from receiver.api.auth import Tokens
+from receiver.api.openapi import DESCRIPTION, OPERATIONS
+from receiver.api.routes import api_routes
+from receiver.callr.sms import Status
+
+
+def test_every_route_is_described_and_every_description_is_a_route() -> None:
+    served = {
+        (method.lower(), re.sub(r":\w+\}", "}", route.path))
+        for route in api_routes(Tokens(readers=["r" * 20]))
+        for method in (route.methods or set()) - {"HEAD"}
+    } - {("get", "/api/v1/openapi.json")}
+    described = {(op.method, op.path) for op in OPERATIONS}
+    assert served == described
+
+
+def test_each_query_parameter_is_a_field_of_the_route_s_query_model() -> None:
+    for op in OPERATIONS:
+        if op.query is None:
+            continue
+        described = DESCRIPTION["paths"][op.path][op.method]["parameters"]
+        names = {p["name"] for p in described if p["in"] == "query"}
+        assert names == models.allowed(op.query), op.path
+    assert "from" in models.allowed(models.MessagesQuery)
+
+
+def test_an_answer_with_a_field_the_contract_lacks_is_refused() -> None:
+    status = {
+        "projection": {
+            "pending": 0,
+            "lag_seconds": 0.0,
+            "oldest_pending_received_at": None,
+            "last_batch_at": None,
+            "stalled": False,
+            "stalled_since": None,
+        },
+        "schema": "0017",
+        "version": "0.1.0",
+    }
+    assert models.answer(models.ServiceStatus, status).status_code == 200
+    with pytest.raises(ValidationError):
+        models.answer(models.ServiceStatus, {**status, "undeclared": 1})
+    with pytest.raises(ValidationError):
+        models.answer(models.ServiceStatus, {**status, "version": None})
+
+
+def test_an_answer_keeps_its_names_and_times() -> None:
+    at = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+    step = {"before": "sent", "after": "delivered", "at": at, "derived": False, "event_id": "e"}
+    answer = models.answer(models.HistoryStep, step)
+    assert answer.body == (
+        b'{"before":"sent","after":"delivered","at":"2026-12-05T09:00:00+00:00",'
+        b'"derived":false,"event_id":"e","reported_at":null}'
+    )
+    assert models.HistoryStep.model_validate(step).after is Status.DELIVERED
+
+
+def test_the_description_s_enums_are_the_code_s() -> None:
+    schemas = DESCRIPTION["components"]["schemas"]
+    assert schemas["Status"]["enum"] == [status.value for status in Status]
+    assert set(schemas["SendState"]["enum"]) == {
+        "queued",
+        "submitted",
+        "accepted",
+        "rejected",
+        "unknown",
+    }
+    assert schemas["Send"]["properties"]["from"]
+    assert "from_" not in str(DESCRIPTION)
