@@ -19,12 +19,13 @@ import pytest
 from receiver.app import create_app
 from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
+from receiver.db.rate import SharedRate
 from receiver.replay import rebuild
-from tests.callr_events import lifecycle, v2_event
+from tests.callr_events import Step, lifecycle, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.fake_callr import FakeCallr, fake_callr
 from tests.forwarding.conftest import register
-from tests.forwarding.handler_server import handler_server
+from tests.forwarding.handler_server import handler_server, wait_for
 from tests.support import fetch, running, until_projected
 from tests.test_cli import receiver_command
 
@@ -411,3 +412,51 @@ async def test_receiver_send_from_the_shell_queues_once_per_key(
         sent = await until_state(client, queued["id"], "accepted")
     assert len(callr.created) == 1
     assert callr.created[0]["hash"].lower() == sent["sms_id"]
+
+
+async def test_a_sent_sms_s_status_news_reaches_its_handler_with_no_registration(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    settings = make_settings(**QUICK, **callr.v2_settings())
+    async with handler_server() as handler, running(create_app(settings)) as client:
+        await register(
+            settings.database_url or "",
+            user_data="billing-*",
+            url=handler.url("/s"),
+            events=("status",),
+        )
+        answer = await post(client, {"to": TO, "text": "Facture", "user_data": "billing-12"})
+        sent = await until_state(client, answer.json()["id"], "accepted")
+        now = datetime.now(UTC)
+        report = v2_event(
+            "evt-dlr-1",
+            sent["sms_id"],
+            [Step(Status.SENT, now), Step(Status.DELIVERED, now + timedelta(seconds=2))],
+        )
+        assert (await client.post(f"/webhooks/callr/{TEST_URL_TOKEN}", content=report)).is_success
+        await until_projected(client)
+        await wait_for(
+            lambda: any(
+                json.loads(r.body)["change"]["after"] == "delivered" for r in handler.on("/s")
+            ),
+            seconds=20,
+        )
+    callbacks = [json.loads(r.body) for r in handler.on("/s")]
+    assert {c["user_data"] for c in callbacks} == {"billing-12"}
+    assert [c["change"]["after"] for c in callbacks][-1] == "delivered"
+    assert callbacks[0]["sms"]["id"] == sent["sms_id"]
+
+
+async def test_callr_s_rate_is_one_for_every_process(database_url: str) -> None:
+    # Two processes' limiters on one database at 20 a second: 20 turns take about a
+    # second whoever takes them, not half of it.
+    pools = [await create_pool(database_url, size=2, command_timeout=10) for _ in range(2)]
+    try:
+        limits = [SharedRate(pool, 20.0) for pool in pools]
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(limits[n % 2].wait() for n in range(20)))
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        for pool in pools:
+            await pool.close()
+    assert took >= 0.9
