@@ -351,7 +351,12 @@ def test_a_worker_with_nothing_to_run_says_so() -> None:
     env = {"RECEIVER_DISPATCHER": "false", "RECEIVER_PROJECTOR": "false"}
     done = receiver_command("worker", env=env)
     assert done.returncode == 2
-    assert "both false: nothing to run" in done.stderr
+    assert "nothing to run" in done.stderr
+    # With CALLR's credentials, the sender runs: the same two settings leave it alone.
+    sends = receiver_command(
+        "worker", env={**env, "RECEIVER_CALLR_API_KEY": "k", "RECEIVER_SENDER": "false"}
+    )
+    assert sends.returncode == 2
 
 
 @pytest.mark.slow

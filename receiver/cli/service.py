@@ -273,10 +273,11 @@ def worker(args: argparse.Namespace) -> int:
     that add capacity to them. The same settings, on the worker, leave out any.
     """
     settings = configured()
-    if not (settings.dispatcher or settings.projector or settings.sender):
+    sending = settings.sender and settings.sending_api is not None
+    if not (settings.dispatcher or settings.projector or sending):
         print(
-            "receiver worker: RECEIVER_DISPATCHER, RECEIVER_PROJECTOR and RECEIVER_SENDER are"
-            " all false: nothing to run",
+            "receiver worker: RECEIVER_DISPATCHER and RECEIVER_PROJECTOR are false, and no"
+            " sender runs (RECEIVER_SENDER=false, or no CALLR credentials): nothing to run",
             file=sys.stderr,
         )
         return 2
@@ -294,7 +295,6 @@ def worker(args: argparse.Namespace) -> int:
             tasks.append(asyncio.create_task(projector(settings, pool).run(), name="projector"))
         if settings.callr_api_configured:
             tasks.append(asyncio.create_task(reconcile_forever(pool, settings), name="reconcile"))
-        sending = settings.sender and settings.sending_api is not None
         if sending:
             tasks.append(asyncio.create_task(sender(settings, pool).run(), name="sender"))
         stop = asyncio.Event()
