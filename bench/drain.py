@@ -1,14 +1,16 @@
-"""How long a backlog takes to drain: `--events` stored and pending, then `receiver worker`.
+"""How long a backlog takes to drain: `--events` stored and pending, then `receiver worker`s.
 
 The events are the deliveries of a `receiver simulate` plan (the benchmark's mix),
 stored as the answer path stores them (`store_batch`, each new event of a handled
-type left pending) but without HTTP, as fast as the database takes them. Then
-`receiver worker` runs with its projector alone (as a separate worker process
-would after an outage, or `serve` after a burst), and the time from its start
-until nothing is pending is measured, with the CPU its process and PostgreSQL's
-used. Nothing is extrapolated: the backlog is as large as asked.
+type left pending in its partition) but without HTTP, as fast as the database takes
+them, once. Then, for each count of `--workers` (1, 2 and 4 by default), a copy of
+that database is drained by that many `receiver worker` processes with their
+projectors alone (as separate workers would after an outage, or `serve` after a
+burst), and the time from their start until nothing is pending is measured, with
+the CPU they and PostgreSQL used. Nothing is extrapolated: the backlog is as large
+as asked, and every count drains the same one.
 
-    .venv/bin/python bench/drain.py [--events 1000000] [--batch-max 2000]
+    .venv/bin/python bench/drain.py [--events 1000000] [--batch-max 2000] [--workers 1,2,4]
     RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...
 """
 
@@ -108,7 +110,7 @@ def postgres_cpu_since(before: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in now.items())
 
 
-def drain(url: str, batch_max: int, log: Path, *, workers: int, parallel: bool) -> dict[str, float]:
+def drain(url: str, batch_max: int, log: Path, *, workers: int) -> dict[str, float]:
     env = {
         **os.environ,
         "RECEIVER_DATABASE_URL": url,
@@ -118,12 +120,11 @@ def drain(url: str, batch_max: int, log: Path, *, workers: int, parallel: bool) 
     }
     postgres_before = cpu_by_pid(postgres_processes())
     started = time.perf_counter()
-    entry = (
-        [str(Path(__file__).resolve().parent / "no_turn.py")] if parallel else ["-m", "receiver"]
-    )
     with log.open("wb") as sink:
         running = [
-            subprocess.Popen([sys.executable, *entry, "worker"], env=env, stdout=sink, stderr=sink)
+            subprocess.Popen(
+                [sys.executable, "-m", "receiver", "worker"], env=env, stdout=sink, stderr=sink
+            )
             for _ in range(workers)
         ]
     watched = [psutil.Process(worker.pid) for worker in running]
@@ -155,31 +156,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch-max", type=int, default=2000, help="the projector's batch")
-    parser.add_argument("--workers", type=int, default=1, help="`receiver worker` processes")
     parser.add_argument(
-        "--parallel",
-        action="store_true",
-        help="projectors that do not take turns (bench/no_turn.py): the alternative measured",
+        "--workers", default="1,2,4", help="counts of `receiver worker` processes, in turn"
     )
     args = parser.parse_args()
-    with bench_server() as postgres, scratch_database(postgres) as name:
-        url = postgres.url_for(name)
+    counts = [int(n) for n in args.workers.split(",")]
+    with bench_server() as postgres, scratch_database(postgres) as template:
+        url = postgres.url_for(template)
         autovacuum = asyncio.run(setting(url, "autovacuum"))
         started = time.perf_counter()
         backlog = asyncio.run(fill(url, args.events))
         filled = time.perf_counter() - started
-        log = Path(tempfile.mkdtemp(prefix="receiver-drain-")) / "worker.log"
-        result = drain(url, args.batch_max, log, workers=args.workers, parallel=args.parallel)
-    seconds = result["seconds"]
-    print(
-        f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: {args.events:,} deliveries"
-        f" stored in {filled:.0f} s, {backlog:,} events pending; {args.workers} `receiver"
-        f" worker` ({'at once' if args.parallel else 'one at work at a time'}, batches of"
-        f" {args.batch_max}) drained them in {seconds:.1f} s,"
-        f" {backlog / seconds:,.0f} events/s; CPU a second: workers"
-        f" {result['worker_cpu'] / seconds:.2f}, PostgreSQL {result['postgres_cpu'] / seconds:.2f};"
-        f" peak RSS {result['peak_rss_mb']:.0f} MB a worker; autovacuum {autovacuum}"
-    )
+        print(
+            f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores: {args.events:,} deliveries"
+            f" stored in {filled:.0f} s, {backlog:,} events pending; batches of"
+            f" {args.batch_max}; autovacuum {autovacuum}",
+            flush=True,
+        )
+        rates: dict[int, float] = {}
+        for workers in counts:
+            with scratch_database(postgres, template=template) as name:
+                log = Path(tempfile.mkdtemp(prefix="receiver-drain-")) / "worker.log"
+                result = drain(postgres.url_for(name), args.batch_max, log, workers=workers)
+            seconds = result["seconds"]
+            rates[workers] = backlog / seconds
+            print(
+                f"| {workers} `receiver worker` | {seconds:.1f} s | {rates[workers]:,.0f} events/s"
+                f" | {rates[workers] / rates[counts[0]]:.2f} | workers"
+                f" {result['worker_cpu'] / seconds:.2f}, PostgreSQL"
+                f" {result['postgres_cpu'] / seconds:.2f} CPU | {result['peak_rss_mb']:.0f} MB |",
+                flush=True,
+            )
 
 
 async def setting(url: str, name: str) -> str:

@@ -132,14 +132,18 @@ class PendingEvent(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The raw body's size: a projector's batch is bounded in bytes as well as in count.
     bytes: Mapped[int] = mapped_column(Integer, server_default=sql_text("0"))
+    # The partition (receiver.projection.store.part_of): one phone number's events in one.
+    part: Mapped[int] = mapped_column(SmallInteger, server_default=sql_text("0"))
+
+    __table_args__ = (Index("ix_projection_pending_part_id", "part", "id"),)
 
 
 class ProjectionProgress(Base):
     """When a projector batch last committed, and how many events batches have taken.
 
-    One row, written by each batch that takes events: events pending and no batch
-    for a while is a stalled projection (`/api/v1/status`, `receiver_projection_
-    stalled_seconds`).
+    One row a partition of the queue (id = part + 1), written by each batch that takes
+    events of it: events pending and no batch for a while is a stalled projection
+    (`/api/v1/status`, `receiver_projection_stalled_seconds`).
     """
 
     __tablename__ = "projection_progress"
@@ -148,7 +152,8 @@ class ProjectionProgress(Base):
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     events: Mapped[int] = mapped_column(BigInteger, server_default=sql_text("0"))
 
-    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+    # One row a partition of the queue: id = part + 1.
+    __table_args__ = (CheckConstraint("id BETWEEN 1 AND 16", name="one_row_a_part"),)
 
 
 class Delivery(Base):

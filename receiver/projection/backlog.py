@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 _BACKLOG = """
 SELECT (SELECT count(*) FROM projection_pending) AS pending,
     (SELECT received_at FROM projection_pending ORDER BY id LIMIT 1) AS oldest,
-    (SELECT applied_at FROM projection_progress WHERE id = 1) AS last_batch_at
+    (SELECT max(applied_at) FROM projection_progress) AS last_batch_at
 """
 
 

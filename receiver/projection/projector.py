@@ -8,13 +8,19 @@ and the projection commit together or not at all, so every stored event is
 applied exactly once, whatever crashes in between: a batch that did not commit
 is still pending, and the next projector to look takes it.
 
-Every `receiver serve` process and `receiver worker` runs one, and one of them
-works at a time: a batch starts by taking a transaction-level advisory lock, and
-a projector that does not get it stands by. One projector at a time makes the
-largest batches (a batch costs PostgreSQL less per event the larger it is), never
-waits on another's message rows, and creates the forwards of one phone number in
-the order their events were stored. The claim itself (`FOR UPDATE SKIP LOCKED`,
-then DELETE) does not depend on the lock: two projectors could never take one row.
+Every `receiver serve` process and `receiver worker` runs one, and they work at
+once on different partitions of the queue. An event's partition is a hash of the
+phone number on the far side of its SMS (`receiver.projection.store.part_of`): an
+MT, its reports and the replies from its recipient share one. A batch starts by
+locking up to `parts_a_batch` partitions that have work (transaction-level advisory
+locks, in a random order, skipping those another projector holds) and takes the
+oldest events of those only. So each number's events are applied, and its forwards
+created, in the order they were stored, and each SMS's status changes in order;
+a projector that dies loses its locks with its connection, and the others take its
+partitions at their next batch. The claim itself (`FOR UPDATE SKIP LOCKED`, then
+DELETE) does not depend on the locks: two projectors could never take one row.
+Every batch also takes the turn lock shared: the previous release's projectors,
+which take it exclusively, keep these out while they work (a rolling upgrade).
 
 A batch is bounded in count (`batch_max`) and in the bytes of its raw bodies
 (`batch_bytes`), so that what a projector holds at once stays small however large
@@ -47,14 +53,29 @@ from receiver.callr.own import parse_stored
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, batch_transaction
 from receiver.db.listen import listen
 from receiver.projection.apply import apply
-from receiver.projection.store import PENDING_CHANNEL
+from receiver.projection.store import PARTS, PENDING_CHANNEL
 from receiver.reports import Applicable, report_of
 
 log = structlog.get_logger("receiver.projector")
 
-# The advisory lock whose holder is the projector at work (any number, fixed).
+# The advisory lock the previous release's projector took exclusively for each batch;
+# taken shared here, so that neither works beside the other during an upgrade.
 _TURN_LOCK = 7_263_110_402
-_TURN = "SELECT pg_try_advisory_xact_lock($1)"
+_TURN = "SELECT pg_try_advisory_xact_lock_shared($1)"
+# The advisory locks of the queue's partitions: (this key, the partition).
+_PART_LOCK = 726_311_041
+# Up to $3 partitions with work, in a random order, locked until the batch commits.
+# MATERIALIZED keeps the lock out of the candidates' scan: it runs on the rows the
+# limit asks for, one at a time, and locks no more than it returns.
+_HOLD = """
+WITH candidates AS MATERIALIZED (
+    SELECT g.part FROM generate_series(0, $1 - 1) AS g(part)
+    WHERE EXISTS (SELECT 1 FROM projection_pending q WHERE q.part = g.part)
+    ORDER BY random()
+)
+SELECT c.part FROM candidates c WHERE pg_try_advisory_xact_lock($2, c.part) LIMIT $3
+"""
+_ANY_PENDING = "SELECT EXISTS (SELECT 1 FROM projection_pending)"
 
 # In the order stored (DELETE ... RETURNING alone gives no order): the forwards of
 # one phone number are created, and delivered, in that order. The first `$1` rows
@@ -63,7 +84,8 @@ _TURN = "SELECT pg_try_advisory_xact_lock($1)"
 # projection's progress, in the same transaction.
 _CLAIM_NEXT = """
 WITH next AS (
-    SELECT q.id, q.bytes FROM projection_pending q ORDER BY q.id LIMIT $1 FOR UPDATE SKIP LOCKED
+    SELECT q.id, q.bytes FROM projection_pending q WHERE q.part = ANY($3::smallint[])
+    ORDER BY q.id LIMIT $1 FOR UPDATE SKIP LOCKED
 ),
 taken AS (
     SELECT n.id FROM (
@@ -78,7 +100,7 @@ claimed AS (
 progress AS (
     UPDATE projection_progress SET applied_at = now(),
         events = events + (SELECT count(*) FROM claimed)
-    WHERE id = 1 AND EXISTS (SELECT 1 FROM claimed)
+    WHERE id = $4 AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT * FROM claimed ORDER BY id
 """
@@ -111,7 +133,7 @@ class Turn(NamedTuple):
 
 
 class Projector:
-    """Applies pending events until stopped; one per process, one at work at a time."""
+    """Applies pending events until stopped; one per process, at work beside the others."""
 
     def __init__(
         self,
@@ -122,8 +144,11 @@ class Projector:
         batch_bytes: int = 16 * 1024 * 1024,
         poll_interval: float = 1.0,
         routing_window: timedelta = timedelta(days=7),
+        parts_a_batch: int = 4,
     ) -> None:
-        """`database_url`: where to LISTEN for other processes' commits (None: poll only)."""
+        """`database_url`: where to LISTEN for other processes' commits (None: poll only);
+        `parts_a_batch`: the most partitions of the queue one batch holds."""
+        self._parts_a_batch = parts_a_batch
         self._pool = pool
         self._dsn = asyncpg_dsn(database_url) if database_url else None
         self._batch_max = batch_max
@@ -243,7 +268,16 @@ class Projector:
                 async with self._pool.acquire() as conn, batch_transaction(conn, derived=True):
                     if not await conn.fetchval(_TURN, _TURN_LOCK):
                         return Turn(taken=False, events=0)
-                    claimed = await conn.fetch(_CLAIM_NEXT, self._batch_max, self._batch_bytes)
+                    held = [
+                        r["part"]
+                        for r in await conn.fetch(_HOLD, PARTS, _PART_LOCK, self._parts_a_batch)
+                    ]
+                    if not held:
+                        # Nothing pending, or every partition with work held by others.
+                        return Turn(taken=not await conn.fetchval(_ANY_PENDING), events=0)
+                    claimed = await conn.fetch(
+                        _CLAIM_NEXT, self._batch_max, self._batch_bytes, held, min(held) + 1
+                    )
                     reports = await self._reports(conn, claimed)
                     applied = await apply(conn, reports, routing_window=self._routing_window)
             except _RETRYABLE as error:

@@ -15,6 +15,7 @@ and cannot deadlock each other.
 from __future__ import annotations
 
 import enum
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,27 @@ class Result(enum.StrEnum):
     """An event already stored: a retry, a repeat or a second subscription."""
     INVALID = "invalid"
     """A body that is not a valid event; stored all the same."""
+
+
+PARTS = 16
+"""The partitions of the projection queue (migration 0018): fixed, since a number's
+events must stay in one."""
+
+
+def part_of(parsed: Envelope | Malformed) -> int:
+    """The partition of an event: by the phone number on the far side of its SMS.
+
+    An outbound SMS's `to`, an inbound one's `from`: an MT, its reports and the
+    replies from its recipient share a partition, so a projector applies them in the
+    order they were stored, and the replies of one number are forwarded in order.
+    An event with no number falls back on its SMS id, then its own id.
+    """
+    sms = parsed.sms if isinstance(parsed, Envelope) else None
+    if sms is None:
+        key = parsed.event_id if isinstance(parsed, Envelope) else parsed.key
+    else:
+        key = (sms.to_number if sms.direction == "outbound" else sms.from_number) or sms.sms_id
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % PARTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +108,7 @@ WITH r AS (
     FROM json_to_recordset($1::json)
         AS r(ord int, event_id text, type text, emitted_at timestamptz, received_at timestamptz,
              state text, reason text, subscription text, sms_id text, fingerprint text,
-             attempt int, headers jsonb, remote_addr text)
+             attempt int, headers jsonb, remote_addr text, part smallint)
     JOIN unnest($2::bytea[]) WITH ORDINALITY AS b(body, n) ON b.n = r.ord + 1
 ),
 created AS (
@@ -102,8 +124,10 @@ created AS (
     RETURNING e.event_id, e.fingerprint, e.state, e.received_at, octet_length(e.body) AS bytes
 ),
 pending AS (
-    INSERT INTO projection_pending (event_id, received_at, bytes)
-    SELECT c.event_id, c.received_at, c.bytes FROM created c
+    INSERT INTO projection_pending (event_id, received_at, bytes, part)
+    SELECT c.event_id, c.received_at, c.bytes,
+        (SELECT r.part FROM r WHERE r.event_id = c.event_id LIMIT 1)
+    FROM created c
     WHERE $3::boolean AND c.state = 'processed'
     ORDER BY c.received_at, c.event_id
     RETURNING 1
@@ -244,6 +268,7 @@ async def _insert_once(conn: Any, items: Sequence[Incoming], pending: bool) -> d
                 "attempt": parsed.attempt,
                 "headers": item.headers,
                 "remote_addr": item.remote_addr,
+                "part": part_of(parsed) if pending else 0,
             }
         )
     bodies = [item.body for item in items]
