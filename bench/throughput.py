@@ -327,8 +327,10 @@ def serve_receiver(
     writes: bool = True,
     source: Path | None = None,
     env: dict[str, str] | None = None,
+    granian: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """`receiver serve`: this tree's, or (`source`) the one checked out there."""
+    """`receiver serve`: this tree's, or (`source`) the one checked out there; or (`granian`)
+    the same app factory under granian instead of uvicorn."""
     env = {
         **os.environ,
         "RECEIVER_DATABASE_URL": database_url,
@@ -348,6 +350,25 @@ def serve_receiver(
         "--workers",
         str(workers),
     ]
+    if granian:
+        # The database migrated already; the factory reads the same settings.
+        command = [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "asgi",
+            "--factory",
+            "receiver.asgi:create_app_from_env",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-ws",
+            "--loop",
+            "uvloop",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
     with log.open("wb") as sink:
         return subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
 
@@ -402,8 +423,9 @@ def one_run(
     without_writes: bool,
     baseline: Path | None,
     deferred: bool,
+    granian: bool = False,
 ) -> dict[str, Any]:
-    ceiling = previous = later = None
+    ceiling = previous = later = granian_later = None
     with scratch_database(postgres) as name:
         url = postgres.url_for(name)
         settings = asyncio.run(_durability(url))
@@ -422,6 +444,19 @@ def one_run(
                 deferred=True,
             )
             later["check"] = later_check
+    if granian:
+        with scratch_database(postgres) as name:
+            granian_later, _, granian_check = run_receiver(
+                postgres.url_for(name),
+                workers,
+                duration,
+                deliveries,
+                requests,
+                folder,
+                deferred=True,
+                granian=True,
+            )
+            granian_later["check"] = granian_check
     if baseline is not None:
         with scratch_database(postgres, migrated=False) as name:
             url = postgres.url_for(name)
@@ -453,6 +488,7 @@ def one_run(
         "bare": bare,
         "baseline": previous,
         "deferred": later,
+        "granian": granian_later,
         "ratio": receiver["rate"] / bare["rate"],
         "ratio_to_minimal": receiver["rate"] / minimal["rate"],
         "without_writes": ceiling,
@@ -472,17 +508,20 @@ def run_receiver(
     *,
     source: Path | None = None,
     deferred: bool = False,
+    granian: bool = False,
 ) -> tuple[dict[str, Any], MemoryWatch, dict[str, Any]]:
     """The load on one receiver, then its catch-up and the check.
 
     `deferred`: the serve processes do not project (RECEIVER_PROJECTOR=false); once
-    the load is over, `receiver worker` drains what they stored.
+    the load is over, `receiver worker` drains what they stored. `granian`: the app
+    served by granian instead of `receiver serve`'s uvicorn.
     """
     port = free_port()
     label = "baseline" if source else "deferred" if deferred else "receiver"
+    label += "-granian" if granian else ""
     env = {"RECEIVER_PROJECTOR": "false"} if deferred else {}
     log = folder / f"{label}-{workers}.log"
-    server = serve_receiver(url, port, workers, log, source=source, env=env)
+    server = serve_receiver(url, port, workers, log, source=source, env=env, granian=granian)
     base = f"http://127.0.0.1:{port}"
     worker = None
     try:
@@ -657,6 +696,15 @@ def report(result: dict[str, Any], duration: int, baseline_rev: str | None) -> N
             f" check {'OK' if later['check']['ok'] else 'FAILED'}",
             flush=True,
         )
+    served = result["granian"]
+    if served is not None:
+        print(
+            f"workers {workers}, granian, projection deferred: {served['rate']:,.0f}/s"
+            f" ({served['rate'] / m['rate']:.2f} of minimal durable, {latency(served)},"
+            f" p99 {served['p99'] / m['p99']:.2f}x minimal's);"
+            f" check {'OK' if served['check']['ok'] else 'FAILED'}",
+            flush=True,
+        )
     previous = result["baseline"]
     if previous is not None:
         print(
@@ -690,6 +738,11 @@ def main() -> None:
         action="store_true",
         help="also run the receiver with no projector during the load, then drain with"
         " `receiver worker`: the answer path alone, and the catch-up rate",
+    )
+    parser.add_argument(
+        "--granian",
+        action="store_true",
+        help="also run the answer path alone (as --deferred) under granian instead of uvicorn",
     )
     parser.add_argument(
         "--baseline-rev",
@@ -728,6 +781,7 @@ def main() -> None:
                     without_writes=args.without_writes,
                     baseline=baseline,
                     deferred=args.deferred,
+                    granian=args.granian,
                 )
                 results.append(result)
                 report(result, args.duration, args.baseline_rev)
@@ -744,7 +798,9 @@ def main() -> None:
     (folder / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"details: {folder / 'results.json'}")
     checks = [r["check"] for r in results]
-    checks += [r[kind]["check"] for r in results for kind in ("deferred", "baseline") if r[kind]]
+    checks += [
+        r[kind]["check"] for r in results for kind in ("deferred", "granian", "baseline") if r[kind]
+    ]
     if not all(check["ok"] for check in checks):
         sys.exit(1)
 

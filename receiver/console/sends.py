@@ -46,7 +46,7 @@ class SendPages:
             request,
             session,
             "sends.html",
-            sends=[view(row) for row in rows],
+            sends=[{**view(row), "row": row} for row in rows],
             state=state,
             states=STATES,
             counts=counts,
@@ -66,7 +66,7 @@ class SendPages:
                 message=f"No send has the id {request.path_params['send_id']!r}.",
             )
         return self.console.render(
-            request, session, "send.html", status_code, s=view(row), error=error
+            request, session, "send.html", status_code, s=view(row), row=row, error=error
         )
 
     async def settle(self, request: Request, session: Session) -> Response:

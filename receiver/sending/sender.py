@@ -301,7 +301,7 @@ class Sender:
                 Step.UNKNOWN,
                 now,
                 attempt=row["attempts"],
-                reason=f"undecided after {self._unknown_after}: {reason}",
+                reason=f"undecided {_span(self._unknown_after)} after the try: {reason}",
             )
             metrics.SENDS.labels("unknown").inc()
             log.error("send_unknown", send_id=row["id"], reason=reason)
@@ -354,6 +354,16 @@ class Sender:
         if not written:
             log.info("send_taken_elsewhere", send_id=row["id"], step=step.value)
         return written
+
+
+def _span(duration: timedelta) -> str:
+    """A duration as people say it: 90 s, 15 min, 2 h."""
+    seconds = duration.total_seconds()
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
 
 
 def _backoff(attempt: int) -> float:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from receiver.app import create_app
 from receiver.callr.sms import Status
 from tests.callr_events import lifecycle, mo_event, mt_event, v1_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
+from tests.fake_callr import fake_callr
 from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
 from tests.support import serving, until_projected
 
@@ -473,3 +475,45 @@ async def test_a_national_number_finds_the_sms_and_says_how_it_was_read(
     await site.submit("form[role='search'] button")
     assert await site.count("table.messages tbody tr") == 2
     assert "Read as a number of FR: +33687654321." in await site.text()
+
+
+async def test_on_call_finds_an_unknown_send_and_an_admin_settles_it(
+    make_settings: SettingsFactory, driver: WebDriver, tmp_path: Path
+) -> None:
+    async with fake_callr() as callr:
+        # v2 alone and the answer cut: nothing can tell whether CALLR made the SMS.
+        callr.faults = ["drop"]
+        settings = make_settings(
+            api_tokens=READ,
+            admin_tokens=ADMIN,
+            send_lookup_after=timedelta(seconds=0.5),
+            send_unknown_after=timedelta(seconds=1.5),
+            **callr.v2_settings(),
+        )
+        shots = [tmp_path / "screenshots"]
+        if os.environ.get("CONSOLE_SCREENSHOTS"):
+            shots.append(Path(os.environ["CONSOLE_SCREENSHOTS"]))
+        async with serving(create_app(settings)) as base:
+            await asyncio.to_thread(driver.delete_all_cookies)
+            site = Browser(driver, base, shots)
+            auth = {"authorization": f"Bearer {ADMIN}"}
+            async with httpx.AsyncClient(base_url=base, headers=auth) as client:
+                sent = await client.post(
+                    "/api/v1/sms", json={"to": CUSTOMER, "text": "Rappel RDV", "user_data": "rdv"}
+                )
+                assert sent.status_code == 202, sent.text
+                send_id = sent.json()["id"]
+            await site.sign_in(ADMIN)
+            await site.go("/console")
+            unknown = "a[href='/console/sends?state=unknown']"
+            await wait_for_text(site, "1", css=unknown, reload=True, seconds=20)
+            await site.submit(unknown)
+            await site.submit(f"a[href='/console/sends/{send_id}']")
+            assert "never sent again by itself" in await site.text("main")
+            await site.screenshot("send")
+            await site.click("input[name='state'][value='queued']")
+            await site.submit("form[action$='/settle'] button[type='submit']")
+            assert "Send settled." in await site.text(".notice")
+            await wait_for_text(site, "accepted", css="#send-state", reload=True, seconds=20)
+    # Sent again on the admin's word: the SMS of the cut answer and this one.
+    assert len(callr.created) == 2
