@@ -278,39 +278,30 @@ class Sender:
                     await self._found(row, found, "lookup")
                     return
         if listed and now >= tried_at + self._lookup_after:
-            await self._write(
-                row,
-                row["seq"] + 1,
-                Step.ABSENT,
-                now,
-                attempt=row["attempts"],
-                reason=f"not in CALLR's list of the SMS sent from {since.isoformat()}",
-            )
-            metrics.SENDS.labels("absent").inc()
-            log.info("send_absent", send_id=row["id"], attempt=row["attempts"])
+            reason = f"not in CALLR's list of the SMS sent from {since.isoformat()}"
+            await self._conclude(row, Step.ABSENT, now, reason)
             return
         if now >= tried_at + self._unknown_after:
-            reason = (
+            why = (
                 "CALLR's list could not be read"
                 if self._can_list
                 else "no CALLR login to read its list of SMS, and no webhook reported it"
             )
-            await self._write(
-                row,
-                row["seq"] + 1,
-                Step.UNKNOWN,
-                now,
-                attempt=row["attempts"],
-                reason=f"undecided {_span(self._unknown_after)} after the try: {reason}",
-            )
-            metrics.SENDS.labels("unknown").inc()
-            log.error("send_unknown", send_id=row["id"], reason=reason)
+            reason = f"undecided {_span(self._unknown_after)} after the try: {why}"
+            await self._conclude(row, Step.UNKNOWN, now, reason)
             return
         # Look again: when the list counts as complete, or in a while.
         again = tried_at + self._lookup_after if listed else now + timedelta(seconds=15)
         again = max(min(again, tried_at + self._unknown_after), now + timedelta(seconds=0.2))
         async with self._pool.acquire() as conn:
             await conn.execute(_LATER, row["id"], again, row["seq"])
+
+    async def _conclude(self, row: Any, step: Step, now: datetime, reason: str) -> None:
+        """A lost answer's end without the SMS: absent (sent again) or unknown (left)."""
+        await self._write(row, row["seq"] + 1, step, now, attempt=row["attempts"], reason=reason)
+        metrics.SENDS.labels(step.value).inc()
+        level = log.error if step is Step.UNKNOWN else log.info
+        level(f"send_{step.value}", send_id=row["id"], reason=reason)
 
     async def _match(self, row: Any, listed: Any) -> str | None:
         candidates = [
