@@ -46,7 +46,7 @@ def test_an_answer_with_a_field_the_contract_lacks_is_refused() -> None:
             "stalled": False,
             "stalled_since": None,
         },
-        "schema": "0017",
+        "schema": "0018",
         "version": "0.1.0",
     }
     assert models.answer(models.ServiceStatus, status).status_code == 200
