@@ -12,9 +12,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from receiver import heap
 from receiver.api.auth import Tokens
@@ -95,50 +93,6 @@ def sender(settings: Settings, pool: Any) -> Sender:
         routing_window=timedelta(hours=settings.routing_window_hours),
         concurrency=settings.send_concurrency,
     )
-
-
-class Receiver(Starlette):
-    """The app, with CALLR's webhook taken before Starlette's middleware and router.
-
-    The webhook is most of the traffic, and needs none of what the stack does for the
-    other routes (their error handlers, the API's private headers, route matching):
-    a POST to its path goes straight to its endpoint, with the same answers to what
-    fails (503 when the database is away, 500 without a trace for a bug). Everything
-    else, other methods on that path included, goes through the stack.
-    """
-
-    def __init__(self, *, webhook: WebhookEndpoint, url_token: bool, **options: Any) -> None:
-        super().__init__(**options)
-        self._webhook = webhook.receive
-        self._url_token = url_token
-
-    def _takes(self, scope: Scope) -> str | None:
-        """The URL token segment ("" with none) when `scope` is a POST to the webhook."""
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return None
-        path: str = scope["path"]
-        if not self._url_token:
-            return "" if path == WEBHOOK_PATH else None
-        token = path[len(WEBHOOK_PATH) + 1 :]
-        if path.startswith(WEBHOOK_PATH + "/") and token and "/" not in token:
-            return token
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        token = self._takes(scope)
-        if token is None:
-            await super().__call__(scope, receive, send)
-            return
-        scope["app"] = self
-        if self._url_token:
-            scope["path_params"] = {"token": token}
-        request = Request(scope, receive)
-        try:
-            response = await self._webhook(request)
-        except Exception as error:
-            unavailable = isinstance(error, UNAVAILABLE_ERRORS)
-            response = await (database_unavailable if unavailable else server_error)(request, error)
-        await response(scope, receive, send)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -258,9 +212,7 @@ def create_app(settings: Settings) -> Starlette:
         *api_routes(tokens, region=settings.default_region),
         *console_routes(settings, tokens, endpoint.refusals),
     ]
-    app = Receiver(
-        webhook=endpoint,
-        url_token=auth.url_token is not None,
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(PrivateAnswers)],
         lifespan=lifespan,

@@ -334,28 +334,3 @@ async def test_other_methods_and_paths_answer_json_errors(make_settings: Setting
     assert wrong_method.json() == {"error": "Method Not Allowed"}
     assert unknown.status_code == 404
     assert unknown.json() == {"error": "Not Found"}
-
-
-async def test_the_webhook_s_own_way_in_answers_like_the_rest_of_the_app(
-    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The webhook skips Starlette's stack: a bug is still a 500 with no trace, another
-    method or path still gets the stack's JSON answers."""
-    async with running(create_app(make_settings())) as client:
-        stored = await client.post(TOKEN_PATH, content=example("v1-sms.mo"))
-        wrong_method = await client.get(TOKEN_PATH)
-        no_token = await client.post("/webhooks/callr", content=example("v1-sms.mo"))
-        deeper = await client.post(f"{TOKEN_PATH}/more", content=example("v1-sms.mo"))
-
-        def broken(body: bytes) -> Any:
-            raise RuntimeError("a bug in the parser")
-
-        monkeypatch.setattr("receiver.ingest.endpoint.parse_envelope", broken)
-        bug = await client.post(TOKEN_PATH, content=example("v1-sms.mo"))
-    assert stored.status_code == 200
-    assert stored.json()["result"] == "stored"
-    assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
-    assert no_token.status_code == 404
-    assert deeper.status_code == 404
-    assert (bug.status_code, bug.json()) == (500, {"error": "internal error"})
-    assert "Traceback" not in bug.text
