@@ -334,3 +334,18 @@ async def test_other_methods_and_paths_answer_json_errors(make_settings: Setting
     assert wrong_method.json() == {"error": "Method Not Allowed"}
     assert unknown.status_code == 404
     assert unknown.json() == {"error": "Not Found"}
+
+
+async def test_another_method_or_path_on_the_webhook_is_answered_in_json(
+    make_settings: SettingsFactory,
+) -> None:
+    async with running(create_app(make_settings())) as client:
+        stored = await client.post(TOKEN_PATH, content=example("v1-sms.mo"))
+        wrong_method = await client.get(TOKEN_PATH)
+        no_token = await client.post("/webhooks/callr", content=example("v1-sms.mo"))
+        deeper = await client.post(f"{TOKEN_PATH}/more", content=example("v1-sms.mo"))
+    assert stored.status_code == 200
+    assert stored.json()["result"] == "stored"
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
+    assert (no_token.status_code, no_token.json()) == (404, {"error": "Not Found"})
+    assert (deeper.status_code, deeper.json()) == (404, {"error": "Not Found"})
