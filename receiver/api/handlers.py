@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from receiver.api.auth import Tokens
-from receiver.api.models import Handler, HandlerList, NewHandlerAnswer, RetriedForward, answer
+from receiver.api.models import (
+    Handler,
+    HandlerList,
+    NewHandlerAnswer,
+    RetriedForward,
+    answer,
+    read_body,
+)
+from receiver.api.models import NewHandler as NewHandlerBody
 from receiver.forwarding.handlers import (
     HandlerError,
     HandlerExists,
@@ -31,12 +38,11 @@ async def list_all(request: Request) -> Response:
 
 
 async def create(request: Request) -> Response:
+    asked = await read_body(NewHandlerBody, request)
+    if isinstance(asked, Response):
+        return asked
     try:
-        document = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as error:
-        return error_response(400, f"body is not valid JSON: {error}")
-    try:
-        new = new_handler(document)
+        new = new_handler(asked.model_dump(exclude_unset=True))
         async with request.state.pool.acquire() as conn:
             handler, routed = await add_handler(conn, new, request.app.state.destinations)
     except HandlerError as error:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from receiver.callr.gsm import MAX_TEXT
 from receiver.callr.sends import SendState
-from receiver.callr.sms import Status
+from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA, Status
 from receiver.db.models import EventState, ForwardState
 from receiver.http import JSONResponse, error_response
 
@@ -36,9 +36,14 @@ class Answer(BaseModel):
 
 
 class Body(BaseModel):
-    """A request body: an unknown field is a 400 naming it."""
+    """A request body: an unknown field, or a value of another JSON type, is a 400 naming it.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: JSON's types as they are (no "true" for true, no "10" for 10). The rules
+    beyond the shape (a URL's scheme, a secret's form, a number's range) are the
+    route's own, with their own messages; the description shows them as well.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Error(Answer):
@@ -227,6 +232,7 @@ class NewHandler(Body):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "oneOf": [
                 {"required": ["user_data"], "properties": {"default": {"const": False}}},
@@ -245,18 +251,22 @@ class NewHandler(Body):
         json_schema_extra={"type": "string", "pattern": _NO_NUL_AND_NOT_ONLY_STAR},
     )
     default: bool | None = None
-    events: list[HandlerEvents] | None = Field(
+    events: list[str] | None = Field(
         None,
-        min_length=1,
         description="replies (the default): the inbound SMS routed to it; status: each change"
         " of the status of an outbound SMS sent with its user_data",
-        json_schema_extra={"uniqueItems": True, "type": "array"},
+        json_schema_extra={
+            "type": "array",
+            "items": {"type": "string", "enum": ["replies", "status"]},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
     )
-    status_filter: Literal["all", "terminal"] | None = Field(
+    status_filter: str | None = Field(
         None,
         description="with status: every change (all) or only to delivered, failed, expired or"
         " error (terminal)",
-        json_schema_extra={"type": "string"},
+        json_schema_extra={"type": "string", "enum": ["all", "terminal"]},
     )
     url: str = Field(json_schema_extra={"format": "uri", "pattern": _URL})
     secret: str | None = Field(
@@ -265,7 +275,7 @@ class NewHandler(Body):
         json_schema_extra={"pattern": _SECRET},
     )
     timeout: float | None = Field(
-        None, gt=0, le=300, json_schema_extra={"type": "number", "exclusiveMinimum": 0}
+        None, json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 300}
     )
 
 
@@ -273,10 +283,14 @@ class NewHandler(Body):
 
 
 class RegistrationRequest(Body):
-    user_data: str = Field(min_length=1, max_length=256)
-    to: str = Field(min_length=1, max_length=256)
-    from_: str | None = Field(None, alias="from", max_length=256)
-    created_at: datetime | None = Field(None, description="when it was sent (default: now)")
+    user_data: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_USER_DATA})
+    to: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_NUMBER})
+    from_: str | None = Field(None, alias="from", json_schema_extra={"maxLength": MAX_NUMBER})
+    created_at: str | None = Field(
+        None,
+        description="when it was sent, RFC 3339 with its zone (default: now)",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class Registration(Answer):
@@ -546,6 +560,8 @@ def first_problem(error: ValidationError) -> tuple[str | None, str]:
     kind = problem["type"]
     if kind == "extra_forbidden":
         return field, f"unknown field(s): {field}"
+    if kind == "missing":
+        return field, f"{field} is required"
     if kind == "model_type" or field is None:
         return None, "body must be a JSON object"
     where = ".".join(location)

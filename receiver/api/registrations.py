@@ -16,11 +16,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.api.models import Registration, answer
+from receiver.api.models import Registration, RegistrationRequest, answer, read_body
 from receiver.callr.own import registration_body, registration_event
 from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA
 from receiver.http import error_response
@@ -41,12 +40,13 @@ async def register(request: Request) -> Response:
     sms_id = request.path_params["sms_id"]
     if not _SMS_ID.fullmatch(sms_id):
         return error_response(404, "an SMS id is 1 to 64 letters and digits")
+    asked = await read_body(RegistrationRequest, request)
+    if isinstance(asked, Response):
+        return asked
     try:
-        document = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as error:
-        return error_response(400, f"body is not valid JSON: {error}")
-    try:
-        user_data, to, sender, created_at = _fields(document)
+        user_data, to, sender, created_at = _fields(
+            asked.model_dump(by_alias=True, exclude_unset=True)
+        )
     except _Invalid as error:
         return error_response(400, str(error))
     body = registration_body(sms_id, user_data, to, sender, created_at)
