@@ -12,6 +12,10 @@ One run, against the fake CALLR on loopback (tests/fake_callr.py) and a real uvi
    The ratio is the cost of making a request durable.
 3. The rate: 40 sends at the default `RECEIVER_CALLR_API_RATE` (5 a second): sends
    a second from the first try to the last answer.
+4. With wrk (a load generator of its own, when installed): 50 connections post sends
+   for 10 s to a receiver whose sender is off (the requests only made durable),
+   then the preview the same way: requests a second and the 202's p99 against the
+   route that writes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ import argparse
 import asyncio
 import os
 import random
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -155,6 +162,41 @@ async def rate(url: str, sends: int) -> float:
     return (sends - 1) / span.total_seconds()
 
 
+async def with_wrk(url: str, seconds: int) -> dict[str, dict[str, float]]:
+    """Sends posted by wrk (50 connections) to a receiver with no sender, then previews."""
+    found: dict[str, dict[str, float]] = {}
+    async with fake_callr() as callr:
+        settings = settings_for(url, callr, sender=False)
+        async with serving(create_app(settings)) as base:
+            for label, path in (("send", "/api/v1/sms"), ("preview", "/api/v1/sms/preview")):
+                found[label] = await asyncio.to_thread(_wrk, base, path, seconds)
+    return found
+
+
+def _wrk(base: str, path: str, seconds: int) -> dict[str, float]:
+    env = {**os.environ, "PATH_TO_POST": path, "TOKEN": TOKEN}
+    done = subprocess.run(
+        ["wrk", "-t2", f"-c{CLIENTS}", f"-d{seconds}s", "--latency", "-s",
+         str(Path(__file__).parent / "wrk_json.lua"), base],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)[1])  # type: ignore[index]
+    answers = re.findall(r'"(\d+)": (\d+)', done.stdout)
+    return {
+        "rate": rate,
+        "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", done.stdout, re.M)[1]),  # type: ignore[index]
+        "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", done.stdout, re.M)[1]),  # type: ignore[index]
+        "other_answers": sum(int(n) for status, n in answers if status not in ("200", "202")),
+    }
+
+
+def _ms(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    raise ValueError(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sends", type=int, default=1000)
@@ -166,6 +208,10 @@ def main() -> None:
             result = asyncio.run(chaos(postgres.url_for(name), args.sends))
         with scratch_database(postgres) as name:
             per_second = asyncio.run(rate(postgres.url_for(name), args.rate_sends))
+        loaded = None
+        if shutil.which("wrk"):
+            with scratch_database(postgres) as name:
+                loaded = asyncio.run(with_wrk(postgres.url_for(name), 10))
     p50, p99 = result["p50_p99"]
     q50, q99 = result["preview_p50_p99"]
     print(
@@ -179,6 +225,16 @@ def main() -> None:
         f"\nAt the default rate (5 a second): {per_second:.2f} sends a second"
         f" over {args.rate_sends} sends."
     )
+    if loaded is not None:
+        send, preview = loaded["send"], loaded["preview"]
+        refused = send["other_answers"] + preview["other_answers"]
+        print(
+            f"wrk, {CLIENTS} connections, 10 s, no sender: sends {send['rate']:,.0f}/s, p50"
+            f" {send['p50_ms']:.1f} ms, p99 {send['p99_ms']:.1f} ms; preview"
+            f" {preview['rate']:,.0f}/s, p50 {preview['p50_ms']:.1f} ms, p99"
+            f" {preview['p99_ms']:.1f} ms: the 202's p99 {send['p99_ms'] / preview['p99_ms']:.2f}"
+            f" times; answers other than 2xx: {refused:.0f}"
+        )
 
 
 if __name__ == "__main__":
