@@ -425,16 +425,18 @@ def one_run(
     deferred: bool,
     granian: bool = False,
 ) -> dict[str, Any]:
-    ceiling = previous = later = granian_later = None
+    ceiling = previous = None
     with scratch_database(postgres) as name:
         url = postgres.url_for(name)
         settings = asyncio.run(_durability(url))
         receiver, watch, check = run_receiver(url, workers, duration, deliveries, requests, folder)
         if without_writes:
             ceiling = run_without_writes(url, workers, requests, duration, folder)
-    if deferred:
+    # The answer path alone: under uvicorn (`receiver serve`), then under granian.
+    alone: dict[bool, dict[str, Any] | None] = {False: None, True: None}
+    for under_granian in [False] * deferred + [True] * granian:
         with scratch_database(postgres) as name:
-            later, _, later_check = run_receiver(
+            run, _, run_check = run_receiver(
                 postgres.url_for(name),
                 workers,
                 duration,
@@ -442,21 +444,10 @@ def one_run(
                 requests,
                 folder,
                 deferred=True,
+                granian=under_granian,
             )
-            later["check"] = later_check
-    if granian:
-        with scratch_database(postgres) as name:
-            granian_later, _, granian_check = run_receiver(
-                postgres.url_for(name),
-                workers,
-                duration,
-                deliveries,
-                requests,
-                folder,
-                deferred=True,
-                granian=True,
-            )
-            granian_later["check"] = granian_check
+            run["check"] = run_check
+            alone[under_granian] = run
     if baseline is not None:
         with scratch_database(postgres, migrated=False) as name:
             url = postgres.url_for(name)
@@ -487,8 +478,8 @@ def one_run(
         "minimal": minimal,
         "bare": bare,
         "baseline": previous,
-        "deferred": later,
-        "granian": granian_later,
+        "deferred": alone[False],
+        "granian": alone[True],
         "ratio": receiver["rate"] / bare["rate"],
         "ratio_to_minimal": receiver["rate"] / minimal["rate"],
         "without_writes": ceiling,

@@ -9,7 +9,7 @@ drifting from the description. Errors keep their shape, `{"error", "parameter"}`
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -373,8 +373,11 @@ class SmsPreview(Answer):
 
 
 class SendRequest(Body):
-    to: str = Field(pattern="^\\+[1-9][0-9]{6,14}$", description="E.164")
-    text: Text
+    """Its rules (E.164, the text's length, CALLR's sender rules, the token's prefix) are
+    receiver.sending.requests.read_request's, which `receiver send` shares."""
+
+    to: str = Field(description="E.164", json_schema_extra={"pattern": "^\\+[1-9][0-9]{6,14}$"})
+    text: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_TEXT})
     from_: str | None = Field(None, alias="from", description="CALLR's sender rules")
     user_data: str | None = Field(
         None, max_length=255, description="replies route by it (a send token's PREFIX starts it)"
@@ -467,7 +470,6 @@ class Query(BaseModel):
     """A route's query parameters: described in OpenAPI, read by `receiver.api.params`."""
 
     model_config = ConfigDict(extra="forbid")
-    repeatable: ClassVar[frozenset[str]] = frozenset()
 
 
 _SINCE = "from this time (inclusive)"
@@ -476,7 +478,6 @@ _CURSOR = "next_cursor of the previous page"
 
 
 class MessagesQuery(Query):
-    repeatable: ClassVar[frozenset[str]] = frozenset({"status"})
     direction: Literal["outbound", "inbound"] | None = None
     status: StatusName | None = Field(None, description="repeatable")
     user_data: str | None = None

@@ -215,14 +215,7 @@ class CallrApi:
                 "force_encoding": encoding.upper() if encoding else None,
             }
             options = {k: v for k, v in options.items() if v is not None}
-            body = orjson.dumps(
-                {
-                    "id": random.randint(1, 2**31),  # noqa: S311 (an id, not a secret)
-                    "jsonrpc": "2.0",
-                    "method": "sms.send",
-                    "params": [sender or "", to, text, options or None],
-                }
-            )
+            body = _rpc_body("sms.send", [sender or "", to, text, options or None])
             label = "sms.send"
             request = self._client.build_request(
                 "POST",
@@ -292,10 +285,7 @@ class CallrApi:
         return _v2_send_answer(status, document, response.content)
 
     async def _rpc(self, method: str, params: list[Any]) -> Answer:
-        request_id = random.randint(1, 2**31)  # noqa: S311 (an id, not a secret)
-        body = orjson.dumps(
-            {"id": request_id, "jsonrpc": "2.0", "method": method, "params": params}
-        )
+        body = _rpc_body(method, params)
 
         def read(response: httpx.Response) -> Answer:
             document = _json(method, response)
@@ -405,6 +395,12 @@ class CallrApi:
         if status >= 500:
             raise _Retry("server_error", f"CALLR failed (HTTP {status})", _retry_after(response))
         return response
+
+
+def _rpc_body(method: str, params: list[Any]) -> bytes:
+    """A JSON-RPC 2.0 request as CALLR takes it."""
+    request_id = random.randint(1, 2**31)  # noqa: S311 (an id, not a secret)
+    return orjson.dumps({"id": request_id, "jsonrpc": "2.0", "method": method, "params": params})
 
 
 def _v1_send_answer(status: int, document: Any, raw: bytes) -> SendAnswer:

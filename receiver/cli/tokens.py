@@ -72,6 +72,7 @@ def _environment(settings: Settings) -> list[tuple[str, bool]]:
     return [
         ("RECEIVER_API_TOKENS", bool(settings.api_tokens)),
         ("RECEIVER_ADMIN_TOKENS", bool(settings.admin_tokens)),
+        ("RECEIVER_SEND_TOKENS", bool(settings.send_tokens)),
     ]
 
 

@@ -54,7 +54,9 @@ class TokenPages:
             made=made,
             # Only whether the environment holds tokens: never the settings themselves.
             environment_tokens=bool(
-                request.app.state.settings.api_tokens or request.app.state.settings.admin_tokens
+                request.app.state.settings.api_tokens
+                or request.app.state.settings.admin_tokens
+                or request.app.state.settings.send_tokens
             ),
         )
 

@@ -125,9 +125,10 @@ created AS (
 ),
 pending AS (
     INSERT INTO projection_pending (event_id, received_at, bytes, part)
-    SELECT c.event_id, c.received_at, c.bytes,
-        (SELECT r.part FROM r WHERE r.event_id = c.event_id LIMIT 1)
+    SELECT c.event_id, c.received_at, c.bytes, p.part
     FROM created c
+    JOIN (SELECT DISTINCT ON (r.event_id) r.event_id, r.part FROM r ORDER BY r.event_id, r.ord)
+        AS p ON p.event_id = c.event_id
     WHERE $3::boolean AND c.state = 'processed'
     ORDER BY c.received_at, c.event_id
     RETURNING 1

@@ -234,7 +234,7 @@ async def append_step(
         new = await store_and_apply(
             conn, [(send_event(body), body)], source=source, routing_window=routing_window
         )
-        if step in (sends.Step.RETRY, sends.Step.ABSENT, sends.Step.SETTLED):
+        if step in (sends.Step.ABSENT, sends.Step.SETTLED):  # due now: wake the senders
             await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return bool(new)
 

@@ -116,20 +116,19 @@ class Sender:
         listener = asyncio.create_task(
             listen(self._dsn, NOTIFY_CHANNEL, self._wake.set), name="sender-listen"
         )
-        api = self._make_api()
-        try:
-            while True:
-                await self._claim_and_start(api)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval):
-                        await self._wake.wait()
-                self._wake.clear()
-        finally:
-            listener.cancel()
-            for task in self._running:
-                task.cancel()
-            await asyncio.gather(listener, *self._running, return_exceptions=True)
-            await api.__aexit__(None, None, None)
+        async with self._make_api() as api:
+            try:
+                while True:
+                    await self._claim_and_start(api)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll_interval):
+                            await self._wake.wait()
+                    self._wake.clear()
+            finally:
+                listener.cancel()
+                for task in self._running:
+                    task.cancel()
+                await asyncio.gather(listener, *self._running, return_exceptions=True)
 
     async def _claim_and_start(self, api: CallrApi) -> None:
         room = self._concurrency - len(self._running)
