@@ -208,6 +208,7 @@ async def find(conn: Any, send_id: str) -> Any:
 
 
 _LOCK = "SELECT seq, state FROM sends WHERE id = $1 FOR UPDATE"
+_HOLDER = "SELECT id FROM sends WHERE sms_id = $1 AND id <> $2"
 
 
 async def append_step(
@@ -268,6 +269,10 @@ async def settle(
     if state is sends.SendState.ACCEPTED:
         if not sms_id:
             raise Invalid("sms_id", "an accepted send needs CALLR's SMS id")
+        holder = await conn.fetchval(_HOLDER, sms_id.lower(), row["id"])
+        if holder is not None:
+            # Kept as it is, the step could never be applied (one send an SMS).
+            raise NotSettled(f"the SMS {sms_id.lower()} is the send {holder}'s already")
         fields |= {"sms_id": sms_id.lower(), "message": message_of(row)}
     elif state is sends.SendState.REJECTED:
         fields["error"] = error or "settled by an admin: not sent"

@@ -67,6 +67,17 @@ RETURNING s.*
 _LATER = "UPDATE sends SET next_at = $2 WHERE id = $1 AND seq = $3"
 # SMS ids among `$1` that a send other than `$2` holds already.
 _HELD = "SELECT sms_id FROM sends WHERE sms_id = ANY($1::text[]) AND id <> $2"
+# Another send of the same number, text and user_data whose try is in flight (its
+# attempt written, no outcome yet, its lease running): the SMS a look-up would find
+# may be that one's, which its answer will name.
+_TWIN_IN_FLIGHT = """
+SELECT EXISTS (
+    SELECT 1 FROM sends s
+    WHERE s.id <> $1 AND s.state = 'submitted' AND s.reason IS NULL AND s.next_at > now()
+      AND s.to_number = $2 AND s.text = $3 AND s.user_data IS NOT DISTINCT FROM $4
+)
+"""
+_TWIN_PAUSE = timedelta(seconds=2)
 # The outbound SMS CALLR's webhooks reported that match a send, no send holding them.
 _SEEN = """
 SELECT m.sms_id FROM messages m
@@ -252,6 +263,13 @@ class Sender:
         now = datetime.now(UTC)
         since, until = tried_at - _CLOCK_SKEW, now + _CLOCK_SKEW
         async with self._pool.acquire() as conn:
+            twin = await conn.fetchval(
+                _TWIN_IN_FLIGHT, row["id"], row["to_number"], row["text"], row["user_data"]
+            )
+            if twin:
+                # Wait for its answer: claiming its SMS would leave it none to record.
+                await conn.execute(_LATER, row["id"], now + _TWIN_PAUSE, row["seq"])
+                return
             seen = await conn.fetchval(
                 _SEEN,
                 row["to_number"],

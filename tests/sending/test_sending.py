@@ -461,3 +461,52 @@ async def test_callr_s_rate_is_one_for_every_process(database_url: str) -> None:
         for pool in pools:
             await pool.close()
     assert took >= 0.9
+
+
+async def test_a_lost_answer_waits_for_an_identical_send_in_flight_and_takes_its_own_sms(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    # The first send's answer comes late (within the timeout); the second's is cut.
+    # Looked for while the first is still in flight, CALLR's list shows both SMS, the
+    # first's first: claiming it would leave the first send an SMS it cannot record.
+    callr.faults = ["hang", "drop"]
+    callr.hang_seconds = 1.5
+    body = {"to": TO, "text": "Votre RDV est confirmé", "user_data": "rdv-1"}
+    async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
+        first = (await post(client, body)).json()["id"]
+        await wait_for(lambda: len(callr.created) == 1, seconds=10)
+        second = (await post(client, body)).json()["id"]
+        done = [await until_state(client, send_id, "accepted") for send_id in (first, second)]
+    assert [d["sms_id"] for d in done] == [sms["hash"].lower() for sms in callr.created]
+    assert done[1]["attempts"] == 1  # found, not sent again
+    assert len(callr.created) == 2
+    parked = await fetch(
+        make_settings().database_url or "", "SELECT 1 FROM events WHERE state = 'invalid'"
+    )
+    assert parked == []
+
+
+async def test_an_unknown_send_is_not_settled_with_another_send_s_sms(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    callr.faults = ["drop"]
+    async with running(create_app(make_settings(**QUICK, **callr.v2_settings()))) as client:
+        lost = (await post(client, {"to": TO, "text": "a", "user_data": "u"})).json()["id"]
+        await until_state(client, lost, "unknown")
+        other = (await post(client, {"to": TO, "text": "b", "user_data": "u"})).json()["id"]
+        taken = (await until_state(client, other, "accepted"))["sms_id"]
+        refused = await client.post(
+            f"/api/v1/sms/{lost}/settle",
+            json={"state": "accepted", "sms_id": taken},
+            headers=bearer(ADMIN),
+        )
+        still = await client.get(f"/api/v1/sms/{lost}", headers=bearer(READ))
+        settled = await client.post(
+            f"/api/v1/sms/{lost}/settle",
+            json={"state": "accepted", "sms_id": callr.created[0]["hash"]},
+            headers=bearer(ADMIN),
+        )
+    assert refused.status_code == 409
+    assert other in refused.json()["error"]
+    assert still.json()["state"] == "unknown"
+    assert settled.json()["state"] == "accepted"
