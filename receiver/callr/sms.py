@@ -91,7 +91,7 @@ MAX_TEXT = 40_000
 parts of 153 characters."""
 MAX_HISTORY = 100
 """Steps in one event's status history (an SMS goes through about five)."""
-_MAX_DATE = 64
+MAX_DATE = 64
 
 
 class SmsInvalid(ValueError):
@@ -183,7 +183,7 @@ def _parse_v1(event_type: str, f: _Fields) -> Snapshot:
         delivered_at=f.v1_date("date_received"),
         status=status,
         provider_status=raw_status,
-        status_at=_status_time(status, history, f.v1_date("date_update")),
+        status_at=status_time(status, history, f.v1_date("date_update")),
         history=history,
     )
 
@@ -224,19 +224,19 @@ def _parse_v2(event_type: str, f: _Fields) -> Snapshot:
         delivered_at=f.rfc3339("delivered"),
         status=status,
         provider_status=raw_status,
-        status_at=_status_time(status, history, f.rfc3339("updated")),
+        status_at=status_time(status, history, f.rfc3339("updated")),
         history=history,
     )
 
 
-def _status_time(
+def status_time(
     status: Status, history: tuple[Transition, ...], updated: datetime | None
 ) -> datetime | None:
     """When the SMS reached its current status: from its history when it shows the step."""
     reached = [step.at for step in history if step.after is status]
     if reached:
         return max(reached)
-    return _to_second(updated) if updated else None
+    return to_second(updated) if updated else None
 
 
 class _Fields:
@@ -280,7 +280,7 @@ class _Fields:
         """`value` (the field, parsed) to the second; an error naming the field if absent."""
         if value is None:
             raise SmsInvalid(f"{self.name(field)} is missing")
-        return _to_second(value)
+        return to_second(value)
 
     def sms_id(self, field: str) -> str:
         value = self.required_text(field, limit=MAX_SMS_ID_LENGTH).strip().lower()
@@ -305,41 +305,25 @@ class _Fields:
         if type(value) not in (str, int, float):
             raise SmsInvalid(f"{self.name(field)} must be a decimal string")
         try:
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            raise SmsInvalid(f"{self.name(field)} must be a decimal string") from None
-        if not amount.is_finite() or abs(amount) >= _MAX_AMOUNT:
-            raise SmsInvalid(f"{self.name(field)} is out of range")
-        exponent = amount.as_tuple().exponent
-        if isinstance(exponent, int) and exponent < -_MAX_DECIMALS:
-            raise SmsInvalid(f"{self.name(field)} has more than {_MAX_DECIMALS} decimal places")
-        return amount
+            return amount(value)
+        except _Unreadable as error:
+            raise SmsInvalid(f"{self.name(field)} {error}") from None
 
     def v1_date(self, field: str) -> datetime | None:
-        value = self.text(field, limit=_MAX_DATE)
-        if value is None or value == _V1_NO_DATE:
-            return None
-        # fromisoformat is ten times faster than strptime; the shape check keeps the
-        # field to CALLR's own format (a space, no zone).
+        value = self.text(field, limit=MAX_DATE)
         try:
-            if len(value) < 19 or value[10] != " " or value[19:20] not in ("", "."):
-                raise ValueError(value)
-            # In UTC: the zone written out costs less than replace(tzinfo=...) after.
-            return datetime.fromisoformat(value + "+00:00")
+            return v1_time(value)
         except ValueError:
             raise SmsInvalid(f"{self.name(field)} is not a 'YYYY-MM-DD HH:MM:SS' date") from None
 
     def rfc3339(self, field: str) -> datetime | None:
-        value = self.text(field, limit=_MAX_DATE)
-        if value is None:
-            return None
+        value = self.text(field, limit=MAX_DATE)
         try:
-            parsed = datetime.fromisoformat(value)
+            return rfc3339_time(value)
+        except _NoZone:
+            raise SmsInvalid(f"{self.name(field)} has no time zone") from None
         except ValueError:
             raise SmsInvalid(f"{self.name(field)} is not an RFC 3339 time") from None
-        if parsed.tzinfo is None:
-            raise SmsInvalid(f"{self.name(field)} has no time zone")
-        return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
     def object(self, field: str) -> _Fields | None:
         value = self._obj.get(field)
@@ -357,7 +341,54 @@ class _Fields:
         return [_Fields(item, parent, n) for n, item in enumerate(value)]
 
 
-def _to_second(value: datetime) -> datetime:
+class _Unreadable(ValueError):
+    """Why a value cannot be read, worded to follow the field's name."""
+
+
+class _NoZone(ValueError):
+    pass
+
+
+def amount(value: str | int | float) -> Decimal:
+    """A cost as CALLR writes it (a string, or a JSON number), checked against the bounds."""
+    try:
+        read = Decimal(str(value))
+    except InvalidOperation:
+        raise _Unreadable("must be a decimal string") from None
+    if not read.is_finite() or abs(read) >= _MAX_AMOUNT:
+        raise _Unreadable("is out of range")
+    exponent = read.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -_MAX_DECIMALS:
+        raise _Unreadable(f"has more than {_MAX_DECIMALS} decimal places")
+    return read
+
+
+def v1_time(value: str | None) -> datetime | None:
+    """A v1 date ('YYYY-MM-DD HH:MM:SS', UTC); None for none or CALLR's zero date.
+
+    Raises ValueError for any other shape.
+    """
+    if value is None or value == _V1_NO_DATE:
+        return None
+    # fromisoformat is ten times faster than strptime; the shape check keeps the
+    # field to CALLR's own format (a space, no zone).
+    if len(value) < 19 or value[10] != " " or value[19:20] not in ("", "."):
+        raise ValueError(value)
+    # In UTC: the zone written out costs less than replace(tzinfo=...) after.
+    return datetime.fromisoformat(value + "+00:00")
+
+
+def rfc3339_time(value: str | None) -> datetime | None:
+    """A v2 time, in UTC; raises ValueError when it is not one, or has no zone."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise _NoZone(value)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+
+
+def to_second(value: datetime) -> datetime:
     return value.replace(microsecond=0) if value.microsecond else value
 
 
