@@ -35,7 +35,7 @@ from receiver.http import (
     server_error,
 )
 from receiver.ingest.auth import WebhookAuth
-from receiver.ingest.endpoint import WebhookEndpoint
+from receiver.ingest.endpoint import WebhookEndpoint, WebhookLane
 from receiver.ingest.writer import GroupCommitWriter
 from receiver.projection.daily_stats import keep
 from receiver.projection.projector import Projector
@@ -214,7 +214,15 @@ def create_app(settings: Settings) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(PrivateAnswers)],
+        middleware=[
+            Middleware(
+                WebhookLane,
+                endpoint=endpoint,
+                path=WEBHOOK_PATH,
+                with_token=auth.url_token is not None,
+            ),
+            Middleware(PrivateAnswers),
+        ],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: http_exception,

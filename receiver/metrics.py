@@ -9,11 +9,24 @@ is receiver.api.metrics.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
 )
+from prometheus_client.metrics import MetricWrapperBase
+
+
+def children(metric: MetricWrapperBase) -> Callable[..., Any]:
+    """`metric.labels`, each set of label values looked up once: for the counters of every
+    webhook request, whose labels take few values (labels() checks and locks each time,
+    half the cost of the request's counters)."""
+    return functools.cache(metric.labels)
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
