@@ -5,7 +5,9 @@ import hashlib
 import json
 from typing import Any
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
 from receiver.app import create_app
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
@@ -349,3 +351,24 @@ async def test_another_method_or_path_on_the_webhook_is_answered_in_json(
     assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
     assert (no_token.status_code, no_token.json()) == (404, {"error": "Not Found"})
     assert (deeper.status_code, deeper.json()) == (404, {"error": "Not Found"})
+
+
+async def test_a_bug_on_the_webhook_path_is_a_500_without_a_trace(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(body: bytes) -> Any:
+        raise RuntimeError("secret detail of a bug")
+
+    monkeypatch.setattr("receiver.ingest.endpoint.parse_envelope", broken)
+    app = create_app(make_settings())
+    async with (
+        LifespanManager(app, startup_timeout=20, shutdown_timeout=20) as manager,
+        httpx.AsyncClient(
+            # The app's error middleware answers, then raises again for the server's log.
+            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
+            base_url="http://receiver.test",
+        ) as client,
+    ):
+        response = await client.post(TOKEN_PATH, content=example("v1-sms.mo"), headers=JSON)
+    assert (response.status_code, response.json()) == (500, {"error": "internal error"})
+    assert "secret detail" not in response.text
