@@ -106,7 +106,6 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
     """Route every log line (ours, uvicorn's, asyncpg's) through structlog's renderer."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -121,7 +120,6 @@ def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
     # logging.LogRecord and its handlers cost a fifth of the process's time.
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
