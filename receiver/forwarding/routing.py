@@ -45,6 +45,9 @@ LIMIT 1
 # the window are one range of the (to_number, created_at) index, written as a row
 # comparison, and the order asked for is that index's: no other index can serve the
 # lookup, so the plan uses this one however few rows the table had when it was made.
+# The same-sender variant compares the MT's sender as `(...) IS TRUE`, which no index
+# serves: as a plain `=`, the from_number index (the console's searches) was chosen
+# too, and it reads every message ever sent from that sender id, for each reply.
 _LATEST_MT = """
 SELECT m.sms_id, m.user_data FROM messages m
 WHERE mo.user_data IS NULL
@@ -53,6 +56,8 @@ WHERE mo.user_data IS NULL
 ORDER BY m.to_number DESC, m.created_at DESC
 LIMIT 1
 """
+
+_SAME_SENDER = "AND (m.from_number = mo.recipient) IS TRUE"
 
 _ROUTE = f"""
 WITH mo AS (
@@ -65,8 +70,7 @@ keyed AS (
         CASE WHEN same.sms_id IS NOT NULL THEN same.user_data ELSE any_.user_data END
             AS mt_user_data
     FROM mo
-    LEFT JOIN LATERAL ({_LATEST_MT.format(same_sender="AND m.from_number = mo.recipient")})
-        same ON true
+    LEFT JOIN LATERAL ({_LATEST_MT.format(same_sender=_SAME_SENDER)}) same ON true
     LEFT JOIN LATERAL ({_LATEST_MT.format(same_sender="")}) any_ ON same.sms_id IS NULL
 ),
 routed AS (
