@@ -22,7 +22,11 @@ each request cost the receiver's processes and PostgreSQL's under load, the
 catch-up and the end-to-end rate (requests / (load + catch-up)).
 
     .venv/bin/python bench/throughput.py [--workers 1,2,4] [--duration 20]
-        [--baseline-rev REV]
+        [--baseline-rev REV] [--rounds N]
+
+`--rounds N` runs each worker count N times and ends with the median of each ratio
+to the minimal durable receiver: the machine's speed drifts between the runs of
+one round, the median of several rounds much less.
 
 `--baseline-rev` also runs the receiver of an earlier commit (checked out in a
 temporary git worktree, run with this venv), on a database its own code migrates,
@@ -44,6 +48,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -718,11 +723,34 @@ def report(result: dict[str, Any], duration: int, baseline_rev: str | None) -> N
         )
 
 
+def report_medians(rounds: list[dict[str, Any]]) -> None:
+    """The median over the rounds of each rate's ratio to the minimal durable receiver's in
+    the same round: on a shared machine whose speed drifts from minute to minute, one
+    round's ratio can be off by a tenth."""
+    medians = []
+    for kind in ("receiver", "deferred", "granian", "baseline"):
+        ratios = sorted(r[kind]["rate"] / r["minimal"]["rate"] for r in rounds if r[kind])
+        if ratios:
+            listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            medians.append(f"{kind} {statistics.median(ratios):.2f} ({listed})")
+    print(
+        f"workers {rounds[0]['workers']}, {len(rounds)} rounds, median ratio to the minimal"
+        f" durable receiver: {'; '.join(medians)}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
     parser.add_argument("--duration", type=int, default=20, help="seconds of load per run")
     parser.add_argument("--messages", type=int, default=60_000, help="SMS in the plan")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs of each worker count; with more than one, the median of each ratio too",
+    )
     parser.add_argument("--generators", action="store_true", help="also time the simulator")
     parser.add_argument(
         "--deferred",
@@ -762,20 +790,25 @@ def main() -> None:
     try:
         with bench_server() as postgres:
             for workers in (int(w) for w in args.workers.split(",")):
-                result = one_run(
-                    postgres,
-                    workers,
-                    args.duration,
-                    deliveries,
-                    requests,
-                    folder,
-                    without_writes=args.without_writes,
-                    baseline=baseline,
-                    deferred=args.deferred,
-                    granian=args.granian,
-                )
-                results.append(result)
-                report(result, args.duration, args.baseline_rev)
+                rounds = []
+                for _ in range(args.rounds):
+                    result = one_run(
+                        postgres,
+                        workers,
+                        args.duration,
+                        deliveries,
+                        requests,
+                        folder,
+                        without_writes=args.without_writes,
+                        baseline=baseline,
+                        deferred=args.deferred,
+                        granian=args.granian,
+                    )
+                    rounds.append(result)
+                    report(result, args.duration, args.baseline_rev)
+                if len(rounds) > 1:
+                    report_medians(rounds)
+                results += rounds
     finally:
         if baseline is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], check=False)

@@ -10,7 +10,8 @@ cannot take every file descriptor (20,000 idle connections did, when uvicorn was
 reached without the proxy in front):
 - a connection that sends nothing is closed after the keep-alive timeout, like an
   idle one between requests (uvicorn waits for ever for the first request);
-- a request's headers must arrive within `HEADERS_TIMEOUT` of its first byte;
+- a request's headers must arrive within `HEADERS_TIMEOUT` of its first byte (the
+  connections are looked at four times within it, at most once a second);
 - past `limit_concurrency` open connections (`receiver serve --max-connections`),
   a new one is closed at once, its descriptor freed (uvicorn would keep it open to
   answer 503).
@@ -79,7 +80,8 @@ class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a transport that coalesces each turn's writes, with
     deadlines for idle connections and headers, and a ceiling on connections."""
 
-    _headers_deadline: asyncio.TimerHandle | None = None
+    # When the request whose headers are awaited began (the loop's clock); None between.
+    _headers_since: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.writes = CoalescedWrites(cast(asyncio.Transport, transport), self.loop)
@@ -92,31 +94,60 @@ class HttpProtocol(HttpToolsProtocol):
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
+        _HeadersSweep.watch(self.server_state, self.loop)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._headers_deadline = self.loop.call_later(HEADERS_TIMEOUT, self._headers_too_slow)
+        self._headers_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        self._cancel_headers_deadline()
+        self._headers_since = None
         super().on_headers_complete()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_headers_deadline()
-        super().connection_lost(exc)
-
-    def _headers_too_slow(self) -> None:
-        self._headers_deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-    def _cancel_headers_deadline(self) -> None:
-        if self._headers_deadline is not None:
-            self._headers_deadline.cancel()
-            self._headers_deadline = None
+    def headers_overdue(self, now: float) -> bool:
+        """Whether this connection's headers started longer than HEADERS_TIMEOUT ago."""
+        since = self._headers_since
+        return since is not None and now - since > HEADERS_TIMEOUT
 
     def eof_received(self) -> None:
         # The client has sent all it will, and the real transport closes itself when
         # this returns: what was written for it goes first.
         self.writes.flush()
         super().eof_received()
+
+
+class _HeadersSweep:
+    """Closes the connections whose headers are overdue, looking at all of them a few times
+    within HEADERS_TIMEOUT, while the server has any.
+
+    One timer for the server rather than one a request: arming and cancelling a timer for
+    each request's headers was a thirtieth of the worker's time under load (py-spy).
+    """
+
+    def __init__(self, server_state: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._state = server_state
+        self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def watch(cls, server_state: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Make sure the server's connections are swept (from each new connection)."""
+        sweep = getattr(server_state, "receiver_headers_sweep", None)
+        if sweep is None:
+            sweep = cls(server_state, loop)
+            server_state.receiver_headers_sweep = sweep
+        if sweep._timer is None:
+            sweep._schedule()
+
+    def _schedule(self) -> None:
+        self._timer = self._loop.call_later(min(1.0, HEADERS_TIMEOUT / 4), self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        for protocol in list(self._state.connections):
+            overdue = getattr(protocol, "headers_overdue", None)
+            if overdue is not None and overdue(now) and not protocol.transport.is_closing():
+                protocol.transport.close()
+        if self._state.connections:
+            self._schedule()
