@@ -12,6 +12,8 @@ tests/callr/test_decoder.py checks on mutations of every kind of event.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -123,7 +125,7 @@ def decode_sms(event_type: str, raw: bytes, *, generation: int) -> Snapshot | No
         if generation == 1:
             return _v1(event_type, _V1_DECODER.decode(raw))
         return _v2(event_type, _V2_DECODER.decode(raw))
-    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
 
 
@@ -132,19 +134,10 @@ def _v1(event_type: str, data: _V1) -> Snapshot | None:
     if sms_id is None:
         return None
     status = map_status(data.status, generation=1)
-    history = []
-    for step in data.status_history or ():
-        at = v1_time(step.updated_at or None)
-        if at is None:
-            return None
-        history.append(
-            Transition(
-                before=map_status(step.old_status, generation=1),
-                after=map_status(step.new_status, generation=1),
-                at=to_second(at),
-            )
-        )
-    steps = tuple(history)
+    entries = ((s.old_status, s.new_status, s.updated_at) for s in data.status_history or ())
+    steps = _history(entries, 1, v1_time)
+    if steps is None:
+        return None
     return Snapshot(
         sms_id=sms_id,
         direction="inbound" if event_type in INBOUND_TYPES else "outbound",
@@ -178,19 +171,9 @@ def _v2(event_type: str, payload: _V2) -> Snapshot | None:
     if direction != implied:
         return None
     status = map_status(payload.status, generation=2)
-    history = []
-    for step in payload.history or ():
-        at = rfc3339_time(step.at or None)
-        if at is None:
-            return None
-        history.append(
-            Transition(
-                before=map_status(step.before, generation=2),
-                after=map_status(step.after, generation=2),
-                at=to_second(at),
-            )
-        )
-    steps = tuple(history)
+    steps = _history(((s.before, s.after, s.at) for s in payload.history or ()), 2, rfc3339_time)
+    if steps is None:
+        return None
     return Snapshot(
         sms_id=sms_id,
         direction=direction,
@@ -213,6 +196,27 @@ def _v2(event_type: str, payload: _V2) -> Snapshot | None:
         status_at=status_time(status, steps, rfc3339_time(payload.updated or None)),
         history=steps,
     )
+
+
+def _history(
+    entries: Iterable[tuple[str, str, str | None]],
+    generation: int,
+    read_time: Callable[[str | None], datetime | None],
+) -> tuple[Transition, ...] | None:
+    """The steps (before, after, time as written); None when a time is missing."""
+    steps = []
+    for before, after, written in entries:
+        at = read_time(written or None)
+        if at is None:
+            return None
+        steps.append(
+            Transition(
+                before=map_status(before, generation=generation),
+                after=map_status(after, generation=generation),
+                at=to_second(at),
+            )
+        )
+    return tuple(steps)
 
 
 def _sms_id(value: str) -> str | None:

@@ -182,7 +182,8 @@ def _decoded(
             fingerprint=content_fingerprint(document, fields.subscription) if fingerprint else b"",
             sms=sms,
         )
-    except (msgspec.DecodeError, _Invalid, orjson.JSONEncodeError):
+    except (msgspec.DecodeError, _Invalid, orjson.JSONEncodeError, RecursionError):
+        # RecursionError: msgspec stops at a depth orjson still reads.
         return None
 
 

@@ -175,6 +175,8 @@ def test_bodies_the_decoder_must_leave_to_the_reference() -> None:
         orjson.dumps(v2).replace(b'"to":"', b'"to":"\\ud800'),
         orjson.dumps(v2).replace(b'"parts":1', b'"parts":123456789012345678901234567890'),
         orjson.dumps(v2)[:-1] + b',"extra":' + b"[" * 300 + b"]" * 300 + b"}",
+        orjson.dumps(v2)[:-1] + b',"extra":' + b"[" * 1000 + b"]" * 1000 + b"}",
+        orjson.dumps(v2).replace(b'"body":{', b'"body":{"x":' + b"[" * 1000 + b"]" * 1000 + b","),
         b"[1, 2]",
         b"\xff\xfe",
     ):
