@@ -141,7 +141,7 @@ def create_app(settings: Settings) -> Starlette:
             ack_timeout=settings.ack_timeout,
             # This process's projector wakes at once, with what the writer parsed; the
             # others on NOTIFY.
-            stored=projecting.stored if settings.projector else lambda reports: None,
+            stored=projecting.stored if settings.projector else None,
         )
         # Dashboards get a pool of their own, small and with a statement timeout, so
         # that a heavy query can neither take the writer's connections nor run on.

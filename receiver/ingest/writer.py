@@ -75,10 +75,11 @@ class GroupCommitWriter:
         concurrency: int,
         queue_max: int,
         ack_timeout: float | None = None,
-        stored: Callable[[Sequence[Applicable]], None] = lambda reports: None,
+        stored: Callable[[Sequence[Applicable]], None] | None = None,
     ) -> None:
         """`stored` is given, after each commit, the snapshots of the events it stored for
-        the projector (this process's projector applies them without parsing again)."""
+        the projector (this process's projector applies them without parsing again);
+        without it (no projector in the process) none are made."""
         self._pool = pool
         self._batch_max = batch_max
         self._concurrency = concurrency
@@ -243,9 +244,10 @@ class GroupCommitWriter:
             outcomes = await store_batch(conn, items)
         metrics.BATCH_SIZE.observe(len(items))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        reports = stored_reports(items, outcomes)
-        if reports:
-            self._stored(reports)
+        if self._stored is not None:
+            reports = stored_reports(items, outcomes)
+            if reports:
+                self._stored(reports)
         return outcomes
 
 
