@@ -1,0 +1,116 @@
+"""The receiver's answer rate against the minimal durable receiver's, measured at once.
+
+`bench/throughput.py` runs each server for a whole stretch, one after the other; on a
+shared machine whose speed moves from minute to minute, a round's ratio then says
+as much about the machine as about the code. Here both servers run side by side,
+each on its own fresh database, and wrk (64 connections) alternates between them in
+short slices, `--slices` each, the receiver first in odd pairs and second in even
+ones. Each server's rate is its requests over its own seconds of load, so a change
+in the machine's speed falls on both alike.
+
+    .venv/bin/python bench/ratio.py [--slice 3] [--slices 10] [--projector]
+    RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...
+
+The receiver is `receiver serve`, 1 worker, HMAC checked, JSON logs, with its
+projector off (the answer path alone) unless `--projector`. Each slice sends the
+next part of the `receiver simulate` plan, so that the receiver's traffic goes on
+(new events, their updates and replies) rather than repeating the first lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import bench_server, scratch_database
+from throughput import (
+    CpuWatch,
+    free_port,
+    run_wrk,
+    serve_minimal,
+    serve_receiver,
+    stop,
+    wait_ready,
+    write_requests,
+)
+
+from receiver.simulate import Mix, Plan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slice", type=int, default=3, help="seconds of load a slice")
+    parser.add_argument("--slices", type=int, default=10, help="slices for each server")
+    parser.add_argument("--projector", action="store_true", help="the projector in the process")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="receiver-ratio-"))
+    deliveries = list(Plan(60_000, Mix(), seed=13).deliveries())
+    # One file a slice, each starting further into the plan (the receiver's answers to
+    # a slice's first lines must be new events, not repeats of the last slice's).
+    step = len(deliveries) // args.slices
+    files = []
+    for n in range(args.slices):
+        path = folder / f"slice-{n}.tsv"
+        write_requests(deliveries[n * step :] + deliveries[: n * step], path)
+        files.append(path)
+    env = {} if args.projector else {"RECEIVER_PROJECTOR": "false"}
+    totals = {"receiver": [0.0, 0.0], "minimal": [0.0, 0.0]}
+    pairs = []
+    with (
+        bench_server() as postgres,
+        scratch_database(postgres) as receiver_db,
+        scratch_database(postgres, migrated=False) as minimal_db,
+    ):
+        receiver_port, minimal_port = free_port(), free_port()
+        receiver = serve_receiver(
+            postgres.url_for(receiver_db), receiver_port, 1, folder / "receiver.log", env=env
+        )
+        minimal = serve_minimal(postgres.url_for(minimal_db), minimal_port, 1)
+        try:
+            wait_ready(f"http://127.0.0.1:{receiver_port}/readyz", receiver)
+            wait_ready(f"http://127.0.0.1:{minimal_port}/", minimal)
+            pids = {"receiver": receiver.pid, "minimal": minimal.pid}
+            spent = {"receiver": 0.0, "minimal": 0.0}
+            for n, requests in enumerate(files):
+                order = ["receiver", "minimal"] if n % 2 == 0 else ["minimal", "receiver"]
+                rates = {}
+                for name in order:
+                    port = receiver_port if name == "receiver" else minimal_port
+                    watch = CpuWatch(pids[name])
+                    result = run_wrk(f"http://127.0.0.1:{port}", requests, args.slice, None)
+                    done = result["rate"] * args.slice
+                    # Microseconds a request of the server's own processes, back to seconds.
+                    spent[name] += watch.per_request(done, args.slice)["receiver_us"] * done
+                    rates[name] = result["rate"]
+                    totals[name][0] += result["rate"] * args.slice
+                    totals[name][1] += args.slice
+                pairs.append(rates["receiver"] / rates["minimal"])
+                print(
+                    f"slice {n}: receiver {rates['receiver']:,.0f}/s, minimal"
+                    f" {rates['minimal']:,.0f}/s, ratio {pairs[-1]:.2f}",
+                    flush=True,
+                )
+        finally:
+            stop(receiver)
+            stop(minimal)
+    rate = {name: done / seconds for name, (done, seconds) in totals.items()}
+    print(
+        f"{'with' if args.projector else 'without'} the projector in the process,"
+        f" {args.slices} slices of {args.slice} s each: receiver {rate['receiver']:,.0f}/s,"
+        f" minimal durable {rate['minimal']:,.0f}/s: ratio"
+        f" {rate['receiver'] / rate['minimal']:.2f} (slices: median"
+        f" {statistics.median(pairs):.2f}, {min(pairs):.2f}-{max(pairs):.2f}); CPU a request:"
+        f" receiver {spent['receiver'] / totals['receiver'][0]:.0f} µs, minimal"
+        f" {spent['minimal'] / totals['minimal'][0]:.0f} µs",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
