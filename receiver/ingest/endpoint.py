@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -16,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from receiver import metrics
 from receiver.callr.envelope import HANDLED_TYPES, parse_envelope
 from receiver.callr.signature import HEADER as SIGNATURE_HEADER
-from receiver.http import error_response, whole_number
+from receiver.http import JSONResponse, error_response, whole_number
 from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.recent import MinuteCounts
 from receiver.ingest.subscriptions import SubscriptionWatch
@@ -60,7 +58,7 @@ class WebhookEndpoint:
             return self._refuse(request, 413, f"body is larger than {self.max_body_bytes} bytes")
         except ClientDisconnect:
             log.info("webhook_client_gone", client=_client(request))
-            metrics.WEBHOOKS.labels("incomplete", "none").inc()
+            _requests("incomplete", "none").inc()
             return error_response(400, "the client closed the connection before the body ended")
         check = self.auth.signature
         if check is not None and not check.verify(body, headers.get(SIGNATURE_HEADER)):
@@ -83,7 +81,7 @@ class WebhookEndpoint:
         if self.auth.url_token is not None and not self.auth.token_matches(
             request.path_params.get("token", "")
         ):
-            metrics.WEBHOOKS.labels("unknown_url", "none").inc()
+            _requests("unknown_url", "none").inc()
             self.refusals.add()
             return error_response(404, "Not Found")
         declared = whole_number(headers.get("content-length"))
@@ -112,8 +110,8 @@ class WebhookEndpoint:
             # A body that is not an event, or an event the database refused (a value
             # out of its range): kept raw either way, and the reason said.
             body = {"error": outcome.reason, "event_id": outcome.event_id, "stored": True}
-            return _Answer(body, status_code=400), outcome
-        return _Answer({"result": outcome.result.value, "event_id": outcome.event_id}), outcome
+            return JSONResponse(body, status_code=400), outcome
+        return JSONResponse({"result": outcome.result.value, "event_id": outcome.event_id}), outcome
 
     def _unavailable(self, reason: str) -> Response:
         return error_response(
@@ -122,7 +120,7 @@ class WebhookEndpoint:
 
     def _refuse(self, request: Request, status: int, reason: str) -> Response:
         log.warning("webhook_rejected", status=status, reason=reason, client=_client(request))
-        metrics.WEBHOOKS.labels(_REFUSED.get(status, str(status)), "none").inc()
+        _requests(_REFUSED.get(status, str(status)), "none").inc()
         self.refusals.add()
         return error_response(status, reason)
 
@@ -158,29 +156,6 @@ class WebhookEndpoint:
             log.warning("webhook", **fields)
         else:
             log.info("webhook", new_delivery=outcome.new_delivery, **fields)
-
-
-class _Answer(Response):
-    """The answer to a stored delivery, made and sent with the least work: the same
-    status, headers and body as `JSONResponse`, without its header handling (half of
-    the response's cost, measured at 3.4 against 1.5 us)."""
-
-    media_type = "application/json"
-
-    def __init__(self, content: dict[str, Any], status_code: int = 200) -> None:
-        self.status_code = status_code
-        self.body = orjson.dumps(content)
-        self.background = None
-        self.raw_headers = [
-            (b"content-length", str(len(self.body)).encode("latin-1")),
-            (b"content-type", b"application/json"),
-        ]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        await send({"type": "http.response.body", "body": self.body})
 
 
 class WebhookLane:
