@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -19,9 +20,12 @@ from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.recent import MinuteCounts
 from receiver.ingest.subscriptions import SubscriptionWatch
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter, Overloaded
+from receiver.logging import RequestLog
 from receiver.projection.store import Incoming, Outcome, Result
 
 log = structlog.get_logger("receiver.webhook")
+# The line of every request.
+request_log = RequestLog("receiver.webhook")
 _requests = metrics.children(metrics.WEBHOOKS)
 _deliveries = metrics.children(metrics.DELIVERIES)
 
@@ -70,10 +74,13 @@ class WebhookEndpoint:
             headers=_kept_headers(headers),
             remote_addr=_client(request),
         )
-        response, outcome = await self._store(request.state.writer, item)
+        # The lifespan's state read from the scope: Starlette's `request.state` and
+        # `request.client` build an object each, 3.5 us a request between them.
+        state = request.scope["state"]
+        response, outcome = await self._store(state["writer"], item)
         self._log(item, response, outcome, started)
         if outcome is not None:
-            self.subscriptions.seen(item.parsed.subscription, request.state.pool)
+            self.subscriptions.seen(item.parsed.subscription, state["pool"])
         return response
 
     def _precheck(self, request: Request, headers: dict[str, str]) -> Response | None:
@@ -139,23 +146,23 @@ class WebhookEndpoint:
                 _deliveries("retry").inc()
             if outcome.conflict:
                 _deliveries("conflict").inc()
-        fields = {
-            "event_id": item.key,
-            "type": parsed.type,
-            "try": parsed.attempt,
-            "status": response.status_code,
-            "result": result,
-            "latency_ms": round(elapsed * 1000, 2),
-            "client": item.remote_addr,
-        }
-        if outcome is not None and outcome.result is Result.INVALID:
-            log.warning("webhook", reason=outcome.reason, **fields)
-        elif outcome is not None and outcome.conflict:
-            log.warning("webhook", conflict=True, new_delivery=outcome.new_delivery, **fields)
-        elif outcome is None:
-            log.warning("webhook", **fields)
+        fields: dict[str, Any]
+        if outcome is None:
+            level, fields = "warning", {}
+        elif outcome.result is Result.INVALID:
+            level, fields = "warning", {"reason": outcome.reason}
+        elif outcome.conflict:
+            level, fields = "warning", {"conflict": True, "new_delivery": outcome.new_delivery}
         else:
-            log.info("webhook", new_delivery=outcome.new_delivery, **fields)
+            level, fields = "info", {"new_delivery": outcome.new_delivery}
+        fields["event_id"] = item.key
+        fields["type"] = parsed.type
+        fields["try"] = parsed.attempt
+        fields["status"] = response.status_code
+        fields["result"] = result
+        fields["latency_ms"] = round(elapsed * 1000, 2)
+        fields["client"] = item.remote_addr
+        request_log.line(level, "webhook", fields)
 
 
 class WebhookLane:
@@ -252,4 +259,5 @@ def _kept_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def _client(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    client = request.scope.get("client")
+    return client[0] if client else None
