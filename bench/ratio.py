@@ -12,7 +12,10 @@ in the machine's speed falls on both alike.
     RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...
 
 The receiver is `receiver serve`, 1 worker, HMAC checked, JSON logs, with its
-projector off (the answer path alone) unless `--projector`. Each slice sends the
+projector off (the answer path alone) unless `--projector`. With it, each receiver
+slice ends once its projector has caught up: the seconds (and CPU) it takes after
+the load are the receiver's, so that a projector falling behind does not pass its
+work on to the minimal's slice. Each slice sends the
 next part of the `receiver simulate` plan, so that the receiver's traffic goes on
 (new events, their updates and replies) rather than repeating the first lines.
 """
@@ -20,6 +23,7 @@ next part of the `receiver simulate` plan, so that the receiver's traffic goes o
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
@@ -31,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support import bench_server, scratch_database
 from throughput import (
     CpuWatch,
+    backlog_now,
+    catch_up,
     free_port,
     run_wrk,
     serve_minimal,
@@ -68,15 +74,16 @@ def main() -> None:
         scratch_database(postgres, migrated=False) as minimal_db,
     ):
         receiver_port, minimal_port = free_port(), free_port()
-        receiver = serve_receiver(
-            postgres.url_for(receiver_db), receiver_port, 1, folder / "receiver.log", env=env
-        )
+        receiver_url = postgres.url_for(receiver_db)
+        receiver = serve_receiver(receiver_url, receiver_port, 1, folder / "receiver.log", env=env)
         minimal = serve_minimal(postgres.url_for(minimal_db), minimal_port, 1)
         try:
             wait_ready(f"http://127.0.0.1:{receiver_port}/readyz", receiver)
             wait_ready(f"http://127.0.0.1:{minimal_port}/", minimal)
             pids = {"receiver": receiver.pid, "minimal": minimal.pid}
             spent = {"receiver": 0.0, "minimal": 0.0}
+            # Events waiting for the projector when a receiver slice's load ended.
+            backlogs: list[int] = []
             for n, requests in enumerate(files):
                 order = ["receiver", "minimal"] if n % 2 == 0 else ["minimal", "receiver"]
                 rates = {}
@@ -85,14 +92,20 @@ def main() -> None:
                     watch = CpuWatch(pids[name])
                     result = run_wrk(f"http://127.0.0.1:{port}", requests, args.slice, None)
                     done = result["rate"] * args.slice
+                    seconds = float(args.slice)
+                    if name == "receiver" and args.projector:
+                        backlog = asyncio.run(backlog_now(receiver_url))
+                        seconds += asyncio.run(catch_up(receiver_url))
+                        backlogs.append(backlog)
                     # Microseconds a request of the server's own processes, back to seconds.
-                    spent[name] += watch.per_request(done, args.slice)["receiver_us"] * done
-                    rates[name] = result["rate"]
-                    totals[name][0] += result["rate"] * args.slice
-                    totals[name][1] += args.slice
+                    spent[name] += watch.per_request(done, seconds)["receiver_us"] * done
+                    rates[name] = done / seconds
+                    totals[name][0] += done
+                    totals[name][1] += seconds
                 pairs.append(rates["receiver"] / rates["minimal"])
+                waiting = f" (backlog at the end of the load {backlogs[-1]:,})" if backlogs else ""
                 print(
-                    f"slice {n}: receiver {rates['receiver']:,.0f}/s, minimal"
+                    f"slice {n}: receiver {rates['receiver']:,.0f}/s{waiting}, minimal"
                     f" {rates['minimal']:,.0f}/s, ratio {pairs[-1]:.2f}",
                     flush=True,
                 )
