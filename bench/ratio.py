@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -49,12 +51,25 @@ from throughput import (
 from receiver.simulate import Mix, Plan
 
 
+def serve_worker(database_url: str, log: Path) -> subprocess.Popen[bytes]:
+    """`receiver worker` on the receiver's database: its projector, dispatcher and sender."""
+    env = {**os.environ, "RECEIVER_DATABASE_URL": database_url, "RECEIVER_LOG_FORMAT": "json"}
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "receiver", "worker"], stderr=out, env=env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--slice", type=int, default=3, help="seconds of load a slice")
     parser.add_argument("--slices", type=int, default=10, help="slices for each server")
     parser.add_argument("--projector", action="store_true", help="the projector in the process")
+    parser.add_argument(
+        "--worker", action="store_true", help="the projector in a `receiver worker` beside it"
+    )
     args = parser.parse_args()
+    if args.projector and args.worker:
+        parser.error("--projector and --worker are two ways to run the projector: choose one")
+    projecting = args.projector or args.worker
     folder = Path(tempfile.mkdtemp(prefix="receiver-ratio-"))
     deliveries = list(Plan(60_000, Mix(), seed=13).deliveries())
     # One file a slice, each starting further into the plan (the receiver's answers to
@@ -66,6 +81,7 @@ def main() -> None:
         write_requests(deliveries[n * step :] + deliveries[: n * step], path)
         files.append(path)
     env = {} if args.projector else {"RECEIVER_PROJECTOR": "false"}
+    worker: subprocess.Popen[bytes] | None = None
     totals = {"receiver": [0.0, 0.0], "minimal": [0.0, 0.0]}
     pairs = []
     with (
@@ -77,6 +93,8 @@ def main() -> None:
         receiver_url = postgres.url_for(receiver_db)
         receiver = serve_receiver(receiver_url, receiver_port, 1, folder / "receiver.log", env=env)
         minimal = serve_minimal(postgres.url_for(minimal_db), minimal_port, 1)
+        if args.worker:
+            worker = serve_worker(receiver_url, folder / "worker.log")
         try:
             wait_ready(f"http://127.0.0.1:{receiver_port}/readyz", receiver)
             wait_ready(f"http://127.0.0.1:{minimal_port}/", minimal)
@@ -89,16 +107,20 @@ def main() -> None:
                 rates = {}
                 for name in order:
                     port = receiver_port if name == "receiver" else minimal_port
-                    watch = CpuWatch(pids[name])
+                    watches = [CpuWatch(pids[name])]
+                    if name == "receiver" and worker is not None:
+                        watches.append(CpuWatch(worker.pid))
                     result = run_wrk(f"http://127.0.0.1:{port}", requests, args.slice, None)
                     done = result["rate"] * args.slice
                     seconds = float(args.slice)
-                    if name == "receiver" and args.projector:
+                    if name == "receiver" and projecting:
                         backlog = asyncio.run(backlog_now(receiver_url))
                         seconds += asyncio.run(catch_up(receiver_url))
                         backlogs.append(backlog)
                     # Microseconds a request of the server's own processes, back to seconds.
-                    spent[name] += watch.per_request(done, seconds)["receiver_us"] * done
+                    spent[name] += sum(
+                        watch.per_request(done, seconds)["receiver_us"] * done for watch in watches
+                    )
                     rates[name] = done / seconds
                     totals[name][0] += done
                     totals[name][1] += seconds
@@ -112,9 +134,18 @@ def main() -> None:
         finally:
             stop(receiver)
             stop(minimal)
+            if worker is not None:
+                stop(worker)
     rate = {name: done / seconds for name, (done, seconds) in totals.items()}
+    where = (
+        "with the projector in the process"
+        if args.projector
+        else "with the projector in a worker beside it"
+        if args.worker
+        else "without the projector in the process"
+    )
     print(
-        f"{'with' if args.projector else 'without'} the projector in the process,"
+        f"{where},"
         f" {args.slices} slices of {args.slice} s each: receiver {rate['receiver']:,.0f}/s,"
         f" minimal durable {rate['minimal']:,.0f}/s: ratio"
         f" {rate['receiver'] / rate['minimal']:.2f} (slices: median"
