@@ -59,8 +59,8 @@ BATCH_SECONDS = Histogram(
 )
 STANDBY_BATCHES = Counter(
     "receiver_standby_batches",
-    "Batches taken by a standby writer while the first writer's batch ran over 20 ms "
-    "(it waited for a lock, or the database fell behind).",
+    "Batches taken by a standby writer while the first writer's batch ran over 5 ms "
+    "(its commit slowed by other work, a lock wait, or the database behind).",
 )
 PROJECTED = Counter(
     "receiver_projected_events",

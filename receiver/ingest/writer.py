@@ -42,8 +42,12 @@ _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.Seria
 _RETRIES = 3
 
 # How long the first writer's batch may run before the other writers take batches
-# too. Batches take a few milliseconds under load (docs/performance.md).
-HELP_AFTER = 0.02
+# too. A batch alone takes a few milliseconds under load; with the projector's
+# statements and WAL beside it, about 10 ms, and a second writer then overlaps the
+# first one's commit: at 20 ms it never did, and the answer rate with the projector
+# in the process was 0.44-0.46 of the minimal durable receiver's; at 5 ms, 0.51-0.56,
+# the answer path alone unchanged (bench/ratio.py, docs/performance.md).
+HELP_AFTER = 0.005
 
 
 class DatabaseUnavailable(Exception):
