@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from receiver.api.models import Registration, RegistrationRequest, answer, read_body
 from receiver.callr.own import registration_body, registration_event
-from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA
+from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA, RANGE_TEXT, OutOfRange, in_range
 from receiver.http import error_response
 from receiver.projection.apply import store_and_apply
 
@@ -90,7 +90,10 @@ def _created_at(raw: Any) -> datetime:
         created_at = None
     if created_at is None or created_at.tzinfo is None:
         raise _Invalid("created_at must be an RFC 3339 time with its zone")
-    return created_at.astimezone(UTC)
+    try:
+        return in_range(created_at)
+    except OutOfRange:
+        raise _Invalid(f"created_at is {RANGE_TEXT}") from None
 
 
 def _text(document: dict[str, Any], name: str, *, required: bool, limit: int) -> str | None:
@@ -99,8 +102,10 @@ def _text(document: dict[str, Any], name: str, *, required: bool, limit: int) ->
         if required:
             raise _Invalid(f"{name} is required")
         return None
-    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+    if not isinstance(value, str) or len(value) > limit:
         raise _Invalid(f"{name} must be a string of at most {limit} characters")
+    if "\x00" in value:
+        raise _Invalid(f"{name} must not contain a NUL character")
     return value
 
 

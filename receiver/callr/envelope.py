@@ -18,7 +18,7 @@ import orjson
 
 from receiver.callr.decoder import decode_sms
 from receiver.callr.sends import SendStep
-from receiver.callr.sms import SmsInvalid, Snapshot, parse_sms
+from receiver.callr.sms import RANGE_TEXT, OutOfRange, SmsInvalid, Snapshot, in_range, parse_sms
 
 HANDLED_TYPES = frozenset(
     {"sms.mt.status_update", "sms.mo", "v2.sms.outbound.updated", "v2.sms.inbound.received"}
@@ -28,6 +28,31 @@ MAX_ID_LENGTH = 256
 # How deep a body may nest and still be fingerprinted (orjson writes at most this).
 MAX_DEPTH = 254
 MAX_ATTEMPT = 2**31 - 1
+
+# The receiver's own events (receiver.callr.own) are told apart by where they were
+# stored (`events.own`, set only by the code that makes them), never by a body: a
+# webhook that takes one of their types or id forms is refused, and kept under the
+# hash of its bytes, so that it can never take the id of a real one.
+OWN_TYPE_PREFIXES = ("receiver.", "callr.api.")
+OWN_ID_PREFIXES = ("send:", "registration:", "callr-api:")
+
+
+def impersonation(event_id: str | None, event_type: str | None, id_field: str = "id") -> str | None:
+    """Why a webhook's id or type is refused: one the receiver keeps for its own events.
+
+    `id_field` names the id in the message (`event_id` in v1, `id` in v2).
+    """
+    if event_type is not None and event_type.startswith(OWN_TYPE_PREFIXES):
+        return (
+            f"field 'type' is {event_type[:64]!r}, a type of the receiver's own events:"
+            " CALLR never sends it"
+        )
+    if event_id is not None and event_id.startswith(OWN_ID_PREFIXES):
+        return (
+            f"field '{id_field}' is {event_id[:64]!r}, an id form of the receiver's own events:"
+            " CALLR never sends it"
+        )
+    return None
 
 
 # Named tuples, like the SMS snapshot: made for every webhook, and cheaper to make
@@ -102,9 +127,9 @@ def parse_envelope(body: bytes, *, fingerprint: bool = True) -> Envelope | Malfo
     if b"\\u0000" not in body:
         decoded = _decoded(document, fields, fingerprint=fingerprint)
         if decoded is not None:
-            return decoded
+            return _not_own(body, decoded, fields)
     try:
-        return _envelope(document, fields, fingerprint=fingerprint)
+        return _not_own(body, _envelope(document, fields, fingerprint=fingerprint), fields)
     except _Invalid as error:
         return _malformed_document(body, document, fields, str(error))
     except orjson.JSONEncodeError:
@@ -118,6 +143,9 @@ def parse_envelope(body: bytes, *, fingerprint: bool = True) -> Envelope | Malfo
             content = content_fingerprint(document, fields.subscription)
         except orjson.JSONEncodeError:
             return _malformed(body, f"body is nested more than {MAX_DEPTH} levels deep")
+        refused = impersonation(document[fields.id], document["type"], fields.id)
+        if refused is not None:
+            return _malformed(body, refused)._replace(type=document["type"])
         return Malformed(
             key=document[fields.id],
             reason=str(error),
@@ -214,6 +242,13 @@ def content_fingerprint(document: dict[str, Any], subscription_field: str) -> by
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
 
 
+def _not_own(body: bytes, envelope: Envelope, fields: _Fields) -> Envelope | Malformed:
+    refused = impersonation(envelope.event_id, envelope.type, fields.id)
+    if refused is None:
+        return envelope
+    return _malformed(body, refused)._replace(type=envelope.type[:MAX_ID_LENGTH])
+
+
 def _malformed(body: bytes, reason: str) -> Malformed:
     digest = hashlib.sha256(body).digest()
     return Malformed(
@@ -236,6 +271,9 @@ def _malformed_document(
     """
     digest = hashlib.sha256(body).digest()
     event_id = _lenient_text(document, fields.id)
+    refused = impersonation(event_id, _lenient_text(document, "type"), fields.id)
+    if refused is not None:
+        return _malformed(body, f"{refused}; and {reason}")
     if event_id is not None:
         try:
             fingerprint = content_fingerprint(document, fields.subscription)
@@ -301,7 +339,10 @@ def _timestamp(document: dict[str, Any], name: str) -> datetime | None:
         raise _Invalid(f"field '{name}' is not an ISO 8601 time: {value[:64]!r}") from None
     if parsed.tzinfo is None:
         raise _Invalid(f"field '{name}' has no time zone: {value[:64]!r}")
-    return parsed
+    try:
+        return in_range(parsed)
+    except OutOfRange:
+        raise _Invalid(f"field '{name}' is {RANGE_TEXT}: {value[:64]!r}") from None
 
 
 def _json_kind(value: object) -> str:

@@ -313,6 +313,8 @@ class _Fields:
         value = self.text(field, limit=MAX_DATE)
         try:
             return v1_time(value)
+        except OutOfRange:
+            raise SmsInvalid(f"{self.name(field)} is {RANGE_TEXT}") from None
         except ValueError:
             raise SmsInvalid(f"{self.name(field)} is not a 'YYYY-MM-DD HH:MM:SS' date") from None
 
@@ -322,6 +324,8 @@ class _Fields:
             return rfc3339_time(value)
         except _NoZone:
             raise SmsInvalid(f"{self.name(field)} has no time zone") from None
+        except OutOfRange:
+            raise SmsInvalid(f"{self.name(field)} is {RANGE_TEXT}") from None
         except ValueError:
             raise SmsInvalid(f"{self.name(field)} is not an RFC 3339 time") from None
 
@@ -347,6 +351,18 @@ class _Unreadable(ValueError):
 
 class _NoZone(ValueError):
     pass
+
+
+class OutOfRange(ValueError):
+    """A time outside the years CALLR can write (`EARLIEST` to `LATEST`)."""
+
+
+# Every time read from a body lies in these bounds (docs/webhooks.md): CALLR writes
+# times of its own clock, and a time far from it (year 1, year 9999 in another zone)
+# is a body to refuse, not one to store where every read of it would fail.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+RANGE_TEXT = "out of range: times from 2000-01-01 to 2099-12-31 (UTC) are read"
 
 
 def amount(value: str | int | float) -> Decimal:
@@ -375,7 +391,10 @@ def v1_time(value: str | None) -> datetime | None:
     if len(value) < 19 or value[10] != " " or value[19:20] not in ("", "."):
         raise ValueError(value)
     # In UTC: the zone written out costs less than replace(tzinfo=...) after.
-    return datetime.fromisoformat(value + "+00:00")
+    parsed = datetime.fromisoformat(value + "+00:00")
+    if not EARLIEST.year <= parsed.year < LATEST.year:
+        raise OutOfRange(value)
+    return parsed
 
 
 def rfc3339_time(value: str | None) -> datetime | None:
@@ -385,7 +404,19 @@ def rfc3339_time(value: str | None) -> datetime | None:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise _NoZone(value)
-    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+    return in_range(parsed)
+
+
+def in_range(value: datetime) -> datetime:
+    """An aware time in UTC, when it is one CALLR could write: from `EARLIEST` to
+    `LATEST` (excluded). Raises `OutOfRange` otherwise, before any arithmetic that the
+    far ends would overflow (year 1 or 9999 in another zone)."""
+    if not EARLIEST.year - 1 <= value.year <= LATEST.year:
+        raise OutOfRange(value.isoformat())
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    if not EARLIEST <= utc < LATEST:
+        raise OutOfRange(value.isoformat())
+    return utc
 
 
 def to_second(value: datetime) -> datetime:

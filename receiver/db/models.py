@@ -107,6 +107,9 @@ class Event(Base):
     # for a later delivery to be the same event.
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
     body: Mapped[bytes] = mapped_column(LargeBinary)
+    # Made by the receiver itself (receiver.callr.own), set only by the code that makes
+    # such events: never by the webhook, whatever its body says (migration 0019).
+    own: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
 
     __table_args__ = (
         Index(None, "received_at"),

@@ -141,7 +141,7 @@ async def store_and_apply(
         )
         for envelope, body in events
     ]
-    outcomes = await store_batch(conn, items, pending=False)
+    outcomes = await store_batch(conn, items, pending=False, own=True)
     reports = stored_reports(items, outcomes)
     await apply(conn, reports, routing_window=routing_window)
     return len(reports)

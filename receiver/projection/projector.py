@@ -49,7 +49,9 @@ import asyncpg
 import structlog
 
 from receiver import metrics
+from receiver.callr.envelope import Malformed
 from receiver.callr.own import parse_stored
+from receiver.db.arrays import columns
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, batch_transaction
 from receiver.db.listen import listen
 from receiver.projection.apply import apply
@@ -106,7 +108,7 @@ SELECT * FROM claimed ORDER BY id
 """
 
 _BODIES = """
-SELECT e.event_id, e.type, e.body, e.received_at FROM events e
+SELECT e.event_id, e.type, e.body, e.received_at, e.own FROM events e
 WHERE e.event_id = ANY($1::text[]) AND e.state = 'processed'
 """
 
@@ -307,22 +309,39 @@ class Projector:
             else:
                 found[report.event_id] = report
         if unparsed:
-            for report in await _parse(await conn.fetch(_BODIES, unparsed)):
+            reports, refused = await _parse(await conn.fetch(_BODIES, unparsed))
+            for report in reports:
                 found[report.event_id] = report
+            if refused:
+                # Stored by an older release and refused by today's rules (a time out
+                # of range, say): kept as invalid with the reason, like at ingest.
+                await conn.execute(_REFUSED, *columns(refused, 2))
         return [found[row["event_id"]] for row in claimed if row["event_id"] in found]
 
 
-async def _parse(rows: Sequence[Any]) -> list[Applicable]:
-    """The reports of stored events, parsed from their raw bodies a slice at a time."""
+_REFUSED = """
+UPDATE events e SET state = 'invalid', reason = u.reason
+FROM unnest($1::text[], $2::text[]) AS u(event_id, reason)
+WHERE e.event_id = u.event_id
+"""
+
+
+async def _parse(rows: Sequence[Any]) -> tuple[list[Applicable], list[tuple[str, str]]]:
+    """The reports of stored events, parsed from their raw bodies a slice at a time, and
+    the (event id, reason) of those that today's rules refuse."""
     reports = []
+    refused = []
     for start in range(0, len(rows), _PARSE_SLICE):
         for row in rows[start : start + _PARSE_SLICE]:
-            parsed = parse_stored(row["event_id"], row["type"], row["body"])
+            parsed = parse_stored(row["event_id"], row["type"], row["body"], own=row["own"])
+            if isinstance(parsed, Malformed):
+                refused.append((row["event_id"], parsed.reason))
+                continue
             report = report_of(row["event_id"], row["received_at"], parsed)
             if report is not None:
                 reports.append(report)
         await asyncio.sleep(0)
-    return reports
+    return reports, refused
 
 
 class _Failures:

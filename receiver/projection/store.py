@@ -114,10 +114,10 @@ WITH r AS (
 created AS (
     INSERT INTO events AS e
         (event_id, type, emitted_at, received_at, state, reason, subscription, sms_id,
-         fingerprint, body)
+         fingerprint, body, own)
     SELECT DISTINCT ON (r.event_id)
         r.event_id, r.type, r.emitted_at, r.received_at, r.state, r.reason, r.subscription,
-        r.sms_id, r.key, r.body
+        r.sms_id, r.key, r.body, $5::boolean
     FROM r
     ORDER BY r.event_id, r.ord
     ON CONFLICT (event_id) DO NOTHING
@@ -181,14 +181,16 @@ PENDING_CHANNEL = "receiver_projection"
 
 
 async def store_batch(
-    conn: Any, items: Sequence[Incoming], *, pending: bool = True
+    conn: Any, items: Sequence[Incoming], *, pending: bool = True, own: bool = False
 ) -> list[Outcome]:
     """Store every item's event (once per id) and delivery (once per id, try and content).
 
     `pending`: the new events wait for the projector; a replay that stores events
     again projects them itself, in the same transaction, and passes False.
+    `own`: the events are the receiver's own (receiver.callr.own), made by the code
+    that calls; only `store_and_apply` says so, never the webhook or a replay.
     """
-    rows = await _insert(conn, items, pending)
+    rows = await _insert(conn, items, pending, own)
     created = {items[ord_].key for ord_, row in rows.items() if row.created}
     outcomes: list[Outcome] = []
     claimed_events: set[str] = set()
@@ -230,12 +232,14 @@ def event_state(parsed: Envelope | Malformed) -> EventState:
     return EventState.PROCESSED if parsed.handled else EventState.UNHANDLED
 
 
-async def _insert(conn: Any, items: Sequence[Incoming], pending: bool) -> dict[int, _Stored]:
+async def _insert(
+    conn: Any, items: Sequence[Incoming], pending: bool, own: bool
+) -> dict[int, _Stored]:
     """What the insert did for each item, by position."""
-    stored = await _insert_once(conn, items, pending)
+    stored = await _insert_once(conn, items, pending, own)
     unseen = [ord_ for ord_, row in stored.items() if row.unseen]
     if unseen:
-        again = await _insert_once(conn, [items[ord_] for ord_ in unseen], pending)
+        again = await _insert_once(conn, [items[ord_] for ord_ in unseen], pending, own)
         if any(row.unseen for row in again.values()):
             raise RuntimeError("an event was neither stored nor found twice in a row")
         stored.update({unseen[n]: row for n, row in again.items()})
@@ -249,7 +253,9 @@ class _Stored(NamedTuple):
     delivery_id: int | None
 
 
-async def _insert_once(conn: Any, items: Sequence[Incoming], pending: bool) -> dict[int, _Stored]:
+async def _insert_once(
+    conn: Any, items: Sequence[Incoming], pending: bool, own: bool
+) -> dict[int, _Stored]:
     rows = []
     for ord_, item in enumerate(items):
         parsed = item.parsed
@@ -274,7 +280,7 @@ async def _insert_once(conn: Any, items: Sequence[Incoming], pending: bool) -> d
         )
     bodies = [item.body for item in items]
     records = await conn.fetch(
-        _INSERT, orjson.dumps(rows).decode(), bodies, pending, PENDING_CHANNEL
+        _INSERT, orjson.dumps(rows).decode(), bodies, pending, PENDING_CHANNEL, own
     )
     return {record["ord"]: _Stored(*record[1:5]) for record in records}
 

@@ -10,15 +10,19 @@ run again, and can run while webhooks arrive.
 Both apply events with the projector's code (receiver.projection), in their own
 transactions, beside the projector that runs in every serve process.
 
-Rebuild empties the message records, their history and the evidence, then
-replays every event without routing (forwards are delivery records, kept as
-they are). An event committed before the tables are emptied is in the replay; one
-committed after waits for the projector, which applies it to the new tables. An
-event that is both replayed and projected (it arrived during the rebuild, or was
-pending when it began) is applied twice, which writes nothing the first time did
-not: every row the projection writes is a union of evidence or its greatest or
-least value. Nothing is lost and nothing is counted twice
-(tests/test_replay.py, rebuild under live ingest).
+Rebuild projects every event again, without routing (forwards are delivery
+records, kept as they are), into empty tables of their own (the schema
+`receiver_rebuild`: messages, transitions, observations, sends), while the live
+tables go on serving reads and the projector goes on applying new events to them.
+At the end, one transaction locks the live tables, applies again the events stored
+since the rebuild began (less `TAIL_MARGIN`, for an answer stamped before it and
+committed after), and puts the new rows in place of the old. Until that
+transaction commits the live records are as they were: a rebuild that fails, is
+stopped or killed leaves them whole, and the next run starts its tables afresh.
+An event that is both replayed and projected is applied twice, which writes
+nothing the first time did not: every row the projection writes is a union of
+evidence or its greatest or least value. Nothing is lost and nothing is counted
+twice (tests/test_replay.py, rebuild under live ingest).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any, Protocol
+
+import asyncpg
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.callr.own import parse_stored
@@ -53,7 +59,8 @@ GROUP BY e.type, e.state ORDER BY e.type NULLS LAST, e.state
 """
 
 _PAGE = f"""
-SELECT e.event_id, e.body, e.received_at, e.state, e.type, e.emitted_at, e.reason, e.sms_id
+SELECT e.event_id, e.body, e.received_at, e.state, e.type, e.emitted_at, e.reason, e.sms_id,
+    e.own
 FROM events e
 WHERE {FILTER_SQL}
   AND ($7::timestamptz IS NULL OR (e.received_at, e.event_id) > ($7, $8::text))
@@ -61,7 +68,9 @@ ORDER BY e.received_at, e.event_id
 LIMIT $9
 """
 
-_COLUMNS = "e.event_id, e.body, e.received_at, e.state, e.type, e.emitted_at, e.reason, e.sms_id"
+_COLUMNS = (
+    "e.event_id, e.body, e.received_at, e.state, e.type, e.emitted_at, e.reason, e.sms_id, e.own"
+)
 
 _PAGE_UNTIED = f"""
 SELECT {_COLUMNS} FROM events e
@@ -96,8 +105,17 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $
 WHERE e.event_id = u.event_id
 """
 
-# The days kept for the statistics go too: they are computed again when asked for.
-_EMPTY_PROJECTION = "TRUNCATE messages, transitions, observations, stats_rows, stats_days, sends"
+# Where a rebuild writes until it is done, and the tables it writes there.
+SHADOW = "receiver_rebuild"
+REBUILT = ("messages", "transitions", "observations", "sends")
+# Events stamped this long before the rebuild began are applied again at the swap: an
+# answer's transaction commits within seconds of its stamp (the writer's deadline).
+TAIL_MARGIN = timedelta(minutes=5)
+_SEARCH_SHADOW = f"SET LOCAL search_path TO {SHADOW}, public"
+_COPY_COLUMNS = """
+SELECT column_name, is_identity = 'YES' AS identity FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position
+"""
 
 
 class StopFlag(Protocol):
@@ -184,11 +202,13 @@ async def replay(
     stop: StopFlag | None = None,
     total: int | None = None,
     pager: Pager | None = None,
+    shadow: bool = False,
 ) -> ReplaySummary:
     """Replay the selected events page by page; stops cleanly after a page when `stop` is set.
 
     `routing_window` None leaves the forwards alone (what rebuild does); `total`
-    is how many events match, when the caller has counted them already.
+    is how many events match, when the caller has counted them already; `shadow`
+    writes the records into a rebuild's tables (`SHADOW`) instead of the live ones.
     """
     summary = ReplaySummary(total=total or 0)
     if total is None:
@@ -208,6 +228,8 @@ async def replay(
             if isinstance(page, _ReadFailed):
                 raise page.error
             async with pool.acquire() as conn, conn.transaction():
+                if shadow:
+                    await conn.execute(_SEARCH_SHADOW)
                 await _apply_page(conn, page, summary, routing_window=routing_window)
             summary.replayed += len(page.rows)
             advance(len(page.rows))
@@ -275,10 +297,7 @@ async def _read_pages(
             return
         parsed: list[Envelope | Malformed] = []
         for start in range(0, len(rows), _PARSE_SLICE):
-            parsed += [
-                parse_stored(row["event_id"], row["type"], row["body"])
-                for row in rows[start : start + _PARSE_SLICE]
-            ]
+            parsed += [_parse_row(row) for row in rows[start : start + _PARSE_SLICE]]
             # Let the loop hear from the database between slices: a whole page parsed
             # at once kept the other connections' results waiting (about 70 ms).
             await asyncio.sleep(0)
@@ -296,7 +315,8 @@ async def rebuild(
     total: int | None = None,
     workers: RangeReplayers | None = None,
 ) -> ReplaySummary:
-    """Empty the message records, history and evidence, and project every stored event again.
+    """Project every stored event again into new message records, history and evidence,
+    and put them in place of the old in one transaction (see the module's doc).
 
     `jobs`: how many ranges of SMS ids are replayed at once. The ranges share no
     SMS, so their transactions never wait for each other. They are replayed on
@@ -314,11 +334,8 @@ async def rebuild(
                 " would drop the messages they made. `receiver replay` re-runs the current"
                 " code over the events that remain and keeps the rest."
             )
-        # A short lock: if a long transaction holds the tables, fail rather than
-        # stall live ingest behind the wait.
-        await conn.execute("SET lock_timeout = '5s'")
-        await conn.execute(_EMPTY_PROJECTION)
-        await conn.execute("RESET lock_timeout")
+        started = await conn.fetchval("SELECT now()")
+        await _make_shadow(conn)
         cuts = await _split_points(conn, jobs)
     # Events not yet tied to an SMS (not SMS events, or stored before the column
     # existed) in the order received; then every SMS's events together, so that
@@ -350,7 +367,83 @@ async def rebuild(
             summary.by_state[state] = summary.by_state.get(state, 0) + n
     summary.total = total if total is not None else summary.replayed
     summary.stopped = stop is not None and stop.is_set()
+    if not summary.stopped:
+        summary.parked += await _swap(pool, started - TAIL_MARGIN, batch)
     return summary
+
+
+async def _make_shadow(conn: Any) -> None:
+    """Empty tables shaped like the live records, for a rebuild to write into (those of an
+    unfinished rebuild are dropped)."""
+    async with conn.transaction():
+        await conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
+        await conn.execute(f"CREATE SCHEMA {SHADOW}")
+        for table in REBUILT:
+            await conn.execute(f"CREATE TABLE {SHADOW}.{table} (LIKE public.{table} INCLUDING ALL)")
+
+
+async def _swap(pool: Any, since: datetime, batch: int) -> int:
+    """Put the rebuilt records in place of the live ones, in one transaction; how many
+    events could not be applied. Tried again when it meets a deadlock (another
+    transaction held one of the tables and waited for another)."""
+    for attempt in range(_SWAP_TRIES):
+        try:
+            async with pool.acquire() as conn:
+                parked = await _swap_once(conn, since, batch)
+                await conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
+                return parked
+        except asyncpg.exceptions.DeadlockDetectedError:
+            if attempt == _SWAP_TRIES - 1:
+                raise
+            await asyncio.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+_SWAP_TRIES = 5
+
+
+async def _swap_once(conn: Any, since: datetime, batch: int) -> int:
+    """The swap's transaction. The live tables are locked (the projector and the reads
+    of records wait), the events stored since `since` applied again to the rebuilt
+    tables (the projector applied them to the live ones meanwhile), then the rows
+    copied over. A send's lease (`next_at`, moved on by a sender that holds it) is kept
+    where it is later than the rebuilt one."""
+    summary = ReplaySummary()
+    async with conn.transaction():
+        await conn.execute(
+            f"LOCK TABLE {', '.join(REBUILT)}, stats_rows, stats_days IN ACCESS EXCLUSIVE MODE"
+        )
+        await conn.execute(_SEARCH_SHADOW)
+        selection = EventFilter(since=since)
+        after: tuple[Any, ...] = (None, None)
+        while rows := await conn.fetch(_PAGE, *selection.arguments(), *after, batch):
+            page = _Page(rows, [_parse_row(row) for row in rows])
+            await _apply_page(conn, page, summary, routing_window=None)
+            after = _by_received(rows[-1])
+        await conn.execute("SET LOCAL search_path TO public")
+        await conn.execute(
+            f"UPDATE {SHADOW}.sends s SET next_at = p.next_at FROM public.sends p"
+            " WHERE s.id = p.id AND s.seq = p.seq AND p.next_at > s.next_at"
+        )
+        # The days kept for the statistics go: they are computed again when asked for.
+        await conn.execute(f"TRUNCATE stats_rows, stats_days, {', '.join(REBUILT)}")
+        for table in REBUILT:
+            await conn.execute(await _copy_statement(conn, table))
+    return summary.parked
+
+
+async def _copy_statement(conn: Any, table: str) -> str:
+    """The rebuilt rows of `table` into the live one; an identity column takes the live
+    table's next values, in the rebuilt rows' order."""
+    found = await conn.fetch(_COPY_COLUMNS, table)
+    kept = ", ".join(row["column_name"] for row in found if not row["identity"])
+    order = [row["column_name"] for row in found if row["identity"]]
+    ordered = f" ORDER BY {', '.join(order)}" if order else ""
+    return f"INSERT INTO public.{table} ({kept}) SELECT {kept} FROM {SHADOW}.{table}{ordered}"
+
+
+def _parse_row(row: Any) -> Envelope | Malformed:
+    return parse_stored(row["event_id"], row["type"], row["body"], own=row["own"])
 
 
 async def replay_range(
@@ -361,7 +454,8 @@ async def replay_range(
     advance: Callable[[int], None],
     stop: StopFlag | None,
 ) -> ReplaySummary:
-    """Replay, without routing, the events of the SMS ids in [low, high) (None: unbounded)."""
+    """Replay, without routing, the events of the SMS ids in [low, high) (None: unbounded),
+    into a rebuild's tables."""
     pager = Pager(_PAGE_BY_SMS, bounds, _by_sms, (None, None, None))
     return await _replay_all(pool, pager, batch, advance, stop)
 
@@ -390,6 +484,7 @@ async def _replay_all(
         stop=stop,
         total=0,
         pager=pager,
+        shadow=True,
     )
 
 
@@ -403,7 +498,11 @@ async def _apply_page(
     updates, reports, reingest = [], [], []
     for row, parsed in zip(page.rows, page.parsed, strict=True):
         key = parsed.event_id if isinstance(parsed, Envelope) else parsed.key
-        if key != row["event_id"]:
+        if isinstance(parsed, Malformed) and key != row["event_id"]:
+            # Refused by today's rules (a webhook that took the receiver's own type or
+            # id, say): the row keeps its id and says why.
+            parsed = parsed._replace(key=row["event_id"])
+        elif key != row["event_id"]:
             # A body kept under the hash of its bytes that today's code reads as a
             # real event: stored anew under its own id, like a new delivery.
             reingest.append(_incoming(parse_envelope(row["body"]), row))

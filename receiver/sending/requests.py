@@ -91,8 +91,10 @@ def read_request(document: Any, *, prefix: str | None = None) -> SendRequest:
     if not isinstance(to, str) or not _E164.fullmatch(to):
         raise Invalid("to", "to must be a number in E.164 form, such as +33612345678")
     text = document.get("text")
-    if not isinstance(text, str) or not 1 <= len(text) <= MAX_TEXT or "\x00" in text:
+    if not isinstance(text, str) or not 1 <= len(text) <= MAX_TEXT:
         raise Invalid("text", f"text must be a string of 1 to {MAX_TEXT} characters")
+    if "\x00" in text:
+        raise Invalid("text", "text must not contain a NUL character")
     sender = _optional(document, "from")
     if sender is not None and not _sender_ok(sender):
         raise Invalid(
@@ -101,8 +103,10 @@ def read_request(document: Any, *, prefix: str | None = None) -> SendRequest:
             " of A-Z a-z 0-9, space, - and _ with at least one letter (CALLR's sender rules)",
         )
     user_data = _optional(document, "user_data")
-    if user_data is not None and (len(user_data) > MAX_USER_DATA or "\x00" in user_data):
+    if user_data is not None and len(user_data) > MAX_USER_DATA:
         raise Invalid("user_data", f"user_data must be at most {MAX_USER_DATA} characters")
+    if user_data is not None and "\x00" in user_data:
+        raise Invalid("user_data", "user_data must not contain a NUL character")
     if prefix is not None and not (user_data or "").startswith(prefix):
         raise Invalid(
             "user_data", f"this token sends only with a user_data that starts with {prefix!r}"

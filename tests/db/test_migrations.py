@@ -76,3 +76,59 @@ def test_a_downgrade_below_the_projector_refuses_to_drop_pending_events(
         migrate.downgrade(empty_database_url, "0008")
     rows = asyncio.run(fetch(empty_database_url, "SELECT event_id FROM projection_pending"))
     assert rows == [{"event_id": "waiting"}]
+
+
+def test_0019_tells_own_events_by_where_they_were_stored_and_clears_times_out_of_range(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0018")
+    url = empty_database_url
+    event = (
+        "INSERT INTO events (event_id, type, received_at, emitted_at, state, fingerprint, body,"
+        " sms_id) VALUES ($1, $2, now(), $3::text::timestamptz, $4, '\\x00', '{}', $5)"
+    )
+    delivery = (
+        "INSERT INTO deliveries (event_id, attempt, fingerprint, received_at, headers)"
+        " VALUES ($1, 0, '\\x00', now(), $2::jsonb)"
+    )
+    own_headers = '{"x-receiver-source": "POST /api/v1/sms"}'
+    webhook_headers = '{"user-agent": "forger"}'
+    rows: list[tuple[str, str, str | None, str, str | None, str]] = [
+        # (id, type, emitted_at, state, sms_id, the delivery's headers)
+        ("send:snd_1:1", "receiver.send", None, "processed", None, own_headers),
+        ("send:snd_2:1", "receiver.send", None, "unhandled", None, webhook_headers),
+        ("callr-api:x:1", "sms.mo", None, "processed", "x", webhook_headers),
+        ("far", "sms.mt.status_update", "9999-12-31T23:59:59-01:00", "processed", "far", "{}"),
+        ("near", "sms.mt.status_update", "2026-01-01T00:00:00Z", "processed", "far", "{}"),
+        ("fine", "sms.mt.status_update", "2026-01-01T00:00:00Z", "processed", "fine", "{}"),
+    ]
+    message = (
+        "INSERT INTO messages (sms_id, direction, status, provider_status, status_at,"
+        " status_rank, status_terminal, first_seen_at, last_seen_at, created_at)"
+        " VALUES ($1, 'outbound', 'sent', 'SENT', now(), 3, false, now(), now(),"
+        " $2::text::timestamptz)"
+    )
+
+    async def fill() -> None:
+        for event_id, kind, emitted, state, sms_id, headers in rows:
+            await fetch(url, event, event_id, kind, emitted, state, sms_id)
+            await fetch(url, delivery, event_id, headers)
+        await fetch(url, message, "far", "0001-01-01T00:00:00+01:00")
+        await fetch(url, message, "fine", "2026-01-01T00:00:00Z")
+
+    asyncio.run(fill())
+    migrate.upgrade(url)
+    found = asyncio.run(
+        fetch(url, "SELECT event_id, own, state, emitted_at IS NULL AS cleared FROM events")
+    )
+    by_id = {row["event_id"]: row for row in found}
+    assert (by_id["send:snd_1:1"]["own"], by_id["send:snd_1:1"]["state"]) == (True, "processed")
+    for forged in ("send:snd_2:1", "callr-api:x:1"):
+        assert (by_id[forged]["own"], by_id[forged]["state"]) == (False, "invalid")
+    assert (by_id["far"]["state"], by_id["far"]["cleared"]) == ("invalid", True)
+    assert by_id["fine"]["state"] == "processed"
+    # The records that held a time out of range are built again from their events.
+    messages = asyncio.run(fetch(url, "SELECT sms_id FROM messages"))
+    assert messages == [{"sms_id": "fine"}]
+    pending = asyncio.run(fetch(url, "SELECT event_id FROM projection_pending"))
+    assert pending == [{"event_id": "near"}]
