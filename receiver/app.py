@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -42,6 +43,8 @@ from receiver.projection.projector import Projector
 from receiver.replay.callr import api_client, reconcile_forever
 from receiver.sending.sender import Sender
 from receiver.settings import Settings, SettingsError
+
+log = structlog.get_logger("receiver.app")
 
 WEBHOOK_PATH = "/webhooks/callr"
 
@@ -197,6 +200,14 @@ def create_app(settings: Settings) -> Starlette:
     tokens = Tokens(
         readers=settings.api_tokens, admins=settings.admin_tokens, senders=settings.send_tokens
     )
+    overlapping = tokens.overlapping_prefixes()
+    if overlapping:
+        log.warning(
+            "send_prefixes_overlap",
+            prefixes=overlapping,
+            hint="a prefix that ends in a letter or digit also covers longer names"
+            " ('teamA' covers 'teamAB'): end each with a delimiter, such as 'teamA-'",
+        )
     webhook_path = f"{WEBHOOK_PATH}/{{token}}" if auth.url_token else WEBHOOK_PATH
     routes = [
         Route(webhook_path, endpoint.receive, methods=["POST"]),

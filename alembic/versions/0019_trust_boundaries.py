@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0019"
 down_revision: str | None = "0018"
@@ -108,6 +109,24 @@ def upgrade() -> None:
     )
     op.execute(f"UPDATE forwards SET status_at = NULL WHERE {_out('status_at')}")
 
+    # Idempotency keys are each token's own; a send token may be held to a prefix and
+    # to senders. Sends made before keep their keys for every token (key_owner NULL).
+    op.add_column("sends", sa.Column("key_owner", sa.Text(), nullable=True))
+    op.drop_constraint("uq_sends_idempotency_key", "sends", type_="unique")
+    op.create_unique_constraint("uq_sends_key_owner_key", "sends", ["key_owner", "idempotency_key"])
+    op.add_column("api_tokens", sa.Column("user_data_prefix", sa.Text(), nullable=True))
+    op.add_column("api_tokens", sa.Column("senders", postgresql.ARRAY(sa.Text()), nullable=True))
+
 
 def downgrade() -> None:
+    op.drop_column("api_tokens", "senders")
+    op.drop_column("api_tokens", "user_data_prefix")
+    op.drop_constraint("uq_sends_key_owner_key", "sends", type_="unique")
+    # Two tokens' sends under one key: the later ones lose the key, not the send.
+    op.execute(
+        "UPDATE sends s SET idempotency_key = NULL FROM sends t"
+        " WHERE s.idempotency_key = t.idempotency_key AND (s.requested_at, s.id) > (t.requested_at, t.id)"
+    )
+    op.create_unique_constraint("uq_sends_idempotency_key", "sends", ["idempotency_key"])
+    op.drop_column("sends", "key_owner")
     op.drop_column("events", "own")

@@ -39,20 +39,52 @@ _CACHE_MAX = 10_000
 # The token of that digest, if it is live; its last use written at most once a minute.
 _LOOK_UP = """
 WITH t AS (
-    SELECT id, scope, last_used_at FROM api_tokens WHERE digest = $1 AND revoked_at IS NULL
+    SELECT id, scope, user_data_prefix, senders, last_used_at FROM api_tokens
+    WHERE digest = $1 AND revoked_at IS NULL
 ),
 used AS (
     UPDATE api_tokens a SET last_used_at = now() FROM t
     WHERE a.id = t.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
 )
-SELECT scope FROM t
+SELECT scope, user_data_prefix, senders FROM t
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one token may do, and whose it is."""
+
+    scope: Scope
+    owner: str
+    """Named from the token (`owner_of`): the idempotency keys it uses and the sends it
+    made are its own."""
+    prefix: str | None = None
+    """A send token's: every user_data it sends with starts with it (None: any)."""
+    senders: tuple[str, ...] = ()
+    """A send token's: the only senders (`from`) it may send from (empty: any)."""
+
+    def sees_send(self, owner: str | None, user_data: str | None) -> bool:
+        """Whether this token may read a send made by `owner` with `user_data`: read and
+        admin tokens every send; a send token those it made, and those its prefix covers."""
+        if self.scope != SEND:
+            return True
+        if owner is not None and hmac.compare_digest(owner, self.owner):
+            return True
+        return self.prefix is not None and (user_data or "").startswith(self.prefix)
+
+
 _ANY_LIVE = "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE revoked_at IS NULL)"
 
 
 async def any_kept(conn: Any) -> bool:
     """Whether the database keeps a live token (`receiver tokens add`)."""
     return bool(await conn.fetchval(_ANY_LIVE))
+
+
+def owner_of(token_digest: str) -> str:
+    """Whose a token's sends and idempotency keys are: named from its digest, and naming
+    nothing that opens anything (it is kept in sends and their events)."""
+    return hashlib.sha256(b"receiver-owner\n" + token_digest.encode()).hexdigest()[:32]
 
 
 def digest(token: str) -> str:
@@ -71,7 +103,7 @@ class Tokens:
     user_data starting with PREFIX."""
     _env: dict[str, Scope] = field(init=False, repr=False)
     _prefixes: dict[str, str] = field(init=False, repr=False)
-    _cache: dict[str, tuple[Scope | None, float]] = field(init=False, repr=False)
+    _cache: dict[str, tuple[Grant | None, float]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._prefixes = {}
@@ -88,6 +120,11 @@ class Tokens:
         )
         self._cache = {}
 
+    def overlapping_prefixes(self) -> list[str]:
+        """The environment's send prefixes that end in a letter or digit: `teamA` also
+        covers `teamAB` (said at start; a prefix such as `teamA-` does not)."""
+        return sorted({p for p in self._prefixes.values() if p[-1:].isalnum()})
+
     async def configured(self, pool: Any) -> bool:
         """Whether any token could open something: one in the environment, or a live one kept."""
         if self._env:
@@ -103,22 +140,33 @@ class Tokens:
 
     async def scope_of_digest(self, pool: Any, token_digest: str) -> Scope | None:
         """The scope of the live token whose `digest` is `token_digest`."""
+        grant = await self.grant_of_digest(pool, token_digest)
+        return grant.scope if grant is not None else None
+
+    async def grant_of_digest(self, pool: Any, token_digest: str) -> Grant | None:
+        """What the live token whose `digest` is `token_digest` may do; None: nothing."""
         # Every environment token is compared, whichever matches, so the time says nothing.
         found: Scope | None = None
         for known, scope in self._env.items():
             if hmac.compare_digest(known, token_digest) and found != ADMIN:
                 found = scope
         if found is not None:
-            return found
+            return Grant(found, owner_of(token_digest), self._prefixes.get(token_digest))
         cached = self._cache.get(token_digest)
         now = time.monotonic()
         if cached is not None and now - cached[1] < CACHE_SECONDS:
             return cached[0]
         async with pool.acquire() as conn:
-            kept = await conn.fetchval(_LOOK_UP, token_digest)
+            kept = await conn.fetchrow(_LOOK_UP, token_digest)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        granted: Scope | None = next((scope for scope in SCOPES if scope == kept), None)
+        granted: Grant | None = None
+        if kept is not None:
+            scope = next((scope for scope in SCOPES if scope == kept["scope"]), None)
+            if scope is not None:
+                senders = tuple(kept["senders"] or ())
+                owner = owner_of(token_digest)
+                granted = Grant(scope, owner, kept["user_data_prefix"], senders)
         self._cache[token_digest] = (granted, now)
         return granted
 
@@ -128,16 +176,15 @@ class Tokens:
         return hashlib.sha256(material.encode()).digest()
 
     async def bearer_scope(self, request: Request) -> Scope | None:
-        """The scope of the request's bearer token; a send token's prefix goes to
-        `request.state.send_prefix` (None: any user_data)."""
+        """The scope of the request's bearer token; what it may do goes to
+        `request.state.grant` (None without a valid token)."""
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        request.state.send_prefix = None
+        request.state.grant = None
         if scheme.lower() != "bearer" or not presented.strip():
             return None
-        scope = await self.scope_of(request.state.api_pool, presented)
-        if scope == SEND:
-            request.state.send_prefix = self._prefixes.get(digest(presented))
-        return scope
+        grant = await self.grant_of_digest(request.state.api_pool, digest(presented))
+        request.state.grant = grant
+        return grant.scope if grant is not None else None
 
     def guard(self, endpoint: Endpoint, scope: Scope | None = READ) -> Endpoint:
         """`endpoint`, answering 401 without a token and 403 when the token may not do this.

@@ -1,8 +1,10 @@
 """`POST /api/v1/sms`, `GET /api/v1/sms/{id}`, `POST /api/v1/sms/{id}/settle`.
 
-Sending is for send and admin tokens (a send token of `TOKEN=PREFIX` only with a
-user_data starting with PREFIX); reading a send, for any token; settling an
-`unknown` send, for admin tokens. docs/sending.md says how a send goes.
+Sending is for send and admin tokens (a send token with a prefix only with a
+user_data starting with it; one with senders only from them); reading a send, for
+read and admin tokens and the send token that made it or whose prefix covers it;
+idempotency keys are each token's own; settling an `unknown` send, for admin
+tokens. docs/sending.md says how a send goes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import timedelta
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.api.auth import Grant
 from receiver.api.models import Send, SendRequest, Settle, answer, read_body
 from receiver.callr.sends import SendState
 from receiver.http import error_response
@@ -40,19 +43,31 @@ async def send(request: Request) -> Response:
     asked = await read_body(SendRequest, request)
     if isinstance(asked, Response):
         return asked
+    grant: Grant = request.state.grant
     try:
         key = read_key(request.headers.get("idempotency-key"))
         wanted = read_request(
-            asked.model_dump(by_alias=True, exclude_none=True),
-            prefix=getattr(request.state, "send_prefix", None),
+            asked.model_dump(by_alias=True, exclude_none=True), prefix=grant.prefix
         )
     except Invalid as error:
         return error_response(400, str(error), parameter=error.parameter)
+    if grant.senders and wanted.sender not in grant.senders:
+        return error_response(
+            403,
+            f"this token sends only from {', '.join(map(repr, grant.senders))}",
+            parameter="from",
+        )
     window = timedelta(hours=settings.routing_window_hours)
     try:
         async with request.state.pool.acquire() as conn:
             row, new = await request_send(
-                conn, wanted, api=api, key=key, source="POST /api/v1/sms", routing_window=window
+                conn,
+                wanted,
+                api=api,
+                key=key,
+                owner=grant.owner,
+                source="POST /api/v1/sms",
+                routing_window=window,
             )
     except Conflict as error:
         return error_response(409, str(error), parameter="Idempotency-Key", id=error.send_id)
@@ -62,9 +77,12 @@ async def send(request: Request) -> Response:
 
 
 async def get_send(request: Request) -> Response:
+    """A send, to read and admin tokens, and to the send token that made it or whose
+    prefix covers its user_data; to any other, as if there were none (404)."""
     async with request.state.api_pool.acquire() as conn:
         row = await find(conn, request.path_params["send_id"])
-    if row is None:
+    grant: Grant = request.state.grant
+    if row is None or not grant.sees_send(row["key_owner"], row["user_data"]):
         return error_response(404, "no send has this id")
     return answer(Send, view(row))
 

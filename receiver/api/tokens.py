@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from receiver.api.auth import SCOPES, Scope, digest
+from receiver.callr.sms import MAX_USER_DATA
+from receiver.sending.requests import SENDER_RULES, sender_ok
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 _ADD = """
-INSERT INTO api_tokens (name, scope, digest) VALUES ($1, $2, $3)
-RETURNING name, scope, created_at, last_used_at, revoked_at
+INSERT INTO api_tokens (name, scope, digest, user_data_prefix, senders)
+VALUES ($1, $2, $3, $4, $5)
 """
 _LIST = """
-SELECT name, scope, created_at, last_used_at, revoked_at FROM api_tokens
+SELECT name, scope, created_at, last_used_at, revoked_at, user_data_prefix,
+    COALESCE(senders, '{}') AS senders
+FROM api_tokens
 WHERE $1 OR revoked_at IS NULL
 ORDER BY revoked_at IS NOT NULL, created_at, name
 """
@@ -49,16 +54,28 @@ class KeptToken:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    user_data_prefix: str | None = None
+    senders: list[str] = field(default_factory=list)
 
 
 def new_token() -> str:
     return "rcv_" + secrets.token_urlsafe(32)
 
 
-async def add_token(conn: Any, name: str, scope: str, token: str | None = None) -> str:
+async def add_token(
+    conn: Any,
+    name: str,
+    scope: str,
+    token: str | None = None,
+    *,
+    user_data_prefix: str | None = None,
+    senders: Sequence[str] = (),
+) -> str:
     """Keep a new token named `name` with `scope`; the token, to be shown once.
 
-    `token`: keep this one (the first-run admin token) instead of making one.
+    `token`: keep this one (the first-run admin token) instead of making one. A send
+    token may be held to a `user_data_prefix` (it sends with no other user_data, and
+    reads the sends it covers) and to `senders` (the only `from` it may use).
     """
     if not _NAME.fullmatch(name):
         raise TokenError(
@@ -67,9 +84,18 @@ async def add_token(conn: Any, name: str, scope: str, token: str | None = None) 
         )
     if scope not in SCOPES:
         raise TokenError(f"scope must be one of {', '.join(SCOPES)}")
+    if (user_data_prefix is not None or senders) and scope != "send":
+        raise TokenError("a user_data prefix and senders are for send tokens only")
+    if user_data_prefix is not None:
+        check_prefix(user_data_prefix)
+    for sender in senders:
+        if not sender_ok(sender):
+            raise TokenError(f"sender {sender!r} is not one CALLR takes: {SENDER_RULES}")
     token = token or new_token()
     try:
-        await conn.execute(_ADD, name, scope, digest(token))
+        await conn.execute(
+            _ADD, name, scope, digest(token), user_data_prefix, list(senders) or None
+        )
     except asyncpg.UniqueViolationError:
         raise TokenError(f"a token named {name!r} exists already: revoke it first") from None
     return token
@@ -84,6 +110,18 @@ async def revoke_token(conn: Any, name: str) -> bool:
     """Revoke the live token named `name`; False when there is none."""
     status = await conn.execute(_REVOKE, name)
     return bool(int(status.split()[-1]))
+
+
+def check_prefix(prefix: str) -> None:
+    """A prefix that covers only its own team's user_data: it must end in a delimiter, since
+    `teamA` would also cover `teamAB`'s; raises `TokenError` saying so."""
+    if not 1 <= len(prefix) <= MAX_USER_DATA or "\x00" in prefix:
+        raise TokenError(f"a user_data prefix is 1 to {MAX_USER_DATA} characters, without NUL")
+    if prefix[-1].isalnum():
+        raise TokenError(
+            f"a user_data prefix must end in a delimiter ({prefix!r} would also cover"
+            f" {prefix + 'B'!r}): {prefix + '-'!r}, say"
+        )
 
 
 def scope_of(value: str) -> Scope:

@@ -14,6 +14,7 @@ import orjson
 from receiver.callr.gsm import ENCODINGS
 from receiver.cli.replay import run_with_database
 from receiver.sending.requests import (
+    OWNER_CLI,
     NATURES,
     Conflict,
     Invalid,
@@ -57,6 +58,7 @@ def send(args: argparse.Namespace) -> int:
                     wanted,
                     api=api,
                     key=key,
+                    owner=OWNER_CLI,
                     source="receiver send",
                     routing_window=timedelta(hours=settings.routing_window_hours),
                 )

@@ -19,7 +19,13 @@ def tokens_add(args: argparse.Namespace) -> int:
     async def add(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
         try:
             async with pool.acquire() as conn:
-                token = await add_token(conn, args.name, args.scope)
+                token = await add_token(
+                    conn,
+                    args.name,
+                    args.scope,
+                    user_data_prefix=args.user_data_prefix,
+                    senders=args.sender or (),
+                )
         except TokenError as error:
             print(f"receiver tokens add: {error}", file=sys.stderr)
             return 2
@@ -39,11 +45,15 @@ def tokens_list(args: argparse.Namespace) -> int:
     async def show(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
         async with pool.acquire() as conn:
             kept = await list_tokens(conn, revoked=args.revoked)
-        print(f"{'name':<24} {'scope':<6} {'created (UTC)':<20} {'last used (UTC)':<20} revoked")
+        print(
+            f"{'name':<24} {'scope':<6} {'created (UTC)':<20} {'last used (UTC)':<20}"
+            f" {'revoked':<20} limits"
+        )
         for token in kept:
             print(
                 f"{token.name:<24} {token.scope:<6} {_when(token.created_at):<20}"
-                f" {_when(token.last_used_at):<20} {_when(token.revoked_at)}"
+                f" {_when(token.last_used_at):<20} {_when(token.revoked_at):<20}"
+                f" {_limits(token.user_data_prefix, token.senders)}".rstrip()
             )
         env = [name for name, on in _environment(settings) if on]
         if env:
@@ -80,6 +90,13 @@ def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
 
 
+def _limits(prefix: str | None, senders: list[str]) -> str:
+    said = [f"user_data {prefix!r}..."] if prefix else []
+    if senders:
+        said.append(f"from {', '.join(map(repr, senders))}")
+    return "; ".join(said)
+
+
 def add_token_commands(commands: Any) -> None:
     tokens = commands.add_parser(
         "tokens", help="API and console tokens kept in the database (made, listed, revoked)"
@@ -88,6 +105,18 @@ def add_token_commands(commands: Any) -> None:
     add = sub.add_parser("add", help="make a token and print it once")
     add.add_argument("--scope", required=True, choices=SCOPES, help="what it may do")
     add.add_argument("--name", required=True, help="how it is listed and revoked")
+    add.add_argument(
+        "--user-data-prefix",
+        metavar="P",
+        help="send tokens: every user_data starts with P (ending in a delimiter, such as"
+        " 'teamA-'); it reads the sends P covers",
+    )
+    add.add_argument(
+        "--sender",
+        action="append",
+        metavar="S",
+        help="send tokens: the only sender (`from`) it may use; repeat for several",
+    )
     add.set_defaults(run=tokens_add)
     listing = sub.add_parser("list", help="list the tokens (never the tokens themselves)")
     listing.add_argument("--revoked", action="store_true", help="the revoked ones too")

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     text as sql_text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from receiver.callr.sms import Status
@@ -604,6 +604,10 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A send token's limits: the start of every user_data it sends with, and the only
+    # senders it may send from (NULL: any).
+    user_data_prefix: Mapped[str | None] = mapped_column(Text)
+    senders: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
     __table_args__ = (
         CheckConstraint("scope IN ('read', 'send', 'admin')", name="scope"),
@@ -627,7 +631,10 @@ class Send(Base):
     __tablename__ = "sends"
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
-    idempotency_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    # Whose the key is (receiver.api.auth.owner_of; "cli" for `receiver send`): another
+    # token's same key is another send. NULL for sends made before 0019.
+    key_owner: Mapped[str | None] = mapped_column(Text)
     request_digest: Mapped[str] = mapped_column(Text)
     api: Mapped[str] = mapped_column(Text)
     to_number: Mapped[str] = mapped_column(Text)
@@ -656,6 +663,7 @@ class Send(Base):
             "state IN ('queued', 'submitted', 'accepted', 'rejected', 'unknown')", name="state"
         ),
         CheckConstraint("api IN ('v1', 'v2')", name="api"),
+        UniqueConstraint("key_owner", "idempotency_key", name="uq_sends_key_owner_key"),
         Index(
             "ix_sends_due",
             "next_at",

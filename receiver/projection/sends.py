@@ -15,9 +15,10 @@ from receiver.callr.sends import SendStep, Step
 _REQUESTED = """
 INSERT INTO sends (
     id, idempotency_key, request_digest, api, to_number, from_number, text, user_data,
-    nature, encoding, forced_encoding, parts, state, seq, requested_at, updated_at, next_at
+    nature, encoding, forced_encoding, parts, state, seq, requested_at, updated_at, next_at,
+    key_owner
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued', $13, $14, $14, $14)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued', $13, $14, $14, $14, $15)
 ON CONFLICT (id) DO NOTHING
 """
 
@@ -80,4 +81,5 @@ def _request_row(step: SendStep) -> tuple[Any, ...]:
         d["parts"],
         step.seq,
         step.at,
+        d.get("key_owner"),
     )

@@ -34,7 +34,14 @@ _SENDER_NUMBER = re.compile(r"\+?[0-9]{3,15}")
 _SENDER_NAME = re.compile(r"[A-Za-z0-9 _-]{1,11}")
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
-_BY_KEY = "SELECT * FROM sends WHERE idempotency_key = $1"
+# A key is its owner's (the token that used it): another token's same key is another
+# send. Sends made before keys had owners (migration 0019) keep their keys for all.
+_BY_KEY = """
+SELECT * FROM sends WHERE idempotency_key = $1 AND (key_owner = $2 OR key_owner IS NULL)
+ORDER BY key_owner NULLS LAST LIMIT 1
+"""
+OWNER_CLI = "cli"
+"""The owner of the sends `receiver send` makes (a token's owner is its digest)."""
 _BY_ID = "SELECT * FROM sends WHERE id = $1"
 
 
@@ -96,12 +103,8 @@ def read_request(document: Any, *, prefix: str | None = None) -> SendRequest:
     if "\x00" in text:
         raise Invalid("text", "text must not contain a NUL character")
     sender = _optional(document, "from")
-    if sender is not None and not _sender_ok(sender):
-        raise Invalid(
-            "from",
-            "from must be a number (a shortcode, or a number of up to 15 digits) or 1 to 11"
-            " of A-Z a-z 0-9, space, - and _ with at least one letter (CALLR's sender rules)",
-        )
+    if sender is not None and not sender_ok(sender):
+        raise Invalid("from", f"from must be {SENDER_RULES}")
     user_data = _optional(document, "user_data")
     if user_data is not None and len(user_data) > MAX_USER_DATA:
         raise Invalid("user_data", f"user_data must be at most {MAX_USER_DATA} characters")
@@ -141,7 +144,14 @@ def _optional(document: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def _sender_ok(sender: str) -> bool:
+SENDER_RULES = (
+    "a number (a shortcode, or a number of up to 15 digits) or 1 to 11 of A-Z a-z 0-9,"
+    " space, - and _ with at least one letter (CALLR's sender rules)"
+)
+
+
+def sender_ok(sender: str) -> bool:
+    """Whether CALLR takes `sender` as the `from` of an SMS."""
     if _SENDER_NUMBER.fullmatch(sender):
         return True
     return bool(_SENDER_NAME.fullmatch(sender)) and any(c.isalpha() for c in sender)
@@ -158,6 +168,7 @@ async def request_send(
     *,
     api: Literal["v1", "v2"],
     key: str | None,
+    owner: str,
     source: str,
     routing_window: timedelta,
 ) -> tuple[Any, bool]:
@@ -171,7 +182,7 @@ async def request_send(
         if key is not None:
             # Two requests with one key at once: the second waits, then finds the first.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", key)
-            found = await conn.fetchrow(_BY_KEY, key)
+            found = await conn.fetchrow(_BY_KEY, key, owner)
             if found is not None:
                 if found["request_digest"] != digest:
                     raise Conflict(found["id"])
@@ -195,6 +206,7 @@ async def request_send(
             parts=parts.parts,
             api=api,
             idempotency_key=key,
+            key_owner=owner,
             request_digest=digest,
         )
         await store_and_apply(

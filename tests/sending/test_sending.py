@@ -136,9 +136,11 @@ async def test_scopes_and_prefixes(make_settings: SettingsFactory, callr: FakeCa
         inside = await post(client, {**body, "user_data": "billing-9"}, token=PREFIXED)
         admin = await post(client, body, token=ADMIN)
         send_reads = await client.get("/api/v1/messages", headers=bearer(SEND))
-        send_sees_its_send = await client.get(
-            f"/api/v1/sms/{inside.json()['id']}", headers=bearer(SEND)
+        prefixed_sees_its_send = await client.get(
+            f"/api/v1/sms/{inside.json()['id']}", headers=bearer(PREFIXED)
         )
+        # Another team's send token: as if there were no such send.
+        others_send = await client.get(f"/api/v1/sms/{inside.json()['id']}", headers=bearer(SEND))
     assert read.status_code == 403
     assert "send" in read.json()["error"]
     assert nobody.status_code == 401
@@ -150,7 +152,8 @@ async def test_scopes_and_prefixes(make_settings: SettingsFactory, callr: FakeCa
     assert inside.status_code == 202
     assert admin.status_code == 202
     assert send_reads.status_code == 403
-    assert send_sees_its_send.status_code == 200
+    assert prefixed_sees_its_send.status_code == 200
+    assert others_send.status_code == 404
 
 
 @pytest.mark.parametrize(
