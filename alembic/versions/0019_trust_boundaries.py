@@ -125,7 +125,8 @@ def downgrade() -> None:
     # Two tokens' sends under one key: the later ones lose the key, not the send.
     op.execute(
         "UPDATE sends s SET idempotency_key = NULL FROM sends t"
-        " WHERE s.idempotency_key = t.idempotency_key AND (s.requested_at, s.id) > (t.requested_at, t.id)"
+        " WHERE s.idempotency_key = t.idempotency_key"
+        " AND (s.requested_at, s.id) > (t.requested_at, t.id)"
     )
     op.create_unique_constraint("uq_sends_idempotency_key", "sends", ["idempotency_key"])
     op.drop_column("sends", "key_owner")

@@ -162,7 +162,7 @@ class Tokens:
             self._cache.clear()
         granted: Grant | None = None
         if kept is not None:
-            scope = next((scope for scope in SCOPES if scope == kept["scope"]), None)
+            scope: Scope | None = next((each for each in SCOPES if each == kept["scope"]), None)
             if scope is not None:
                 senders = tuple(kept["senders"] or ())
                 owner = owner_of(token_digest)

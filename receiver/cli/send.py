@@ -14,8 +14,8 @@ import orjson
 from receiver.callr.gsm import ENCODINGS
 from receiver.cli.replay import run_with_database
 from receiver.sending.requests import (
-    OWNER_CLI,
     NATURES,
+    OWNER_CLI,
     Conflict,
     Invalid,
     find,
