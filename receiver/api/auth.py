@@ -162,11 +162,11 @@ class Tokens:
             self._cache.clear()
         granted: Grant | None = None
         if kept is not None:
-            scope: Scope | None = next((each for each in SCOPES if each == kept["scope"]), None)
-            if scope is not None:
+            kept_scope = next((each for each in SCOPES if each == kept["scope"]), None)
+            if kept_scope is not None:
                 senders = tuple(kept["senders"] or ())
                 owner = owner_of(token_digest)
-                granted = Grant(scope, owner, kept["user_data_prefix"], senders)
+                granted = Grant(kept_scope, owner, kept["user_data_prefix"], senders)
         self._cache[token_digest] = (granted, now)
         return granted
 
