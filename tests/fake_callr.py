@@ -30,7 +30,19 @@ API_KEY = "v2-api-key-5e0c94d1b7"
 # How a send may misbehave: create the SMS then cut the connection before the answer
 # ends; create it then answer only after the client gave up; hang without creating;
 # 503 or 429 without creating; refuse it with CALLR's error (nothing created).
-SEND_FAULTS = ("drop", "hang", "hang_before", "503", "429", "refuse", "ok")
+SEND_FAULTS = (
+    "drop",  # the SMS made, the answer cut
+    "hang",  # the SMS made, the answer late
+    "hang_before",  # nothing made, the answer late
+    "503",  # nothing made, a gateway's 503
+    "429",  # nothing made, CALLR throttling
+    "refuse",  # nothing made, CALLR's refusal
+    "refuse_500",  # nothing made, CALLR's error object with HTTP 500
+    "made_500",  # the SMS made, then a 500 (a gateway's, or CALLR's after the fact)
+    "made_502",
+    "made_504",
+    "ok",
+)
 
 
 @dataclass
@@ -225,7 +237,13 @@ class FakeCallr:
             return Forced(503, b"late", delay=self.hang_seconds)
         if fault == "refuse":
             return refused(22, "INVALID_PHONE_NUMBER")
+        if fault == "refuse_500":
+            answer = refused(1, "INTERNAL_ERROR")
+            answer.status = 500
+            return answer
         sms = self._create(sender, to, text, options or {})
+        if fault.startswith("made_"):
+            return Forced(int(fault.removeprefix("made_")), b"<html>Bad Gateway</html>")
         answer = accepted(sms)
         if fault == "drop":
             answer.cut = True

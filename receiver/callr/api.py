@@ -7,7 +7,9 @@ of a window); and v2's `POST {base}/v2.0/sms` with the API key (`x-api-key`).
 
 Sending (`send_sms`) is tried once: what CALLR's answer says of the SMS is the
 caller's to act on (`SendAnswer`), since CALLR has no idempotency key and a try
-again could send the SMS twice.
+again could send the SMS twice. Only a connection that never opened, a 401/403, a
+429 and CALLR's own error object say that nothing was made; any other 5xx and any
+answer cut once the request was written may hide a made SMS (`lost`).
 
 Every answer comes back with its raw bytes, which the receiver stores as they came.
 Timeouts, 429 and 5xx answers are tried again with backoff (a `Retry-After` is
@@ -79,10 +81,11 @@ class SendAnswer:
 
     - `accepted`: CALLR created it; `sms_id` is its id.
     - `rejected`: CALLR refused it (`error`, with CALLR's code); a try again would be too.
-    - `not_sent`: the request certainly created nothing (no connection, 429, 5xx, the
-      credentials refused); `wait` is CALLR's Retry-After when it gave one.
+    - `not_sent`: the request certainly created nothing (no connection, 429, the
+      credentials refused, CALLR's own error object); `wait` is CALLR's Retry-After
+      when it gave one.
     - `lost`: the request may have reached CALLR and its answer did not come back
-      whole (a timeout, a connection cut, an answer that cannot be read).
+      whole (a timeout, a connection cut, any other 5xx, an answer that cannot be read).
     """
 
     outcome: Literal["accepted", "rejected", "not_sent", "lost"]
@@ -271,8 +274,19 @@ class CallrApi:
                 "not_sent", "CALLR is throttling (HTTP 429)", wait=_retry_after(response)
             )
         if status >= 500:
+            # A gateway's 5xx (502, 504) may come after CALLR made the SMS: a lost answer,
+            # looked for before any new try. Only CALLR's own error object says it made
+            # nothing.
+            if api == "v1" and _rpc_error(response.content) is not None:
+                return SendAnswer(
+                    "not_sent",
+                    f"CALLR failed (HTTP {status}): {_rpc_error(response.content)}",
+                    wait=_retry_after(response),
+                )
             return SendAnswer(
-                "not_sent", f"CALLR failed (HTTP {status})", wait=_retry_after(response)
+                "lost",
+                f"CALLR's answer was HTTP {status} ({_excerpt(response.content)}): the SMS may"
+                " have been made",
             )
         try:
             document = orjson.loads(response.content)
@@ -401,6 +415,18 @@ def _rpc_body(method: str, params: list[Any]) -> bytes:
     """A JSON-RPC 2.0 request as CALLR takes it."""
     request_id = random.randint(1, 2**31)  # noqa: S311 (an id, not a secret)
     return orjson.dumps({"id": request_id, "jsonrpc": "2.0", "method": method, "params": params})
+
+
+def _rpc_error(raw: bytes) -> str | None:
+    """CALLR's JSON-RPC error object in `raw` (its code and message), if that is what it is."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, dict) or "code" not in error or "message" not in error:
+        return None
+    return f"{_one_line(error.get('message'))} (code {_one_line(error.get('code'))})"
 
 
 def _v1_send_answer(status: int, document: Any, raw: bytes) -> SendAnswer:

@@ -217,8 +217,13 @@ async def test_parts_and_encoding_are_known_in_the_202(
         ("drop", "accepted", 1),  # created, answer cut: found in CALLR's list
         ("hang", "accepted", 1),  # created, answer too late: found
         ("hang_before", "accepted", 1),  # nothing created, no answer: absent, sent again
-        ("503", "accepted", 1),  # nothing created: tried again
+        ("503", "accepted", 1),  # nothing created, a bare 5xx: looked for, absent, sent again
         ("429", "accepted", 1),
+        # Created, then a 5xx: a lost answer, looked for before any new try.
+        ("made_500", "accepted", 1),
+        ("made_502", "accepted", 1),
+        ("made_504", "accepted", 1),
+        ("refuse_500", "accepted", 1),  # CALLR's own error object: not created, tried again
         ("refuse", "rejected", 0),  # CALLR's refusal is final
     ],
 )
@@ -236,6 +241,20 @@ async def test_each_misbehaviour_ends_in_one_sms_or_a_refusal(
     else:
         assert done["error"] == "INVALID_PHONE_NUMBER (code 22)"
         assert done["attempts"] == 1
+
+
+@pytest.mark.parametrize("fault", ["made_500", "made_502", "made_504"])
+async def test_a_v2_send_answered_5xx_after_the_sms_was_made_is_one_sms(
+    make_settings: SettingsFactory, callr: FakeCallr, fault: str
+) -> None:
+    callr.faults = [fault]
+    async with running(create_app(make_settings(**QUICK, **callr.v2_settings()))) as client:
+        answer = await post(client, {"to": TO, "text": f"v2 {fault}", "user_data": "f"})
+        done = await until_state(client, answer.json()["id"], "accepted", "rejected", "unknown")
+    assert len(callr.created) == 1
+    assert done["state"] in ("accepted", "unknown")
+    if done["state"] == "accepted":
+        assert done["sms_id"] == callr.created[0]["hash"].lower()
 
 
 async def test_v2_send_records_the_user_data_and_a_reply_routes_to_its_handler(
