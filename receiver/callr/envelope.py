@@ -123,6 +123,10 @@ def parse_envelope(body: bytes, *, fingerprint: bool = True) -> Envelope | Malfo
     if not isinstance(document, dict):
         return _malformed(body, f"body is a JSON {_json_kind(document)}, not an object")
     fields = _V1 if "event_id" in document else _V2
+    if not fingerprint and not _writable(document):
+        # What ingest refuses (it writes the body again for the fingerprint), a replay,
+        # which skips the fingerprint, refuses too.
+        return _malformed(body, f"body is nested more than {MAX_DEPTH} levels deep")
     # An escaped NUL anywhere: a field may hold one, which only the reference says.
     if b"\\u0000" not in body:
         decoded = _decoded(document, fields, fingerprint=fingerprint)
@@ -229,6 +233,15 @@ def _envelope(document: dict[str, Any], fields: _Fields, *, fingerprint: bool) -
         fingerprint=content_fingerprint(document, fields.subscription) if fingerprint else b"",
         sms=sms,
     )
+
+
+def _writable(document: Any) -> bool:
+    """Whether orjson can write `document` again (it writes at most `MAX_DEPTH` levels)."""
+    try:
+        orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def content_fingerprint(document: dict[str, Any], subscription_field: str) -> bytes:
