@@ -28,6 +28,7 @@ from receiver.forwarding.dispatcher import Dispatcher
 from receiver.forwarding.policy import RetryPolicy
 from receiver.health import Readiness, healthz
 from receiver.http import (
+    BodyLimit,
     PrivateAnswers,
     bad_parameter,
     database_unavailable,
@@ -232,6 +233,7 @@ def create_app(settings: Settings) -> Starlette:
                 path=WEBHOOK_PATH,
                 with_token=auth.url_token is not None,
             ),
+            Middleware(BodyLimit),
             Middleware(PrivateAnswers),
         ],
         lifespan=lifespan,

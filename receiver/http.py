@@ -113,3 +113,68 @@ class PrivateAnswers:
             await send(message)
 
         await self.app(scope, receive, private)
+
+
+MAX_REQUEST_BODY = 1 << 20
+"""The most an API or console request body may hold (the webhook has its own limit)."""
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a request body past `limit` bytes is answered 413 (JSON), said
+    by its Content-Length before anything is read, or as soon as the bytes read pass it:
+    never held whole in memory."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_REQUEST_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next(
+            (
+                whole_number(v.decode("latin-1"))
+                for k, v in scope["headers"]
+                if k == b"content-length"
+            ),
+            None,
+        )
+        if declared is not None and declared > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, watched)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            f"the request body is larger than {self.limit} bytes",
+            headers={"connection": "close"},
+        )
+        await response(scope, receive, send)
