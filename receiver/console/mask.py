@@ -2,13 +2,15 @@
 
 What is masked never reaches the browser.
 
-- **numbers**: every run of six or more digits, whatever separates them (spaces,
-  dashes, dots, brackets, slashes: `+33 6 12 34 56 78`, `(646) 982-0800`,
-  `Tel336...`), wherever it stands: the number fields, `user_data`, error texts,
-  headers, raw bodies under any key, JSON or not. A run shows at most its first
-  three digits and its last two, its separators as they were (`+336••••••66`,
-  `+33 6 •• •• •• 78`), and never more digits than it hides. Dates and
-  times (`2026-03-02`, `2026-03-02T16:56:04Z`) are not numbers.
+- **numbers**: every run of six or more digits with anything but letters between
+  them (spaces of any kind and count, any dash or minus sign, dots, commas, colons,
+  stars, underscores, brackets, slashes, invisible characters: `+33 6 12 34 56 78`,
+  `(646) 982-0800`, `0612-34-56-78`, `Tel336...`), wherever it stands: the number
+  fields, `user_data`, idempotency keys, error texts, headers, raw bodies under any
+  key, JSON or not (numbers too, `33612345678.0` included). A run shows at most its
+  first three digits and its last two, its separators as they were
+  (`+336••••••66`, `+33 6 •• •• •• 78`), and never more digits than it hides. Real
+  dates and times (`2026-03-02`, `2026-03-02T16:56:04Z`, `16:56:04`) are not numbers.
 - **text**: message texts keep only their length, on the message's page and in raw
   bodies under any key that holds one (`text`, `body`, `message`, `content`); a raw
   body that is not JSON cannot be told apart from its text, and is hidden whole.
@@ -22,11 +24,19 @@ from typing import Any
 
 import orjson
 
-# A date (and time) first, so that its digits are not taken for a number; otherwise a
-# digit, then at least five more, each after at most three separators.
+# A date (and time), or a time of day, first, so that its digits are not taken for a
+# number (a real one: month 01-12, day 01-31, hours and minutes in range, and nothing
+# that goes on as a number after it); otherwise a digit, then at least five more, with
+# anything but a letter between them (`[\W_]`: spaces of any kind and count, dashes
+# and minus signs, dots, commas, colons, stars, underscores, zero-width and soft
+# hyphen characters...).
+_TIME = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d+)?)?"
 _RUNS = re.compile(
-    r"(?P<when>\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?)"
-    r"|(?P<number>\+?\d(?:[\s().\-/]{0,3}\d){5,})"
+    r"(?P<when>\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+    rf"(?:[T ]{_TIME}(?:Z|[+-]\d{{2}}:?\d{{2}})?)?(?![\W_]?\d)"
+    rf"|(?<!\d){_TIME}(?![\W_]?\d))"
+    r"|(?P<number>\+?\d(?:[\W_]*?\d){5,})",
+    re.UNICODE,
 )
 _TEXT_FIELDS = {"text", "body", "message", "content"}
 _SHORT_INT = 100_000
@@ -82,8 +92,8 @@ class Mask:
             if key in _TEXT_FIELDS and self.text:
                 return self.message_text(value)
             return self.number(value)
-        if self.numbers and isinstance(value, int) and abs(value) >= _SHORT_INT:
-            return self.number(str(value))
+        if self.numbers and isinstance(value, int | float) and abs(value) >= _SHORT_INT:
+            return self.number(repr(value))
         return value
 
 

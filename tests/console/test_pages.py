@@ -300,6 +300,21 @@ NUMBERS = [
     "06/12/34/56/78",
     "call me at 0612345678 or 0698765432 please",
     "123456",
+    # Anything but a letter between the digits: every dash and minus sign, underscore,
+    # comma, middle dot, invisible characters, runs of spaces, star, colon...
+    *(f"06{sep}12{sep}34{sep}56{sep}78" for sep in "\u2010\u2011\u2012\u2013\u2212"),
+    "06_12_34_56_78",
+    "06,12,34,56,78",
+    "06\u00b712\u00b734\u00b756\u00b778",
+    "0\u200b6\u200b1\u200b2\u200b3\u200b4\u200b5\u200b6\u200b7\u200b8",
+    "06\u00ad12\u00ad34\u00ad56\u00ad78",
+    "06\u206012\u206034\u206056\u206078",
+    "06    12    34    56    78",
+    "06*12*34*56*78",
+    "06:12:34:56:78",
+    "0612-34-56-78",
+    "33612345678.0",
+    "+33\u00a06\u00a012\u00a034\u00a056\u00a078",
 ]
 
 
@@ -307,7 +322,7 @@ NUMBERS = [
 def test_numbers_are_masked_however_they_are_written(written: str) -> None:
     masked = Mask(["numbers"]).number(written)
     assert masked is not None
-    for run in re.findall(r"\d[\d\s().\-/]*\d", written):
+    for run in re.findall(r"\d[\W_\d]*\d", written):
         digits = [c for c in run if c.isdigit()]
         if len(digits) < 6:
             continue
@@ -318,7 +333,16 @@ def test_numbers_are_masked_however_they_are_written(written: str) -> None:
 
 def test_dates_and_short_numbers_are_left_alone() -> None:
     mask = Mask(["numbers"])
-    for value in ("2026-03-02T16:56:04Z", "2026-03-02 16:56:04", "4.50", "try 3", "12345"):
+    for value in (
+        "2026-03-02T16:56:04Z",
+        "2026-03-02 16:56:04",
+        "2026-03-02T16:56:04+01:00",
+        "16:56:04",
+        "4.50",
+        "try 3",
+        "12345",
+        "teamA-123 and 456",
+    ):
         assert mask.number(value) == value
 
 
@@ -328,7 +352,7 @@ def test_a_raw_body_is_masked_under_any_key_json_or_not() -> None:
         {
             "payload": {
                 "contact": {"mobile": "+33 6 12 34 56 78", "note": "rappeler le 0612345678"},
-                "extra": [{"callback": 33612345678}],
+                "extra": [{"callback": 33612345678}, {"float": 33698765432.0}],
                 "body": {"text": "hello from 0612345678"},
                 "created": "2026-03-02T16:56:04Z",
             }
@@ -336,7 +360,7 @@ def test_a_raw_body_is_masked_under_any_key_json_or_not() -> None:
     ).decode()
     shown = mask.body(body)
     assert shown is not None
-    for secret in ("12 34 56", "12345678", "hello", "33612345678"):
+    for secret in ("12 34 56", "12345678", "hello", "33612345678", "98765432"):
         assert secret not in shown
     assert "2026-03-02T16:56:04Z" in shown
     assert "[hidden: 21 characters]" in shown
@@ -426,3 +450,41 @@ async def test_the_overview_links_its_counts_and_dates_its_chart_and_lists_show_
     listing = (await client.get("/console/messages")).text
     assert '<th scope="col">created (UTC)</th>' in listing
     assert '<td class="excerpt">OK</td>' in listing  # the MO's text
+
+
+async def test_the_sends_pages_mask_as_the_others_do(make_settings: SettingsFactory) -> None:
+    from tests.fake_callr import fake_callr
+
+    async with fake_callr() as callr:
+        settings = make_settings(
+            api_tokens=READ,
+            admin_tokens=ADMIN,
+            console_mask="numbers,text",
+            dispatcher=False,
+            **callr.settings(),
+        )
+        async with running(create_app(settings)) as client:
+            sent = await client.post(
+                "/api/v1/sms",
+                json={
+                    "to": "+33699887766",
+                    "from": "+33700112233",
+                    "text": "code 482913",
+                    "user_data": "client-0612345678",
+                },
+                headers={
+                    "authorization": f"Bearer {ADMIN}",
+                    "idempotency-key": "otp-+33699887766-482913",
+                },
+            )
+            assert sent.status_code == 202, sent.text
+            await sign_in(client, READ)
+            pages = [
+                await client.get("/console/sends"),
+                await client.get(f"/console/sends/{sent.json()['id']}"),
+            ]
+    for page in pages:
+        assert page.status_code == 200
+        for secret in ("99887766", "0612345678", "482913", "00112233"):
+            assert secret not in page.text, secret
+    assert "[hidden: 11 characters]" in pages[1].text
