@@ -114,11 +114,25 @@ def upgrade() -> None:
     op.add_column("sends", sa.Column("key_owner", sa.Text(), nullable=True))
     op.drop_constraint("uq_sends_idempotency_key", "sends", type_="unique")
     op.create_unique_constraint("uq_sends_key_owner_key", "sends", ["key_owner", "idempotency_key"])
+    # A reply that two teams' SMS could claim waits for neither: the rule `ambiguous`.
+    op.drop_constraint(op.f("ck_forwards_rule"), "forwards", type_="check")
+    op.create_check_constraint(
+        op.f("ck_forwards_rule"),
+        "forwards",
+        "rule IN ('user_data', 'recent_mt', 'default', 'unrouted', 'ambiguous')",
+    )
     op.add_column("api_tokens", sa.Column("user_data_prefix", sa.Text(), nullable=True))
     op.add_column("api_tokens", sa.Column("senders", postgresql.ARRAY(sa.Text()), nullable=True))
 
 
 def downgrade() -> None:
+    op.execute("UPDATE forwards SET rule = 'unrouted' WHERE rule = 'ambiguous'")
+    op.drop_constraint(op.f("ck_forwards_rule"), "forwards", type_="check")
+    op.create_check_constraint(
+        op.f("ck_forwards_rule"),
+        "forwards",
+        "rule IN ('user_data', 'recent_mt', 'default', 'unrouted')",
+    )
     op.drop_column("api_tokens", "senders")
     op.drop_column("api_tokens", "user_data_prefix")
     op.drop_constraint("uq_sends_key_owner_key", "sends", type_="unique")

@@ -414,7 +414,9 @@ class Forward(Base):
     status_terminal: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (
-        CheckConstraint("rule IN ('user_data', 'recent_mt', 'default', 'unrouted')", name="rule"),
+        CheckConstraint(
+            "rule IN ('user_data', 'recent_mt', 'default', 'unrouted', 'ambiguous')", name="rule"
+        ),
         CheckConstraint("kind IN ('reply', 'status')", name="kind"),
         # A reply per MO event; a status announced once per handler and SMS.
         Index(None, "event_id", unique=True, postgresql_where=sql_text("kind = 'reply'")),

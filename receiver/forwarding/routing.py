@@ -10,6 +10,9 @@ For each MO, in order, recording which rule matched:
    was sent to, matches a handler;
 3. `default`: otherwise the default handler;
 4. `unrouted`: otherwise the forward waits for a handler (`route_unrouted`).
+Rule 2 gives a reply to no team when another team's SMS from the same sender to the
+same number is within the window too (`_RIVAL`): it waits as unrouted, its rule
+`ambiguous`, for an admin to read; no handler added later takes it.
 An exact `user_data` match wins over a prefix, a longer prefix over a shorter one.
 """
 
@@ -49,7 +52,7 @@ LIMIT 1
 # serves: as a plain `=`, the from_number index (the console's searches) was chosen
 # too, and it reads every message ever sent from that sender id, for each reply.
 _LATEST_MT = """
-SELECT m.sms_id, m.user_data FROM messages m
+SELECT m.sms_id, m.user_data, m.from_number FROM messages m
 WHERE mo.user_data IS NULL
   AND (m.to_number, m.created_at) BETWEEN (mo.sender, mo.at - $8::interval) AND (mo.sender, mo.at)
   AND m.direction = 'outbound' {same_sender}
@@ -58,6 +61,20 @@ LIMIT 1
 """
 
 _SAME_SENDER = "AND (m.from_number = mo.recipient) IS TRUE"
+
+# Another team's SMS to the same number from the same sender within the window: one
+# with another user_data, which the recent-SMS rule's handler does not also serve. A
+# reply then goes to neither team (team A sending to team B's customer from B's sender
+# must not take the reply), and waits as `unrouted` with the rule `ambiguous`.
+_RIVAL = f"""
+SELECT true AS found FROM messages m
+WHERE (m.to_number, m.created_at) BETWEEN (k.sender, k.at - $8::interval) AND (k.sender, k.at)
+  AND m.direction = 'outbound'
+  AND (m.from_number IS NOT DISTINCT FROM k.mt_from) IS TRUE
+  AND m.user_data IS NOT NULL AND (m.user_data <> k.mt_user_data) IS NOT FALSE
+  AND ({_HANDLER_FOR_KEY.format(key="m.user_data")}) IS DISTINCT FROM recent.id
+LIMIT 1
+"""
 
 _ROUTE = f"""
 WITH mo AS (
@@ -68,25 +85,32 @@ WITH mo AS (
 keyed AS (
     SELECT mo.*, COALESCE(same.sms_id, any_.sms_id) AS mt_sms_id,
         CASE WHEN same.sms_id IS NOT NULL THEN same.user_data ELSE any_.user_data END
-            AS mt_user_data
+            AS mt_user_data,
+        CASE WHEN same.sms_id IS NOT NULL THEN same.from_number ELSE any_.from_number END
+            AS mt_from
     FROM mo
     LEFT JOIN LATERAL ({_LATEST_MT.format(same_sender=_SAME_SENDER)}) same ON true
     LEFT JOIN LATERAL ({_LATEST_MT.format(same_sender="")}) any_ ON same.sms_id IS NULL
 ),
 routed AS (
     SELECT k.*,
-        own.id AS own_handler, recent.id AS recent_handler, fallback.id AS default_handler
+        own.id AS own_handler, recent.id AS recent_handler, fallback.id AS default_handler,
+        COALESCE(rival.found, false) AS rival
     FROM keyed k
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.user_data")}) own ON true
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.mt_user_data")}) recent ON true
+    LEFT JOIN LATERAL ({_RIVAL}) rival ON recent.id IS NOT NULL AND k.user_data IS NULL
     LEFT JOIN LATERAL (
         SELECT h.id FROM handlers h WHERE h.enabled AND h.replies AND h.is_default LIMIT 1
     ) fallback ON true
 ),
 chosen AS (
     SELECT r.*,
-        COALESCE(r.own_handler, r.recent_handler, r.default_handler) AS handler_id,
+        CASE WHEN r.own_handler IS NULL AND r.rival THEN NULL
+             ELSE COALESCE(r.own_handler, r.recent_handler, r.default_handler)
+        END AS handler_id,
         CASE WHEN r.own_handler IS NOT NULL THEN 'user_data'
+             WHEN r.rival THEN 'ambiguous'
              WHEN r.recent_handler IS NOT NULL THEN 'recent_mt'
              WHEN r.default_handler IS NOT NULL THEN 'default'
              ELSE 'unrouted' END AS rule
@@ -145,7 +169,7 @@ _ROUTE_UNROUTED = f"""
 WITH candidates AS (
     SELECT f.id, f.user_data, f.sender, m.user_data AS own_user_data
     FROM forwards f JOIN messages m ON m.sms_id = f.sms_id
-    WHERE f.state = 'unrouted' AND f.kind = 'reply'
+    WHERE f.state = 'unrouted' AND f.kind = 'reply' AND f.rule <> 'ambiguous'
     ORDER BY f.id
     FOR UPDATE OF f
 ),

@@ -16,6 +16,7 @@ from receiver.app import create_app, dispatcher
 from receiver.db import migrate
 from receiver.db.engine import create_pool
 from receiver.forwarding.outbox import ForwardFilter, retry_forwards
+from receiver.forwarding.routing import route_unrouted
 from receiver.forwarding.signing import new_secret
 from tests.callr_events import BASE_TIME, mo_event, mt_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
@@ -98,6 +99,47 @@ async def test_an_mo_without_user_data_follows_the_latest_mt_to_its_sender(
     assert request.json["user_data"] == "booking"
     assert request.json["mt"]["id"] == "mt000001"
     assert request.json["mt"]["user_data"] == "booking"
+
+
+@pytest.mark.parametrize("b_has_a_handler", [True, False])
+async def test_a_reply_two_teams_sms_could_claim_goes_to_neither(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str, b_has_a_handler: bool
+) -> None:
+    """Team A sends to team B's customer from B's sender, after B: the reply is B's or A's
+    by who sent last, so it goes to neither; from another sender, A's own SMS is not a
+    rival of B's."""
+    await register(database_url, user_data="teamA-*", url=handler.url("/a"))
+    if b_has_a_handler:
+        await register(database_url, user_data="teamB-*", url=handler.url("/b"))
+    await register(database_url, user_data=None, default=True, url=handler.url("/default"))
+    customer, other = "+33655555555", "+33666666666"
+    later = BASE_TIME + timedelta(minutes=5)
+    await send(
+        client,
+        mt_event("mt-b", "MTB00001", to=customer, sender="TeamB", user_data="teamB-otp"),
+        mt_event("mt-a", "MTA00001", to=customer, sender="TeamB", user_data="teamA-x", at=later),
+        # Another number: A's own SMS from its own sender, B's from B's, A's is newer.
+        mt_event("mt-b2", "MTB00002", to=other, sender="TeamB", user_data="teamB-1"),
+        mt_event("mt-a2", "MTA00002", to=other, sender="TeamA", user_data="teamA-2", at=later),
+        mo_event("mo-amb", "MOAMB001", sender=customer, at=BASE_TIME + timedelta(minutes=9)),
+        mo_event("mo-own", "MOOWN001", sender=other, at=BASE_TIME + timedelta(minutes=9)),
+    )
+    await wait_for(lambda: len(handler.received) == 1)
+    (request,) = handler.on("/a")
+    assert (request.json["event_id"], request.json["rule"]) == ("mo-own", "recent_mt")
+    rows = {f["event_id"]: f for f in await forwards(database_url)}
+    assert (rows["mo-amb"]["state"], rows["mo-amb"]["rule"]) == ("unrouted", "ambiguous")
+    assert rows["mo-amb"]["handler_id"] is None
+    # A handler added later does not take it either.
+    await register(database_url, user_data="teamB-otp", url=handler.url("/b-otp"))
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await route_unrouted(conn) == 0
+    finally:
+        await conn.close()
+    rows = {f["event_id"]: f for f in await forwards(database_url)}
+    assert rows["mo-amb"]["state"] == "unrouted"
+    assert len(handler.received) == 1
 
 
 async def test_an_mt_older_than_the_window_is_not_followed(
