@@ -29,6 +29,7 @@ from receiver.forwarding.policy import RetryPolicy
 from receiver.health import Readiness, healthz
 from receiver.http import (
     BodyLimit,
+    DotSegments,
     PrivateAnswers,
     bad_parameter,
     database_unavailable,
@@ -227,6 +228,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(DotSegments),
             Middleware(
                 WebhookLane,
                 endpoint=endpoint,

@@ -178,3 +178,24 @@ class BodyLimit:
             headers={"connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class DotSegments:
+    """Pure ASGI middleware: a path with a `.` or `..` segment (decoded, so `%2e%2e` too) is
+    answered 400 and goes no further. A proxy that matches its allow rules on the
+    normalised path and passes the raw one on would otherwise let
+    `/api/v1/messages/x/../../../../webhooks/callr` reach the API from anywhere."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _has_dot_segment(scope["path"]):
+            response = error_response(400, "a path with . or .. segments is not served")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _has_dot_segment(path: str) -> bool:
+    return "/." in path and any(part in (".", "..") for part in path.split("/"))

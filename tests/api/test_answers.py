@@ -105,3 +105,36 @@ async def test_a_body_past_the_limit_is_a_413_whatever_the_route(
         # Up to the limit, the route reads it and says what is wrong with it.
         fits = await client.post("/api/v1/sms/preview", content=b"x" * 1000, headers=AUTH)
         assert fits.status_code == 400
+
+
+async def test_a_path_with_dot_segments_is_refused_before_any_route(
+    make_settings: SettingsFactory,
+) -> None:
+    """Straight to uvicorn, as a proxy that matched the normalised path would pass it on."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from tests.support import serving
+
+    async def raw_get(base: str, path: str) -> tuple[int, str]:
+        where = urlsplit(base)
+        reader, writer = await asyncio.open_connection(where.hostname, where.port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        received = await reader.read()
+        writer.close()
+        head, _, body = received.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body.decode()
+
+    async with serving(create_app(make_settings(api_tokens=TOKEN))) as base:
+        for path in (
+            "/api/v1/messages/x/../../../../webhooks/callr",
+            "/api/v1/messages/x/%2e%2e/%2E%2E/status",
+            "/console/messages/x/./../../../webhooks/callr",
+            "/webhooks/callr/../api/v1/status",
+        ):
+            status, body = await raw_get(base, path)
+            assert status == 400, (path, status, body)
+            assert "segments" in orjson.loads(body)["error"]
+        # An id with dots that are not whole segments is an id like any other.
+        status, _ = await raw_get(base, "/api/v1/messages/a..b")
+        assert status == 401

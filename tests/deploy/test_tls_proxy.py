@@ -114,6 +114,26 @@ def wait_for_port(port: int, what: str, folder: Path) -> None:
     raise AssertionError(f"{what} did not listen on {port}: {(folder / 'proxy.log').read_text()}")
 
 
+LOGGED_TOKEN = "url-token-that-must-never-be-logged-0123"
+
+
+def raw_get(port: int, ca: Path, path: str, address: str = CALLR) -> tuple[int, str]:
+    """GET `path` byte for byte from `address` (httpx would remove its dot segments)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(
+            ("127.0.0.1", port), timeout=15, source_address=(address, 0)
+        ) as plain,
+        context.wrap_socket(plain, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        received = b""
+        while chunk := tls.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode("utf-8", "replace")
+
+
 def as_callr(port: int, ca: Path, address: str = CALLR) -> httpx.Client:
     context = ssl.create_default_context(cafile=str(ca))
     transport = httpx.HTTPTransport(local_address=address, verify=context)
@@ -137,7 +157,25 @@ def check_proxy(port: int, ca: Path, upstream: Upstream, database_url: str) -> N
             for path in ("/metrics", "/console", "/console/login", "/api/v1/status", "/")
         }
         health = client.get("/healthz")
+        # Dot segments, plain or encoded, never pass the allow rule (nor reach an API
+        # route to answer 401: a token oracle).
+        dotted = {
+            path: raw_get(port, ca, path)
+            for path in (
+                "/api/v1/messages/x/../../../../webhooks/callr",
+                "/console/messages/x/../../../webhooks/callr",
+                "/api/v1/messages/x/%2e%2e/%2e%2e/%2e%2e/%2e%2e/webhooks/callr",
+                "/api/v1/messages/x/%2E%2E%2F%2E%2E%2F%2E%2E%2F%2E%2E%2Fwebhooks/callr",
+                "/webhooks/callr/../api/v1/status",
+                "/webhooks/callr/./../metrics",
+            )
+        }
+        # A URL token in the path: the access log hides it.
+        client.post(f"/webhooks/callr/{LOGGED_TOKEN}", content=body)
     assert stored.status_code == 200, stored.text
+    for path, (status, text) in dotted.items():
+        assert status in (400, 404), (path, status, text)
+        assert "token" not in text, path
     assert stored.json() == {"result": "stored", "event_id": "tls-1"}
     assert unsigned.status_code == 401
     assert too_large.status_code == 413
@@ -168,6 +206,10 @@ def check_proxy(port: int, ca: Path, upstream: Upstream, database_url: str) -> N
         ("tls-2", STRANGER),
     ]
     log = upstream.log.read_text()
+    assert LOGGED_TOKEN not in log
+    proxy_log = (upstream.log.parent / "proxy.log").read_text()
+    assert "/webhooks/callr/***" in proxy_log, proxy_log[-2000:]
+    assert LOGGED_TOKEN not in proxy_log
     assert f'"client":"{CALLR}"' in log
     assert "203.0.113.9" not in log
     assert "198.51.100.7" not in log
