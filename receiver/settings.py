@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     default_region: str | None = None
     # When set, the only networks a handler's address may be in (comma-separated CIDRs).
     handler_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
+    # The proxies whose X-Forwarded-For (and -Proto) is believed: addresses or networks,
+    # comma-separated. None by default: the client is the peer of the connection.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     forward_max_attempts: int = Field(default=12, ge=1, le=100)
     forward_backoff_base: float = Field(default=40.0, gt=0)
     dispatcher: bool = True
@@ -115,6 +118,7 @@ class Settings(BaseSettings):
         "send_tokens",
         "console_mask",
         "handler_allowed_networks",
+        "trusted_proxies",
         mode="before",
     )
     @classmethod
@@ -148,7 +152,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a region code such as FR, GB or US")
         return region
 
-    @field_validator("handler_allowed_networks")
+    @field_validator("handler_allowed_networks", "trusted_proxies")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for network in value:

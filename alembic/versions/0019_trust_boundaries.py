@@ -121,11 +121,20 @@ def upgrade() -> None:
         "forwards",
         "rule IN ('user_data', 'recent_mt', 'default', 'unrouted', 'ambiguous')",
     )
+    # Failed tries of tokens, by client address, shared by every process.
+    op.create_table(
+        "auth_failures",
+        sa.Column("address", sa.Text(), nullable=False),
+        sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("address", name=op.f("pk_auth_failures")),
+    )
     op.add_column("api_tokens", sa.Column("user_data_prefix", sa.Text(), nullable=True))
     op.add_column("api_tokens", sa.Column("senders", postgresql.ARRAY(sa.Text()), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_table("auth_failures")
     op.execute("UPDATE forwards SET rule = 'unrouted' WHERE rule = 'ambiguous'")
     op.drop_constraint(op.f("ck_forwards_rule"), "forwards", type_="check")
     op.create_check_constraint(

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.api.throttle import Throttle
 from receiver.http import error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -48,6 +49,14 @@ used AS (
 )
 SELECT scope, user_data_prefix, senders FROM t
 """
+
+
+class Throttled(Exception):
+    """The client's address tried too many wrong tokens: it waits `wait` seconds."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(f"wait {wait} s")
+        self.wait = wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,8 @@ class Tokens:
     senders: Sequence[str] = ()
     """RECEIVER_SEND_TOKENS: `TOKEN`, or `TOKEN=PREFIX` for one that may only send with a
     user_data starting with PREFIX."""
+    throttle: Throttle = field(default_factory=Throttle)
+    """Guesses of tokens, counted per client address (receiver.api.throttle)."""
     _env: dict[str, Scope] = field(init=False, repr=False)
     _prefixes: dict[str, str] = field(init=False, repr=False)
     _cache: dict[str, tuple[Grant | None, float]] = field(init=False, repr=False)
@@ -182,9 +193,36 @@ class Tokens:
         request.state.grant = None
         if scheme.lower() != "bearer" or not presented.strip():
             return None
-        grant = await self.grant_of_digest(request.state.api_pool, digest(presented))
+        token_digest = digest(presented)
+        pool = request.state.api_pool
+        if self._known(token_digest):
+            grant = await self.grant_of_digest(pool, token_digest)
+        else:
+            # A token not known to open anything here: a try that counts, before it
+            # is looked up (given back if it opens something).
+            address = request.client.host if request.client else "unknown"
+            async with pool.acquire() as conn:
+                wait = await self.throttle.charge(conn, address)
+            if wait is not None:
+                raise Throttled(wait)
+            grant = await self.grant_of_digest(pool, token_digest)
+            if grant is not None:
+                async with pool.acquire() as conn:
+                    await self.throttle.refund(conn, address)
         request.state.grant = grant
         return grant.scope if grant is not None else None
+
+    def _known(self, token_digest: str) -> bool:
+        """A token of the environment, or one the database granted within the cache's time:
+        no guess (its check costs nothing and tells nothing new)."""
+        if any(hmac.compare_digest(known, token_digest) for known in self._env):
+            return True
+        cached = self._cache.get(token_digest)
+        return (
+            cached is not None
+            and cached[0] is not None
+            and time.monotonic() - cached[1] < CACHE_SECONDS
+        )
 
     def guard(self, endpoint: Endpoint, scope: Scope | None = READ) -> Endpoint:
         """`endpoint`, answering 401 without a token and 403 when the token may not do this.
@@ -193,7 +231,14 @@ class Tokens:
         """
 
         async def guarded(request: Request) -> Response:
-            granted = await self.bearer_scope(request)
+            try:
+                granted = await self.bearer_scope(request)
+            except Throttled as throttled:
+                return error_response(
+                    429,
+                    f"too many tries of wrong tokens from this address: wait {throttled.wait} s",
+                    headers={"retry-after": str(throttled.wait)},
+                )
             if granted is None:
                 return error_response(
                     401,

@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_parser.add_argument(
         "--forwarded-allow-ips",
-        default="127.0.0.1",
-        help="proxies whose X-Forwarded-For / -Proto headers are trusted",
+        default=None,
+        help="proxies whose X-Forwarded-For / -Proto headers are believed, comma-separated"
+        " (default: RECEIVER_TRUSTED_PROXIES, which is none)",
     )
     serve_parser.add_argument(
         "--graceful-timeout",

@@ -220,6 +220,11 @@ def serve(args: argparse.Namespace) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="receiver-metrics-")
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    trusted = (
+        [ip.strip() for ip in args.forwarded_allow_ips.split(",") if ip.strip()]
+        if args.forwarded_allow_ips is not None
+        else list(settings.trusted_proxies)
+    )
     _exit_cleanly_on_stop_signals()
     uvicorn.run(
         "receiver.asgi:create_app_from_env",
@@ -229,8 +234,10 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        # X-Forwarded-For and -Proto believed only from the trusted proxies (none by
+        # default: the client is the connection's peer).
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=",".join(trusted) or None,
         timeout_graceful_shutdown=args.graceful_timeout,
         server_header=False,
         http=HttpProtocol,

@@ -20,7 +20,6 @@ from receiver.console.reads import TrafficCounts
 from receiver.console.sends import SendPages
 from receiver.console.session import Sessions
 from receiver.console.signin import SignIn
-from receiver.console.throttle import SignInThrottle
 from receiver.console.tokens import TokenPages
 from receiver.console.views import Console
 from receiver.ingest.recent import MinuteCounts
@@ -41,7 +40,7 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
     page, action = console.page, console.action
     tokens_page = TokenPages(console)
     sends_page = SendPages(console)
-    signing = SignIn(console, SignInThrottle())
+    signing = SignIn(console, tokens.throttle)
     return [
         Route("/console", page(console.overview), methods=["GET"]),
         Route("/console/login", signing.login_page, methods=["GET"]),

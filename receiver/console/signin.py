@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from receiver import metrics
+from receiver.api.throttle import Throttle
 from receiver.api.tokens import first_run_live
-from receiver.console.throttle import SignInThrottle
 from receiver.console.views import CLOSED, SECURITY_HEADERS, next_target, read_form
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ log = structlog.get_logger("receiver.console")
 class SignIn:
     """GET and POST /console/login, and the two ways out."""
 
-    def __init__(self, console: Console, throttle: SignInThrottle) -> None:
+    def __init__(self, console: Console, throttle: Throttle) -> None:
         self.console = console
         self.throttle = throttle
 
@@ -60,7 +60,9 @@ class SignIn:
     async def login(self, request: Request) -> Response:
         form = await read_form(request) or QueryParams()
         address = request.client.host if request.client else "unknown"
-        wait = self.throttle.retry_after(address)
+        # Counted before the token is looked at, given back if it was right.
+        async with request.state.api_pool.acquire() as conn:
+            wait = await self.throttle.charge(conn, address)
         if wait is not None:
             metrics.CONSOLE_SIGN_INS.labels("throttled").inc()
             log.warning("console_sign_in_throttled", client=address, retry_after=wait)
@@ -74,7 +76,6 @@ class SignIn:
         target = next_target(form.get("next"))
         response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
         if await self.console.sessions.sign_in(request, response, form.get("token", "")) is None:
-            self.throttle.failed(address)
             metrics.CONSOLE_SIGN_INS.labels("refused").inc()
             log.warning("console_sign_in_refused", client=address)
             opens = await self.console.sessions.open(request)
@@ -84,6 +85,8 @@ class SignIn:
                 401,
                 error="That token opens nothing here." if opens else CLOSED,
             )
+        async with request.state.api_pool.acquire() as conn:
+            await self.throttle.refund(conn, address)
         metrics.CONSOLE_SIGN_INS.labels("ok").inc()
         return response
 

@@ -589,6 +589,18 @@ class ConsoleSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class AuthFailure(Base):
+    """Failed tries of tokens from one client address in the current window
+    (receiver.api.throttle): shared by every process, so guessing is bounded for the
+    deployment, not per process."""
+
+    __tablename__ = "auth_failures"
+
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failures: Mapped[int] = mapped_column(Integer)
+
+
 class ApiToken(Base):
     """A token made with `receiver tokens add` (or the console's Tokens page).
 

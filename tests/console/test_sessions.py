@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from receiver.app import create_app
-from receiver.console.throttle import SignInThrottle
 from tests.conftest import SettingsFactory
 from tests.support import fetch
+from tests.test_cli import free_port, wait_ready
 from tests.test_metrics import value
 
 READ = "sessions-read-token-0123"
@@ -135,21 +141,106 @@ async def test_guessing_is_throttled_and_the_right_token_from_elsewhere_still_op
     assert value(metrics, "receiver_console_sign_ins_total", outcome="refused") >= 5
 
 
-def test_the_throttle_forgets_after_a_minute_and_has_a_ceiling_for_everyone() -> None:
-    now = [1000.0]
-    throttle = SignInThrottle(per_address=3, overall=5, clock=lambda: now[0])
-    for _ in range(3):
-        assert throttle.retry_after("a") is None
-        throttle.failed("a")
-    assert throttle.retry_after("a") == 60
-    now[0] += 59.5
-    assert throttle.retry_after("a") == 1
-    now[0] += 0.5
-    assert throttle.retry_after("a") is None
+async def test_parallel_guesses_are_counted_before_any_token_is_checked(
+    make_settings: SettingsFactory,
+) -> None:
+    """40 wrong sign-ins at once from one address: five are checked, the rest wait."""
+    app = create_app(make_settings(admin_tokens=ADMIN, dispatcher=False))
+    async with clients(app, "203.0.113.70") as (guesser,):
+        answers = await asyncio.gather(*(sign_in(guesser, f"guess-{n:020d}") for n in range(40)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * 5 + [429] * 35
 
-    # Spread over many addresses, guesses meet the ceiling for all.
-    for address in ("b", "c", "d", "e", "f"):
-        throttle.failed(address)
-    assert throttle.retry_after("never-failed") == 60
-    now[0] += 60
-    assert throttle.retry_after("never-failed") is None
+
+async def test_the_count_is_shared_by_every_process_and_the_window_ends(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    """Two apps on one database (two processes of a deployment) count one address's
+    guesses together; once its window is over, the address may try again."""
+    settings = make_settings(admin_tokens=ADMIN, dispatcher=False)
+    async with (
+        clients(create_app(settings), "203.0.113.71") as (first,),
+        clients(create_app(settings), "203.0.113.71") as (second,),
+    ):
+        answers = []
+        for n in range(8):
+            client = first if n % 2 else second
+            answers.append((await sign_in(client, f"guess-{n:020d}")).status_code)
+        assert answers == [401] * 5 + [429] * 3
+        await fetch(
+            database_url,
+            "UPDATE auth_failures SET window_start = window_start - interval '61 seconds'",
+        )
+        assert (await sign_in(first, ADMIN)).status_code == 303
+
+
+async def test_wrong_bearer_tokens_are_throttled_per_address(
+    make_settings: SettingsFactory,
+) -> None:
+    app = create_app(make_settings(api_tokens=READ, dispatcher=False))
+    async with clients(app, "203.0.113.72", "198.51.100.10") as (guesser, owner):
+        answers = [
+            await guesser.get("/api/v1/status", headers={"authorization": f"Bearer guess-{n:020d}"})
+            for n in range(8)
+        ]
+        assert [a.status_code for a in answers] == [401] * 5 + [429] * 3
+        assert 1 <= int(answers[-1].headers["retry-after"]) <= 60
+        assert "too many tries" in answers[-1].json()["error"]
+        right = {"authorization": f"Bearer {READ}"}
+        assert (await owner.get("/api/v1/status", headers=right)).status_code == 200
+        parallel = await asyncio.gather(
+            *(
+                owner.get("/api/v1/status", headers={"authorization": f"Bearer x{n:020d}"})
+                for n in range(20)
+            )
+        )
+        assert sorted(a.status_code for a in parallel) == [401] * 5 + [429] * 15
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_x_forwarded_for_is_believed_only_from_the_trusted_proxies(
+    database_url: str, tmp_path: Path, trusted: str
+) -> None:
+    """Wrong sign-ins from 127.0.0.1, each with another X-Forwarded-For: with no trusted
+    proxy they all count against 127.0.0.1; with 127.0.0.1 trusted, each against its own
+    address. Either way the right token from an address that never failed opens."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECEIVER_DATABASE_URL": database_url,
+        "RECEIVER_ADMIN_TOKENS": ADMIN,
+        "RECEIVER_TRUSTED_PROXIES": trusted,
+        "RECEIVER_CALLR_HMAC_SECRETS": "sessions-hmac-secret-0123456789",
+        "RECEIVER_DISPATCHER": "false",
+        "RECEIVER_DATA_DIR": str(tmp_path),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_ready(port, process)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as proxy:
+            statuses = [
+                proxy.post(
+                    "/console/login",
+                    data={"token": f"guess-{n:020d}"},
+                    headers={"x-forwarded-for": f"198.51.100.{n + 1}"},
+                ).status_code
+                for n in range(10)
+            ]
+        local = httpx.HTTPTransport(local_address="127.0.0.5")
+        with httpx.Client(base_url=base, timeout=10, transport=local) as owner:
+            signed = owner.post("/console/login", data={"token": ADMIN})
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    if trusted:
+        assert statuses == [401] * 10
+    else:
+        assert statuses == [401] * 5 + [429] * 5
+    assert signed.status_code == 303
