@@ -2,8 +2,11 @@
 
 Handlers are internal services, so private addresses are the point and stay
 allowed. Refused by default: link-local addresses (`169.254.0.0/16`, where clouds
-serve their metadata and credentials; `fe80::/10`), unspecified and "this network"
-addresses (`0.0.0.0/8`, `::`), and the receiver's own database (its host and port).
+serve their metadata and credentials; `fe80::/10`), the metadata services outside
+it (AWS's `fd00:ec2::254`, Alibaba's `100.100.100.200`), unspecified and "this
+network" addresses (`0.0.0.0/8`, `::`), the receiver's own database (its host and
+port), and every IPv6 form of a refused IPv4 address (mapped, NAT64, 6to4, Teredo,
+IPv4-compatible).
 `RECEIVER_HANDLER_ALLOWED_NETWORKS` narrows further: when set, a handler's address
 must be in one of those networks.
 
@@ -31,7 +34,14 @@ _REFUSED: tuple[tuple[Network, str], ...] = (
     (ipaddress.ip_network("fe80::/10"), "link-local"),
     (ipaddress.ip_network("0.0.0.0/8"), "unspecified"),
     (ipaddress.ip_network("::/128"), "unspecified"),
+    # Clouds' metadata services outside the link-local range.
+    (ipaddress.ip_network("fd00:ec2::254/128"), "a cloud metadata service (AWS, IPv6)"),
+    (ipaddress.ip_network("100.100.100.200/32"), "a cloud metadata service (Alibaba)"),
 )
+# IPv6 addresses that carry an IPv4 one (NAT64's well-known and local prefixes, and
+# the deprecated IPv4-compatible form): the IPv4 address is checked as itself.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _RESOLVE_SECONDS = 5.0
 
 
@@ -55,7 +65,12 @@ class Destinations:
         return cls(allowed=networks, database=_database_endpoint(database_url))
 
     def refusal(self, address: IPAddress, port: int) -> str | None:
-        """Why a forward may not go to `address`:`port`; None when it may."""
+        """Why a forward may not go to `address`:`port`; None when it may. An IPv6
+        address that carries an IPv4 one is refused when that one would be."""
+        for embedded in _embedded_ipv4(address):
+            reason = self.refusal(embedded, port)
+            if reason is not None:
+                return f"{address} ({reason})"
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         for network, kind in _REFUSED:
@@ -96,7 +111,7 @@ class Destinations:
         host, port = parts.hostname or "", _port(parts.scheme, parts.port)
         try:
             addresses = await _resolve(host, port)
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, UnicodeError) as error:
             if unresolved_ok:
                 return None
             return f"the handler's host {host!r} does not resolve: {error}"
@@ -105,6 +120,26 @@ class Destinations:
             if reason is not None:
                 return f"refused: the handler's address {reason}"
         return None
+
+
+def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 one carries: mapped (`::ffff:a.b.c.d`), NAT64
+    (`64:ff9b::a.b.c.d`), 6to4 (`2002:AABB:CCDD::`), Teredo's client, IPv4-compatible."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if any(address in network for network in _NAT64):
+        found.append(low32)
+    elif address in _IPV4_COMPATIBLE and int(address) > 1:
+        found.append(low32)
+    return found
 
 
 def _port(scheme: str, port: int | None) -> int:

@@ -128,6 +128,12 @@ class NewHandler:
         if _NOT_IN_URL.search(self.url):
             raise HandlerError("url must not contain spaces or control characters")
         try:
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            raise HandlerError(
+                f"url's host is not a name that DNS can carry: {shown_url(self.url)!r}"
+            ) from None
+        try:
             parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
         except ValueError:
             raise HandlerError(

@@ -41,6 +41,40 @@ def test_a_url_forwards_may_not_go_to_is_refused(url: str, reason: str) -> None:
     assert reason in str(refused.value)
 
 
+# Every IPv6 form of each refused IPv4 address, and the metadata services beyond
+# link-local: the class, swept.
+_REFUSED_V4 = ["169.254.169.254", "0.1.2.3", "10.1.2.3", "100.100.100.200"]
+
+
+def _ipv6_forms(v4: str) -> list[str]:
+    n = int(ipaddress.IPv4Address(v4))
+    high, low = n >> 16, n & 0xFFFF
+    return [
+        f"::ffff:{v4}",  # mapped
+        f"64:ff9b::{high:x}:{low:x}",  # NAT64, well-known prefix
+        f"64:ff9b:1::{high:x}:{low:x}",  # NAT64, local-use prefix
+        f"2002:{high:x}:{low:x}::1",  # 6to4
+        f"::{v4}",  # IPv4-compatible
+    ]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fd00:ec2::254",
+        "100.100.100.200",
+        *(form for v4 in _REFUSED_V4 for form in _ipv6_forms(v4)),
+    ],
+)
+def test_metadata_services_and_ipv6_forms_of_refused_addresses_are_refused(
+    address: str,
+) -> None:
+    port = 6543 if "10.1.2.3" in address or "a01:203" in address else 80
+    url = f"http://[{address}]:{port}/h" if ":" in address else f"http://{address}:{port}/h"
+    with pytest.raises(DestinationRefused):
+        Destinations.of((), DATABASE).check(url)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -83,6 +117,20 @@ async def test_a_name_that_resolves_to_a_refused_address_is_refused_at_registrat
     finally:
         await conn.close()
     assert await fetch(database_url, "SELECT 1 FROM handlers") == []
+
+
+@pytest.mark.parametrize(
+    "host", ["a" * 64 + ".example", "é" * 70 + ".example", "replies..internal"]
+)
+async def test_a_host_name_dns_cannot_carry_is_a_400(
+    make_settings: SettingsFactory, host: str
+) -> None:
+    async with running(create_app(make_settings(admin_tokens=ADMIN))) as client:
+        answer = await client.post(
+            "/api/v1/handlers", headers=AUTH, json={"user_data": "shop", "url": f"http://{host}/h"}
+        )
+    assert answer.status_code == 400, answer.text
+    assert "url's host" in answer.json()["error"]
 
 
 async def test_the_api_refuses_a_url_with_credentials_naming_the_field(
