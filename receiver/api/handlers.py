@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.api.auth import Tokens
+from receiver.api.auth import ADMIN, Tokens
 from receiver.api.models import (
     Handler,
     HandlerList,
@@ -32,8 +32,10 @@ from receiver.http import error_response, whole_number
 
 
 async def list_all(request: Request) -> Response:
+    """Every handler; to a read token, their URLs' query values hidden (`***`)."""
+    admin = request.state.grant is not None and request.state.grant.scope == ADMIN
     async with request.state.pool.acquire() as conn:
-        handlers = await list_handlers(conn)
+        handlers = await list_handlers(conn, query_values=admin)
     return answer(HandlerList, {"items": [h.to_json() for h in handlers]})
 
 

@@ -299,7 +299,7 @@ class Console:
             replies = await reads.replies_to(conn, found["id"])
             forward_ids = [f["id"] for f in found["forwards"]]
             attempts = await reads.attempts_of(conn, forward_ids)
-            handlers = {h.id: h for h in await list_handlers(conn)}
+            handlers = {h.id: h for h in await list_handlers(conn, query_values=session.admin)}
             sent = await conn.fetchrow(_SEND_OF, found["id"])
         return self.render(
             request,
@@ -371,7 +371,7 @@ class Console:
         params = [(k, v) for k, v in query.multi_items() if v.strip()]
         async with request.state.api_pool.acquire() as conn:
             page = await self.queries.forwards_page(conn, QueryParams(params))
-            handlers = {h.id: h for h in await list_handlers(conn)}
+            handlers = {h.id: h for h in await list_handlers(conn, query_values=session.admin)}
             counts = await reads.forward_counts(conn)
         return self.render(
             request,
@@ -405,7 +405,7 @@ class Console:
     ) -> Response:
         """The handlers page; after a refused addition, with the error and what was typed."""
         async with request.state.api_pool.acquire() as conn:
-            listed = await list_handlers(conn)
+            listed = await list_handlers(conn, query_values=session.admin)
             health = await reads.handler_health(conn)
         return self.render(
             request,

@@ -135,7 +135,9 @@ def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
     if address.teredo is not None:
         found.extend(address.teredo)
     low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if any(address in network for network in _NAT64) or (address in _IPV4_COMPATIBLE and int(address) > 1):
+    if any(address in network for network in _NAT64) or (
+        address in _IPV4_COMPATIBLE and int(address) > 1
+    ):
         found.append(low32)
     return found
 

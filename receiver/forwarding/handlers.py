@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -188,10 +189,24 @@ async def add_handler(
     return _view(row), await route_unrouted(conn)
 
 
-async def list_handlers(conn: Any) -> list[HandlerView]:
-    """Every handler, the default last."""
+async def list_handlers(conn: Any, *, query_values: bool = True) -> list[HandlerView]:
+    """Every handler, the default last. `query_values` False: each URL's query values
+    hidden (what read scopes see: a query may carry a key, `?api_key=...`)."""
     rows = await conn.fetch(_LIST)
-    return [_view(row) for row in rows]
+    views = [_view(row) for row in rows]
+    if query_values:
+        return views
+    return [dataclasses.replace(view, url=without_query_values(view.url)) for view in views]
+
+
+def without_query_values(url: str) -> str:
+    """`url` with each value of its query replaced by `***` (the names kept)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    names = (item.partition("=") for item in parts.query.split("&"))
+    hidden = "&".join(f"{name}=***" if sign else name for name, sign, _ in names)
+    return parts._replace(query=hidden).geturl()
 
 
 async def remove_handler(conn: Any, handler_id: int) -> bool:

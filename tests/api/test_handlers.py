@@ -307,3 +307,28 @@ async def test_retry_answers_404_for_no_such_forward(make_settings: SettingsFact
         nonsense = await client.post("/api/v1/forwards/abc/retry", headers=AUTH)
     assert missing.status_code == 404
     assert nonsense.status_code == 404
+
+
+async def test_a_handler_urls_query_values_are_hidden_from_read_tokens(
+    make_settings: SettingsFactory,
+) -> None:
+    reader = "handlers-read-token-0123456"
+    settings = make_settings(admin_tokens=TOKEN, api_tokens=reader, dispatcher=False)
+    url = "http://127.0.0.1:9/hook?password=hunter2-xyz&api_key=k3y-0123&flag"
+    async with running(create_app(settings)) as client:
+        made = await client.post(
+            "/api/v1/handlers", headers=AUTH, json={"user_data": "q", "url": url}
+        )
+        assert made.status_code == 201, made.text
+        as_reader = await client.get(
+            "/api/v1/handlers", headers={"authorization": f"Bearer {reader}"}
+        )
+        as_admin = await client.get("/api/v1/handlers", headers=AUTH)
+        await client.post("/console/login", data={"token": reader})
+        page = await client.get("/console/handlers")
+    for shown in (as_reader.text, page.text):
+        assert "hunter2" not in shown
+        assert "k3y-0123" not in shown
+    (listed,) = as_reader.json()["items"]
+    assert listed["url"] == "http://127.0.0.1:9/hook?password=***&api_key=***&flag"
+    assert as_admin.json()["items"][0]["url"] == url
