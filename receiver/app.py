@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from receiver import heap
-from receiver.api.auth import Tokens
+from receiver.api.auth import KeyNotLoaded, Tokens
 from receiver.api.metrics import MetricsEndpoint
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
@@ -169,6 +169,11 @@ def create_app(settings: Settings) -> Starlette:
             keep(api_pool, every=settings.stats_keep_interval), name="daily-stats"
         )
         background = [keeping]
+        if not await tokens.load_key(api_pool):
+            # Started before the migrations: the key is read once they ran.
+            background.append(
+                asyncio.create_task(tokens.keep_trying_key(api_pool), name="deployment-key")
+            )
         if dispatching is not None:
             background.append(dispatching)
         if settings.projector:
@@ -243,6 +248,7 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: http_exception,
             BadParameter: bad_parameter,
             asyncpg.exceptions.QueryCanceledError: query_cancelled,
+            KeyNotLoaded: database_unavailable,
             **dict.fromkeys(UNAVAILABLE_ERRORS, database_unavailable),
             500: server_error,
         },

@@ -129,11 +129,22 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("address", name=op.f("pk_auth_failures")),
     )
+    # The deployment's random key, made at the first start: cursors and session cookies
+    # were signed with a key derived from the environment's tokens alone, which with
+    # database tokens only was a public constant.
+    op.create_table(
+        "deployment_keys",
+        sa.Column("id", sa.SmallInteger(), nullable=False),
+        sa.Column("key", sa.LargeBinary(), nullable=False),
+        sa.CheckConstraint("id = 1", name=op.f("ck_deployment_keys_one_row")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deployment_keys")),
+    )
     op.add_column("api_tokens", sa.Column("user_data_prefix", sa.Text(), nullable=True))
     op.add_column("api_tokens", sa.Column("senders", postgresql.ARRAY(sa.Text()), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_table("deployment_keys")
     op.drop_table("auth_failures")
     op.execute("UPDATE forwards SET rule = 'unrouted' WHERE rule = 'ambiguous'")
     op.drop_constraint(op.f("ck_forwards_rule"), "forwards", type_="check")

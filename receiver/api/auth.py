@@ -12,17 +12,21 @@ API, nor the API tokens the webhook.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.api.throttle import Throttle
+from receiver.db.engine import UNAVAILABLE_ERRORS
 from receiver.http import error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -49,6 +53,10 @@ used AS (
 )
 SELECT scope, user_data_prefix, senders FROM t
 """
+
+
+class KeyNotLoaded(Exception):
+    """The deployment's key is not read yet (the database away, or not migrated)."""
 
 
 class Throttled(Exception):
@@ -83,6 +91,9 @@ class Grant:
 
 
 _ANY_LIVE = "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE revoked_at IS NULL)"
+# The deployment's random key: made by the first process that starts, read by all.
+_KEEP_KEY = "INSERT INTO deployment_keys (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING"
+_READ_KEY = "SELECT key FROM deployment_keys WHERE id = 1"
 
 
 async def any_kept(conn: Any) -> bool:
@@ -115,6 +126,7 @@ class Tokens:
     _env: dict[str, Scope] = field(init=False, repr=False)
     _prefixes: dict[str, str] = field(init=False, repr=False)
     _cache: dict[str, tuple[Grant | None, float]] = field(init=False, repr=False)
+    _key: bytes | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self._prefixes = {}
@@ -181,10 +193,31 @@ class Tokens:
         self._cache[token_digest] = (granted, now)
         return granted
 
+    async def load_key(self, pool: Any) -> bool:
+        """Read the deployment's random key (made at its first start, kept in the database,
+        the same for every process); `secret` derives from it. False when it cannot be
+        read yet (the database away, or not migrated)."""
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(_KEEP_KEY, secrets.token_bytes(32))
+                self._key = bytes(await conn.fetchval(_READ_KEY))
+        except (*UNAVAILABLE_ERRORS, asyncpg.UndefinedTableError):
+            return False
+        return True
+
+    async def keep_trying_key(self, pool: Any, every: float = 1.0) -> None:
+        """`load_key` until it succeeds (a process started before the migrations ran)."""
+        while not await self.load_key(pool):  # noqa: ASYNC110 (polls the database, no event)
+            await asyncio.sleep(every)
+
     def secret(self, purpose: str) -> bytes:
-        """A key every process derives alike from the environment's tokens (a change renews it)."""
+        """A key for `purpose` (cursors, session cookies) that every process of the deployment
+        derives alike: from its random key in the database, and the environment's tokens
+        (a change of them renews it). Nothing public signs anything."""
+        if self._key is None:
+            raise KeyNotLoaded("the deployment's key could not be read yet: retry shortly")
         material = "\n".join([purpose, *sorted(self.readers), "", *sorted(self.admins)])
-        return hashlib.sha256(material.encode()).digest()
+        return hmac.digest(self._key, material.encode(), "sha256")
 
     async def bearer_scope(self, request: Request) -> Scope | None:
         """The scope of the request's bearer token; what it may do goes to

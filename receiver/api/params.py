@@ -6,7 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,10 +83,16 @@ class Params:
 
 
 class Cursors:
-    """Opaque, signed keyset positions: a cursor that was changed is refused."""
+    """Opaque, signed keyset positions: a cursor that was changed is refused.
 
-    def __init__(self, key: bytes) -> None:
-        self._key = key
+    `key` gives the signing key when asked (the deployment's, read at start)."""
+
+    def __init__(self, key: Callable[[], bytes]) -> None:
+        self._key_of = key
+
+    @property
+    def _key(self) -> bytes:
+        return self._key_of()
 
     def encode(self, position: Sequence[Any]) -> str:
         payload = orjson.dumps(list(position), default=str)

@@ -30,7 +30,7 @@ def api_routes(tokens: Tokens, *, region: str | None = None) -> list[Route]:
     `region`: RECEIVER_DEFAULT_REGION, whose national numbers searches read.
     """
     # Cursors are signed with a key every process derives alike from the tokens.
-    queries = Queries(Cursors(tokens.secret("receiver-cursors")), region=region)
+    queries = Queries(Cursors(lambda: tokens.secret("receiver-cursors")), region=region)
     guard = tokens.guard
     return [
         *handler_routes(tokens),

@@ -33,7 +33,7 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
     """
     console = Console(
         Sessions(tokens, hours=settings.console_session_hours),
-        Queries(Cursors(tokens.secret("receiver-cursors")), region=settings.default_region),
+        Queries(Cursors(lambda: tokens.secret("receiver-cursors")), region=settings.default_region),
         Mask(settings.console_mask),
         TrafficCounts(refusals),
     )

@@ -75,8 +75,12 @@ class Sessions:
     def __init__(self, tokens: Tokens, *, hours: float) -> None:
         self._tokens = tokens
         self._max_age = int(hours * 3600)
-        self._serializer = URLSafeTimedSerializer(
-            tokens.secret("receiver-console-session"), salt="console-session"
+
+    @property
+    def _serializer(self) -> URLSafeTimedSerializer:
+        # The deployment's key is read at start, after the routes are made.
+        return URLSafeTimedSerializer(
+            self._tokens.secret("receiver-console-session"), salt="console-session"
         )
 
     async def open(self, request: Request) -> bool:

@@ -601,6 +601,18 @@ class AuthFailure(Base):
     failures: Mapped[int] = mapped_column(Integer)
 
 
+class DeploymentKey(Base):
+    """The deployment's random key (one row), made at its first start: what signs the
+    API's cursors and the console's session cookies (receiver.api.auth.Tokens.secret)."""
+
+    __tablename__ = "deployment_keys"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+
 class ApiToken(Base):
     """A token made with `receiver tokens add` (or the console's Tokens page).
 

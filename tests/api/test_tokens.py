@@ -185,3 +185,60 @@ async def test_a_send_token_opens_no_read_and_no_console_page(
     assert read.json()["error"].startswith("this token may send SMS, not read")
     assert signed_in.status_code == 401
     assert "send" in tokens(database_url, "list").stdout
+
+
+async def test_with_database_tokens_only_cursors_are_signed_by_a_key_of_the_deployment(
+    make_settings: SettingsFactory, database_url: str, another_database_url: str
+) -> None:
+    """No token in the environment: a cursor signed with what the key used to be (a
+    public constant) is refused, and one deployment's cursor is refused by another."""
+    import base64
+    import hashlib
+    import hmac
+
+    import orjson
+
+    from receiver.db.engine import create_pool
+    from tests.conftest import TEST_URL_TOKEN
+    from tests.support import example
+
+    async def a_token(url: str) -> str:
+        pool = await create_pool(url, size=1, command_timeout=10)
+        try:
+            async with pool.acquire() as conn:
+                return await add_token(conn, "reader", "read")
+        finally:
+            await pool.close()
+
+    def forged(key: bytes, position: list[object]) -> str:
+        payload = orjson.dumps(position)
+        mac = hmac.new(key, payload, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
+
+    public = hashlib.sha256(b"receiver-cursors\n\n").digest()
+    token, other_token = await a_token(database_url), await a_token(another_database_url)
+    async with running(create_app(make_settings(dispatcher=False))) as client:
+        for name in ("v1-sms.mo", "v2.sms.inbound.received"):
+            await client.post(f"/webhooks/callr/{TEST_URL_TOKEN}", content=example(name))
+        headers = {"authorization": f"Bearer {token}"}
+        for cursor in (
+            forged(public, ["2026-01-01T00:00:00+00:00", "x"]),
+            forged(public, [1, 2, 3, 4, 5, 6, 7, 8]),
+        ):
+            refused = await client.get(f"/api/v1/events?cursor={cursor}", headers=headers)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["parameter"] == "cursor"
+        ours = (await client.get("/api/v1/events?limit=1", headers=headers)).json()
+        assert ours["next_cursor"] is not None
+        again = await client.get(f"/api/v1/events?cursor={ours['next_cursor']}", headers=headers)
+        assert again.status_code == 200
+    settings = make_settings(dispatcher=False, database_url=another_database_url)
+    async with running(create_app(settings)) as client:
+        headers = {"authorization": f"Bearer {other_token}"}
+        theirs = await client.get(f"/api/v1/events?cursor={ours['next_cursor']}", headers=headers)
+        assert theirs.status_code == 400
+    keys = await fetch(database_url, "SELECT key FROM deployment_keys")
+    other_keys = await fetch(another_database_url, "SELECT key FROM deployment_keys")
+    assert len(keys) == 1
+    assert len(keys[0]["key"]) == 32
+    assert keys != other_keys
