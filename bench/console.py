@@ -158,7 +158,9 @@ def main() -> None:
     try:
         wait_ready(f"{base}/readyz", server)
         with httpx.Client(base_url=base, timeout=60, follow_redirects=False) as client:
-            signed_in = client.post("/console/login", data={"token": ADMIN})
+            form = client.get("/console/login").text
+            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            signed_in = client.post("/console/login", data={"token": ADMIN, "csrf": csrf})
             assert signed_in.status_code == 303, signed_in.text
             measure(client, pages, 2)  # warm the caches and the prepared statements
             results = measure(client, pages, args.n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -178,3 +179,27 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+_LOGIN_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def console_sign_in(
+    client: httpx.AsyncClient, token: str, next_page: str = ""
+) -> httpx.Response:
+    """Sign in as a browser does: the form (and its cookie) first, then the post."""
+    form = await client.get("/console/login")
+    found = _LOGIN_CSRF.search(form.text)
+    # Signed in already, the page redirects: the form's token is still in its cookie.
+    csrf = found.group(1) if found else client.cookies.get("receiver_login", "")
+    return await client.post(
+        "/console/login", data={"token": token, "next": next_page, "csrf": csrf}
+    )
+
+
+def console_sign_in_sync(client: httpx.Client, token: str) -> httpx.Response:
+    """`console_sign_in` for a synchronous client."""
+    form = client.get("/console/login")
+    found = _LOGIN_CSRF.search(form.text)
+    csrf = found.group(1) if found else client.cookies.get("receiver_login", "")
+    return client.post("/console/login", data={"token": token, "next": "", "csrf": csrf})

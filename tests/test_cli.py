@@ -24,7 +24,7 @@ from receiver.db import migrate
 from receiver.db.engine import describe
 from receiver.ingest.auth import TOKEN_FILE
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, fetch, running, until_projected
+from tests.support import console_sign_in_sync, example, fetch, running, until_projected
 
 
 def receiver_command(
@@ -251,7 +251,8 @@ def test_serve_with_no_configuration_runs_an_embedded_database_behind_a_token(
     refused = httpx.post(f"{base}/webhooks/callr", content=body, timeout=10)
     admin_file = folder / ".receiver" / ADMIN_TOKEN_FILE
     admin = admin_file.read_text().strip()
-    signed_in = httpx.post(f"{base}/console/login", data={"token": admin}, timeout=10)
+    with httpx.Client(base_url=base, timeout=10) as browser:
+        signed_in = console_sign_in_sync(browser, admin)
     handlers = httpx.get(
         f"{base}/api/v1/handlers", headers={"authorization": f"Bearer {admin}"}, timeout=10
     )
@@ -289,9 +290,8 @@ def test_an_external_database_without_tokens_keeps_the_console_closed(
     )
     try:
         wait_ready(port, process)
-        attempt = httpx.post(
-            f"http://127.0.0.1:{port}/console/login", data={"token": ""}, timeout=10
-        )
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as browser:
+            attempt = console_sign_in_sync(browser, "")
         process.send_signal(signal.SIGTERM)
         stdout, _ = process.communicate(timeout=30)
     finally:

@@ -20,7 +20,7 @@ from tests.callr_events import mo_event
 from tests.fake_callr import API_KEY, FakeCallr, fake_callr
 from tests.forwarding.handler_server import handler_server, wait_for
 from tests.reliability.conftest import Receiver
-from tests.support import example
+from tests.support import console_sign_in, example
 
 URL_TOKEN = "url-token-that-must-stay-secret-0123"
 ADMIN = "admin-token-that-must-stay-secret-0123"
@@ -74,9 +74,9 @@ async def _take_every_path(database_url: str, tmp_path: Path, callr: FakeCallr) 
             assert (await client.post(webhook, content=mo)).status_code == 200
             assert (await client.post(webhook, content=example("v1-sms.mo"))).status_code == 200
             await wait_for(lambda: len(handler.on("/h")) == 1, seconds=15)
-            signed_in = await client.post("/console/login", data={"token": ADMIN})
+            signed_in = await console_sign_in(client, ADMIN)
             assert signed_in.status_code == 303
-            wrong = await client.post("/console/login", data={"token": URL_TOKEN})
+            wrong = await console_sign_in(client, URL_TOKEN)
             assert wrong.status_code == 401
             sent = await client.post(
                 "/api/v1/sms",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
+import re
+import secrets
 from typing import TYPE_CHECKING
 
 import structlog
@@ -19,6 +22,27 @@ if TYPE_CHECKING:
     from receiver.console.views import Console
 
 log = structlog.get_logger("receiver.console")
+
+
+LOGIN_COOKIE = "receiver_login"
+"""The sign-in form's CSRF token, beside the form (double submit)."""
+_LOGIN_CSRF = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def _login_csrf(request: Request) -> str:
+    """The browser's sign-in CSRF token (kept while it is well formed), or a new one."""
+    kept = request.cookies.get(LOGIN_COOKIE, "")
+    return kept if _LOGIN_CSRF.fullmatch(kept) else secrets.token_urlsafe(24)
+
+
+def _same_site(request: Request, presented: str | None) -> bool:
+    """Whether the form came with the token its cookie holds (so from this site's page)."""
+    kept = request.cookies.get(LOGIN_COOKIE, "")
+    return bool(
+        presented
+        and _LOGIN_CSRF.fullmatch(kept)
+        and hmac.compare_digest(presented.encode(), kept.encode())
+    )
 
 
 class SignIn:
@@ -46,7 +70,8 @@ class SignIn:
             first_run = await first_run_live(conn)
         if error is None and not await self.console.sessions.open(request):
             error = CLOSED
-        return self.console.render(
+        csrf = _login_csrf(request)
+        response = self.console.render(
             request,
             None,
             "login.html",
@@ -55,10 +80,33 @@ class SignIn:
             next=target,
             error=error,
             first_run=first_run,
+            login_csrf=csrf,
         )
+        # The form's token, and the same in a cookie that only this site's pages send
+        # (SameSite=Strict): a page elsewhere can post the form, not the cookie.
+        response.set_cookie(
+            LOGIN_COOKIE,
+            csrf,
+            max_age=3600,
+            path="/console/login",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
 
     async def login(self, request: Request) -> Response:
         form = await read_form(request) or QueryParams()
+        if not _same_site(request, form.get("csrf")):
+            # Login CSRF: another site's page would sign this browser in with a token of
+            # its choosing. Refused before any token is looked at.
+            metrics.CONSOLE_SIGN_INS.labels("refused").inc()
+            return await self._login_form(
+                request,
+                form.get("next", ""),
+                403,
+                error="The sign-in form had expired or came from another site: sign in again.",
+            )
         address = request.client.host if request.client else "unknown"
         # Counted before the token is looked at, given back if it was right.
         async with request.state.api_pool.acquire() as conn:

@@ -8,7 +8,7 @@ import orjson
 
 from receiver.app import create_app
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, running, until_projected
+from tests.support import console_sign_in, example, running, until_projected
 
 TOKEN = "answers-read-token-0123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -61,7 +61,7 @@ async def test_an_id_with_a_slash_and_other_characters_is_found(
         assert message.status_code == 200, message.text
         assert message.json()["id"] == sms_id
 
-        await client.post("/console/login", data={"token": TOKEN})
+        await console_sign_in(client, TOKEN)
         page = await client.get(f"/console/events/{quote(odd_event, safe='')}")
         assert page.status_code == 200
         assert f"/console/messages/{quote(sms_id)}" in page.text

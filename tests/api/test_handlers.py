@@ -12,7 +12,7 @@ import pytest
 
 from receiver.app import create_app
 from tests.conftest import SettingsFactory
-from tests.support import running
+from tests.support import console_sign_in, running
 
 TOKEN = "admin-token-for-the-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -324,7 +324,7 @@ async def test_a_handler_urls_query_values_are_hidden_from_read_tokens(
             "/api/v1/handlers", headers={"authorization": f"Bearer {reader}"}
         )
         as_admin = await client.get("/api/v1/handlers", headers=AUTH)
-        await client.post("/console/login", data={"token": reader})
+        await console_sign_in(client, reader)
         page = await client.get("/console/handlers")
     for shown in (as_reader.text, page.text):
         assert "hunter2" not in shown

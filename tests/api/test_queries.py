@@ -16,7 +16,7 @@ from receiver.app import create_app
 from receiver.callr.sms import Status
 from tests.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, running, until_projected, with_fields
+from tests.support import console_sign_in, example, running, until_projected, with_fields
 
 TOKEN = "dashboards-token-for-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -275,7 +275,7 @@ async def test_a_national_number_finds_its_sms_with_a_default_region(
         await client.post(WEBHOOK, content=body)
         await until_projected(client)
         found = await client.get("/api/v1/messages", params={"number": "0612340001"}, headers=AUTH)
-        await client.post("/console/login", data={"token": TOKEN})
+        await console_sign_in(client, TOKEN)
         page = await client.get("/console/messages", params={"q": "06 12 34 00 01"})
     assert [m["id"] for m in found.json()["items"]] == ["national1"]
     assert "Read as a number of FR: +33612340001." in page.text

@@ -16,7 +16,7 @@ from receiver.app import create_app
 from receiver.cli.access import ADMIN_TOKEN_FILE, FirstRun, settle_access
 from receiver.settings import Settings
 from tests.conftest import SettingsFactory
-from tests.support import fetch, running
+from tests.support import console_sign_in, fetch, running
 
 
 def tokens(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -96,7 +96,7 @@ async def test_a_console_session_of_a_revoked_token_ends(
     finally:
         await conn.close()
     async with running(create_app(make_settings(dispatcher=False))) as client:
-        signed_in = await client.post("/console/login", data={"token": token})
+        signed_in = await console_sign_in(client, token)
         assert signed_in.status_code == 303
         page = await client.get("/console")
         assert page.status_code == 200
@@ -113,7 +113,7 @@ async def test_an_admin_makes_and_revokes_tokens_on_the_console(
 ) -> None:
     admin = "console-tokens-admin-0123"
     async with running(create_app(make_settings(admin_tokens=admin))) as client:
-        await client.post("/console/login", data={"token": admin})
+        await console_sign_in(client, admin)
         page = await client.get("/console/tokens")
         assert page.status_code == 200
         csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
@@ -180,7 +180,7 @@ async def test_a_send_token_opens_no_read_and_no_console_page(
     token = made.stdout.strip()
     async with running(create_app(make_settings(dispatcher=False))) as client:
         read = await client.get("/api/v1/messages", headers=bearer(token))
-        signed_in = await client.post("/console/login", data={"token": token})
+        signed_in = await console_sign_in(client, token)
     assert read.status_code == 403
     assert read.json()["error"].startswith("this token may send SMS, not read")
     assert signed_in.status_code == 401

@@ -15,7 +15,7 @@ from receiver.callr.sms import Status
 from receiver.console.mask import Mask
 from tests.callr_events import lifecycle, mo_event, mt_event, v1_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import fetch, running, until_projected
+from tests.support import console_sign_in, fetch, running, until_projected
 
 READ = "console-read-token-0123"
 ADMIN = "console-admin-token-0123"
@@ -24,7 +24,7 @@ MT_ID = "1c1f3b0a5d2e4f60718293a4b5c6d7e8"
 
 
 async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await client.post("/console/login", data={"token": token, "next": ""})
+    return await console_sign_in(client, token)
 
 
 def csrf_of(page: httpx.Response) -> str:
@@ -61,7 +61,7 @@ async def test_a_wrong_token_opens_nothing(client: httpx.AsyncClient) -> None:
         response = await sign_in(client, token)
         assert response.status_code == 401
         assert "opens nothing" in response.text
-        assert "set-cookie" not in response.headers
+        assert "receiver_console=" not in response.headers.get("set-cookie", "")
 
 
 async def test_the_session_cookie_is_strict_httponly_and_expiring(
@@ -233,7 +233,7 @@ async def test_sign_in_goes_only_to_console_pages(client: httpx.AsyncClient) -> 
         ("//elsewhere.example/console", "/console"),
         ("/console//elsewhere.example", "/console"),
     ):
-        response = await client.post("/console/login", data={"token": READ, "next": target})
+        response = await console_sign_in(client, READ, target)
         assert response.headers["location"] == expected
 
 

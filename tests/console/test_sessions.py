@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from receiver.app import create_app
 from tests.conftest import SettingsFactory
-from tests.support import fetch
+from tests.support import console_sign_in, console_sign_in_sync, fetch
 from tests.test_cli import free_port, wait_ready
 from tests.test_metrics import value
 
@@ -45,7 +45,7 @@ async def clients(app: Starlette, *addresses: str) -> AsyncIterator[list[httpx.A
 
 
 async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
-    return await client.post("/console/login", data={"token": token, "next": ""})
+    return await console_sign_in(client, token)
 
 
 async def csrf(client: httpx.AsyncClient) -> str:
@@ -133,7 +133,7 @@ async def test_guessing_is_throttled_and_the_right_token_from_elsewhere_still_op
         assert throttled.status_code == 429
         assert 1 <= int(throttled.headers["retry-after"]) <= 60
         assert "Too many failed sign-ins" in throttled.text
-        assert "set-cookie" not in throttled.headers
+        assert "receiver_console=" not in throttled.headers.get("set-cookie", "")
 
         assert (await sign_in(owner, ADMIN)).status_code == 303
         metrics = (await owner.get("/metrics")).text
@@ -225,17 +225,19 @@ def test_x_forwarded_for_is_believed_only_from_the_trusted_proxies(
         wait_ready(port, process)
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=10) as proxy:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', proxy.get("/console/login").text)
+            assert csrf is not None
             statuses = [
                 proxy.post(
                     "/console/login",
-                    data={"token": f"guess-{n:020d}"},
+                    data={"token": f"guess-{n:020d}", "csrf": csrf.group(1)},
                     headers={"x-forwarded-for": f"198.51.100.{n + 1}"},
                 ).status_code
                 for n in range(10)
             ]
         local = httpx.HTTPTransport(local_address="127.0.0.5")
         with httpx.Client(base_url=base, timeout=10, transport=local) as owner:
-            signed = owner.post("/console/login", data={"token": ADMIN})
+            signed = console_sign_in_sync(owner, ADMIN)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -244,3 +246,32 @@ def test_x_forwarded_for_is_believed_only_from_the_trusted_proxies(
     else:
         assert statuses == [401] * 5 + [429] * 5
     assert signed.status_code == 303
+
+
+async def test_a_sign_in_posted_from_another_site_is_refused(
+    make_settings: SettingsFactory,
+) -> None:
+    """Login CSRF: a page elsewhere posts the form with the attacker's token. Without the
+    form's token and its SameSite cookie (which a cross-site post does not carry), the
+    browser is not signed in, and no token is looked at."""
+    app = create_app(make_settings(admin_tokens=ADMIN, dispatcher=False))
+    async with clients(app, "203.0.113.80") as (victim,):
+        no_token = await victim.post("/console/login", data={"token": ADMIN, "next": ""})
+        form = await victim.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        # The cookie was set by the form; a cross-site post carries neither of them.
+        victim.cookies.clear()
+        no_cookie = await victim.post(
+            "/console/login", data={"token": ADMIN, "next": "", "csrf": csrf.group(1)}
+        )
+        wrong = await victim.get("/console/login")
+        forged = await victim.post(
+            "/console/login", data={"token": ADMIN, "next": "", "csrf": "x" * 32}
+        )
+        for refused in (no_token, no_cookie, forged):
+            assert refused.status_code == 403, refused.text
+            assert "another site" in refused.text
+            assert "receiver_console=" not in refused.headers.get("set-cookie", "")
+        assert wrong.status_code == 200
+        assert (await console_sign_in(victim, ADMIN)).status_code == 303

@@ -26,7 +26,7 @@ from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.fake_callr import FakeCallr, fake_callr
 from tests.forwarding.conftest import register
 from tests.forwarding.handler_server import handler_server, wait_for
-from tests.support import fetch, running, until_projected
+from tests.support import console_sign_in, fetch, running, until_projected
 from tests.test_cli import receiver_command
 
 SEND = "send-token-0123456789abcdef"
@@ -400,7 +400,7 @@ async def test_the_console_shows_sends_and_an_admin_settles_an_unknown_one(
 
 
 async def sign_in(client: httpx.AsyncClient, token: str) -> None:
-    answer = await client.post("/console/login", data={"token": token, "next": ""})
+    answer = await console_sign_in(client, token)
     assert answer.status_code == 303
 
 
