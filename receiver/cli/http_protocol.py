@@ -14,30 +14,43 @@ reached without the proxy in front):
   connections are looked at four times within it, at most once a second);
 - past `limit_concurrency` open connections (`receiver serve --max-connections`),
   a new one is closed at once, its descriptor freed (uvicorn would keep it open to
-  answer 503).
+  answer 503);
+- a request answered before its body arrived whole (a 413) is closed lingering:
+  half-closed, the rest read and dropped for `LINGER_SECONDS`, so that the client
+  reads the answer instead of a reset.
 The proxies of deploy/ set their own, tighter limits: always run behind one.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEADERS_TIMEOUT = 10.0
 """Seconds from a request's first byte to the end of its headers."""
+LINGER_SECONDS = 2.0
+"""How long a connection answered before its request's body arrived whole reads and
+drops the rest before it closes (a 413 for a body past the limit)."""
 
 
 class CoalescedWrites:
     """A transport whose writes in one turn of the loop go out in one call of the real one."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_linger", "_loop", "_pending", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        linger: Callable[[], bool] | None = None,
+    ) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes | bytearray | memoryview] = []
+        self._linger = linger
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -65,6 +78,8 @@ class CoalescedWrites:
 
     def close(self) -> None:
         self.flush()
+        if self._linger is not None and self._linger():
+            return
         self._transport.close()
 
     def abort(self) -> None:
@@ -82,9 +97,13 @@ class HttpProtocol(HttpToolsProtocol):
 
     # When the request whose headers are awaited began (the loop's clock); None between.
     _headers_since: float | None = None
+    # Whether the request in hand has arrived whole, and whether the connection is
+    # lingering: answered and half-closed, the rest of the request read and dropped.
+    _request_whole = True
+    _lingering = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.writes = CoalescedWrites(cast(asyncio.Transport, transport), self.loop)
+        self.writes = CoalescedWrites(cast(asyncio.Transport, transport), self.loop, self.linger)
         super().connection_made(cast(asyncio.Transport, self.writes))
         ceiling = self.limit_concurrency
         if ceiling is not None and len(self.connections) > ceiling:
@@ -99,6 +118,33 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._headers_since = self.loop.time()
+        self._request_whole = False
+
+    def on_message_complete(self) -> None:
+        self._request_whole = True
+        super().on_message_complete()
+
+    def linger(self) -> bool:
+        """Close as a server must when it answered before the request's body was all sent
+        (a 413): half-close, so that the answer reaches the client, and read and drop
+        what it still sends for up to `LINGER_SECONDS`. Closing at once, with the body's
+        bytes unread, resets the connection, and the client may never read the answer.
+        False when there is nothing to wait for: the caller closes as usual."""
+        if self._lingering:
+            return True
+        transport = self.writes._transport
+        if self._request_whole or transport.is_closing() or not transport.can_write_eof():
+            return False
+        self._lingering = True
+        transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a request that was answered already: dropped
+        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._headers_since = None
@@ -113,6 +159,8 @@ class HttpProtocol(HttpToolsProtocol):
         # The client has sent all it will, and the real transport closes itself when
         # this returns: what was written for it goes first.
         self.writes.flush()
+        if self._lingering:
+            return
         super().eof_received()
 
 

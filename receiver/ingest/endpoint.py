@@ -129,7 +129,10 @@ class WebhookEndpoint:
         log.warning("webhook_rejected", status=status, reason=reason, client=_client(request))
         _requests(_REFUSED.get(status, str(status)), "none").inc()
         self.refusals.add()
-        return error_response(status, reason)
+        # Past the limit, the rest of the body is not worth reading on this connection:
+        # it closes, lingering (receiver.cli.http_protocol) so that the client reads this.
+        headers = {"connection": "close"} if status == 413 else None
+        return error_response(status, reason, headers=headers)
 
     def _log(
         self, item: Incoming, response: Response, outcome: Outcome | None, started: float

@@ -183,3 +183,41 @@ async def test_past_the_ceiling_a_new_connection_is_closed_at_once() -> None:
         # Room again once the idle ones are gone.
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.post("/echo/3", content="ok")).text == "3:ok"
+
+
+async def test_a_body_past_the_limit_is_answered_413_never_reset(
+    make_settings: Any,
+) -> None:
+    """The webhook answers 413 (and closes) before it reads a body past its limit; closing at
+    once, with the body unread, reset the connection and the client saw no answer (1 in 4
+    under load for 2 MiB). The body here is larger than loopback's socket buffers, so that
+    the client is still sending when the answer goes: the connection lingers, and every
+    client reads its 413."""
+    from receiver.app import create_app
+    from tests.conftest import TEST_URL_TOKEN
+
+    body = b"x" * (32 * 2**20)
+
+    async def post(declared: bool) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        length = f"content-length: {len(body)}\r\n" if declared else ""
+        chunked = "" if declared else "transfer-encoding: chunked\r\n"
+        writer.write(
+            f"POST /webhooks/callr/{TEST_URL_TOKEN} HTTP/1.1\r\nhost: x\r\n"
+            f"content-type: application/json\r\n{length}{chunked}\r\n".encode()
+        )
+        payload = body if declared else b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        for start in range(0, len(payload), 65536):
+            writer.write(payload[start : start + 65536])
+            await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+        return answer
+
+    async with serving(create_app(make_settings(dispatcher=False))) as base:
+        port = int(base.rsplit(":", 1)[1])
+        for declared in (True, False):
+            answers = [await post(declared) for _ in range(5)]
+            answers += await asyncio.gather(*(post(declared) for _ in range(10)))
+            for answer in answers:
+                assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
