@@ -87,7 +87,9 @@ class SendPages:
                     source="console",
                     routing_window=window,
                 )
-        except (NotSettled, Invalid) as error:
+        except Invalid as error:
+            return await self.page(request, session, 400, str(error))
+        except NotSettled as error:
             return await self.page(request, session, 409, str(error))
         if row is None:
             return await self.page(request, session)

@@ -256,6 +256,10 @@ async def append_step(
     return bool(new)
 
 
+_SMS_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+MAX_SETTLE_ERROR = 1000
+
+
 class NotSettled(Exception):
     """Only an unknown send is settled: this one is not (any more)."""
 
@@ -276,6 +280,10 @@ async def settle(
     Returns the send as it is now; None when no send has the id. Raises `NotSettled`
     when the send is not unknown, or moved on meanwhile.
     """
+    if sms_id is not None and not _SMS_ID.fullmatch(sms_id):
+        raise Invalid("sms_id", "sms_id is CALLR's id: 1 to 64 letters and digits")
+    if error is not None and len(error) > MAX_SETTLE_ERROR:
+        raise Invalid("error", f"error must be at most {MAX_SETTLE_ERROR} characters")
     row = await find(conn, send_id)
     if row is None:
         return None

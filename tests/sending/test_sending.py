@@ -380,6 +380,10 @@ async def test_the_console_shows_sends_and_an_admin_settles_an_unknown_one(
         await client.post("/console/logout", data={"csrf": csrf_of(overview)})
         await sign_in(client, ADMIN)
         page = await client.get(f"/console/sends/{lost}")
+        too_long = await client.post(
+            f"/console/sends/{lost}/settle",
+            data={"csrf": csrf_of(page), "state": "accepted", "sms_id": "x" * 3000},
+        )
         settled = await client.post(
             f"/console/sends/{lost}/settle",
             data={"csrf": csrf_of(page), "state": "queued"},
@@ -393,6 +397,8 @@ async def test_the_console_shows_sends_and_an_admin_settles_an_unknown_one(
     assert "An admin session settles it." in as_reader.text
     assert f'href="/console/sends/{sent}"' in message.text
     assert 'action="/console/sends/' in page.text
+    assert too_long.status_code == 400
+    assert "1 to 64 letters and digits" in too_long.text
     assert settled.status_code == 303
     # Sent again on the admin's word: the fake now holds two SMS for two sends.
     assert after["attempts"] == 2
