@@ -233,13 +233,15 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(DotSegments),
+            # The webhook's POST first: it matches its own path exactly (a token never
+            # holds a slash), and goes through nothing else.
             Middleware(
                 WebhookLane,
                 endpoint=endpoint,
                 path=WEBHOOK_PATH,
                 with_token=auth.url_token is not None,
             ),
+            Middleware(DotSegments),
             Middleware(BodyLimit),
             Middleware(PrivateAnswers),
         ],
