@@ -28,6 +28,7 @@ twice (tests/test_replay.py, rebuild under live ingest).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -109,8 +110,10 @@ WHERE e.event_id = u.event_id
 SHADOW = "receiver_rebuild"
 REBUILT = ("messages", "transitions", "observations", "sends")
 # Events stamped this long before the rebuild began are applied again at the swap: an
-# answer's transaction commits within seconds of its stamp (the writer's deadline).
-TAIL_MARGIN = timedelta(minutes=5)
+# event's transaction commits within seconds of its stamp (the writer's statements end
+# within RECEIVER_DB_COMMAND_TIMEOUT, 10 s by default; the receiver's own events are
+# stamped in their transaction).
+TAIL_MARGIN = timedelta(minutes=1)
 _SEARCH_SHADOW = f"SET LOCAL search_path TO {SHADOW}, public"
 _COPY_COLUMNS = """
 SELECT column_name, is_identity = 'YES' AS identity FROM information_schema.columns
@@ -174,6 +177,10 @@ class ReplaySummary:
     """Events that could not be applied: kept as invalid, with the reason."""
     by_state: dict[str, int] = field(default_factory=dict)
     stopped: bool = False
+    swap_seconds: float = 0.0
+    """A rebuild's last transaction: the tail applied again and the records put in place."""
+    tail: int = 0
+    """The events a rebuild applied again in its last transaction."""
 
     def line(self) -> str:
         states = ", ".join(f"{n} {state}" for state, n in sorted(self.by_state.items()))
@@ -368,7 +375,11 @@ async def rebuild(
     summary.total = total if total is not None else summary.replayed
     summary.stopped = stop is not None and stop.is_set()
     if not summary.stopped:
-        summary.parked += await _swap(pool, started - TAIL_MARGIN, batch)
+        began = time.perf_counter()
+        tail = await _swap(pool, started - TAIL_MARGIN, batch)
+        summary.swap_seconds = time.perf_counter() - began
+        summary.parked += tail.parked
+        summary.tail = tail.replayed
     return summary
 
 
@@ -382,16 +393,16 @@ async def _make_shadow(conn: Any) -> None:
             await conn.execute(f"CREATE TABLE {SHADOW}.{table} (LIKE public.{table} INCLUDING ALL)")
 
 
-async def _swap(pool: Any, since: datetime, batch: int) -> int:
-    """Put the rebuilt records in place of the live ones, in one transaction; how many
-    events could not be applied. Tried again when it meets a deadlock (another
-    transaction held one of the tables and waited for another)."""
+async def _swap(pool: Any, since: datetime, batch: int) -> ReplaySummary:
+    """Put the rebuilt records in place of the live ones, in one transaction; what the tail
+    did (how many events, how many could not be applied). Tried again when it meets a
+    deadlock (another transaction held one of the tables and waited for another)."""
     for attempt in range(_SWAP_TRIES):
         try:
             async with pool.acquire() as conn:
-                parked = await _swap_once(conn, since, batch)
+                tail = await _swap_once(conn, since, batch)
                 await conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW} CASCADE")
-                return parked
+                return tail
         except asyncpg.exceptions.DeadlockDetectedError:
             if attempt == _SWAP_TRIES - 1:
                 raise
@@ -402,7 +413,7 @@ async def _swap(pool: Any, since: datetime, batch: int) -> int:
 _SWAP_TRIES = 5
 
 
-async def _swap_once(conn: Any, since: datetime, batch: int) -> int:
+async def _swap_once(conn: Any, since: datetime, batch: int) -> ReplaySummary:
     """The swap's transaction. The live tables are locked (the projector and the reads
     of records wait), the events stored since `since` applied again to the rebuilt
     tables (the projector applied them to the live ones meanwhile), then the rows
@@ -419,6 +430,7 @@ async def _swap_once(conn: Any, since: datetime, batch: int) -> int:
         while rows := await conn.fetch(_PAGE, *selection.arguments(), *after, batch):
             page = _Page(rows, [_parse_row(row) for row in rows])
             await _apply_page(conn, page, summary, routing_window=None)
+            summary.replayed += len(rows)
             after = _by_received(rows[-1])
         await conn.execute("SET LOCAL search_path TO public")
         await conn.execute(
@@ -429,7 +441,7 @@ async def _swap_once(conn: Any, since: datetime, batch: int) -> int:
         await conn.execute(f"TRUNCATE stats_rows, stats_days, {', '.join(REBUILT)}")
         for table in REBUILT:
             await conn.execute(await _copy_statement(conn, table))
-    return summary.parked
+    return summary
 
 
 async def _copy_statement(conn: Any, table: str) -> str:

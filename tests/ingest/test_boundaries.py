@@ -276,7 +276,7 @@ async def test_a_rebuild_that_cannot_finish_leaves_the_records_as_they_were(
     before = {table: await fetch(database_url, sql) for table, sql in reads.items()}
     assert len(before["messages"]) == 30
 
-    async def fails(*args: Any, **kwargs: Any) -> int:
+    async def fails(*args: Any, **kwargs: Any) -> Any:
         raise OverflowError("date value out of range")
 
     pool = await create_pool(database_url, size=2, command_timeout=60)
