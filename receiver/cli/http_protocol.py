@@ -39,7 +39,7 @@ drops the rest before it closes (a 413 for a body past the limit)."""
 class CoalescedWrites:
     """A transport whose writes in one turn of the loop go out in one call of the real one."""
 
-    __slots__ = ("_linger", "_loop", "_pending", "_transport")
+    __slots__ = ("_ended", "_linger", "_loop", "_pending", "_transport")
 
     def __init__(
         self,
@@ -51,9 +51,11 @@ class CoalescedWrites:
         self._loop = loop
         self._pending: list[bytes | bytearray | memoryview] = []
         self._linger = linger
+        # Half-closed (write_eof): nothing more may be written.
+        self._ended = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
+        if not data or self._ended:
             return
         if not self._pending:
             self._loop.call_soon(self.flush)
@@ -66,7 +68,7 @@ class CoalescedWrites:
     def flush(self) -> None:
         """Hand what was written to the real transport (the end of the turn does it too)."""
         pending, self._pending = self._pending, []
-        if pending and not self._transport.is_closing():
+        if pending and not self._ended and not self._transport.is_closing():
             self._transport.write(b"".join(pending))
 
     def get_write_buffer_size(self) -> int:
@@ -74,7 +76,9 @@ class CoalescedWrites:
 
     def write_eof(self) -> None:
         self.flush()
-        self._transport.write_eof()
+        if not self._ended:
+            self._ended = True
+            self._transport.write_eof()
 
     def close(self) -> None:
         self.flush()
@@ -136,7 +140,7 @@ class HttpProtocol(HttpToolsProtocol):
         if self._request_whole or transport.is_closing() or not transport.can_write_eof():
             return False
         self._lingering = True
-        transport.write_eof()
+        self.writes.write_eof()
         transport.resume_reading()
         self.loop.call_later(LINGER_SECONDS, transport.close)
         return True
