@@ -90,7 +90,8 @@ def replay_command(args: argparse.Namespace) -> int:
 
 
 def rebuild_command(args: argparse.Namespace) -> int:
-    """Empty the message records and history and rebuild them from every stored event."""
+    """Rebuild the message records and history from every stored event, beside the live
+    ones, and put them in place in one transaction at the end."""
     # Forked now, before this process has an event loop or a connection to share.
     workers = RangeWorkers(args.jobs)
 
@@ -116,6 +117,13 @@ def rebuild_command(args: argparse.Namespace) -> int:
             print(f"receiver rebuild: {error}", file=sys.stderr)
             return 1
         print(summary.line().replace("replayed", "rebuilt from", 1))
+        if summary.stopped:
+            print("the live records are as they were: nothing was swapped in")
+        else:
+            print(
+                f"the new records put in place in {summary.swap_seconds:.1f} s (with the"
+                f" {summary.tail} events stored since just before the start)"
+            )
         return STOPPED if summary.stopped else 0
 
     try:
@@ -203,8 +211,8 @@ def _command_timeout(settings: Settings) -> float:
 # Jobs and resend concurrency hold connections or sockets each: bounded.
 positive = whole(1, 16)
 _CONCURRENCY = whole(1, 256)
-# Events a transaction: 0 would make no progress (a rebuild would empty the tables
-# and stop); a page holds its events in memory, hence the upper bound.
+# Events a transaction: 0 would make no progress; a page holds its events in memory,
+# hence the upper bound.
 _BATCH = whole(1, 100_000)
 
 
@@ -229,7 +237,8 @@ def add_replay_commands(commands: Any) -> None:
     )
     replaying.set_defaults(run=replay_command)
     rebuilding = commands.add_parser(
-        "rebuild", help="empty the message records and history and rebuild them from the events"
+        "rebuild",
+        help="rebuild the message records and history from the events, and swap them in",
     )
     rebuilding.add_argument("--batch", type=_BATCH, default=4000, help="events per transaction")
     rebuilding.add_argument(

@@ -411,7 +411,9 @@ def test_the_rebuild_command_with_several_jobs_gives_back_what_live_ingest_made(
     result = receiver_command(database_url, "rebuild", "--jobs", "3", "--batch", "50", timeout=120)
     assert result.returncode == 0, result.stderr
     events = asyncio.run(fetch(database_url, "SELECT count(*) AS n FROM events"))[0]["n"]
-    assert result.stdout.splitlines()[-1].startswith(f"rebuilt from {events} of {events} events")
+    summary, swapped = result.stdout.splitlines()[-2:]
+    assert summary.startswith(f"rebuilt from {events} of {events} events")
+    assert swapped.startswith("the new records put in place in ")
     assert without_provenance(asyncio.run(projected(database_url))) == without_provenance(live)
 
 
