@@ -363,6 +363,7 @@ class OutOfRange(ValueError):
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 RANGE_TEXT = "out of range: times from 2000-01-01 to 2099-12-31 (UTC) are read"
+_FIRST_YEAR, _PAST_YEAR = EARLIEST.year, LATEST.year
 
 
 def amount(value: str | int | float) -> Decimal:
@@ -392,7 +393,7 @@ def v1_time(value: str | None) -> datetime | None:
         raise ValueError(value)
     # In UTC: the zone written out costs less than replace(tzinfo=...) after.
     parsed = datetime.fromisoformat(value + "+00:00")
-    if not EARLIEST.year <= parsed.year < LATEST.year:
+    if not _FIRST_YEAR <= parsed.year < _PAST_YEAR:
         raise OutOfRange(value)
     return parsed
 
@@ -411,9 +412,14 @@ def in_range(value: datetime) -> datetime:
     """An aware time in UTC, when it is one CALLR could write: from `EARLIEST` to
     `LATEST` (excluded). Raises `OutOfRange` otherwise, before any arithmetic that the
     far ends would overflow (year 1 or 9999 in another zone)."""
-    if not EARLIEST.year - 1 <= value.year <= LATEST.year:
+    year = value.year
+    if value.tzinfo is UTC:  # the common case, and the bounds are whole years in UTC
+        if _FIRST_YEAR <= year < _PAST_YEAR:
+            return value
         raise OutOfRange(value.isoformat())
-    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    if not _FIRST_YEAR - 1 <= year <= _PAST_YEAR:
+        raise OutOfRange(value.isoformat())
+    utc = value.astimezone(UTC)
     if not EARLIEST <= utc < LATEST:
         raise OutOfRange(value.isoformat())
     return utc
