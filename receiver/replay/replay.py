@@ -115,6 +115,7 @@ REBUILT = ("messages", "transitions", "observations", "sends")
 # stamped in their transaction).
 TAIL_MARGIN = timedelta(minutes=1)
 _SEARCH_SHADOW = f"SET LOCAL search_path TO {SHADOW}, public"
+_ANALYZE_AFTER = 20_000
 _COPY_COLUMNS = """
 SELECT column_name, is_identity = 'YES' AS identity FROM information_schema.columns
 WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position
@@ -238,6 +239,11 @@ async def replay(
                 if shadow:
                     await conn.execute(_SEARCH_SHADOW)
                 await _apply_page(conn, page, summary, routing_window=routing_window)
+            if shadow and summary.replayed < _ANALYZE_AFTER <= summary.replayed + len(page.rows):
+                # The new tables start with no statistics: the planner learns their
+                # shape once their first pages are in.
+                async with pool.acquire() as conn:
+                    await conn.execute(f"ANALYZE {', '.join(f'{SHADOW}.{t}' for t in REBUILT)}")
             summary.replayed += len(page.rows)
             advance(len(page.rows))
     finally:
