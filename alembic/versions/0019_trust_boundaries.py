@@ -104,6 +104,7 @@ def upgrade() -> None:
         INSERT INTO projection_pending (event_id, received_at, bytes, part)
         SELECT e.event_id, e.received_at, octet_length(e.body), 0 FROM events e
         WHERE e.sms_id IN (SELECT sms_id FROM out_of_range) AND e.state = 'processed'
+          AND NOT EXISTS (SELECT 1 FROM projection_pending p WHERE p.event_id = e.event_id)
         ORDER BY e.received_at, e.event_id
         """
     )

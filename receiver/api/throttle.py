@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import time
 from typing import Any
 
 PER_ADDRESS = 5
@@ -57,10 +58,15 @@ class Throttle:
     def __init__(self, per_address: int = PER_ADDRESS, window: float = WINDOW) -> None:
         self.per_address = per_address
         self.window = window
+        self._forgot_at = time.monotonic()
 
     async def charge(self, conn: Any, address: str) -> int | None:
         """Count a try from `address`; the seconds it must wait when it is past the limit
-        (the token must then not be checked), None when it may go on."""
+        (the token must then not be checked), None when it may go on. Now and then (every
+        ten windows, in each process) the rows of windows long over are dropped first."""
+        if time.monotonic() - self._forgot_at > 10 * self.window:
+            self._forgot_at = time.monotonic()
+            await conn.execute(_FORGET, self.window)
         row = await conn.fetchrow(_CHARGE, client_key(address), self.window)
         if row["failures"] <= self.per_address:
             return None
@@ -69,7 +75,3 @@ class Throttle:
     async def refund(self, conn: Any, address: str) -> None:
         """The try was a right token: it does not count."""
         await conn.execute(_REFUND, client_key(address))
-
-    async def forget_old(self, conn: Any) -> None:
-        """Drop the rows of windows long over (called now and then)."""
-        await conn.execute(_FORGET, self.window)

@@ -277,10 +277,11 @@ class CallrApi:
             # A gateway's 5xx (502, 504) may come after CALLR made the SMS: a lost answer,
             # looked for before any new try. Only CALLR's own error object says it made
             # nothing.
-            if api == "v1" and _rpc_error(response.content) is not None:
+            refusal = _rpc_error(response.content) if api == "v1" else None
+            if refusal is not None:
                 return SendAnswer(
                     "not_sent",
-                    f"CALLR failed (HTTP {status}): {_rpc_error(response.content)}",
+                    f"CALLR failed (HTTP {status}): {refusal}",
                     wait=_retry_after(response),
                 )
             return SendAnswer(

@@ -63,12 +63,14 @@ LIMIT 1
 _SAME_SENDER = "AND (m.from_number = mo.recipient) IS TRUE"
 
 # Another team's SMS to the same number from the same sender within the window: one
-# with another user_data, which the recent-SMS rule's handler does not also serve. A
+# with another user_data, which the recent-SMS rule's handler does not also serve
+# (looked for only when that rule decides: the first two conditions). A
 # reply then goes to neither team (team A sending to team B's customer from B's sender
 # must not take the reply), and waits as `unrouted` with the rule `ambiguous`.
 _RIVAL = f"""
 SELECT true AS found FROM messages m
-WHERE (m.to_number, m.created_at) BETWEEN (k.sender, k.at - $8::interval) AND (k.sender, k.at)
+WHERE recent.id IS NOT NULL AND k.user_data IS NULL
+  AND (m.to_number, m.created_at) BETWEEN (k.sender, k.at - $8::interval) AND (k.sender, k.at)
   AND m.direction = 'outbound'
   AND (m.from_number IS NOT DISTINCT FROM k.mt_from) IS TRUE
   AND m.user_data IS NOT NULL AND (m.user_data <> k.mt_user_data) IS NOT FALSE
@@ -99,7 +101,7 @@ routed AS (
     FROM keyed k
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.user_data")}) own ON true
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.mt_user_data")}) recent ON true
-    LEFT JOIN LATERAL ({_RIVAL}) rival ON recent.id IS NOT NULL AND k.user_data IS NULL
+    LEFT JOIN LATERAL ({_RIVAL}) rival ON true
     LEFT JOIN LATERAL (
         SELECT h.id FROM handlers h WHERE h.enabled AND h.replies AND h.is_default LIMIT 1
     ) fallback ON true

@@ -275,3 +275,21 @@ async def test_a_sign_in_posted_from_another_site_is_refused(
             assert "receiver_console=" not in refused.headers.get("set-cookie", "")
         assert wrong.status_code == 200
         assert (await console_sign_in(victim, ADMIN)).status_code == 303
+
+
+async def test_the_counts_of_windows_long_over_are_dropped(database_url: str) -> None:
+    """The table of failures does not grow with every address that ever failed."""
+    from receiver.api.throttle import Throttle
+    from receiver.db.engine import create_pool
+
+    throttle = Throttle(window=0.02)
+    pool = await create_pool(database_url, size=1, command_timeout=10)
+    try:
+        async with pool.acquire() as conn:
+            await throttle.charge(conn, "203.0.113.90")
+            await asyncio.sleep(0.5)
+            await throttle.charge(conn, "203.0.113.91")
+    finally:
+        await pool.close()
+    rows = await fetch(database_url, "SELECT address FROM auth_failures")
+    assert rows == [{"address": "203.0.113.91"}]
