@@ -91,7 +91,11 @@ def sender(settings: Settings, pool: Any) -> Sender:
         pool,
         settings.database_url,
         lambda: api_client(settings, pool, sending=True),
-        can_list=settings.callr_api_configured,
+        can_list=frozenset(
+            api
+            for api, able in (("v1", settings.callr_api_configured), ("v2", settings.callr_api_key))
+            if able
+        ),
         timeout=settings.callr_api_timeout,
         lookup_after=settings.send_lookup_after,
         unknown_after=settings.send_unknown_after,

@@ -109,7 +109,8 @@ UNKNOWN_SUBSCRIPTIONS = Counter(
 )
 RECONCILED = Counter(
     "receiver_reconciled_sms",
-    "Outbound SMS asked of CALLR by reconcile, by outcome (changed, unchanged, unknown).",
+    "Outbound SMS asked of CALLR by reconcile, by outcome (changed, unchanged, unknown,"
+    " failed: an error about that SMS, counted as a check).",
     ["outcome"],
 )
 SENDS = Counter(

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-HmacAlgorithm = Literal["sha256", "sha1", "sha512", "md5"]
+HmacAlgorithm = Literal["sha256", "sha512", "md5"]
 
 _URL_TOKEN = re.compile(r"[A-Za-z0-9_\-.~]{16,256}")
 # The least length of an API, admin or metrics token.
@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     reconcile_limit: int = Field(default=1000, ge=1, le=100_000)
     # CALLR's v2 API key: sends go through `POST /v2.0/sms` when no login is set.
     callr_api_key: str | None = None
+    # The STOP number CALLR puts in place of %STOPNUM% (with a custom sender): the
+    # parts are counted with it; unset, with a number of 5 digits.
+    callr_stop_number: str | None = Field(default=None, pattern=r"^\+?[0-9]{2,15}$")
 
     # Sending SMS through the receiver (docs/sending.md): the sender of every serve
     # process and worker, how many sends each has in flight at once.
@@ -220,6 +223,7 @@ class Settings(BaseSettings):
         "callr_api_login",
         "callr_api_password",
         "callr_api_key",
+        "callr_stop_number",
         "metrics_token",
         mode="before",
     )

@@ -1,10 +1,24 @@
-"""A fake CALLR API on loopback, built from the shapes CALLR documents (docs/callr-api.md).
+"""A CALLR double on loopback that holds callers to what CALLR documents (docs/callr-api.md).
 
-JSON-RPC 2.0 at `/json-rpc/v1.1/` (`webhooks.subscribe`, `sms.send`), REST v1.1 at
-`/rest/v1.1/sms` (a list by type and dates; `POST` sends) and `/rest/v1.1/sms/<hash>`,
-all behind basic auth; v2's `POST /v2.0/sms` behind `x-api-key`. `forced` answers
-come first, one per request, to play CALLR's failures; `faults` play a send's, one
-per send (see `SEND_FAULTS`). Every SMS a send created is in `created`, in order.
+JSON-RPC 2.0 at `/json-rpc/v1.1/` (`webhooks.subscribe`, `sms.send`, `sms.search`,
+`sms.get`), REST v1.1 at `/rest/v1.1/sms` (`POST` sends) and `/rest/v1.1/sms/<hash>`,
+all behind basic auth; v2's `POST /v2.0/sms` and `GET /v2.0/sms` behind `x-api-key`.
+
+It refuses what CALLR would, the way CALLR would: a JSON-RPC request without
+`jsonrpc: "2.0"`, an id, a known method and its exact count of parameters
+(-32600, -32601, -32602); `sms.send`'s options other than `force_encoding` (GSM,
+UNICODE), `nature` (ALERTING, MARKETING), `user_data` and `webhook`; a sender outside
+CALLR's rules (v1: a short code or 1 to 11 of a-z A-Z 0-9 space - _ with a letter;
+v2: 11 characters at most); a number not in E.164; a text of 0 or more than 3,200
+characters; v2 query fields other than `to`, `from`, `encoding`, `trafficType`, a v2
+body other than `{"text"}`; a search page over 100. It bills as CALLR documents
+(GSM 03.38 at 160, 153 a part, else unicode at 70, 67 a part), stores the text as
+CALLR would (`%STOPNUM%` replaced by its STOP number with a custom sender; with GSM
+forced, the characters GSM lacks converted), and pages its searches.
+
+`forced` answers come first, one per request, to play CALLR's failures; `faults`
+play a send's, one per send (see `SEND_FAULTS`). Every SMS a send created is in
+`created`, in order.
 """
 
 from __future__ import annotations
@@ -13,12 +27,16 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
+import re
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import gsm0338  # noqa: F401 - registers the "gsm03.38" codec
 import orjson
 import uvicorn
 
@@ -27,6 +45,38 @@ from tests.forwarding.handler_server import serve_on_loopback, stop_serving
 LOGIN = "api-login"
 PASSWORD = "api-password-7d1f"
 API_KEY = "v2-api-key-5e0c94d1b7"
+STOP_NUMBER = "38100"
+"""What the double puts in place of %STOPNUM% when a custom sender is set."""
+MAX_TEXT = 3200
+PAGE_MAX = 100
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_NAME = re.compile(r"[A-Za-z0-9 _-]{1,11}")
+_SHORT_CODE = re.compile(r"[0-9]{3,8}")
+_V2_NUMBER = re.compile(r"\+?[0-9]{3,11}")
+# JSON-RPC methods, and how many parameters each takes.
+_PARAMS = {
+    "webhooks.subscribe": 3,
+    "sms.send": 4,
+    "sms.search": 2,
+    "sms.get": 1,
+}
+_OPTIONS = {"force_encoding", "nature", "user_data", "webhook"}
+_V2_SEND_QUERY = {"to", "from", "encoding", "trafficType"}
+_V2_SEARCH_QUERY = {
+    "direction",
+    "sid",
+    "from",
+    "to",
+    "text",
+    "trafficType",
+    "status",
+    "startDate",
+    "endDate",
+    "sort",
+    "order",
+    "offset",
+    "limit",
+}
 # How a send may misbehave: create the SMS then cut the connection before the answer
 # ends; create it then answer only after the client gave up; hang without creating;
 # 503 or 429 without creating; refuse it with CALLR's error (nothing created).
@@ -78,6 +128,12 @@ class FakeCallr:
     created: list[dict[str, Any]] = field(default_factory=list)
     """Every SMS a send created (v1 objects), in order."""
     hang_seconds: float = 3.0
+    searches_fail: bool = False
+    """`sms.search` and `GET /v2.0/sms` answer 503: CALLR's lists cannot be read."""
+    rest_wrapped: bool = False
+    """REST answers as `{"status", "data"}` (CALLR's gateway) instead of bare (its pages)."""
+    to_gsm: dict[str, str] = field(default_factory=dict)
+    """Conversions of a forced GSM beyond the double's own (see `_gsm_text`)."""
     port: int = 0
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -148,50 +204,89 @@ class FakeCallr:
     ) -> Forced:
         if self.forced:
             return self.forced.pop(0)
-        if method == "POST" and path == "/v2.0/sms":
-            return self._v2_send(query, body, headers)
+        if path == "/v2.0/sms":
+            if headers.get("x-api-key") != API_KEY:
+                return Forced(401, orjson.dumps({"message": "invalid api key"}), _JSON)
+            if method == "POST":
+                return self._v2_send(query, body)
+            if method == "GET":
+                if self.searches_fail:
+                    return Forced(503, b"Service Unavailable", {"retry-after": "0"})
+                return self._v2_search(query)
+            return Forced(405, orjson.dumps({"message": "method not allowed"}), _JSON)
         expected = "Basic " + base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()
         if headers.get("authorization") != expected:
-            return _rest(401, "error", {"code": 401, "message": "Authentication failed"})
+            return Forced(401, orjson.dumps({"code": 401, "message": "Authentication failed"}))
         if method == "POST" and path == "/json-rpc/v1.1/":
-            return self._rpc(orjson.loads(body))
-        if method == "GET" and path == "/rest/v1.1/sms":
-            return self._list(query)
+            return self._rpc(body)
         if method == "POST" and path == "/rest/v1.1/sms":
-            request = orjson.loads(body)
+            try:
+                request = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return self._rest(400, {"code": 400, "message": "body is not JSON"})
+            if not isinstance(request, dict) or set(request) - {"from", "to", "body", "options"}:
+                return self._rest(400, {"code": 400, "message": "unknown parameters"})
             return self._send(
-                request.get("from"),
-                request["to"],
-                request["body"],
+                request.get("from") or "",
+                request.get("to"),
+                request.get("body"),
                 request.get("options"),
-                lambda sms: _rest(200, "success", sms["hash"]),
-                lambda code, message: _rest(400, "error", {"code": code, "message": message}),
+                lambda sms: self._rest(200, sms["hash"]),
+                lambda code, message: self._rest(400, {"code": code, "message": message}),
             )
         if method == "GET" and path.startswith("/rest/v1.1/sms/"):
-            found = self.sms.get(path.rsplit("/", 1)[1])
+            found = self.sms.get(path.rsplit("/", 1)[1].upper())
             if found is None:
-                return _rest(404, "error", {"code": 404, "message": "SMS not found"})
-            return _rest(200, "success", found)
-        return _rest(404, "error", {"code": 404, "message": "no such endpoint"})
+                return self._rest(404, {"code": 404, "message": "SMS not found"})
+            return self._rest(200, found)
+        return self._rest(404, {"code": 404, "message": "no such endpoint"})
 
-    def _rpc(self, request: dict[str, Any]) -> Forced:
-        if request.get("method") == "sms.send":
-            sender, to, text, options = request["params"]
+    def _rest(self, status: int, data: Any) -> Forced:
+        """A REST answer: bare, as CALLR's REST pages show it, or wrapped."""
+        if self.rest_wrapped:
+            data = {"status": "error" if status >= 400 else "success", "data": data}
+        return Forced(status, orjson.dumps(data), _JSON)
+
+    def _rpc(self, body: bytes) -> Forced:
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _rpc_error({"id": None}, -32700, "Parse error")
+        if (
+            not isinstance(request, dict)
+            or request.get("jsonrpc") != "2.0"
+            or not isinstance(request.get("method"), str)
+            or "id" not in request
+            or not isinstance(request.get("params"), list)
+        ):
+            return _rpc_error(
+                request if isinstance(request, dict) else {}, -32600, "Invalid Request"
+            )
+        method, params = request["method"], request["params"]
+        if method not in _PARAMS:
+            return _rpc_error(request, -32601, "Method not found")
+        if len(params) != _PARAMS[method]:
+            return _rpc_error(request, -32602, f"Invalid params: {method} takes {_PARAMS[method]}")
+        if method == "sms.send":
+            sender, to, text, options = params
             return self._send(
                 sender,
                 to,
                 text,
                 options,
-                lambda sms: Forced(
-                    200,
-                    orjson.dumps({"jsonrpc": "2.0", "id": request["id"], "result": sms["hash"]}),
-                    {"content-type": "application/json"},
-                ),
+                lambda sms: _rpc_result(request, sms["hash"]),
                 lambda code, message: _rpc_error(request, code, message),
             )
-        if request.get("method") != "webhooks.subscribe":
-            return _rpc_error(request, -32601, "Method not found")
-        event_type, endpoint, options = request["params"]
+        if method == "sms.search":
+            if self.searches_fail:
+                return Forced(503, b"Service Unavailable", {"retry-after": "0"})
+            return self._v1_search(request, *params)
+        if method == "sms.get":
+            found = self.sms.get(str(params[0]).upper())
+            if found is None:
+                return _rpc_error(request, 404, "SMS not found")
+            return _rpc_result(request, found)
+        event_type, endpoint, options = params
         hook = {
             "hash": f"HK{len(self.webhooks):06d}",
             "event_type": event_type,
@@ -200,34 +295,111 @@ class FakeCallr:
             "active": True,
         }
         self.webhooks.append(hook)
-        return Forced(200, orjson.dumps({"jsonrpc": "2.0", "id": request["id"], "result": hook}))
+        return _rpc_result(request, hook)
 
-    def _v2_send(self, query: dict[str, str], body: bytes, headers: dict[str, str]) -> Forced:
-        if headers.get("x-api-key") != API_KEY:
-            return Forced(401, orjson.dumps({"message": "invalid api key"}))
-        request = orjson.loads(body)
-        options = {"nature": query.get("trafficType", "marketing").upper()}
+    def _v1_search(self, request: dict[str, Any], filters: Any, options: Any) -> Forced:
+        if not isinstance(filters, dict) or set(filters) - {"type", "from", "to"}:
+            return _rpc_error(request, -32602, "Invalid params: SMS.SearchFilters")
+        if not isinstance(options, dict) or set(options) - {"offset", "limit"}:
+            return _rpc_error(request, -32602, "Invalid params: Search.Options")
+        offset, limit = options.get("offset", 0), options.get("limit", 10)
+        if not isinstance(offset, int) or not isinstance(limit, int) or not 1 <= limit <= PAGE_MAX:
+            return _rpc_error(request, -32602, "Invalid params: offset and limit")
+        since = _date(filters["from"]) if "from" in filters else datetime.min
+        until = _date(filters["to"]) if "to" in filters else datetime.max
+        found = [
+            obj
+            for obj in self.sms.values()
+            if obj["type"] == filters.get("type", obj["type"])
+            and since <= _date(obj["date_creation"]) <= until
+        ]
+        found.sort(key=lambda obj: (obj["date_creation"], obj["hash"]), reverse=True)
+        page = found[offset : offset + limit]
+        return _rpc_result(request, {"count": len(found), "results": page})
+
+    def _v2_send(self, query: dict[str, str], body: bytes) -> Forced:
+        def refused(code: int, message: str) -> Forced:
+            return Forced(400, orjson.dumps({"code": code, "message": message}), _JSON)
+
+        unknown = set(query) - _V2_SEND_QUERY
+        if unknown:
+            return refused(400, f"unknown query parameters: {', '.join(sorted(unknown))}")
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return refused(400, "body is not JSON")
+        if not isinstance(request, dict) or set(request) != {"text"}:
+            return refused(400, "the body takes text, and only text")
+        sender = query.get("from", "")
+        if sender and not (_V2_NUMBER.fullmatch(sender) or _name_ok(sender)):
+            return refused(400, "from: at most 11 characters, a number or alphanumeric")
+        encoding = query.get("encoding")
+        if encoding not in (None, "gsm", "unicode"):
+            return refused(400, "encoding: gsm or unicode")
+        traffic = query.get("trafficType", "marketing")
+        if traffic not in ("marketing", "alerting"):
+            return refused(400, "trafficType: marketing or alerting")
+        options = {"nature": traffic.upper()}
+        if encoding:
+            options["force_encoding"] = encoding.upper()
         return self._send(
-            request.get("from"),
-            query["to"],
+            sender,
+            query.get("to"),
             request["text"],
             options,
             lambda sms: Forced(202, orjson.dumps(_v2_object(sms)), _JSON),
-            lambda code, message: Forced(
-                400, orjson.dumps({"code": code, "message": message}), _JSON
-            ),
+            refused,
+            v2=True,
         )
+
+    def _v2_search(self, query: dict[str, str]) -> Forced:
+        unknown = set(query) - _V2_SEARCH_QUERY
+        limit, offset = query.get("limit", "10"), query.get("offset", "0")
+        if unknown or not limit.isdigit() or not offset.isdigit() or not 1 <= int(limit) <= 100:
+            message = f"unknown query parameters: {sorted(unknown)}" if unknown else "limit: 1-100"
+            return Forced(400, orjson.dumps({"message": message}), _JSON)
+        direction = {"outbound": "OUT", "inbound": "IN"}.get(query.get("direction", ""))
+        since = _rfc3339(query["startDate"]) if "startDate" in query else datetime.min
+        until = _rfc3339(query["endDate"]) if "endDate" in query else datetime.max
+        found = [
+            obj
+            for obj in self.sms.values()
+            if (direction is None or obj["type"] == direction)
+            and query.get("to", obj["to"]) == obj["to"]
+            and since <= _date(obj["date_creation"]) <= until
+        ]
+        found.sort(key=lambda obj: (obj["date_creation"], obj["hash"]), reverse=True)
+        page = found[int(offset) : int(offset) + int(limit)]
+        return Forced(200, orjson.dumps([_v2_object(obj) for obj in page]), _JSON)
 
     def _send(
         self,
-        sender: str | None,
-        to: str,
-        text: str,
-        options: dict[str, Any] | None,
+        sender: Any,
+        to: Any,
+        text: Any,
+        options: Any,
         accepted: Callable[[dict[str, Any]], Forced],
         refused: Callable[[int, str], Forced],
+        *,
+        v2: bool = False,
     ) -> Forced:
-        """A send: the SMS made (or not) as the next fault says, and the answer."""
+        """A send: checked as CALLR checks it, the SMS made (or not) as the next fault says."""
+        if not isinstance(sender, str) or (
+            sender and not v2 and not (_SHORT_CODE.fullmatch(sender) or _name_ok(sender))
+        ):
+            return refused(10, "INVALID_SENDER")
+        if not isinstance(to, str) or not _E164.fullmatch(to):
+            return refused(22, "INVALID_PHONE_NUMBER")
+        if not isinstance(text, str) or not 1 <= len(text) <= MAX_TEXT:
+            return refused(11, "INVALID_BODY")
+        if options is not None and (
+            not isinstance(options, dict)
+            or set(options) - _OPTIONS
+            or options.get("force_encoding", "GSM") not in ("GSM", "UNICODE")
+            or options.get("nature", "ALERTING") not in ("ALERTING", "MARKETING")
+            or not isinstance(options.get("user_data", ""), str)
+        ):
+            return refused(12, "INVALID_OPTIONS")
         fault = self.faults.pop(0) if self.faults else "ok"
         if fault == "503":
             return Forced(503, b"Service Unavailable")
@@ -241,7 +413,7 @@ class FakeCallr:
             answer = refused(1, "INTERNAL_ERROR")
             answer.status = 500
             return answer
-        sms = self._create(sender, to, text, options or {})
+        sms = self._create(sender, to, text, options or {}, v2=v2)
         if fault.startswith("made_"):
             return Forced(int(fault.removeprefix("made_")), b"<html>Bad Gateway</html>")
         answer = accepted(sms)
@@ -252,21 +424,29 @@ class FakeCallr:
         return answer
 
     def _create(
-        self, sender: str | None, to: str, text: str, options: dict[str, Any]
+        self, sender: str, to: str, text: str, options: dict[str, Any], *, v2: bool = False
     ) -> dict[str, Any]:
         now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        if sender:
+            text = text.replace("%STOPNUM%", STOP_NUMBER)
+        forced = options.get("force_encoding")
+        if forced == "GSM":
+            text = self._gsm_text(text)
+        encoding, parts = _billed(text, forced)
+        number = len(self.created)
         sms = {
             "type": "OUT",
-            "hash": f"S{len(self.created):07d}",
+            # v2's sids are 8 characters; v1's hashes too, told apart by their start.
+            "hash": f"{'V' if v2 else 'S'}{number:07d}",
             "from": sender or "SMS",
             "to": to,
             "text": text,
             "options": options or None,
-            "encoding": options.get("force_encoding", "GSM"),
+            "encoding": encoding,
             "user_data": options.get("user_data", ""),
             "status": "PENDING",
             "status_error": "",
-            "parts": 1,
+            "parts": parts,
             "nature": options.get("nature", "MARKETING"),
             "network": "",
             "b_customer_mode": "PREPAID",
@@ -281,14 +461,21 @@ class FakeCallr:
         self.add(sms)
         return sms
 
-    def _list(self, query: dict[str, str]) -> Forced:
-        since, until = _date(query["from"]), _date(query["to"])
-        found = [
-            obj
-            for obj in self.sms.values()
-            if obj["type"] == query["type"] and since <= _date(obj["date_creation"]) <= until
-        ]
-        return _rest(200, "success", found)
+    def _gsm_text(self, text: str) -> str:
+        """A forced GSM's conversion: the double's table, else the letter without its accent,
+        else "?"."""
+        out = []
+        for char in text:
+            if char in self.to_gsm:
+                out.append(self.to_gsm[char])
+            elif _septets(char):
+                out.append(char)
+            elif char in _DOUBLE_TO_GSM:
+                out.append(_DOUBLE_TO_GSM[char])
+            else:
+                bare = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+                out.append(bare or "?")
+        return "".join(out)
 
     async def start(self) -> None:
         self._server, self._task, self.port = serve_on_loopback(self)
@@ -297,7 +484,8 @@ class FakeCallr:
         await stop_serving(self._server, self._task)
 
 
-_JSON = {"content-type": "application/json"}
+JSON = {"content-type": "application/json"}
+_JSON = JSON
 
 
 def _v2_object(sms: dict[str, Any]) -> dict[str, Any]:
@@ -317,7 +505,7 @@ def _v2_object(sms: dict[str, Any]) -> dict[str, Any]:
         "sent": None,
         "delivered": None,
         "encoding": sms["encoding"].lower(),
-        "parts": 1,
+        "parts": sms["parts"],
         "network": "",
         "cost": "0",
         "paymentType": "prepaid",
@@ -325,11 +513,9 @@ def _v2_object(sms: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rest(status: int, outcome: str, data: Any) -> Forced:
+def _rpc_result(request: dict[str, Any], result: Any) -> Forced:
     return Forced(
-        status,
-        orjson.dumps({"status": outcome, "data": data}),
-        {"content-type": "application/json"},
+        200, orjson.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}), _JSON
     )
 
 
@@ -345,6 +531,35 @@ def rpc_error(code: int, message: str) -> Forced:
 
 def _date(text: str) -> datetime:
     return datetime.strptime(text[:19], "%Y-%m-%d %H:%M:%S")
+
+
+def _rfc3339(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
+
+
+def _name_ok(sender: str) -> bool:
+    return bool(_NAME.fullmatch(sender)) and any(c.isalpha() for c in sender)
+
+
+def _septets(char: str) -> int:
+    try:
+        return len(char.encode("gsm03.38"))
+    except UnicodeEncodeError:
+        return 0
+
+
+_DOUBLE_TO_GSM = {"\u00ab": '"', "\u00bb": '"', "\u20ac": "e", "\u2019": "'", "\u2026": "..."}
+
+
+def _billed(text: str, forced: str | None) -> tuple[str, int]:
+    """CALLR's encoding and parts, as its pages state them: GSM 03.38 when every character
+    is in it (or GSM forced), 160 in one SMS or 153 a part; else unicode, 70 or 67."""
+    gsm = forced == "GSM" or (forced is None and all(_septets(c) for c in text))
+    if gsm:
+        units = sum(_septets(c) or 1 for c in text)
+        return "GSM", 1 if units <= 160 else math.ceil(units / 153)
+    units = len(text.encode("utf-16-le")) // 2
+    return "UNICODE", 1 if units <= 70 else math.ceil(units / 67)
 
 
 @contextlib.asynccontextmanager

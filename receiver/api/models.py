@@ -358,6 +358,12 @@ class SmsPreviewRequest(Body):
         description="forced (CALLR's force_encoding); chosen from the text when absent",
         json_schema_extra={"type": "string"},
     )
+    from_: str | None = Field(
+        None,
+        alias="from",
+        max_length=11,
+        description="the sender: with one, CALLR replaces %STOPNUM% by the STOP number",
+    )
 
 
 class SmsPreview(Answer):
@@ -370,6 +376,12 @@ class SmsPreview(Answer):
         description="the characters GSM 03.38 lacks, which made the text unicode"
     )
     replaced: list[str] = Field(description="with encoding gsm: the characters CALLR replaces")
+    stop_number_length: int | None = Field(
+        description="the length %STOPNUM% was counted as (a sender set), else null"
+    )
+    stop_number_assumed: bool = Field(
+        description="that length is the assumed 5 digits: RECEIVER_CALLR_STOP_NUMBER is unset"
+    )
 
 
 class SendRequest(Body):
@@ -398,8 +410,17 @@ class Send(Answer):
     text: str
     user_data: str | None
     nature: str | None
-    encoding: Literal["gsm", "unicode"]
-    parts: int = Field(ge=1)
+    encoding: Literal["gsm", "unicode"] = Field(description="CALLR's once reported, else estimated")
+    parts: int = Field(ge=1, description="CALLR's billed parts once reported, else estimated")
+    parts_from: Literal["callr", "estimate"] = Field(
+        description="where parts and encoding come from"
+    )
+    estimated_parts: int = Field(ge=1, description="the receiver's count, by CALLR's rules")
+    estimated_encoding: Literal["gsm", "unicode"]
+    warnings: list[str] = Field(
+        description="what to know of a request CALLR takes as it is (a sender and replies,"
+        " %STOPNUM%)"
+    )
     forced_unicode_by: list[str]
     replaced: list[str]
     api: Literal["v1", "v2"]

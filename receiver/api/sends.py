@@ -47,7 +47,7 @@ async def send(request: Request) -> Response:
     try:
         key = read_key(request.headers.get("idempotency-key"))
         wanted = read_request(
-            asked.model_dump(by_alias=True, exclude_none=True), prefix=grant.prefix
+            asked.model_dump(by_alias=True, exclude_none=True), prefix=grant.prefix, api=api
         )
     except Invalid as error:
         return error_response(400, str(error), parameter=error.parameter)
@@ -65,6 +65,7 @@ async def send(request: Request) -> Response:
                 wanted,
                 api=api,
                 key=key,
+                stop_number=settings.callr_stop_number,
                 owner=grant.owner,
                 source="POST /api/v1/sms",
                 routing_window=window,

@@ -18,7 +18,7 @@ import asyncpg
 
 from receiver.api.auth import SCOPES, Scope, digest
 from receiver.callr.sms import MAX_USER_DATA
-from receiver.sending.requests import SENDER_RULES, sender_ok
+from receiver.sending.requests import sender_ok, sender_rules
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
@@ -90,7 +90,7 @@ async def add_token(
         check_prefix(user_data_prefix)
     for sender in senders:
         if not sender_ok(sender):
-            raise TokenError(f"sender {sender!r} is not one CALLR takes: {SENDER_RULES}")
+            raise TokenError(f"sender {sender!r} is not one CALLR takes: {sender_rules(None)}")
     token = token or new_token()
     try:
         await conn.execute(

@@ -1,15 +1,24 @@
 """A small client for the CALLR API calls the receiver makes (docs/callr-api.md).
 
 Two of CALLR's interfaces with the API login and password (HTTP basic auth):
-JSON-RPC 2.0 (`POST {base}/json-rpc/v1.1/`, for `webhooks.subscribe` and
-`sms.send`) and REST v1.1 (`GET {base}/rest/v1.1/sms...`, for one SMS and the SMS
-of a window); and v2's `POST {base}/v2.0/sms` with the API key (`x-api-key`).
+JSON-RPC 2.0 (`POST {base}/json-rpc/v1.1/`: `webhooks.subscribe`, `sms.send`,
+`sms.search`) and REST v1.1 (`GET {base}/rest/v1.1/sms/<hash>`, one SMS); and v2
+with the API key (`x-api-key`): `POST {base}/v2.0/sms` to send, `GET {base}/v2.0/sms`
+to search. REST answers are read bare (an object, an array), as CALLR's REST pages
+show them, or wrapped in `{"status", "data"}`, as CALLR's gateway has answered them.
 
 Sending (`send_sms`) is tried once: what CALLR's answer says of the SMS is the
 caller's to act on (`SendAnswer`), since CALLR has no idempotency key and a try
 again could send the SMS twice. Only a connection that never opened, a 401/403, a
 429 and CALLR's own error object say that nothing was made; any other 5xx and any
-answer cut once the request was written may hide a made SMS (`lost`).
+answer cut once the request was written may hide a made SMS (`lost`). A v2 send
+carries `to`, `from`, `encoding` and `trafficType` in the query and the text alone
+in the body, as CALLR's v2 reference lists them.
+
+Searches (`search`) read every page (`sms.search`'s offset and limit; v2's `offset`
+and `limit`, 100 at most) until one comes back short, and say whether the list is
+whole (`Listing.complete`): a caller never takes an SMS for absent from a list that
+may have been cut.
 
 Every answer comes back with its raw bytes, which the receiver stores as they came.
 Timeouts, 429 and 5xx answers are tried again with backoff (a `Retry-After` is
@@ -40,6 +49,14 @@ log = structlog.get_logger("receiver.callr_api")
 JSON_RPC_PATH = "/json-rpc/v1.1/"
 REST_PATH = "/rest/v1.1"
 V2_SMS_PATH = "/v2.0/sms"
+PAGE = 100
+"""SMS a page of a search: v2's most, and sms.search's page the same."""
+MAX_PAGES = 50
+"""Pages read by one search at most; a longer list is reported as not whole."""
+# How far the two searches' filters reach, in CALLR's names: SMS.SearchFilters and
+# Search.Options for sms.search, the query of `GET /v2.0/sms` for v2.
+V1_DIRECTIONS = {"OUT": "OUT", "IN": "IN"}
+V2_DIRECTIONS = {"OUT": "outbound", "IN": "inbound"}
 # CALLR's REST dates: "YYYY-MM-DD HH:MM:SS" in UTC.
 REST_DATE = "%Y-%m-%d %H:%M:%S"
 _EXCERPT = 80
@@ -55,9 +72,26 @@ class CallrApiError(Exception):
         super().__init__(message)
         self.outcome = outcome
 
+    @property
+    def about_the_call(self) -> bool:
+        """Whether the error is this call's (a refusal, an answer of the wrong shape), not
+        CALLR's as a whole (credentials refused, CALLR out of reach or throttling)."""
+        return self.outcome in ("error", "wrong_shape", "not_json", "not_found")
+
 
 class CallrNotFound(CallrApiError):
     """CALLR does not know the object asked for (HTTP 404)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The SMS objects a search found (v1 or v2 shape, as the search answered them)."""
+
+    objects: list[dict[str, Any]]
+    complete: bool
+    """Every page was read: an SMS not in `objects` is not in CALLR's list."""
+    why: str = ""
+    """When not complete: why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +127,10 @@ class SendAnswer:
     sms_id: str | None = None
     error: str | None = None
     wait: float | None = None
+    parts: int | None = None
+    """The parts CALLR bills, when its answer says (v2's SMS object)."""
+    encoding: str | None = None
+    """The encoding CALLR sends in, when its answer says (v2's SMS object)."""
 
 
 class Limit(Protocol):
@@ -176,21 +214,58 @@ class CallrApi:
             )
         return answer
 
-    async def sms_list(self, direction: str, since: datetime, until: datetime) -> Answer:
-        """`GET /sms?type=IN|OUT&from=&to=`: the SMS of a window, a list of SMS objects."""
-        query = {
-            "type": direction,
-            "from": since.astimezone(UTC).strftime(REST_DATE),
-            "to": until.astimezone(UTC).strftime(REST_DATE),
-        }
-        answer = await self._rest("GET /sms", "/sms", query)
-        if not isinstance(answer.value, list) or not all(
-            isinstance(item, dict) for item in answer.value
-        ):
-            raise CallrApiError(
-                f"CALLR's answer to GET /sms is not a list of SMS objects: {_excerpt(answer.raw)}"
-            )
-        return answer
+    async def search(
+        self,
+        api: Literal["v1", "v2"],
+        direction: Literal["OUT", "IN"],
+        since: datetime,
+        until: datetime,
+        *,
+        to: str | None = None,
+    ) -> Listing:
+        """The SMS of a window, every page of it: JSON-RPC `sms.search` (v1, the login) or
+        `GET /v2.0/sms` (v2, the API key). `to` narrows v2's search to one number (v1's
+        filters are the window and the direction; the caller matches the rest)."""
+        found: dict[str, dict[str, Any]] = {}
+        for page in range(MAX_PAGES):
+            offset = page * PAGE
+            if api == "v1":
+                label = "sms.search"
+                filters = {
+                    "type": V1_DIRECTIONS[direction],
+                    "from": since.astimezone(UTC).strftime(REST_DATE),
+                    "to": until.astimezone(UTC).strftime(REST_DATE),
+                }
+                answer = await self._rpc(label, [filters, {"offset": offset, "limit": PAGE}])
+            else:
+                label = "GET /v2.0/sms"
+                query = {
+                    "direction": V2_DIRECTIONS[direction],
+                    "startDate": _rfc3339(since),
+                    "endDate": _rfc3339(until),
+                    "offset": str(offset),
+                    "limit": str(PAGE),
+                }
+                if to is not None:
+                    query["to"] = to
+                answer = await self._v2_get(label, query)
+            items, total = _page(label, answer)
+            for item in items:
+                # A page read after new SMS came in may repeat some of the one before.
+                found[str(item.get("hash") or item.get("sid") or len(found)).lower()] = item
+            if len(items) < PAGE:
+                if total is not None and total > len(found):
+                    return Listing(
+                        list(found.values()),
+                        False,
+                        f"{label} counted {total} SMS and its pages held {len(found)}",
+                    )
+                return Listing(list(found.values()), True)
+        return Listing(
+            list(found.values()),
+            False,
+            f"{label} has more than {MAX_PAGES} pages of {PAGE} for the window",
+        )
 
     async def turn(self) -> None:
         """Wait for the turn of the next request at CALLR's rate."""
@@ -227,13 +302,15 @@ class CallrApi:
                 headers={"content-type": "application/json-rpc; charset=utf-8"},
             )
         else:
-            fields = {"text": text, "from": sender, "encoding": encoding}
+            # CALLR's v2 reference: the numbers, the encoding and the traffic type in the
+            # query, the text alone in the body.
+            query = {"to": to, "from": sender, "encoding": encoding, "trafficType": nature}
             label = "POST /v2.0/sms"
             request = self._client.build_request(
                 "POST",
                 self._base + V2_SMS_PATH,
-                params={"to": to, "trafficType": nature or "marketing"},
-                content=orjson.dumps({k: v for k, v in fields.items() if v is not None}),
+                params={k: v for k, v in query.items() if v},
+                content=orjson.dumps({"text": text}),
                 headers={
                     "content-type": "application/json",
                     "accept": "application/json",
@@ -333,19 +410,38 @@ class CallrApi:
             if response.status_code == 404:
                 raise CallrNotFound(f"CALLR does not know it ({label}: HTTP 404)", "not_found")
             document = _json(label, response)
-            if not isinstance(document, dict) or "data" not in document:
+            wrapped = isinstance(document, dict) and set(document) == {"status", "data"}
+            value = document["data"] if wrapped else document
+            if response.status_code >= 400 or (wrapped and document["status"] == "error"):
                 raise CallrApiError(
-                    f"CALLR's answer to {label} has no data: {_excerpt(response.content)}"
+                    f"CALLR refused {label} (HTTP {response.status_code}): {_error_text(value)}",
+                    "error",
                 )
-            if response.status_code >= 400 or document.get("status") == "error":
-                reason = _error_text(document["data"])
-                raise CallrApiError(
-                    f"CALLR refused {label} (HTTP {response.status_code}): {reason}", "error"
-                )
-            return Answer(response.content, document["data"])
+            return Answer(response.content, value)
 
         return await self._call(
             label, lambda: self._client.get(self._base + REST_PATH + path, params=query), read
+        )
+
+    async def _v2_get(self, label: str, query: dict[str, str]) -> Answer:
+        def read(response: httpx.Response) -> Answer:
+            document = _json(label, response)
+            if response.status_code >= 400:
+                raise CallrApiError(
+                    f"CALLR refused {label} (HTTP {response.status_code}): {_error_text(document)}",
+                    "error",
+                )
+            return Answer(response.content, document)
+
+        return await self._call(
+            label,
+            lambda: self._client.get(
+                self._base + V2_SMS_PATH,
+                params=query,
+                headers={"accept": "application/json", "x-api-key": self._api_key or ""},
+                auth=None,
+            ),
+            read,
         )
 
     async def _call(
@@ -363,13 +459,15 @@ class CallrApi:
                 metrics.CALLR_API.labels(label, retry.outcome).inc()
                 if attempt == self._retries:
                     raise CallrApiError(
-                        f"{label}: {retry}; gave up after {self._retries + 1} tries"
+                        f"{label}: {retry}; gave up after {self._retries + 1} tries",
+                        retry.outcome,
                     ) from None
                 wait = retry.wait if retry.wait is not None else _backoff(attempt)
                 if wait > self._max_wait:
                     raise CallrApiError(
                         f"{label}: {retry}; CALLR asks to wait {wait:.0f} s, more than"
-                        f" {self._max_wait:.0f} s"
+                        f" {self._max_wait:.0f} s",
+                        retry.outcome,
                     ) from None
                 log.warning(
                     "callr_api_retry",
@@ -401,8 +499,12 @@ class CallrApi:
         status = response.status_code
         if status in (401, 403):
             raise CallrApiError(
-                f"CALLR refused the credentials for {label} (HTTP {status}): check"
-                " RECEIVER_CALLR_API_LOGIN and RECEIVER_CALLR_API_PASSWORD",
+                f"CALLR refused the credentials for {label} (HTTP {status}): check "
+                + (
+                    "RECEIVER_CALLR_API_KEY"
+                    if label.endswith("/v2.0/sms")
+                    else "RECEIVER_CALLR_API_LOGIN and RECEIVER_CALLR_API_PASSWORD"
+                ),
                 "unauthorized",
             )
         if status == 429:
@@ -444,11 +546,41 @@ def _v1_send_answer(status: int, document: Any, raw: bytes) -> SendAnswer:
 def _v2_send_answer(status: int, document: Any, raw: bytes) -> SendAnswer:
     sid = document.get("sid") if isinstance(document, dict) else None
     if status < 300 and isinstance(sid, str) and sid.strip():
-        return SendAnswer("accepted", "CALLR created the SMS", sms_id=sid.strip())
+        parts = document.get("parts")
+        encoding = document.get("encoding")
+        return SendAnswer(
+            "accepted",
+            "CALLR created the SMS",
+            sms_id=sid.strip(),
+            parts=parts if isinstance(parts, int) and parts > 0 else None,
+            encoding=encoding.lower() if encoding in ("gsm", "unicode", "GSM", "UNICODE") else None,
+        )
     if 400 <= status < 500:
         text = f"HTTP {status}: {_error_text(document)}"
         return SendAnswer("rejected", f"CALLR refused POST /v2.0/sms ({text})", error=text)
     return SendAnswer("lost", f"CALLR's answer to POST /v2.0/sms has no sid: {_excerpt(raw)}")
+
+
+def _page(label: str, answer: Answer) -> tuple[list[dict[str, Any]], int | None]:
+    """A search page's SMS objects, and the count of the whole list when it gives one.
+
+    Read bare (an array) or as an object holding the array (`results`, `data`,
+    `items`) beside its count (`count`, `total`)."""
+    value = answer.value
+    total = None
+    if isinstance(value, dict):
+        counted = next((value[k] for k in ("count", "total") if k in value), None)
+        total = counted if isinstance(counted, int) and not isinstance(counted, bool) else None
+        value = next((value[k] for k in ("results", "data", "items") if k in value), None)
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise CallrApiError(
+            f"CALLR's answer to {label} is not a page of SMS objects: {_excerpt(answer.raw)}"
+        )
+    return value, total
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(label: str, response: httpx.Response) -> Any:

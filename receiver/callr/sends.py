@@ -20,8 +20,12 @@ request leaves for CALLR:
 Each step carries the send's `seq`, one more than the step before it: a step
 applies only over an older one, so the record does not depend on the order the
 events are read in. `accepted` also carries what the message record needs (to,
-from, text, user_data, parts, encoding): the record exists from CALLR's answer on,
-before its first webhook, with the `user_data` of the send, whichever API sent it.
+from, text, user_data, nature): the record exists from CALLR's answer on, before its
+first webhook, with the `user_data` of the send, whichever API sent it. The parts and
+encoding of the record are CALLR's alone (`callr_parts`, `callr_encoding` when its
+answer gave them, as v2's does; else its reports): the receiver's estimate is the
+send's, never the record's, so what CALLR bills always wins. (Steps written before
+carried the estimate as `parts` and `encoding`: it is not read.)
 """
 
 from __future__ import annotations
@@ -75,8 +79,6 @@ _STATE_AFTER = {
     Step.ABSENT: SendState.QUEUED,
     Step.UNKNOWN: SendState.UNKNOWN,
 }
-# What the message record of a send takes from its request.
-MESSAGE_FIELDS = ("to", "from", "text", "user_data", "nature", "encoding", "parts")
 REQUEST_FIELDS = ("to", "text", "from", "user_data", "nature", "encoding")
 
 
@@ -166,8 +168,8 @@ def _snapshot(sms_id: str, message: dict[str, Any], at: datetime) -> Snapshot:
         to_number=message.get("to"),
         text=message.get("text"),
         user_data=message.get("user_data"),
-        encoding=message.get("encoding"),
-        parts=message.get("parts"),
+        encoding=_callr_encoding(message.get("callr_encoding")),
+        parts=_callr_parts(message.get("callr_parts")),
         cost=None,
         cost_cents=None,
         network=None,
@@ -181,3 +183,11 @@ def _snapshot(sms_id: str, message: dict[str, Any], at: datetime) -> Snapshot:
         status_at=created_at,
         history=(),
     )
+
+
+def _callr_encoding(value: object) -> str | None:
+    return value if value in ("gsm", "unicode") else None
+
+
+def _callr_parts(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

@@ -50,7 +50,7 @@ def send(args: argparse.Namespace) -> int:
             "encoding": args.encoding,
         }
         try:
-            wanted = read_request({k: v for k, v in document.items() if v is not None})
+            wanted = read_request({k: v for k, v in document.items() if v is not None}, api=api)
             key = read_key(args.idempotency_key)
             async with pool.acquire() as conn:
                 row, new = await request_send(
@@ -58,6 +58,7 @@ def send(args: argparse.Namespace) -> int:
                     wanted,
                     api=api,
                     key=key,
+                    stop_number=settings.callr_stop_number,
                     owner=OWNER_CLI,
                     source="receiver send",
                     routing_window=timedelta(hours=settings.routing_window_hours),

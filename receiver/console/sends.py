@@ -13,17 +13,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from receiver.callr.sends import SendState
-from receiver.sending.requests import Invalid, NotSettled, find, settle, view
+from receiver.sending.requests import WITH_BILLED, Invalid, NotSettled, find, settle, view
 
 if TYPE_CHECKING:
     from receiver.console.session import Session
     from receiver.console.views import Console
 
 STATES = tuple(state.value for state in SendState)
-_LIST = """
-SELECT * FROM sends WHERE ($1::text IS NULL OR state = $1)
-ORDER BY requested_at DESC, id DESC LIMIT 100
-"""
+_LIST = (
+    WITH_BILLED
+    + """WHERE ($1::text IS NULL OR s.state = $1)
+ORDER BY s.requested_at DESC, s.id DESC LIMIT 100"""
+)
 _COUNTS = "SELECT state, count(*) AS n FROM sends GROUP BY state"
 
 

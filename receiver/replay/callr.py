@@ -130,6 +130,9 @@ class ReconcileSummary:
     """SMS whose answer was stored already: CALLR says what it said last time."""
     unknown: int = 0
     """SMS that CALLR does not know: marked, never asked again."""
+    failed: int = 0
+    """SMS whose answer was an error of its own (a refusal, a wrong shape): counted as a
+    check, so that the next runs move on to the others."""
 
 
 async def reconcile(
@@ -144,8 +147,12 @@ async def reconcile(
 ) -> ReconcileSummary:
     """Ask CALLR for the outbound SMS stuck in a non-final status for longer than `older_than`.
 
-    Each answer is stored and applied in a transaction of its own; an error from
-    CALLR stops the run (what was reconciled before it stays).
+    Each answer is stored and applied in a transaction of its own. An error about one
+    SMS (CALLR refuses the call, answers another shape) counts as a check of it and the
+    run goes on. An error of CALLR's as a whole stops the run (what was reconciled
+    before it stays): out of reach, failing or throttling, after counting as a check
+    of the SMS asked (the next run starts with the others); credentials refused,
+    without.
     """
     now = now or datetime.now(UTC)
     cutoff = now - older_than
@@ -167,13 +174,24 @@ async def reconcile(
             metrics.RECONCILED.labels("unknown").inc()
             log.warning("reconcile_unknown_sms", sms_id=sms_id)
             continue
-        envelope = _read_sms(answer.raw, "GET /sms/<hash>", quiet=False)
-        assert envelope.sms is not None
-        if envelope.sms.sms_id != sms_id:
-            raise CallrApiError(
-                f"CALLR answered GET /sms/<hash> for {sms_id}"
-                f" with another SMS ({envelope.sms.sms_id})"
-            )
+        except CallrApiError as error:
+            if error.outcome != "unauthorized":
+                # Counted as a check, so that the next runs start with the others.
+                await _failed_check(pool, sms_id, now, summary, str(error))
+            if not error.about_the_call:
+                raise
+            continue
+        try:
+            envelope = _read_sms(answer.raw, "GET /sms/<hash>", quiet=False)
+            assert envelope.sms is not None
+            if envelope.sms.sms_id != sms_id:
+                raise CallrApiError(
+                    f"CALLR answered GET /sms/<hash> for {sms_id}"
+                    f" with another SMS ({envelope.sms.sms_id})"
+                )
+        except CallrApiError as error:
+            await _failed_check(pool, sms_id, now, summary, str(error))
+            continue
         async with pool.acquire() as conn, conn.transaction():
             new = await store_and_apply(
                 conn,
@@ -188,6 +206,16 @@ async def reconcile(
             summary.unchanged += 1
         metrics.RECONCILED.labels("changed" if new else "unchanged").inc()
     return summary
+
+
+async def _failed_check(
+    pool: Any, sms_id: str, now: datetime, summary: ReconcileSummary, error: str
+) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(_CHECKED, sms_id, now, False, None)
+    summary.failed += 1
+    metrics.RECONCILED.labels("failed").inc()
+    log.warning("reconcile_sms_failed", sms_id=sms_id, error=error)
 
 
 @contextlib.asynccontextmanager
@@ -226,6 +254,7 @@ async def reconcile_forever(pool: Any, settings: Any) -> None:
                         changed=summary.changed,
                         unchanged=summary.unchanged,
                         unknown=summary.unknown,
+                        failed=summary.failed,
                     )
         except CallrApiError as error:
             log.warning("reconcile_failed", error=str(error))
@@ -268,34 +297,62 @@ async def backfill(
     routing_window: timedelta,
     advance: Callable[[int], None] = lambda n: None,
 ) -> BackfillSummary:
-    """Store and apply every SMS CALLR lists for the window, one slice a transaction."""
+    """Store and apply every SMS CALLR lists for the window, one slice a transaction.
+
+    Each slice is read whole from `sms.search`, every page; a slice with more pages
+    than a search reads is cut in two until each half is read whole."""
     summary = BackfillSummary()
     for start, end in slices(since, until, size):
         for direction in directions:
-            # CALLR's dates are to the second, and `to` is taken to be inclusive: a
-            # slice ends a second before the next one starts (an SMS on the edge is
-            # listed once; were it listed twice, it would still be stored once).
-            last = max(start, end - timedelta(seconds=1))
-            answer = await api.sms_list(direction, start, last)
-            label = f"GET /sms (type {direction}, {start:%Y-%m-%d %H:%M:%S} to {last:%H:%M:%S})"
-            events = []
-            for n, obj in enumerate(answer.value):
-                body = orjson.dumps(obj)
-                envelope = _read_sms(body, f"{label}, SMS {n}", quiet=not forward)
-                assert envelope.sms is not None
-                if (envelope.sms.direction == "inbound") != (direction == "IN"):
-                    raise CallrApiError(
-                        f"CALLR's answer to {label} lists SMS {envelope.sms.sms_id}"
-                        f" of the other direction ({envelope.sms.direction})"
-                    )
-                events.append((envelope, body))
-            async with pool.acquire() as conn, conn.transaction():
-                summary.new += await store_and_apply(
-                    conn, events, source=f"backfill: {label}", routing_window=routing_window
-                )
-            summary.listed += len(events)
+            await _backfill_slice(
+                pool, api, summary, direction, start, end, forward, routing_window
+            )
         advance(1)
     return summary
+
+
+async def _backfill_slice(
+    pool: Any,
+    api: CallrApi,
+    summary: BackfillSummary,
+    direction: str,
+    start: datetime,
+    end: datetime,
+    forward: bool,
+    routing_window: timedelta,
+) -> None:
+    # CALLR's dates are to the second, and `to` is taken to be inclusive: a slice ends
+    # a second before the next one starts (an SMS on the edge is listed once; were it
+    # listed twice, it would still be stored once).
+    last = max(start, end - timedelta(seconds=1))
+    listing = await api.search("v1", "IN" if direction == "IN" else "OUT", start, last)
+    if not listing.complete:
+        if end - start <= timedelta(seconds=2):
+            raise CallrApiError(
+                f"CALLR's list of {start:%Y-%m-%d %H:%M:%S} is not whole: {listing.why}"
+            )
+        middle = start + (end - start) / 2
+        middle = middle.replace(microsecond=0)
+        for half in ((start, middle), (middle, end)):
+            await _backfill_slice(pool, api, summary, direction, *half, forward, routing_window)
+        return
+    label = f"sms.search (type {direction}, {start:%Y-%m-%d %H:%M:%S} to {last:%H:%M:%S})"
+    events = []
+    for n, obj in enumerate(listing.objects):
+        body = orjson.dumps(obj)
+        envelope = _read_sms(body, f"{label}, SMS {n}", quiet=not forward)
+        assert envelope.sms is not None
+        if (envelope.sms.direction == "inbound") != (direction == "IN"):
+            raise CallrApiError(
+                f"CALLR's answer to {label} lists SMS {envelope.sms.sms_id}"
+                f" of the other direction ({envelope.sms.direction})"
+            )
+        events.append((envelope, body))
+    async with pool.acquire() as conn, conn.transaction():
+        summary.new += await store_and_apply(
+            conn, events, source=f"backfill: {label}", routing_window=routing_window
+        )
+    summary.listed += len(events)
 
 
 def _read_sms(body: bytes, label: str, *, quiet: bool) -> Envelope:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from receiver.callr import sends
-from receiver.callr.gsm import ENCODINGS, MAX_TEXT, parts_of
+from receiver.callr.gsm import ASSUMED_STOP_DIGITS, ENCODINGS, MAX_TEXT, STOPNUM, parts_of
 from receiver.callr.own import send_event
 from receiver.callr.sms import MAX_USER_DATA
 from receiver.projection.apply import store_and_apply
@@ -28,21 +28,29 @@ FIELDS = ("to", "text", "from", "user_data", "nature", "encoding")
 
 # E.164: a plus, a country code that does not start with 0, at most 15 digits.
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-# CALLR's sender: a number (a shortcode, a long number), or 1 to 11 of a-z A-Z 0-9,
-# space, dash and underscore with at least one letter.
-_SENDER_NUMBER = re.compile(r"\+?[0-9]{3,15}")
+# CALLR's sender. v1 (sms.send, POST /sms): a dedicated short code (digits alone), or
+# 1 to 11 of a-z A-Z 0-9, space, dash and underscore with at least one letter. v2
+# (POST /v2.0/sms): 11 characters at most, a phone number or an alphanumeric sender.
+_SHORT_CODE = re.compile(r"[0-9]{3,8}")
+_V2_NUMBER = re.compile(r"\+?[0-9]{3,11}")
 _SENDER_NAME = re.compile(r"[A-Za-z0-9 _-]{1,11}")
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 # A key is its owner's (the token that used it): another token's same key is another
 # send. Sends made before keys had owners (migration 0019) keep their keys for all.
-_BY_KEY = """
-SELECT * FROM sends WHERE idempotency_key = $1 AND (key_owner = $2 OR key_owner IS NULL)
-ORDER BY key_owner NULLS LAST LIMIT 1
+# A send with what CALLR bills for its SMS, once its message record has it.
+WITH_BILLED = """
+SELECT s.*, m.parts AS callr_parts, m.encoding AS callr_encoding
+FROM sends s LEFT JOIN messages m ON m.sms_id = s.sms_id
 """
+_BY_KEY = (
+    WITH_BILLED
+    + """WHERE s.idempotency_key = $1 AND (s.key_owner = $2 OR s.key_owner IS NULL)
+ORDER BY s.key_owner NULLS LAST LIMIT 1"""
+)
 OWNER_CLI = "cli"
 """The owner of the sends `receiver send` makes (a token's owner is its digest)."""
-_BY_ID = "SELECT * FROM sends WHERE id = $1"
+_BY_ID = WITH_BILLED + "WHERE s.id = $1"
 
 
 class Invalid(ValueError):
@@ -84,10 +92,13 @@ class SendRequest:
         }
 
 
-def read_request(document: Any, *, prefix: str | None = None) -> SendRequest:
+def read_request(
+    document: Any, *, prefix: str | None = None, api: Literal["v1", "v2"] | None = None
+) -> SendRequest:
     """The request in a JSON body; raises `Invalid` naming the first bad field.
 
-    `prefix`: the send token's, which every user_data must start with.
+    `prefix`: the send token's, which every user_data must start with. `api`: the
+    CALLR API that will send it, whose sender rules apply (both's, when unknown).
     """
     if not isinstance(document, dict):
         raise Invalid(None, "body must be a JSON object")
@@ -103,8 +114,8 @@ def read_request(document: Any, *, prefix: str | None = None) -> SendRequest:
     if "\x00" in text:
         raise Invalid("text", "text must not contain a NUL character")
     sender = _optional(document, "from")
-    if sender is not None and not sender_ok(sender):
-        raise Invalid("from", f"from must be {SENDER_RULES}")
+    if sender is not None and not sender_ok(sender, api):
+        raise Invalid("from", f"from must be {sender_rules(api)}")
     user_data = _optional(document, "user_data")
     if user_data is not None and len(user_data) > MAX_USER_DATA:
         raise Invalid("user_data", f"user_data must be at most {MAX_USER_DATA} characters")
@@ -144,17 +155,57 @@ def _optional(document: dict[str, Any], name: str) -> str | None:
     return value
 
 
-SENDER_RULES = (
-    "a number (a shortcode, or a number of up to 15 digits) or 1 to 11 of A-Z a-z 0-9,"
-    " space, - and _ with at least one letter (CALLR's sender rules)"
+_NAME_RULE = "1 to 11 of A-Z a-z 0-9, space, - and _ with at least one letter"
+
+
+def sender_rules(api: Literal["v1", "v2"] | None) -> str:
+    """CALLR's sender rules for `api`, in words."""
+    if api == "v1":
+        return f"a dedicated short code (3 to 8 digits) or {_NAME_RULE} (CALLR's v1 sender rules)"
+    if api == "v2":
+        return f"a number of at most 11 characters or {_NAME_RULE} (CALLR's v2 sender rules)"
+    return (
+        f"a short code (3 to 8 digits), a number of at most 11 characters (v2) or {_NAME_RULE}"
+        " (CALLR's sender rules)"
+    )
+
+
+def sender_ok(sender: str, api: Literal["v1", "v2"] | None = None) -> bool:
+    """Whether CALLR takes `sender` as the `from` of an SMS sent through `api` (None:
+    either API)."""
+    if _SENDER_NAME.fullmatch(sender) and any(c.isalpha() for c in sender):
+        return True
+    if api == "v1":
+        return bool(_SHORT_CODE.fullmatch(sender))
+    if api == "v2":
+        return bool(_V2_NUMBER.fullmatch(sender))
+    return bool(_SHORT_CODE.fullmatch(sender) or _V2_NUMBER.fullmatch(sender))
+
+
+REPLY_WARNING = (
+    "a custom sender is set: CALLR's receive page says not to set one when replies are"
+    " wanted (without it CALLR uses a number that can be answered)"
+)
+STOPNUM_WARNING = (
+    "%STOPNUM% is replaced by CALLR only when a custom sender is set: without one it goes"
+    " out as written"
+)
+STOP_LENGTH_WARNING = (
+    "the parts count %STOPNUM% as the STOP number: RECEIVER_CALLR_STOP_NUMBER's, or"
+    f" {ASSUMED_STOP_DIGITS} digits when it is not set; CALLR's count may differ"
 )
 
 
-def sender_ok(sender: str) -> bool:
-    """Whether CALLR takes `sender` as the `from` of an SMS."""
-    if _SENDER_NUMBER.fullmatch(sender):
-        return True
-    return bool(_SENDER_NAME.fullmatch(sender)) and any(c.isalpha() for c in sender)
+def warnings(text: str, sender: str | None) -> list[str]:
+    """What a sender should know of a request CALLR will take as it is."""
+    found = []
+    if sender:
+        found.append(REPLY_WARNING)
+        if STOPNUM in text:
+            found.append(STOP_LENGTH_WARNING)
+    elif STOPNUM in text:
+        found.append(STOPNUM_WARNING)
+    return found
 
 
 def new_send_id(now: datetime) -> str:
@@ -171,6 +222,7 @@ async def request_send(
     owner: str,
     source: str,
     routing_window: timedelta,
+    stop_number: str | None = None,
 ) -> tuple[Any, bool]:
     """Make `request` durable, or find the send its key already names.
 
@@ -189,7 +241,9 @@ async def request_send(
                 return found, False
         now = datetime.now(UTC)
         send_id = new_send_id(now)
-        parts = parts_of(request.text, request.encoding)
+        parts = parts_of(
+            request.text, request.encoding, sender=request.sender, stop_number=stop_number
+        )
         body = sends.step_body(
             send_id,
             1,
@@ -200,7 +254,9 @@ async def request_send(
             **{"from": request.sender},
             user_data=request.user_data,
             nature=request.nature,
-            # The encoding it goes out in, and the one asked for (CALLR's force_encoding).
+            # The receiver's estimate of the encoding it goes out in and of its parts
+            # (CALLR's own, once reported, are the message record's), and the encoding
+            # asked for (CALLR's force_encoding).
             encoding=parts.encoding,
             forced_encoding=request.encoding,
             parts=parts.parts,
@@ -316,22 +372,29 @@ async def settle(
     return await find(conn, row["id"])
 
 
-def message_of(row: Any) -> dict[str, Any]:
-    """What the message record of an accepted send takes from it."""
-    return {
+def message_of(
+    row: Any, *, parts: int | None = None, encoding: str | None = None
+) -> dict[str, Any]:
+    """What the message record of an accepted send takes from it, with the `parts` and
+    `encoding` CALLR's answer gave (never the receiver's estimate)."""
+    message = {
         "to": row["to_number"],
         "from": row["from_number"],
         "text": row["text"],
         "user_data": row["user_data"],
         "nature": row["nature"],
-        "encoding": row["encoding"],
-        "parts": row["parts"],
     }
+    if parts is not None:
+        message["callr_parts"] = parts
+    if encoding is not None:
+        message["callr_encoding"] = encoding
+    return message
 
 
 def view(row: Any) -> dict[str, Any]:
-    """A send as the API shows it."""
+    """A send as the API shows it: parts and encoding CALLR's once it reported them."""
     parts = parts_of(row["text"], row["forced_encoding"])
+    billed = row["callr_parts"] is not None
     return {
         "id": row["id"],
         "state": row["state"],
@@ -339,7 +402,17 @@ def view(row: Any) -> dict[str, Any]:
         "error": row["error"],
         "reason": row["reason"],
         "attempts": row["attempts"],
-        **message_of(row),
+        "to": row["to_number"],
+        "from": row["from_number"],
+        "text": row["text"],
+        "user_data": row["user_data"],
+        "nature": row["nature"],
+        "encoding": row["callr_encoding"] or row["encoding"],
+        "parts": row["callr_parts"] if billed else row["parts"],
+        "parts_from": "callr" if billed else "estimate",
+        "estimated_parts": row["parts"],
+        "estimated_encoding": row["encoding"],
+        "warnings": warnings(row["text"], row["from_number"]),
         "forced_unicode_by": list(parts.forced_unicode_by),
         "replaced": list(parts.replaced),
         "api": row["api"],

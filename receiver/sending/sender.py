@@ -18,13 +18,17 @@ that is sent again blindly. What CALLR answers decides the next step:
 - an answer lost after the request may have reached CALLR (a timeout, a cut
   connection, an answer that cannot be read): `lost`, then looked for.
 
-A lost send is looked for in CALLR's list of the SMS sent around the try (REST
-v1.1 `GET /sms`, with the login and password) and in the records of CALLR's own
-webhooks, matching the number, the text and the user_data, among the SMS no other
-send holds. Found: `accepted`. Not in a list asked RECEIVER_SEND_LOOKUP_AFTER
-after the try or later: `absent`, and it is sent again. Not decided within
-RECEIVER_SEND_UNKNOWN_AFTER (CALLR's list cannot be read, or there are no
-credentials to read it): `unknown`, never sent again by itself; an admin settles it.
+A lost send is looked for in CALLR's list of the SMS sent around the try, every
+page of it (JSON-RPC `sms.search` with the login for a v1 send, `GET /v2.0/sms` with
+the API key for a v2 one), and in the records of CALLR's own webhooks, matching the
+number, the user_data and the text as CALLR may have stored it (`%STOPNUM%`
+replaced, a forced GSM's conversion: receiver.callr.gsm.text_matcher), among the
+SMS no other send holds. Found: `accepted`. Not in a whole list asked
+RECEIVER_SEND_LOOKUP_AFTER after the try or later, and no SMS to the number whose
+text may be the send's: `absent`, and it is sent again. Anything short of that (a
+list cut, an SMS that may be it, CALLR's list out of reach, no credentials to read
+it) is doubt: within RECEIVER_SEND_UNKNOWN_AFTER it becomes `unknown`, never sent
+again by itself; an admin settles it.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ import asyncpg
 import structlog
 
 from receiver import metrics
-from receiver.callr.api import CallrApi, CallrApiError, SendAnswer
+from receiver.callr.api import CallrApi, CallrApiError, Listing, SendAnswer
+from receiver.callr.gsm import TextMatcher, text_matcher
 from receiver.callr.sends import Step
 from receiver.db.engine import UNAVAILABLE_ERRORS
 from receiver.db.listen import listen
@@ -78,15 +83,16 @@ SELECT EXISTS (
 )
 """
 _TWIN_PAUSE = timedelta(seconds=2)
-# The outbound SMS CALLR's webhooks reported that match a send, no send holding them.
+# The outbound SMS CALLR's webhooks reported to a send's number around its try, no
+# other send holding them: their texts are matched as CALLR may have stored them.
 _SEEN = """
-SELECT m.sms_id FROM messages m
-WHERE m.direction = 'outbound' AND m.to_number = $1 AND m.text = $2
-  AND (m.user_data IS NULL OR m.user_data = '' OR m.user_data = $3)
-  AND m.created_at BETWEEN $4 AND $5
-  AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.sms_id = m.sms_id AND s.id <> $6)
+SELECT m.sms_id, m.text FROM messages m
+WHERE m.direction = 'outbound' AND m.to_number = $1
+  AND (m.user_data IS NULL OR m.user_data = '' OR m.user_data = $2)
+  AND m.created_at BETWEEN $3 AND $4
+  AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.sms_id = m.sms_id AND s.id <> $5)
 ORDER BY m.created_at, m.sms_id
-LIMIT 1
+LIMIT 500
 """
 
 
@@ -99,7 +105,7 @@ class Sender:
         dsn: str,
         api: Callable[[], CallrApi],
         *,
-        can_list: bool,
+        can_list: frozenset[str],
         timeout: float,
         lookup_after: timedelta,
         unknown_after: timedelta,
@@ -111,6 +117,7 @@ class Sender:
         self._dsn = dsn
         self._make_api = api
         self._can_list = can_list
+        """The APIs whose sends can be looked for: v1 with the login, v2 with the key."""
         self._timeout = timeout
         self._lookup_after = lookup_after
         self._unknown_after = unknown_after
@@ -220,7 +227,7 @@ class Sender:
                 attempt=attempt,
                 sms_id=answer.sms_id,
                 how="answer",
-                message=message_of(row),
+                message=message_of(row, parts=answer.parts, encoding=answer.encoding),
             )
             log.info("send_accepted", send_id=row["id"], sms_id=answer.sms_id, attempt=attempt)
         elif answer.outcome == "rejected":
@@ -262,6 +269,7 @@ class Sender:
         tried_at = row["attempted_at"] or row["updated_at"]
         now = datetime.now(UTC)
         since, until = tried_at - _CLOCK_SKEW, now + _CLOCK_SKEW
+        matcher = text_matcher(row["text"], row["forced_encoding"])
         async with self._pool.acquire() as conn:
             twin = await conn.fetchval(
                 _TWIN_IN_FLIGHT, row["id"], row["to_number"], row["text"], row["user_data"]
@@ -270,45 +278,53 @@ class Sender:
                 # Wait for its answer: claiming its SMS would leave it none to record.
                 await conn.execute(_LATER, row["id"], now + _TWIN_PAUSE, row["seq"])
                 return
-            seen = await conn.fetchval(
-                _SEEN,
-                row["to_number"],
-                row["text"],
-                row["user_data"] or "",
-                since,
-                until,
-                row["id"],
+            seen = await conn.fetch(
+                _SEEN, row["to_number"], row["user_data"] or "", since, until, row["id"]
             )
-        if seen is not None:
-            await self._found(row, seen, "webhook")
-            return
-        listed: bool = False
-        if self._can_list:
+        doubts: list[str] = []
+        for record in seen:
+            verdict = matcher.matches(record["text"])
+            if verdict == "yes":
+                await self._found(row, record["sms_id"], "webhook")
+                return
+            if verdict == "maybe":
+                doubts.append(f"CALLR's webhook reported {record['sms_id']}, whose text may be it")
+        listed = False
+        if row["api"] in self._can_list:
             try:
-                answer = await api.sms_list("OUT", since, until)
+                listing = await api.search(row["api"], "OUT", since, until, to=row["to_number"])
             except CallrApiError as error:
                 log.warning("send_lookup_failed", send_id=row["id"], error=str(error))
+                doubts.append(f"CALLR's list could not be read ({error})")
             else:
-                listed = True
-                found = await self._match(row, answer.value)
+                found, maybe = await self._match(row, listing, matcher)
                 if found is not None:
                     await self._found(row, found, "lookup")
                     return
-        if listed and now >= tried_at + self._lookup_after:
-            reason = f"not in CALLR's list of the SMS sent from {since.isoformat()}"
+                doubts += maybe
+                if listing.complete:
+                    listed = True
+                else:
+                    doubts.append(f"CALLR's list is not whole: {listing.why}")
+        else:
+            doubts.append(
+                "no CALLR credentials to read its list of SMS for a "
+                + ("v1 send (the login)" if row["api"] == "v1" else "v2 send (the API key)")
+                + ", and no webhook reported it"
+            )
+        if listed and not doubts and now >= tried_at + self._lookup_after:
+            reason = f"not in CALLR's whole list of the SMS sent from {since.isoformat()}"
             await self._conclude(row, Step.ABSENT, now, reason)
             return
         if now >= tried_at + self._unknown_after:
-            why = (
-                "CALLR's list could not be read"
-                if self._can_list
-                else "no CALLR login to read its list of SMS, and no webhook reported it"
-            )
+            why = "; ".join(dict.fromkeys(doubts)) or "CALLR's list did not settle it"
             reason = f"undecided {_span(self._unknown_after)} after the try: {why}"
             await self._conclude(row, Step.UNKNOWN, now, reason)
             return
         # Look again: when the list counts as complete, or in a while.
-        again = tried_at + self._lookup_after if listed else now + timedelta(seconds=15)
+        again = (
+            tried_at + self._lookup_after if listed and not doubts else now + timedelta(seconds=15)
+        )
         again = max(min(again, tried_at + self._unknown_after), now + timedelta(seconds=0.2))
         async with self._pool.acquire() as conn:
             await conn.execute(_LATER, row["id"], again, row["seq"])
@@ -320,22 +336,36 @@ class Sender:
         level = log.error if step is Step.UNKNOWN else log.info
         level(f"send_{step.value}", send_id=row["id"], reason=reason)
 
-    async def _match(self, row: Any, listed: Any) -> str | None:
-        candidates = [
-            str(obj["hash"]).lower()
-            for obj in listed
-            if isinstance(obj, dict)
-            and obj.get("to") == row["to_number"]
-            and obj.get("text") == row["text"]
-            and (obj.get("user_data") or None) == (row["user_data"] or None)
-            and obj.get("hash")
-        ]
-        if not candidates:
-            return None
+    async def _match(
+        self, row: Any, listing: Listing, matcher: TextMatcher
+    ) -> tuple[str | None, list[str]]:
+        """The listed SMS that is the send's, no other send holding it; and the doubts: the
+        listed SMS to its number whose text may be its own."""
+        exact: list[str] = []
+        maybe: list[str] = []
+        for obj in listing.objects:
+            sms_id, text = _listed(obj)
+            if sms_id is None or obj.get("to") != row["to_number"]:
+                continue
+            # v1's objects carry the user_data; v2 sends have none.
+            if "user_data" in obj and (obj.get("user_data") or None) != (row["user_data"] or None):
+                continue
+            verdict = matcher.matches(text)
+            if verdict == "yes":
+                exact.append(sms_id)
+            elif verdict == "maybe":
+                maybe.append(sms_id)
+        if not exact and not maybe:
+            return None, []
         async with self._pool.acquire() as conn:
-            held = {r["sms_id"] for r in await conn.fetch(_HELD, candidates, row["id"])}
-        free = [c for c in candidates if c not in held]
-        return free[0] if free else None
+            held = {r["sms_id"] for r in await conn.fetch(_HELD, [*exact, *maybe], row["id"])}
+        free = [c for c in exact if c not in held]
+        doubts = [
+            f"CALLR lists {c}, to the number, whose text may be this one's as CALLR converted it"
+            for c in maybe
+            if c not in held
+        ]
+        return (free[0] if free else None), doubts
 
     async def _found(self, row: Any, sms_id: str, how: str) -> None:
         await self._write(
@@ -362,6 +392,19 @@ class Sender:
         if not written:
             log.info("send_taken_elsewhere", send_id=row["id"], step=step.value)
         return written
+
+
+def _listed(obj: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A listed SMS's id and text: v1's `hash` and `text`, v2's `sid` and `body.text`."""
+    sms_id = obj.get("hash") or obj.get("sid")
+    text = obj.get("text")
+    body = obj.get("body")
+    if text is None and isinstance(body, dict):
+        text = body.get("text")
+    return (
+        str(sms_id).lower() if isinstance(sms_id, str) and sms_id else None,
+        text if isinstance(text, str) else None,
+    )
 
 
 def _span(duration: timedelta) -> str:

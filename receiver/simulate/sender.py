@@ -19,7 +19,7 @@ from receiver.simulate.plan import Delivery, Plan
 from receiver.simulate.report import Report
 
 SIGNATURE_HEADER = "X-CALLR-HmacSignature"
-ALGORITHMS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1, "sha512": hashlib.sha512}
+ALGORITHMS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 ALGORITHMS["md5"] = hashlib.md5
 
 

@@ -30,9 +30,50 @@ async def test_any_token_previews_a_text(make_settings: SettingsFactory) -> None
         "unit": "UTF-16 code units",
         "forced_unicode_by": ["ç"],
         "replaced": [],
+        "stop_number_length": None,
+        "stop_number_assumed": False,
     }
     assert answer.headers["cache-control"] == "no-store"
     assert refused.status_code == 401
+
+
+# 155 characters before the STOP mention: with %STOPNUM% as written (9 characters)
+# the text takes 164 septets, two parts; as the 5-digit number CALLR puts in its place
+# with a custom sender, 160: one part.
+_STOP_TEXT = "a" * 146 + " STOP au %STOPNUM%"
+
+
+@pytest.mark.parametrize(
+    ("sender", "stop_number", "parts", "length", "assumed"),
+    [
+        (None, None, 2, None, False),  # no sender: CALLR leaves %STOPNUM% as it is
+        ("ACME", None, 1, 5, True),  # the assumed 5 digits
+        ("ACME", "36173", 1, 5, False),
+        ("ACME", "+33612345678", 2, 12, False),  # a long STOP number: 167 septets
+    ],
+)
+async def test_stopnum_counts_as_the_stop_number_callr_puts_in_its_place(
+    make_settings: SettingsFactory,
+    sender: str | None,
+    stop_number: str | None,
+    parts: int,
+    length: int | None,
+    assumed: bool,
+) -> None:
+    assert len(_STOP_TEXT) == 164
+    settings = make_settings(api_tokens=READ, callr_stop_number=stop_number)
+    body = {"text": _STOP_TEXT} | ({"from": sender} if sender else {})
+    async with running(create_app(settings)) as client:
+        answer = await client.post(
+            "/api/v1/sms/preview", headers={"authorization": f"Bearer {READ}"}, json=body
+        )
+    assert answer.status_code == 200, answer.text
+    found = answer.json()
+    assert (found["parts"], found["stop_number_length"], found["stop_number_assumed"]) == (
+        parts,
+        length,
+        assumed,
+    )
 
 
 @pytest.mark.parametrize(
@@ -44,6 +85,7 @@ async def test_any_token_previews_a_text(make_settings: SettingsFactory) -> None
         ({}, "text"),
         ({"text": "hi", "encoding": "latin1"}, "encoding"),
         ({"text": "hi", "to": "+33612345678"}, "to"),
+        ({"text": "hi", "from": "A" * 12}, "from"),
         (["hi"], None),
     ],
 )

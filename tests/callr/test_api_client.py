@@ -13,7 +13,16 @@ from receiver import metrics
 from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
 from receiver.callr.sms import Status
 from tests.callr_events import lifecycle, v1_event
-from tests.fake_callr import LOGIN, PASSWORD, FakeCallr, Forced, fake_callr, rpc_error, sms_object
+from tests.fake_callr import (
+    JSON,
+    LOGIN,
+    PASSWORD,
+    FakeCallr,
+    Forced,
+    fake_callr,
+    rpc_error,
+    sms_object,
+)
 
 
 @pytest.fixture
@@ -38,22 +47,38 @@ def counted(method: str, outcome: str) -> float:
     return value
 
 
-async def test_one_sms_comes_back_with_callrs_bytes(callr: FakeCallr) -> None:
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_one_sms_comes_back_with_callrs_bytes_bare_or_wrapped(
+    callr: FakeCallr, wrapped: bool
+) -> None:
+    # CALLR's REST pages show the SMS object bare; its gateway has wrapped it in
+    # {"status", "data"}: both are read, and the bytes kept are CALLR's, whole.
+    callr.rest_wrapped = wrapped
     callr.add(sms_object(v1_event("e1", "ab12cd34", lifecycle(Status.CREATED, Status.SENT))))
     before = counted("GET /sms/<hash>", "ok")
     async with client(callr) as api:
         answer = await api.sms("ab12cd34")
     assert answer.value["hash"] == "AB12CD34"
-    # The raw body is CALLR's, whole: {"status": "success", "data": ...}.
-    assert answer.raw.startswith(b'{"status":"success","data":{')
+    start = b'{"status":"success","data":{' if wrapped else b'{"type":"OUT","hash":"AB12CD34"'
+    assert answer.raw.startswith(start)
     assert callr.asked[-1].path == "/rest/v1.1/sms/AB12CD34"
     assert counted("GET /sms/<hash>", "ok") == before + 1
 
 
-async def test_an_unknown_sms_is_not_found(callr: FakeCallr) -> None:
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_an_unknown_sms_is_not_found(callr: FakeCallr, wrapped: bool) -> None:
+    callr.rest_wrapped = wrapped
     async with client(callr) as api:
         with pytest.raises(CallrNotFound, match="HTTP 404"):
             await api.sms("zz99zz99")
+
+
+async def test_a_refusal_of_one_sms_is_about_that_call(callr: FakeCallr) -> None:
+    callr.forced.append(Forced(400, b'{"code": 12, "message": "bad hash"}', JSON))
+    async with client(callr) as api:
+        with pytest.raises(CallrApiError, match=r"HTTP 400\): bad hash \(code 12\)") as caught:
+            await api.sms("ab12cd34")
+    assert caught.value.about_the_call
 
 
 async def test_bad_credentials_are_one_line_without_the_password(callr: FakeCallr) -> None:
@@ -132,8 +157,8 @@ async def test_html_instead_of_json_is_said(callr: FakeCallr) -> None:
     ("body", "expected"),
     [
         (b'{"status": "success", "data": "AB12CD34"}', "is not an SMS object"),
-        (b'{"status": "success"}', "has no data"),
-        (b"[1, 2]", "has no data"),
+        (b'"AB12CD34"', "is not an SMS object"),
+        (b"[1, 2]", "is not an SMS object"),
     ],
 )
 async def test_an_answer_of_the_wrong_shape_is_said(
@@ -145,11 +170,11 @@ async def test_an_answer_of_the_wrong_shape_is_said(
             await api.sms("ab12cd34")
 
 
-async def test_a_list_must_be_a_list_of_objects(callr: FakeCallr) -> None:
-    callr.forced.append(Forced(200, b'{"status": "success", "data": {"hash": "X"}}'))
+async def test_a_search_page_must_be_a_list_of_objects(callr: FakeCallr) -> None:
+    callr.forced.append(Forced(200, b'{"jsonrpc": "2.0", "id": 1, "result": {"hash": "X"}}'))
     async with client(callr) as api:
-        with pytest.raises(CallrApiError, match="not a list of SMS objects"):
-            await api.sms_list("OUT", datetime(2026, 3, 2, tzinfo=UTC), datetime.now(UTC))
+        with pytest.raises(CallrApiError, match="not a page of SMS objects"):
+            await api.search("v1", "OUT", datetime(2026, 3, 2, tzinfo=UTC), datetime.now(UTC))
 
 
 async def test_a_json_rpc_error_object_is_said_with_its_code(callr: FakeCallr) -> None:

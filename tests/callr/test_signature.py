@@ -14,7 +14,7 @@ def test_the_documented_test_vector() -> None:
     )
 
 
-@pytest.mark.parametrize("algorithm", ["sha256", "sha1", "sha512", "md5"])
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512", "md5"])
 def test_each_algorithm_verifies_its_own_signature_only(algorithm: str) -> None:
     check = SignatureCheck(["s3cret"], algorithm)
     assert check.verify(VECTOR_BODY, sign(VECTOR_BODY, "s3cret", algorithm))

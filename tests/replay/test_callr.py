@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sys
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -239,9 +238,7 @@ async def test_a_stuck_sms_that_callr_says_was_delivered_is_delivered_once(
 
 
 def _answer_of(callr: FakeCallr, sms_hash: str) -> bytes:
-    return json.dumps(
-        {"status": "success", "data": callr.sms[sms_hash]}, separators=(",", ":")
-    ).encode()
+    return json.dumps(callr.sms[sms_hash], separators=(",", ":"), ensure_ascii=False).encode()
 
 
 async def test_an_sms_callr_no_longer_knows_is_marked_and_not_asked_again(
@@ -288,42 +285,89 @@ async def test_reconcile_dry_run_lists_and_asks_nothing(
     assert callr.asked == []
 
 
+async def test_a_failing_callr_stops_the_run_and_the_next_one_starts_with_the_others(
+    make_settings: SettingsFactory, database_url: str, callr: FakeCallr, pool: Any
+) -> None:
+    await webhooks(
+        make_settings,
+        v1_event("w1", "stuck005", lifecycle(C, S)),
+        v1_event("w2", "stuck006", lifecycle(C, S)),
+    )
+    callr.add(sms_object(v1_event("x", "stuck006", lifecycle(C, S, D))))
+    callr.forced.extend(Forced(500, b"oops", {"retry-after": "0"}) for _ in range(2))
+    async with api(callr) as client:
+        with pytest.raises(CallrApiError, match="HTTP 500"):
+            await reconcile_at(pool, client, LATER)
+        # stuck005 was the oldest and failed: the next run begins with stuck006.
+        later = await reconcile_at(pool, client, LATER + timedelta(minutes=1))
+    assert later.candidates == ["stuck006"]
+    assert (await message(database_url, "stuck006"))["status"] == "delivered"
+
+
+async def test_reconcile_stops_when_callr_refuses_the_credentials_and_writes_nothing(
+    make_settings: SettingsFactory, database_url: str, callr: FakeCallr, pool: Any
+) -> None:
+    await webhooks(make_settings, v1_event("w1", "stuck003", lifecycle(C, S)))
+    events = await count(database_url, "events")
+    callr.forced.append(Forced(401, b'{"code":401,"message":"Authentication failed"}'))
+    async with api(callr) as client:
+        with pytest.raises(CallrApiError, match="refused the credentials"):
+            await reconcile_at(pool, client, LATER)
+    assert await count(database_url, "events") == events
+    assert await count(database_url, "reconciliations") == 0
+
+
 @pytest.mark.parametrize(
     ("forced", "expected"),
     [
-        (Forced(401, b'{"status":"error","data":{"code":401}}'), "refused the credentials"),
+        (Forced(400, b'{"code": 12, "message": "bad request"}'), "bad request (code 12)"),
         (
             Forced(200, b"<html>hi</html>", {"content-type": "text/html"}),
             "with text/html, not JSON",
         ),
+        (Forced(200, b'{"type":"OUT","hash":"STUCK003"}'), "data.status is missing"),
         (
-            Forced(200, b'{"status":"success","data":{"type":"OUT","hash":"STUCK003"}}'),
-            "data.status is missing",
-        ),
-        (
-            Forced(
-                200, b'{"status":"success","data":{"type":"OUT","hash":"OTHER","status":"SENT"}}'
-            ),
+            Forced(200, b'{"type":"OUT","hash":"OTHER","status":"SENT"}'),
             "with another SMS (other)",
         ),
     ],
 )
-async def test_a_failed_reconcile_writes_nothing(
+async def test_an_error_about_one_sms_is_a_check_and_the_run_goes_on(
     make_settings: SettingsFactory,
     database_url: str,
     callr: FakeCallr,
     pool: Any,
     forced: Forced,
     expected: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    await webhooks(make_settings, v1_event("w1", "stuck003", lifecycle(C, S)))
+    # The oldest stuck SMS answered with an error of its own: its answer is not written,
+    # it counts as a check, and the SMS after it is reconciled in the same run (before,
+    # the same oldest SMS stopped every later run).
+    await webhooks(
+        make_settings,
+        v1_event("w1", "stuck003", lifecycle(C, S)),
+        v1_event("w2", "stuck004", lifecycle(C, S)),
+    )
+    callr.add(sms_object(v1_event("x", "stuck004", lifecycle(C, S, D))))
     events = await count(database_url, "events")
-    callr.forced.append(forced)
+    # A 5xx is tried again: each try gets the same answer.
+    callr.forced.extend([forced] * (5 if forced.status >= 500 else 1))
     async with api(callr) as client:
-        with pytest.raises(CallrApiError, match=re.escape(expected)):
-            await reconcile_at(pool, client, LATER)
-    assert await count(database_url, "events") == events
-    assert await count(database_url, "reconciliations") == 0
+        summary = await reconcile_at(pool, client, LATER)
+        again = await reconcile_at(pool, client, LATER + timedelta(minutes=1))
+    assert (summary.failed, summary.changed) == (1, 1)
+    assert await count(database_url, "events") == events + 1  # stuck004's answer alone
+    assert (await message(database_url, "stuck004"))["status"] == "delivered"
+    checks = await fetch(
+        database_url, "SELECT sms_id, checks, unknown FROM reconciliations ORDER BY sms_id"
+    )
+    assert checks == [
+        {"sms_id": "stuck003", "checks": 1, "unknown": False},
+        {"sms_id": "stuck004", "checks": 1, "unknown": False},
+    ]
+    assert again.candidates == []  # checked: asked again once RECONCILE_AFTER has passed
+    assert expected in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- backfill
@@ -381,9 +425,14 @@ async def test_backfill_fills_missed_reports_and_sms_and_forwards_missed_replies
         )
     assert (again.listed, again.new) == (4, 0)
     assert await count(database_url, "events") == events
-    # Four slices of 30 minutes, each asked for both directions, in CALLR's date format.
-    lists = [a.query for a in callr.asked if a.path == "/rest/v1.1/sms"]
-    assert lists[0] == {"type": "OUT", "from": "2026-03-02 15:56:04", "to": "2026-03-02 16:26:03"}
+    # Four slices of 30 minutes, each searched for both directions with sms.search, in
+    # CALLR's date format, a page of 100 at a time.
+    searches = [json.loads(a.body)["params"] for a in callr.asked if a.path == "/json-rpc/v1.1/"]
+    assert len(searches) == 4 * 2 + 2 * 2  # then two slices of an hour, the second time
+    assert searches[0] == [
+        {"type": "OUT", "from": "2026-03-02 15:56:04", "to": "2026-03-02 16:26:03"},
+        {"offset": 0, "limit": 100},
+    ]
 
 
 async def test_backfill_no_forward_imports_replies_without_waking_handlers(
@@ -417,9 +466,8 @@ async def test_a_slice_with_an_sms_that_cannot_be_read_writes_nothing_of_it(
 ) -> None:
     good = sms_object(v1_event("x", "good0001", lifecycle(C, S, D)))
     broken = {**sms_object(v1_event("x", "bad00001", lifecycle(C, S))), "status_history": "no"}
-    callr.forced.append(
-        Forced(200, json.dumps({"status": "success", "data": [good, broken]}).encode())
-    )
+    page = {"jsonrpc": "2.0", "id": 1, "result": {"count": 2, "results": [good, broken]}}
+    callr.forced.append(Forced(200, json.dumps(page).encode()))
     async with api(callr) as client:
         with pytest.raises(CallrApiError, match=r"SMS 1.*status_history must be a list"):
             await backfill(

@@ -288,8 +288,9 @@ async def test_v2_send_records_the_user_data_and_a_reply_routes_to_its_handler(
 async def test_an_undecidable_send_is_unknown_never_sent_again_and_an_admin_settles_it(
     make_settings: SettingsFactory, callr: FakeCallr
 ) -> None:
-    # v2 alone: no login to read CALLR's list, and no webhook reports the SMS.
+    # CALLR's list cannot be read, and no webhook reports the SMS.
     callr.faults = ["drop"]
+    callr.searches_fail = True
     settings = make_settings(**QUICK, **callr.v2_settings())
     async with running(create_app(settings)) as client:
         answer = await post(client, {"to": TO, "text": "lost", "user_data": "u-1"})
@@ -311,7 +312,7 @@ async def test_an_undecidable_send_is_unknown_never_sent_again_and_an_admin_sett
         record = await client.get(
             f"/api/v1/messages/{callr.created[0]['hash'].lower()}", headers=bearer(READ)
         )
-    assert "no CALLR login" in unknown["reason"]
+    assert "CALLR's list could not be read" in unknown["reason"]
     assert unknown["error"] is None
     assert still.json()["state"] == "unknown"
     assert len(callr.created) == 1
@@ -365,6 +366,7 @@ async def test_the_console_shows_sends_and_an_admin_settles_an_unknown_one(
     make_settings: SettingsFactory, callr: FakeCallr
 ) -> None:
     callr.faults = ["drop"]
+    callr.searches_fail = True
     settings = make_settings(**QUICK, **callr.v2_settings(), console_mask="numbers")
     async with running(create_app(settings)) as client:
         lost = (await post(client, {"to": TO, "text": "lost", "user_data": "u-7"})).json()["id"]
@@ -518,6 +520,7 @@ async def test_an_unknown_send_is_not_settled_with_another_send_s_sms(
     make_settings: SettingsFactory, callr: FakeCallr
 ) -> None:
     callr.faults = ["drop"]
+    callr.searches_fail = True
     async with running(create_app(make_settings(**QUICK, **callr.v2_settings()))) as client:
         lost = (await post(client, {"to": TO, "text": "a", "user_data": "u"})).json()["id"]
         await until_state(client, lost, "unknown")

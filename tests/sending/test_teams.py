@@ -52,14 +52,14 @@ async def _kept_tokens(url: str) -> tuple[str, str]:
     try:
         async with pool.acquire() as conn:
             a = await add_token(
-                conn, "team-a", "send", user_data_prefix="teamA-", senders=["TeamA", "+3310"]
+                conn, "team-a", "send", user_data_prefix="teamA-", senders=["TeamA", "36100"]
             )
             b = await add_token(conn, "team-b", "send", user_data_prefix="teamB-")
             listed = {token.name: token for token in await list_tokens(conn)}
     finally:
         await pool.close()
     assert listed["team-a"].user_data_prefix == "teamA-"
-    assert listed["team-a"].senders == ["TeamA", "+3310"]
+    assert listed["team-a"].senders == ["TeamA", "36100"]
     return a, b
 
 
@@ -116,12 +116,12 @@ async def test_a_token_held_to_senders_sends_from_no_other(
     settings = make_settings(dispatcher=False, **callr.settings())
     body = {"to": TO, "text": "hello", "user_data": "teamA-1"}
     async with running(create_app(settings)) as client:
-        for sender in ("TeamB", "+3311", None):
+        for sender in ("TeamB", "36111", None):
             asked = body | ({"from": sender} if sender else {})
             refused = await post(client, team_a, asked)
             assert refused.status_code == 403, refused.text
             assert refused.json()["parameter"] == "from"
-        for sender in ("TeamA", "+3310"):
+        for sender in ("TeamA", "36100"):
             assert (await post(client, team_a, body | {"from": sender})).status_code == 202
         wrong_prefix = await post(client, team_a, body | {"from": "TeamA", "user_data": "teamB"})
         assert wrong_prefix.status_code == 400
@@ -164,13 +164,13 @@ def test_tokens_add_takes_a_prefix_and_senders(database_url: str) -> None:
         "--sender",
         "Billing",
         "--sender",
-        "+3310",
+        "36100",
         env=env,
     )
     assert made.returncode == 0, made.stderr
     listed = receiver_command("tokens", "list", env=env)
     assert "user_data 'billing-'..." in listed.stdout
-    assert "from 'Billing', '+3310'" in listed.stdout
+    assert "from 'Billing', '36100'" in listed.stdout
     refused = receiver_command(
         "tokens", "add", "--scope", "send", "--name", "x", "--user-data-prefix", "x", env=env
     )
