@@ -32,7 +32,7 @@ import re
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -52,7 +52,7 @@ PAGE_MAX = 100
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _NAME = re.compile(r"[A-Za-z0-9 _-]{1,11}")
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
-_V2_NUMBER = re.compile(r"\+?[0-9]{3,11}")
+_V2_NUMBER = re.compile(r"(?=.{3,11}$)\+?[0-9]+")
 # JSON-RPC methods, and how many parameters each takes.
 _PARAMS = {
     "webhooks.subscribe": 3,
@@ -426,40 +426,22 @@ class FakeCallr:
     def _create(
         self, sender: str, to: str, text: str, options: dict[str, Any], *, v2: bool = False
     ) -> dict[str, Any]:
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
         if sender:
             text = text.replace("%STOPNUM%", STOP_NUMBER)
         forced = options.get("force_encoding")
         if forced == "GSM":
             text = self._gsm_text(text)
-        encoding, parts = _billed(text, forced)
-        number = len(self.created)
-        sms = {
-            "type": "OUT",
-            # v2's sids are 8 characters; v1's hashes too, told apart by their start.
-            "hash": f"{'V' if v2 else 'S'}{number:07d}",
-            "from": sender or "SMS",
-            "to": to,
-            "text": text,
-            "options": options or None,
-            "encoding": encoding,
-            "user_data": options.get("user_data", ""),
-            "status": "PENDING",
-            "status_error": "",
-            "parts": parts,
-            "nature": options.get("nature", "MARKETING"),
-            "network": "",
-            "b_customer_mode": "PREPAID",
-            "b_customer_debit": "0.00",
-            "date_creation": now,
-            "date_update": now,
-            "date_sent": "0000-00-00 00:00:00",
-            "date_received": "0000-00-00 00:00:00",
-            "status_history": [],
-        }
+        sms = _sms(f"{'V' if v2 else 'S'}{len(self.created):07d}", sender, to, text, options)
         self.created.append(sms)
         self.add(sms)
         return sms
+
+    def made_elsewhere(self, sms_hash: str, to: str, text: str, *, later: float = 0.0) -> None:
+        """An SMS the account sent by other means (not in `created`), `later` seconds from now."""
+        sms = _sms(sms_hash, "SMS", to, text, {})
+        made = (datetime.now(UTC) + timedelta(seconds=later)).strftime("%Y-%m-%d %H:%M:%S")
+        sms["date_creation"] = sms["date_update"] = made
+        self.add(sms)
 
     def _gsm_text(self, text: str) -> str:
         """A forced GSM's conversion: the double's table, else the letter without its accent,
@@ -535,6 +517,35 @@ def _date(text: str) -> datetime:
 
 def _rfc3339(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
+
+
+def _sms(sms_hash: str, sender: str, to: str, text: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A v1 SMS object as CALLR keeps it: billed as its pages say."""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    encoding, parts = _billed(text, options.get("force_encoding"))
+    return {
+        "type": "OUT",
+        # v2's sids are 8 characters; v1's hashes too, told apart by their start.
+        "hash": sms_hash,
+        "from": sender or "SMS",
+        "to": to,
+        "text": text,
+        "options": options or None,
+        "encoding": encoding,
+        "user_data": options.get("user_data", ""),
+        "status": "PENDING",
+        "status_error": "",
+        "parts": parts,
+        "nature": options.get("nature", "MARKETING"),
+        "network": "",
+        "b_customer_mode": "PREPAID",
+        "b_customer_debit": "0.00",
+        "date_creation": now,
+        "date_update": now,
+        "date_sent": "0000-00-00 00:00:00",
+        "date_received": "0000-00-00 00:00:00",
+        "status_history": [],
+    }
 
 
 def _name_ok(sender: str) -> bool:

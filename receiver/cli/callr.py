@@ -46,6 +46,14 @@ def event_types(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a list of event types such as sms.mt.status_update,sms.mo"
         )
+    v2 = [t for t in types if t.startswith("v2.")]
+    if v2:
+        # CALLR's v2 page: v2 webhooks are made in its portal (Webhooks, Create), not
+        # through the JSON-RPC webhooks.subscribe.
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(v2)}: v2 events are subscribed to in CALLR's portal (Webhooks, then"
+            " Create, with the receiver's URL), not through webhooks.subscribe"
+        )
     return types
 
 
@@ -168,7 +176,8 @@ def add_callr_commands(commands: Any) -> None:
         "--types",
         type=event_types,
         default=DEFAULT_TYPES,
-        help="comma-separated event types (default sms.mt.status_update,sms.mo)",
+        help="comma-separated v1 event types (default sms.mt.status_update,sms.mo); v2"
+        " events are subscribed to in CALLR's portal",
     )
     subscribing.set_defaults(run=subscribe_command)
 

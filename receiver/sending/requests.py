@@ -32,7 +32,7 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 # 1 to 11 of a-z A-Z 0-9, space, dash and underscore with at least one letter. v2
 # (POST /v2.0/sms): 11 characters at most, a phone number or an alphanumeric sender.
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
-_V2_NUMBER = re.compile(r"\+?[0-9]{3,11}")
+_V2_NUMBER = re.compile(r"(?=.{3,11}$)\+?[0-9]+")
 _SENDER_NAME = re.compile(r"[A-Za-z0-9 _-]{1,11}")
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 

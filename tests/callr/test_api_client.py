@@ -14,6 +14,7 @@ from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
 from receiver.callr.sms import Status
 from tests.callr_events import lifecycle, v1_event
 from tests.fake_callr import (
+    API_KEY,
     JSON,
     LOGIN,
     PASSWORD,
@@ -212,3 +213,43 @@ async def test_requests_are_spaced_to_the_rate(callr: FakeCallr) -> None:
     # Five starts at most 20 a second are at least four intervals apart (a lower
     # bound: a slow machine only makes it longer).
     assert elapsed >= 4 / 20
+
+
+async def test_a_search_whose_count_exceeds_its_pages_is_not_whole(callr: FakeCallr) -> None:
+    page = {"jsonrpc": "2.0", "id": 1, "result": {"count": 3, "results": [{"hash": "A"}]}}
+    callr.forced.append(Forced(200, json.dumps(page).encode(), JSON))
+    async with client(callr) as api:
+        listing = await api.search("v1", "OUT", datetime(2026, 3, 2, tzinfo=UTC), datetime.now(UTC))
+    assert not listing.complete
+    assert "counted 3 SMS" in listing.why
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"sid": "abcdefgh", "to": "+33612345678"}]',
+        b'{"data": [{"sid": "abcdefgh", "to": "+33612345678"}], "total": 1}',
+        b'{"items": [{"sid": "abcdefgh", "to": "+33612345678"}]}',
+    ],
+)
+async def test_a_v2_search_page_is_read_bare_or_in_an_object(callr: FakeCallr, body: bytes) -> None:
+    callr.forced.append(Forced(200, body, JSON))
+    async with CallrApi(callr.url, None, None, api_key=API_KEY, rate=100) as api:
+        listing = await api.search(
+            "v2", "OUT", datetime(2026, 3, 2, tzinfo=UTC), datetime.now(UTC), to="+33612345678"
+        )
+    assert listing.complete
+    assert [obj["sid"] for obj in listing.objects] == ["abcdefgh"]
+    asked = callr.asked[-1]
+    assert (asked.method, asked.path) == ("GET", "/v2.0/sms")
+    assert asked.query["limit"] == "100"
+    assert asked.query["direction"] == "outbound"
+    assert asked.authorization is None  # the key alone, never the login
+
+
+async def test_the_double_refuses_a_page_of_more_than_100(callr: FakeCallr) -> None:
+    async with CallrApi(callr.url, None, None, api_key=API_KEY, rate=100) as api:
+        answer = await api._client.get(
+            f"{callr.url}/v2.0/sms", params={"limit": "101"}, headers={"x-api-key": API_KEY}
+        )
+    assert answer.status_code == 400

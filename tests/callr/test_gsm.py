@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from receiver.callr.gsm import parts_of
+from receiver.callr.gsm import Encoding, parts_of, text_matcher
 
 EMOJI = "\U0001f600"  # two UTF-16 code units
 
@@ -64,3 +64,30 @@ def test_unicode_forced_counts_code_units() -> None:
         5,
         "UTF-16 code units",
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "stored", "verdict"),
+    [
+        ("Code 4821", None, "Code 4821", "yes"),
+        ("Code 4821", None, "Code 4822", "no"),
+        ("STOP au %STOPNUM%", None, "STOP au 36173", "yes"),
+        ("STOP au %STOPNUM%", None, "STOP au +33612345678", "yes"),
+        ("STOP au %STOPNUM%", None, "STOP au %STOPNUM%", "yes"),
+        ("STOP au %STOPNUM%", None, "STOP au ", "no"),
+        ("Offre «x» ê", "gsm", 'Offre "x" e', "yes"),  # converted by our table
+        ("Offre «x» ê", "gsm", "Offre «x» ê", "yes"),  # kept as written
+        ("Offre «x» ê", "gsm", "Offre <<x>> e", "maybe"),  # another table's conversion
+        ("Offre «x»", None, 'Offre "x"', "no"),  # not forced: CALLR sends it unicode
+        ("a.b*c", None, "aXbbc", "no"),  # the text's own characters are literal
+    ],
+)
+def test_a_text_is_matched_as_callr_may_have_stored_it(
+    text: str, encoding: Encoding | None, stored: str, verdict: str
+) -> None:
+    assert text_matcher(text, encoding).matches(stored) == verdict
+
+
+def test_forced_gsm_counts_each_replacement_s_septets() -> None:
+    assert parts_of("…", "gsm").units == 3  # "..."
+    assert parts_of("ê", "gsm").units == 1  # "e"

@@ -132,3 +132,45 @@ def test_0019_tells_own_events_by_where_they_were_stored_and_clears_times_out_of
     assert messages == [{"sms_id": "fine"}]
     pending = asyncio.run(fetch(url, "SELECT event_id FROM projection_pending"))
     assert pending == [{"event_id": "near"}]
+
+
+def test_0020_takes_the_estimate_out_of_the_records_of_sent_sms_and_queues_their_events(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0019")
+    url = empty_database_url
+    send = (
+        "INSERT INTO sends (id, request_digest, api, to_number, text, encoding, parts, state,"
+        " seq, sms_id, requested_at, updated_at)"
+        " VALUES ($1, 'd', 'v1', '+33612345678', 't', 'unicode', 3, 'accepted', 3, $2, now(),"
+        " now())"
+    )
+    message = (
+        "INSERT INTO messages (sms_id, direction, status, provider_status, status_at,"
+        " status_rank, status_terminal, first_seen_at, last_seen_at, parts, encoding)"
+        " VALUES ($1, 'outbound', 'sent', 'SENT', now(), 3, false, now(), now(), 3, 'unicode')"
+    )
+    event = (
+        "INSERT INTO events (event_id, type, received_at, state, fingerprint, body, sms_id)"
+        " VALUES ($1, 'sms.mt.status_update', now(), 'processed', '\\x00', '{}', $2)"
+    )
+
+    async def fill() -> None:
+        await fetch(url, send, "snd_1", "sent0001")
+        for sms_id in ("sent0001", "other001"):  # other001: no send, CALLR's own
+            await fetch(url, message, sms_id)
+            await fetch(url, event, f"report-{sms_id}", sms_id)
+
+    asyncio.run(fill())
+    migrate.upgrade(url)
+    records = asyncio.run(
+        fetch(url, "SELECT sms_id, parts, encoding FROM messages ORDER BY sms_id")
+    )
+    assert records == [
+        {"sms_id": "other001", "parts": 3, "encoding": "unicode"},
+        {"sms_id": "sent0001", "parts": None, "encoding": None},
+    ]
+    pending = asyncio.run(fetch(url, "SELECT event_id FROM projection_pending"))
+    assert pending == [{"event_id": "report-sent0001"}]
+    estimate = asyncio.run(fetch(url, "SELECT parts, encoding FROM sends"))
+    assert estimate == [{"parts": 3, "encoding": "unicode"}]

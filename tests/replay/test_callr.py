@@ -166,6 +166,23 @@ async def test_a_callr_error_on_subscribe_is_one_line_and_keeps_nothing(
     assert await count(database_url, "callr_subscriptions") == 0
 
 
+async def test_v2_events_are_sent_to_callrs_portal_not_subscribed(
+    database_url: str, callr: FakeCallr
+) -> None:
+    code, _, err = await receiver_callr(
+        database_url,
+        callr,
+        "subscribe",
+        "--url",
+        "https://hooks.example.com/x",
+        "--types",
+        "sms.mo,v2.sms.outbound.updated",
+    )
+    assert code == 2
+    assert "v2.sms.outbound.updated: v2 events are subscribed to in CALLR's portal" in err
+    assert callr.asked == []
+
+
 async def test_commands_without_credentials_say_which_settings(
     database_url: str, callr: FakeCallr
 ) -> None:

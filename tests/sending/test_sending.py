@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,7 @@ from receiver.db.rate import SharedRate
 from receiver.replay import rebuild
 from tests.callr_events import Step, lifecycle, v2_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.fake_callr import FakeCallr, fake_callr
+from tests.fake_callr import FakeCallr
 from tests.forwarding.conftest import register
 from tests.forwarding.handler_server import handler_server, wait_for
 from tests.support import console_sign_in, fetch, running, until_projected
@@ -47,12 +46,6 @@ QUICK = {
 
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-async def callr() -> AsyncIterator[FakeCallr]:
-    async with fake_callr() as server:
-        yield server
 
 
 async def until_state(

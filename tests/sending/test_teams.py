@@ -8,7 +8,6 @@ kinds of token: the environment's and the database's (`receiver tokens add`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,7 +17,7 @@ from receiver.api.tokens import TokenError, add_token, list_tokens
 from receiver.app import create_app
 from receiver.db.engine import create_pool
 from tests.conftest import SettingsFactory
-from tests.fake_callr import FakeCallr, fake_callr
+from tests.fake_callr import FakeCallr
 from tests.support import running
 from tests.test_cli import receiver_command
 
@@ -27,12 +26,6 @@ ENV_B = "send-token-teamB-0123456789"
 READ = "read-token-teams-0123456789"
 ADMIN = "admin-token-teams-0123456789"
 TO = "+33612345678"
-
-
-@pytest.fixture
-async def callr() -> AsyncIterator[FakeCallr]:
-    async with fake_callr() as server:
-        yield server
 
 
 def bearer(token: str) -> dict[str, str]:
