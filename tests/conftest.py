@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from receiver.callr.gsm import use_callr_table
 from receiver.db import migrate
 from receiver.db.embedded import start_embedded
 from receiver.settings import Settings
@@ -25,6 +26,13 @@ def _no_receiver_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("RECEIVER_") and name != "RECEIVER_TEST_DATABASE_URL":
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _offline_gsm_table() -> Iterator[None]:
+    """A test whose sender fetched CALLR's GSM table leaves the next one the offline table."""
+    yield
+    use_callr_table({})
 
 
 @pytest.fixture(scope="session")

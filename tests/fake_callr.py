@@ -59,6 +59,8 @@ _PARAMS = {
     "sms.send": 4,
     "sms.search": 2,
     "sms.get": 1,
+    "sms.get_gsm_charset_mapping": 0,
+    "sms.get_quote": 3,
 }
 _OPTIONS = {"force_encoding", "nature", "user_data", "webhook"}
 _V2_SEND_QUERY = {"to", "from", "encoding", "trafficType"}
@@ -134,6 +136,8 @@ class FakeCallr:
     """REST answers as `{"status", "data"}` (CALLR's gateway) instead of bare (its pages)."""
     to_gsm: dict[str, str] = field(default_factory=dict)
     """Conversions of a forced GSM beyond the double's own (see `_gsm_text`)."""
+    serves_gsm_table: bool = True
+    """Whether sms.get_gsm_charset_mapping answers the double's table (else an error)."""
     port: int = 0
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -281,6 +285,21 @@ class FakeCallr:
             if self.searches_fail:
                 return Forced(503, b"Service Unavailable", {"retry-after": "0"})
             return self._v1_search(request, *params)
+        if method == "sms.get_gsm_charset_mapping":
+            if not self.serves_gsm_table:
+                return _rpc_error(request, 1, "INTERNAL_ERROR")
+            table = _DOUBLE_TO_GSM | self.to_gsm
+            return _rpc_result(request, [{"from": k, "to": v} for k, v in table.items()])
+        if method == "sms.get_quote":
+            to, text, options = params
+            if not isinstance(to, str) or not _E164.fullmatch(to):
+                return _rpc_error(request, 22, "INVALID_PHONE_NUMBER")
+            if not isinstance(text, str) or not 1 <= len(text) <= MAX_TEXT:
+                return _rpc_error(request, 11, "INVALID_BODY")
+            forced = (options or {}).get("force_encoding")
+            encoding, parts = _billed(self._gsm_text(text) if forced == "GSM" else text, forced)
+            cost = f"{parts * 0.045:.3f}"
+            return _rpc_result(request, {"nb_sms": parts, "encoding": encoding, "cost": cost})
         if method == "sms.get":
             found = self.sms.get(str(params[0]).upper())
             if found is None:

@@ -8,11 +8,12 @@ drifting from the description. Errors keep their shape, `{"error", "parameter"}`
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -364,6 +365,25 @@ class SmsPreviewRequest(Body):
         max_length=11,
         description="the sender: with one, CALLR replaces %STOPNUM% by the STOP number",
     )
+    to: str | None = Field(
+        None,
+        description="E.164: with ?quote=true, CALLR's own estimate for this number",
+        json_schema_extra={"pattern": "^\\+[1-9][0-9]{6,14}$"},
+    )
+
+    @field_validator("to")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\+[1-9][0-9]{6,14}", value):
+            raise ValueError("to must be a number in E.164 form, such as +33612345678")
+        return value
+
+
+class Quote(Answer):
+    parts: int | None = Field(description="CALLR's count of the parts it would bill")
+    encoding: Literal["gsm", "unicode"] | None
+    cost: str | None = Field(description="as CALLR gives it")
+    source: Literal["callr"] = Field(description="CALLR's estimate: sending may differ")
 
 
 class SmsPreview(Answer):
@@ -382,6 +402,7 @@ class SmsPreview(Answer):
     stop_number_assumed: bool = Field(
         description="that length is the assumed 5 digits: RECEIVER_CALLR_STOP_NUMBER is unset"
     )
+    quote: Quote | None = Field(None, description="CALLR's sms.get_quote, with ?quote=true")
 
 
 class SendRequest(Body):
@@ -491,6 +512,12 @@ class Query(BaseModel):
     """A route's query parameters: described in OpenAPI, read by `receiver.api.params`."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class PreviewQuery(Query):
+    quote: Literal["true", "false"] | None = Field(
+        None, description="true: ask CALLR's sms.get_quote too (needs `to` and the API login)"
+    )
 
 
 _SINCE = "from this time (inclusive)"

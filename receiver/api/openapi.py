@@ -155,8 +155,14 @@ OPERATIONS = [
     Operation(
         "post",
         "/api/v1/sms/preview",
-        "The parts and encoding a text takes, by CALLR's rules (nothing is sent)",
-        {200: (m.SmsPreview, "the preview")},
+        "The parts and encoding a text takes, by CALLR's rules (nothing is sent); with"
+        " ?quote=true, CALLR's sms.get_quote too",
+        {
+            200: (m.SmsPreview, "the preview"),
+            502: (m.Error, "CALLR could not quote"),
+            503: (m.Error, "a quote needs the CALLR API login"),
+        },
+        query=m.PreviewQuery,
         body=m.SmsPreviewRequest,
     ),
     Operation(

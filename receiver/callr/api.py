@@ -193,6 +193,29 @@ class CallrApi:
     async def __aexit__(self, *exc: object) -> None:
         await self._client.aclose()
 
+    async def gsm_charset_mapping(self) -> dict[str, str]:
+        """`sms.get_gsm_charset_mapping()`: what a forced GSM turns each character into.
+
+        Read as an object (character to replacement), or as an array of pairs or of
+        objects holding two strings (the character, then its replacement)."""
+        answer = await self._rpc("sms.get_gsm_charset_mapping", [])
+        mapping = _mapping(answer.value)
+        if mapping is None:
+            raise CallrApiError(
+                "CALLR's answer to sms.get_gsm_charset_mapping is not a mapping of characters: "
+                + _excerpt(answer.raw)
+            )
+        return mapping
+
+    async def quote(self, to: str, text: str, options: dict[str, Any] | None) -> Answer:
+        """`sms.get_quote(to, text, options)`: CALLR's own count of parts, encoding and cost."""
+        answer = await self._rpc("sms.get_quote", [to, text, options])
+        if not isinstance(answer.value, dict):
+            raise CallrApiError(
+                "CALLR's answer to sms.get_quote is not a quote: " + _excerpt(answer.raw)
+            )
+        return answer
+
     async def subscribe(
         self, event_type: str, endpoint: str, options: dict[str, Any] | None
     ) -> Answer:
@@ -577,6 +600,24 @@ def _page(label: str, answer: Answer) -> tuple[list[dict[str, Any]], int | None]
             f"CALLR's answer to {label} is not a page of SMS objects: {_excerpt(answer.raw)}"
         )
     return value, total
+
+
+def _mapping(value: Any) -> dict[str, str] | None:
+    if isinstance(value, dict):
+        pairs: list[Any] = list(value.items())
+    elif isinstance(value, list):
+        pairs = [list(item.values()) if isinstance(item, dict) else item for item in value]
+    else:
+        return None
+    mapping = {}
+    for pair in pairs:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            return None
+        char, replacement = pair
+        if not isinstance(char, str) or not isinstance(replacement, str) or len(char) != 1:
+            return None
+        mapping[char] = replacement
+    return mapping
 
 
 def _rfc3339(when: datetime) -> str:

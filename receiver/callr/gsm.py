@@ -140,11 +140,27 @@ _TO_GSM = {
 }
 
 
+_callr_table: dict[str, str] = {}
+
+
+def use_callr_table(table: dict[str, str]) -> None:
+    """Convert with CALLR's own table (sms.get_gsm_charset_mapping) from now on, in this
+    process: its entries win over the offline table's. Only entries whose replacement
+    GSM 03.38 holds are kept."""
+    global _callr_table
+    _callr_table = {
+        char: out for char, out in table.items() if all(septets(c) is not None for c in out)
+    }
+
+
 def to_gsm(text: str) -> str:
-    """`text` as a forced GSM is expected to send it (an offline stand-in for CALLR's table)."""
+    """`text` as a forced GSM sends it: CALLR's table when fetched (`use_callr_table`),
+    else an offline stand-in for it."""
     out = []
     for char in text:
-        if char in _TO_GSM:
+        if char in _callr_table:
+            out.append(_callr_table[char])
+        elif char in _TO_GSM:
             out.append(_TO_GSM[char])
         elif septets(char) is not None:
             out.append(char)

@@ -45,7 +45,7 @@ import structlog
 
 from receiver import metrics
 from receiver.callr.api import CallrApi, CallrApiError, Listing, SendAnswer
-from receiver.callr.gsm import TextMatcher, text_matcher
+from receiver.callr.gsm import TextMatcher, text_matcher, use_callr_table
 from receiver.callr.sends import Step
 from receiver.db.engine import UNAVAILABLE_ERRORS
 from receiver.db.listen import listen
@@ -135,6 +135,11 @@ class Sender:
             listen(self._dsn, NOTIFY_CHANNEL, self._wake.set), name="sender-listen"
         )
         async with self._make_api() as api:
+            # Beside the sends, never before them: CALLR out of reach delays nothing.
+            table = asyncio.create_task(
+                _load_callr_table(api) if "v1" in self._can_list else asyncio.sleep(0),
+                name="sender-gsm-table",
+            )
             try:
                 while True:
                     await self._claim_and_start(api)
@@ -144,9 +149,10 @@ class Sender:
                     self._wake.clear()
             finally:
                 listener.cancel()
+                table.cancel()
                 for task in self._running:
                     task.cancel()
-                await asyncio.gather(listener, *self._running, return_exceptions=True)
+                await asyncio.gather(listener, table, *self._running, return_exceptions=True)
 
     async def _claim_and_start(self, api: CallrApi) -> None:
         room = self._concurrency - len(self._running)
@@ -392,6 +398,18 @@ class Sender:
         if not written:
             log.info("send_taken_elsewhere", send_id=row["id"], step=step.value)
         return written
+
+
+async def _load_callr_table(api: CallrApi) -> None:
+    """CALLR's own GSM table, once a start: the offline one when it cannot be had."""
+    use_callr_table({})
+    try:
+        table = await api.gsm_charset_mapping()
+    except CallrApiError as error:
+        log.warning("callr_gsm_table_unavailable", error=str(error))
+        return
+    use_callr_table(table)
+    log.info("callr_gsm_table_loaded", characters=len(table))
 
 
 def _listed(obj: dict[str, Any]) -> tuple[str | None, str | None]:

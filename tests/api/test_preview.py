@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from receiver.app import create_app
 from tests.conftest import SettingsFactory
+from tests.fake_callr import fake_callr, rpc_error
 from tests.support import running
 
 READ = "preview-read-token-0123"
@@ -32,6 +34,7 @@ async def test_any_token_previews_a_text(make_settings: SettingsFactory) -> None
         "replaced": [],
         "stop_number_length": None,
         "stop_number_assumed": False,
+        "quote": None,
     }
     assert answer.headers["cache-control"] == "no-store"
     assert refused.status_code == 401
@@ -84,7 +87,8 @@ async def test_stopnum_counts_as_the_stop_number_callr_puts_in_its_place(
         ({"text": 42}, "text"),
         ({}, "text"),
         ({"text": "hi", "encoding": "latin1"}, "encoding"),
-        ({"text": "hi", "to": "+33612345678"}, "to"),
+        ({"text": "hi", "to": "0612345678"}, "to"),
+        ({"text": "hi", "cc": "+33612345678"}, "cc"),
         ({"text": "hi", "from": "A" * 12}, "from"),
         (["hi"], None),
     ],
@@ -98,3 +102,65 @@ async def test_a_bad_preview_is_a_400_naming_the_field(
         )
     assert answer.status_code == 400
     assert answer.json()["parameter"] == parameter
+
+
+async def test_a_quote_is_callrs_own_count_at_the_shared_rate(
+    make_settings: SettingsFactory,
+) -> None:
+    async with fake_callr() as callr:
+        settings = make_settings(api_tokens=READ, **callr.settings())
+        body = {"text": "Offre «spéciale» " + "x" * 150, "to": "+33612345678", "encoding": "gsm"}
+        async with running(create_app(settings)) as client:
+            quoted = await client.post(
+                "/api/v1/sms/preview?quote=true",
+                headers={"authorization": f"Bearer {READ}"},
+                json=body,
+            )
+            plain = await client.post(
+                "/api/v1/sms/preview", headers={"authorization": f"Bearer {READ}"}, json=body
+            )
+            no_to = await client.post(
+                "/api/v1/sms/preview?quote=true",
+                headers={"authorization": f"Bearer {READ}"},
+                json={"text": "hi"},
+            )
+            callr.forced.append(rpc_error(22, "INVALID_PHONE_NUMBER"))
+            refused = await client.post(
+                "/api/v1/sms/preview?quote=true",
+                headers={"authorization": f"Bearer {READ}"},
+                json=body,
+            )
+        quotes = [json.loads(a.body) for a in callr.asked if b"sms.get_quote" in a.body]
+    assert quoted.status_code == 200, quoted.text
+    assert quoted.json()["quote"] == {
+        "parts": 2,
+        "encoding": "gsm",
+        "cost": "0.090",
+        "source": "callr",
+    }
+    assert quoted.json()["parts"] == 2  # the receiver's own count, beside CALLR's
+    assert plain.json()["quote"] is None
+    assert quotes[0]["params"] == [body["to"], body["text"], {"force_encoding": "GSM"}]
+    assert (no_to.status_code, no_to.json()["parameter"]) == (400, "to")
+    assert refused.status_code == 502
+    assert "INVALID_PHONE_NUMBER" in refused.json()["error"]
+    assert not callr.created  # nothing sent
+
+
+async def test_a_quote_without_the_callr_login_says_what_to_set(
+    make_settings: SettingsFactory,
+) -> None:
+    async with running(create_app(make_settings(api_tokens=READ))) as client:
+        answer = await client.post(
+            "/api/v1/sms/preview?quote=true",
+            headers={"authorization": f"Bearer {READ}"},
+            json={"text": "hi", "to": "+33612345678"},
+        )
+        bad = await client.post(
+            "/api/v1/sms/preview?quote=yes",
+            headers={"authorization": f"Bearer {READ}"},
+            json={"text": "hi"},
+        )
+    assert answer.status_code == 503
+    assert "RECEIVER_CALLR_API_LOGIN" in answer.json()["error"]
+    assert (bad.status_code, bad.json()["parameter"]) == (400, "quote")

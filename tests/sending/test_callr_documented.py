@@ -9,6 +9,7 @@ list that may have been cut never taken for proof that an SMS was not made.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -193,9 +194,11 @@ async def test_a_lost_answer_is_found_whatever_callr_made_of_the_text(
 async def test_a_text_that_only_may_be_the_sends_is_doubt_never_a_second_sms(
     make_settings: SettingsFactory, callr: FakeCallr
 ) -> None:
-    # CALLR converts « to << where the receiver's table says ": the SMS CALLR lists may
-    # be the send's, or another. Neither found nor absent: unknown, left to an admin.
+    # CALLR converts « to << where the receiver's table says ", and its own table
+    # (sms.get_gsm_charset_mapping) cannot be had: the SMS CALLR lists may be the
+    # send's, or another. Neither found nor absent: unknown, left to an admin.
     callr.to_gsm = {"«": "<<", "»": ">>"}
+    callr.serves_gsm_table = False
     callr.faults = ["drop"]
     async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
         answer = await post(client, {"to": TO, "text": "Offre «spéciale»", "encoding": "gsm"})
@@ -204,6 +207,31 @@ async def test_a_text_that_only_may_be_the_sends_is_doubt_never_a_second_sms(
     assert sent["state"] == "unknown", sent
     assert "whose text may be this one's" in sent["reason"]
     assert len(callr.created) == 1
+
+
+async def test_with_callrs_own_gsm_table_its_conversion_is_matched_exactly(
+    make_settings: SettingsFactory, callr: FakeCallr
+) -> None:
+    # The same conversion, CALLR's table fetched at the sender's start: found.
+    callr.to_gsm = {"«": "<<", "»": ">>"}
+    callr.faults = ["drop"]
+    async with running(create_app(make_settings(**QUICK, **callr.settings()))) as client:
+        await _table_loaded(callr)
+        answer = await post(client, {"to": TO, "text": "Offre «spéciale»", "encoding": "gsm"})
+        preview = await client.post(
+            "/api/v1/sms/preview", headers=bearer(READ), json={"text": "«»", "encoding": "gsm"}
+        )
+        sent = await until_state(client, answer.json()["id"], "accepted", "unknown", "rejected")
+    assert sent["state"] == "accepted", sent
+    assert sent["sms_id"] == callr.created[0]["hash"].lower()
+    assert preview.json()["units"] == 4  # << and >>, as CALLR's table says
+
+
+async def _table_loaded(callr: FakeCallr) -> None:
+    async with asyncio.timeout(10):
+        while not any(b"sms.get_gsm_charset_mapping" in a.body for a in callr.asked):  # noqa: ASYNC110 (the double records what it gets)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
 
 
 def _others(callr: FakeCallr, count: int) -> None:
