@@ -69,6 +69,7 @@ def dispatcher(settings: Settings, pool: Any, allowed: Destinations | None = Non
         ),
         concurrency=settings.dispatch_concurrency,
         poll_interval=settings.dispatch_poll_interval,
+        disable_after=settings.handler_disable_after.total_seconds(),
     )
 
 

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     dispatcher: bool = True
     dispatch_concurrency: int = Field(default=16, ge=1, le=1000)
     dispatch_poll_interval: float = Field(default=5.0, gt=0)
+    # A handler with no 2xx for this long while its forwards wait is disabled.
+    handler_disable_after: timedelta = Field(default="3d", validate_default=True)
 
     # CALLR's API (docs/callr-api.md): subscribe, reconcile, backfill.
     callr_api_url: str = "https://api.callr.com"
@@ -185,6 +187,7 @@ class Settings(BaseSettings):
         "projection_stall_after",
         "send_lookup_after",
         "send_unknown_after",
+        "handler_disable_after",
         mode="before",
     )
     @classmethod
@@ -197,6 +200,7 @@ class Settings(BaseSettings):
         "projection_stall_after",
         "send_lookup_after",
         "send_unknown_after",
+        "handler_disable_after",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:

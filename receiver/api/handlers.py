@@ -11,21 +11,27 @@ from starlette.routing import Route
 from receiver.api.auth import ADMIN, Tokens
 from receiver.api.models import (
     Handler,
+    HandlerChanges,
     HandlerList,
     NewHandlerAnswer,
     RetriedForward,
+    RotatedSecret,
     answer,
     read_body,
 )
 from receiver.api.models import NewHandler as NewHandlerBody
 from receiver.forwarding.handlers import (
+    CHANGEABLE,
+    DEFAULT_OVERLAP,
     HandlerError,
     HandlerExists,
     NewHandler,
     add_handler,
     list_handlers,
     remove_handler,
+    rotate_secret,
     set_enabled,
+    update_handler,
 )
 from receiver.forwarding.outbox import retry_forwards_by_id
 from receiver.http import error_response, whole_number
@@ -75,6 +81,14 @@ def _toggle(enabled: bool) -> Any:
     return toggle
 
 
+def _by_method(**handlers: Any) -> Any:
+    async def dispatch(request: Request) -> Response:
+        response: Response = await handlers[request.method.lower()](request)
+        return response
+
+    return dispatch
+
+
 def _handler_id(request: Request) -> int | None:
     raw: str = request.path_params["handler_id"]
     return whole_number(raw) if len(raw) < 19 else None
@@ -83,7 +97,21 @@ def _handler_id(request: Request) -> int | None:
 def new_handler(document: Any) -> NewHandler:
     if not isinstance(document, dict):
         raise HandlerError("body must be a JSON object")
-    known = {"user_data", "default", "url", "secret", "timeout", "events", "status_filter"}
+    known = {
+        "user_data",
+        "default",
+        "url",
+        "secret",
+        "timeout",
+        "events",
+        "status_filter",
+        "final_statuses",
+        "max_in_flight",
+        "rate",
+        "attempts",
+        "first_retry",
+        "notify_url",
+    }
     unknown = sorted(set(document) - known)
     if unknown:
         raise HandlerError(f"unknown field(s): {', '.join(unknown)}")
@@ -112,7 +140,93 @@ def new_handler(document: Any) -> NewHandler:
         timeout=float(timeout),
         events=tuple(events),
         status_filter=status_filter,
+        **typed(document, POLICY),
     )
+
+
+POLICY = ("final_statuses", "max_in_flight", "rate", "attempts", "first_retry", "notify_url")
+
+
+def typed(document: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields `names` of a body that it holds, checked for their JSON types (their
+    ranges are the registry's to check)."""
+    found: dict[str, Any] = {}
+    for name in names:
+        if name not in document:
+            continue
+        value = document[name]
+        if name == "final_statuses":
+            if value is not None and (
+                not isinstance(value, list)
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+            ):
+                raise HandlerError("final_statuses must be a list of HTTP statuses")
+            found[name] = tuple(value or ())
+        elif name in ("max_in_flight", "attempts"):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise HandlerError(f"{name} must be a whole number")
+            found[name] = value
+        elif name in ("rate", "first_retry", "timeout"):
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool)
+            ):
+                raise HandlerError(f"{name} must be a number")
+            if value is None and name == "timeout":
+                raise HandlerError("timeout must be a number of seconds")
+            found[name] = float(value) if value is not None else None
+        elif name == "events":
+            if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+                raise HandlerError("events must be a list of strings")
+            found[name] = tuple(value)
+        else:
+            if value is not None and not isinstance(value, str):
+                raise HandlerError(f"{name} must be a string")
+            if value is None and name == "url":
+                raise HandlerError("url must be a string")
+            found[name] = value
+    return found
+
+
+async def patch(request: Request) -> Response:
+    """Change a handler in place: its id, user_data and forwards kept."""
+    handler_id = _handler_id(request)
+    if handler_id is None:
+        return error_response(404, "no such handler")
+    asked = await read_body(HandlerChanges, request)
+    if isinstance(asked, Response):
+        return asked
+    try:
+        changes = typed(asked.model_dump(exclude_unset=True), CHANGEABLE)
+        if not changes:
+            return error_response(400, f"nothing to change: give one of {', '.join(CHANGEABLE)}")
+        async with request.state.pool.acquire() as conn:
+            handler = await update_handler(
+                conn, handler_id, changes, request.app.state.destinations
+            )
+    except HandlerError as error:
+        return error_response(400, str(error))
+    if handler is None:
+        return error_response(404, "no such handler")
+    return answer(Handler, handler.to_json())
+
+
+async def rotate(request: Request) -> Response:
+    """A new secret, the old one signing beside it for `?overlap=` seconds (a day)."""
+    handler_id = _handler_id(request)
+    if handler_id is None:
+        return error_response(404, "no such handler")
+    raw = request.query_params.get("overlap", str(DEFAULT_OVERLAP))
+    overlap = whole_number(raw) if len(raw) < 8 else None
+    if overlap is None or set(request.query_params) - {"overlap"}:
+        return error_response(
+            400, "overlap is a whole number of seconds (the only parameter)", parameter="overlap"
+        )
+    async with request.state.pool.acquire() as conn:
+        rotated = await rotate_secret(conn, handler_id, overlap)
+    if rotated is None:
+        return error_response(404, "no such handler")
+    handler, secret = rotated
+    return answer(RotatedSecret, {"handler": handler.to_json(), "secret": secret})
 
 
 async def retry(request: Request) -> Response:
@@ -142,11 +256,18 @@ def routes(tokens: Tokens) -> list[Route]:
     return [
         # One route for both methods: a 405 on it then allows both.
         Route("/api/v1/handlers", either, methods=["GET", "POST"]),
-        Route("/api/v1/handlers/{handler_id}", tokens.admin(delete), methods=["DELETE"]),
+        Route(
+            "/api/v1/handlers/{handler_id}",
+            tokens.admin(_by_method(delete=delete, patch=patch)),
+            methods=["DELETE", "PATCH"],
+        ),
         Route(
             "/api/v1/handlers/{handler_id}/disable", tokens.admin(_toggle(False)), methods=["POST"]
         ),
         Route(
             "/api/v1/handlers/{handler_id}/enable", tokens.admin(_toggle(True)), methods=["POST"]
+        ),
+        Route(
+            "/api/v1/handlers/{handler_id}/rotate-secret", tokens.admin(rotate), methods=["POST"]
         ),
     ]

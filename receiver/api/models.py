@@ -212,6 +212,24 @@ class Handler(Answer):
     status_filter: str | None = Field(
         None, description="with status: all changes, or terminal ones only"
     )
+    final_statuses: list[int] = Field(
+        description="answers that end a forward at once; any other but a 2xx is tried again"
+    )
+    max_in_flight: int | None = Field(
+        description="requests in flight to it at once (null: the default)"
+    )
+    rate: float | None = Field(description="requests a second at most (null: no limit)")
+    attempts: int | None = Field(description="attempts of a forward (null: the default, 12)")
+    first_retry: float | None = Field(
+        description="seconds before the second attempt, doubling after (null: the default, 40)"
+    )
+    notify_url: str | None = Field(description="where its owners hear of its health")
+    disabled_reason: str | None = Field(description="why it is disabled")
+    disabled_at: datetime | None
+    failing_since: datetime | None = Field(description="its first failure after a success")
+    previous_secret_until: datetime | None = Field(
+        description="until then the secret before the last rotation signs too"
+    )
 
 
 class NewHandlerAnswer(Handler):
@@ -278,6 +296,71 @@ class NewHandler(Body):
     timeout: float | None = Field(
         None, json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 300}
     )
+    final_statuses: list[int] | None = Field(
+        None,
+        description="HTTP statuses (300-599) that end a forward at once; none by default",
+        json_schema_extra={
+            "type": "array",
+            "items": {"type": "integer", "minimum": 300, "maximum": 599},
+        },
+    )
+    max_in_flight: int | None = Field(
+        None, json_schema_extra={"type": "integer", "minimum": 1, "maximum": 1000}
+    )
+    rate: float | None = Field(
+        None,
+        description="requests a second",
+        json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+    )
+    attempts: int | None = Field(
+        None, json_schema_extra={"type": "integer", "minimum": 1, "maximum": 100}
+    )
+    first_retry: float | None = Field(
+        None,
+        description="seconds",
+        json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+    )
+    notify_url: str | None = Field(
+        None,
+        description="signed notices of its health: failing, disabled, recovered",
+        json_schema_extra={"format": "uri", "pattern": _URL},
+    )
+
+
+class HandlerChanges(Body):
+    """What PATCH changes: the fields given, a null setting a policy field (or the secret,
+    the notice URL) back to none."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: str | None = Field(None, json_schema_extra={"format": "uri", "pattern": _URL})
+    secret: str | None = Field(None, json_schema_extra={"pattern": _SECRET})
+    timeout: float | None = Field(
+        None, json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 300}
+    )
+    events: list[str] | None = Field(
+        None,
+        json_schema_extra={
+            "type": "array",
+            "items": {"type": "string", "enum": ["replies", "status"]},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
+    )
+    status_filter: str | None = Field(
+        None, json_schema_extra={"type": "string", "enum": ["all", "terminal"]}
+    )
+    final_statuses: list[int] | None = None
+    max_in_flight: int | None = None
+    rate: float | None = None
+    attempts: int | None = None
+    first_retry: float | None = None
+    notify_url: str | None = None
+
+
+class RotatedSecret(Answer):
+    handler: Handler
+    secret: str = Field(description="the new secret, shown this once")
 
 
 # ------------------------------------------------------------- registrations
@@ -517,6 +600,12 @@ class Query(BaseModel):
 class PreviewQuery(Query):
     quote: Literal["true", "false"] | None = Field(
         None, description="true: ask CALLR's sms.get_quote too (needs `to` and the API login)"
+    )
+
+
+class RotateQuery(Query):
+    overlap: int | None = Field(
+        None, description="seconds the old secret keeps signing (default 86400)", ge=0
     )
 
 

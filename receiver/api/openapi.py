@@ -141,6 +141,25 @@ OPERATIONS = [
         path_params={"handler_id": "handler id"},
         admin=True,
     ),
+    Operation(
+        "patch",
+        "/api/v1/handlers/{handler_id}",
+        "Change a handler in place (its id, user_data and forwards kept): its URL, secret,"
+        " events, timeout and policy",
+        {200: (m.Handler, "the handler as it is now"), 404: (m.Error, "no such handler")},
+        path_params={"handler_id": "handler id"},
+        body=m.HandlerChanges,
+        admin=True,
+    ),
+    Operation(
+        "post",
+        "/api/v1/handlers/{handler_id}/rotate-secret",
+        "A new signing secret; the old one signs beside it for ?overlap= seconds (a day)",
+        {200: (m.RotatedSecret, "the new secret, shown once"), 404: (m.Error, "no such handler")},
+        path_params={"handler_id": "handler id"},
+        query=m.RotateQuery,
+        admin=True,
+    ),
     *(
         Operation(
             "post",

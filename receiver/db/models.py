@@ -356,13 +356,59 @@ class Handler(Base):
     replies: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("true"))
     statuses: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
     terminal_only: Mapped[bool] = mapped_column(Boolean, server_default=sql_text("false"))
+    # Its policy (NULL: the dispatcher's defaults): answers final for it (any other is
+    # tried again), requests in flight at once, requests a second, the retry schedule.
+    final_statuses: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), server_default=sql_text("'{}'::integer[]")
+    )
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
+    rate: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    first_retry: Mapped[float | None] = mapped_column(Float)
+    # The secret before the last rotation, signing beside the new one until then.
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Its health: why and when it was disabled, since when it fails, who hears of it.
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notify_url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("is_default = (match IS NULL)", name="default_has_no_match"),
         CheckConstraint("replies OR statuses", name="some_news"),
         CheckConstraint("timeout > 0", name="timeout_positive"),
+        CheckConstraint("max_in_flight > 0", name="max_in_flight_positive"),
+        CheckConstraint("rate > 0", name="rate_positive"),
+        CheckConstraint("attempts BETWEEN 1 AND 100", name="attempts_range"),
+        CheckConstraint("first_retry > 0", name="first_retry_positive"),
         Index(None, "match", "prefix", unique=True, postgresql_where=sql_text("NOT is_default")),
         Index(None, "is_default", unique=True, postgresql_where=sql_text("is_default")),
+    )
+
+
+class HandlerNotice(Base):
+    """A notice owed to a handler's owners (its `notify_url`): it started failing, it was
+    disabled, it recovered. Sent with retries until `sent_at`."""
+
+    __tablename__ = "handler_notices"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    handler_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("handlers.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=sql_text("0"))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('failing', 'disabled', 'recovered')", name="kind"),
+        Index(None, "next_at", postgresql_where=sql_text("sent_at IS NULL")),
     )
 
 

@@ -7,6 +7,15 @@ that dies loses its lease, so another one retries. A forward waits while an earl
 one of its conversation is pending or in flight: replies from one phone number to
 one handler arrive in order, and a retry holds back only its own conversation.
 Dispatchers wake on NOTIFY and poll as a fallback.
+
+Each handler has a policy of its own (receiver.forwarding.policy): the answers final
+for it, its retry schedule, its requests in flight at once (`max_in_flight`, counted
+across every dispatcher at each claim) and its rate (`rate`, shared across
+processes). A 410 disables it; its forwards wait. Its health is kept as it changes:
+`failing_since` is set by the first failure after a success and cleared by the next
+success, each change a notice to its owners (`notify_url`), sent from here with
+retries; a handler failing for RECEIVER_HANDLER_DISABLE_AFTER while forwards wait is
+disabled, with the reason.
 """
 
 from __future__ import annotations
@@ -30,9 +39,10 @@ from receiver import metrics
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn
 from receiver.db.listen import listen
 from receiver.db.models import ForwardState
+from receiver.db.rate import SharedRate
 from receiver.forwarding import signing
 from receiver.forwarding.destinations import Destinations
-from receiver.forwarding.handlers import ANYWHERE
+from receiver.forwarding.handlers import ANYWHERE, NOTICE
 from receiver.forwarding.policy import RetryPolicy, Verdict
 from receiver.forwarding.routing import NOTIFY_CHANNEL, wake_dispatchers
 from receiver.http import whole_number
@@ -44,6 +54,7 @@ _STATE_AFTER = {
     Verdict.DONE: ForwardState.DONE,
     Verdict.RETRY: ForwardState.PENDING,
     Verdict.DEAD: ForwardState.DEAD,
+    Verdict.GONE: ForwardState.PENDING,
 }
 _LEASE_MARGIN_SECONDS = 30
 
@@ -51,7 +62,10 @@ _LEASE_MARGIN_SECONDS = 30
 # claim, at most $3 forwards, in the order created: a million status changes queued
 # for one handler do not delay a reply to another, nor that handler's own replies.
 # Handlers that already have their share of this dispatcher's requests in flight
-# ($4) wait their turn: one that is down holds back only its own forwards.
+# ($4) wait their turn: one that is down holds back only its own forwards. A handler
+# with a `max_in_flight` gets no more than it leaves room for, counting the requests
+# every dispatcher has in flight to it; one with a `rate`, no more than ten seconds of
+# it, so that its turns fit within the lease.
 _CLAIM = """
 WITH due AS (
     SELECT c.id FROM handlers h
@@ -66,7 +80,15 @@ WITH due AS (
                 AND e.state IN ('pending', 'in_flight')
           )
         ORDER BY c.id
-        LIMIT $3
+        LIMIT LEAST(
+            $3,
+            -- (GREATEST ignores NULLs: each limit applies only when it is set.)
+            CASE WHEN h.rate IS NULL THEN $3 ELSE GREATEST(1, floor(h.rate * 10))::int END,
+            CASE WHEN h.max_in_flight IS NULL THEN $3 ELSE GREATEST(0, h.max_in_flight - (
+                SELECT count(*) FROM forwards i
+                WHERE i.handler_id = h.id AND i.state = 'in_flight' AND i.next_attempt_at > now()
+            ))::int END
+        )
         FOR UPDATE OF c SKIP LOCKED
     ) c
     WHERE h.enabled AND NOT h.id = ANY($4::bigint[])
@@ -78,7 +100,10 @@ UPDATE forwards f SET
     next_attempt_at = now() + make_interval(secs => h.timeout + $2)
 FROM due, handlers h
 WHERE f.id = due.id AND h.id = f.handler_id
-RETURNING f.id, f.kind, f.handler_id, f.attempts, h.url, h.secret, h.timeout
+RETURNING f.id, f.kind, f.handler_id, f.attempts, h.url, h.secret, h.timeout,
+    CASE WHEN h.previous_secret_until > now() THEN h.previous_secret END AS previous_secret,
+    h.final_statuses, h.attempts AS max_attempts, h.first_retry, h.rate, h.max_in_flight,
+    h.failing_since IS NOT NULL AS failing
 """
 # At most this many forwards a claim takes for one handler and kind.
 _SHARE = 4
@@ -115,6 +140,56 @@ UPDATE forwards SET state = 'pending', attempts = attempts - 1,
 WHERE id = $1 AND attempts = $2 AND state = 'in_flight'
 """
 
+# A 410: the forward waits for its handler, this attempt not counted against it.
+_WAIT_FOR_HANDLER = """
+UPDATE forwards SET state = 'pending', attempts = attempts - 1, next_attempt_at = now(),
+    last_error = $3
+WHERE id = $1 AND attempts = $2 AND state = 'in_flight'
+"""
+_GONE = """
+UPDATE handlers SET enabled = false, disabled_reason = $2, disabled_at = now()
+WHERE id = $1 AND enabled
+RETURNING id
+"""
+_FAILING = """
+UPDATE handlers SET failing_since = now() WHERE id = $1 AND failing_since IS NULL RETURNING id
+"""
+_RECOVERED = """
+UPDATE handlers SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL
+RETURNING id
+"""
+# Handlers failing for longer than $1 seconds while their forwards wait.
+_STALE = """
+UPDATE handlers h SET enabled = false, disabled_at = now(), disabled_reason = $2
+WHERE h.enabled AND h.failing_since < now() - $1 * interval '1 second'
+  AND EXISTS (SELECT 1 FROM forwards f
+              WHERE f.handler_id = h.id AND f.state IN ('pending', 'in_flight'))
+RETURNING h.id
+"""
+# Notices due, leased to this dispatcher for a minute.
+_CLAIM_NOTICES = """
+WITH due AS (
+    SELECT id FROM handler_notices
+    WHERE sent_at IS NULL AND next_at <= now()
+    ORDER BY next_at, id
+    LIMIT 20
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE handler_notices n SET next_at = now() + interval '1 minute', attempts = n.attempts + 1
+FROM due, handlers h
+WHERE n.id = due.id AND h.id = n.handler_id
+RETURNING n.id, n.url, n.body, n.attempts, h.secret
+"""
+_NOTICE_SENT = "UPDATE handler_notices SET sent_at = now(), last_error = NULL WHERE id = $1"
+_NOTICE_LATER = """
+UPDATE handler_notices SET last_error = $2,
+    next_at = CASE WHEN attempts >= $3 THEN 'infinity'
+                   ELSE now() + make_interval(secs => $4) END
+WHERE id = $1
+"""
+NOTICE_ATTEMPTS = 8
+_HOUSEKEEPING_SECONDS = 60.0
+
 _RECORD_ATTEMPT = """
 INSERT INTO forward_attempts (forward_id, at, status_code, excerpt, error, duration_ms)
 VALUES ($1, now(), $2, $3, $4, $5)
@@ -133,6 +208,9 @@ WHERE id = $1 AND attempts = $2 AND state = 'in_flight'
 """
 
 
+DEFAULT_POLICY = RetryPolicy()
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     forward_id: int
@@ -142,6 +220,11 @@ class Claim:
     url: str
     secret: str | None
     timeout: float
+    previous_secret: str | None = None
+    """The secret before a rotation, still in its overlap: it signs too."""
+    policy: RetryPolicy = DEFAULT_POLICY
+    rate: float | None = None
+    failing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +248,11 @@ class Dispatcher:
         concurrency: int = 16,
         poll_interval: float = 5.0,
         destinations: Destinations = ANYWHERE,
+        disable_after: float = 3 * 86400.0,
     ) -> None:
-        """`destinations`: where forwards may go, checked again before each one is sent."""
+        """`destinations`: where forwards may go, checked again before each one is sent.
+        `disable_after`: seconds a handler may fail while forwards wait before it is
+        disabled."""
         self._pool = pool
         self._destinations = destinations
         self._dsn = asyncpg_dsn(database_url)
@@ -178,6 +264,11 @@ class Dispatcher:
         # Requests in flight by handler: one handler takes at most half the slots.
         self._per_handler: Counter[int] = Counter()
         self._handler_share = max(1, concurrency // 2)
+        # A handler's own max_in_flight, as its last claim said.
+        self._limits: dict[int, int] = {}
+        self._rates: dict[tuple[int, float], SharedRate] = {}
+        self._disable_after = disable_after
+        self._housekept = 0.0
         self._client = httpx.AsyncClient(follow_redirects=False)
 
     async def run(self) -> None:
@@ -187,6 +278,7 @@ class Dispatcher:
         )
         try:
             while True:
+                await self._housekeeping()
                 await self._claim_and_start()
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
                 # cancellation of a shutdown that lands as the wait ends.
@@ -205,7 +297,9 @@ class Dispatcher:
         room = self._concurrency - len(self._running)
         if room <= 0:
             return
-        full = [h for h, n in self._per_handler.items() if n >= self._handler_share]
+        full = [
+            h for h, n in self._per_handler.items() if n >= self._limits.get(h, self._handler_share)
+        ]
         try:
             async with self._pool.acquire() as conn:
                 records = await conn.fetch(
@@ -231,7 +325,19 @@ class Dispatcher:
                 url=record["url"],
                 secret=record["secret"],
                 timeout=record["timeout"],
+                previous_secret=record["previous_secret"],
+                policy=self._policy.for_handler(
+                    attempts=record["max_attempts"],
+                    first_retry=record["first_retry"],
+                    final_statuses=record["final_statuses"] or (),
+                ),
+                rate=record["rate"],
+                failing=record["failing"],
             )
+            if record["max_in_flight"] is not None:
+                self._limits[claim.handler_id] = record["max_in_flight"]
+            else:
+                self._limits.pop(claim.handler_id, None)
             task = asyncio.create_task(self._deliver(claim), name=f"forward-{claim.forward_id}")
             self._running.add(task)
             self._per_handler[claim.handler_id] += 1
@@ -259,13 +365,16 @@ class Dispatcher:
                 body, message_id = _status_payload(row), f"status_{claim.forward_id}"
             else:
                 body, message_id = _payload(row), row["event_id"]
+            refused = await self._destinations.check_now(claim.url)
+            if refused is None and claim.rate is not None:
+                await self._rate(claim.handler_id, claim.rate).wait()
             headers = signing.headers(
                 message_id=message_id,
                 timestamp=int(time.time()),
                 body=body,
                 secret=claim.secret,
+                previous=claim.previous_secret,
             )
-            refused = await self._destinations.check_now(claim.url)
             if refused is not None:
                 answer = Answer(
                     status=None, excerpt=None, error=refused, retry_after=None, duration_ms=0.0
@@ -279,8 +388,14 @@ class Dispatcher:
         except Exception:
             log.exception("forward_failed", forward_id=claim.forward_id)
 
+    def _rate(self, handler_id: int, rate: float) -> SharedRate:
+        key = (handler_id, rate)
+        if key not in self._rates:
+            self._rates[key] = SharedRate(self._pool, rate, name=f"handler:{handler_id}")
+        return self._rates[key]
+
     async def _settle(self, claim: Claim, answer: Answer, received_at: datetime) -> None:
-        decision = self._policy.decide(
+        decision = claim.policy.decide(
             attempt=claim.attempt, status=answer.status, retry_after=answer.retry_after
         )
         error = answer.error or decision.reason or None
@@ -293,14 +408,25 @@ class Dispatcher:
                 answer.error,
                 answer.duration_ms,
             )
-            await conn.execute(
-                _SETTLE,
-                claim.forward_id,
-                claim.attempt,
-                _STATE_AFTER[decision.verdict].value,
-                decision.delay,
-                None if decision.verdict is Verdict.DONE else error,
-            )
+            if decision.verdict is Verdict.GONE:
+                await conn.execute(
+                    _WAIT_FOR_HANDLER, claim.forward_id, claim.attempt, decision.reason
+                )
+                if await conn.fetchval(_GONE, claim.handler_id, decision.reason) is not None:
+                    await conn.execute(NOTICE, claim.handler_id, "disabled", decision.reason)
+                    log.warning(
+                        "handler_disabled", handler_id=claim.handler_id, reason=decision.reason
+                    )
+            else:
+                await conn.execute(
+                    _SETTLE,
+                    claim.forward_id,
+                    claim.attempt,
+                    _STATE_AFTER[decision.verdict].value,
+                    decision.delay,
+                    None if decision.verdict is Verdict.DONE else error,
+                )
+            await self._health(conn, claim, decision, error)
             if decision.verdict is not Verdict.RETRY:
                 await wake_dispatchers(conn)
         metrics.FORWARD_ATTEMPTS.labels(
@@ -321,6 +447,61 @@ class Dispatcher:
             duration_ms=answer.duration_ms,
             error=error,
         )
+
+    async def _health(self, conn: Any, claim: Claim, decision: Any, error: str | None) -> None:
+        """The handler's health as it changes: a notice at the first failure after a success,
+        and at the first success after failures. Nothing written while it stays the same."""
+        if decision.verdict is Verdict.DONE:
+            if claim.failing and await conn.fetchval(_RECOVERED, claim.handler_id) is not None:
+                await conn.execute(NOTICE, claim.handler_id, "recovered", "a 2xx again")
+                log.info("handler_recovered", handler_id=claim.handler_id)
+        elif not claim.failing and await conn.fetchval(_FAILING, claim.handler_id) is not None:
+            await conn.execute(NOTICE, claim.handler_id, "failing", error or "failed")
+            log.warning("handler_failing", handler_id=claim.handler_id, error=error)
+
+    async def _housekeeping(self) -> None:
+        """Handlers failing for too long disabled (every minute); due notices sent."""
+        try:
+            now = time.monotonic()
+            if now - self._housekept >= _HOUSEKEEPING_SECONDS:
+                self._housekept = now
+                await self._disable_stale()
+            await self._send_notices()
+        except UNAVAILABLE_ERRORS as error:
+            log.warning("dispatcher_database_unavailable", error=repr(error))
+        except Exception:
+            log.exception("dispatcher_housekeeping_failed")
+
+    async def _disable_stale(self) -> None:
+        reason = (
+            f"no 2xx for {_span(self._disable_after)} while forwards waited"
+            " (RECEIVER_HANDLER_DISABLE_AFTER)"
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            for row in await conn.fetch(_STALE, self._disable_after, reason):
+                await conn.execute(NOTICE, row["id"], "disabled", reason)
+                log.warning("handler_disabled", handler_id=row["id"], reason=reason)
+
+    async def _send_notices(self) -> None:
+        async with self._pool.acquire() as conn:
+            due = await conn.fetch(_CLAIM_NOTICES)
+        for notice in due:
+            body = bytes(notice["body"])
+            headers = signing.headers(
+                message_id=f"notice_{notice['id']}",
+                timestamp=int(time.time()),
+                body=body,
+                secret=notice["secret"],
+            )
+            answer = await post(self._client, notice["url"], body, headers, within=10.0)
+            async with self._pool.acquire() as conn:
+                if answer.status is not None and 200 <= answer.status < 300:
+                    await conn.execute(_NOTICE_SENT, notice["id"])
+                else:
+                    why = answer.error or f"the notice URL answered {answer.status}"
+                    wait = min(30.0 * 2 ** (notice["attempts"] - 1), 3600.0)
+                    await conn.execute(_NOTICE_LATER, notice["id"], why, NOTICE_ATTEMPTS, wait)
+                    log.warning("handler_notice_failed", notice_id=notice["id"], error=why)
 
 
 async def post(
@@ -353,6 +534,14 @@ async def post(
     return Answer(
         status=None, excerpt=None, error=error, retry_after=None, duration_ms=_since(started)
     )
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds:g} s"
 
 
 def _payload(row: Any) -> bytes:

@@ -13,30 +13,86 @@ import asyncpg
 
 from receiver.forwarding.destinations import DestinationRefused, Destinations
 from receiver.forwarding.routing import route_unrouted, wake_dispatchers
-from receiver.forwarding.signing import SecretInvalid, secret_key
+from receiver.forwarding.signing import SecretInvalid, new_secret, secret_key
 
-_INSERT = """
+# Assembled once, at import, from the constant column list: no input reaches the text.
+_COLUMNS = """id, match, prefix, is_default, url, secret, timeout, enabled, created_at, replies,
+    statuses, terminal_only, final_statuses, max_in_flight, rate, attempts, first_retry,
+    notify_url, disabled_reason, disabled_at, failing_since, previous_secret_until"""
+_INSERT = f"""
 INSERT INTO handlers (match, prefix, is_default, url, secret, timeout, replies, statuses,
-                      terminal_only)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at, replies,
-    statuses, terminal_only
+                      terminal_only, final_statuses, max_in_flight, rate, attempts, first_retry,
+                      notify_url)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+RETURNING {_COLUMNS}
 """
-_LIST = """
-SELECT id, match, prefix, is_default, url, secret, timeout, enabled, created_at, replies,
-    statuses, terminal_only
-FROM handlers ORDER BY is_default, match, prefix, id
+_LIST = f"SELECT {_COLUMNS} FROM handlers ORDER BY is_default, match, prefix, id"
+_ONE = f"SELECT {_COLUMNS} FROM handlers WHERE id = $1"
+# Disabled: why and when, kept until it is enabled again.
+_SET_ENABLED = f"""
+UPDATE handlers SET enabled = $2,
+    disabled_reason = CASE WHEN $2 THEN NULL ELSE $3 END,
+    disabled_at = CASE WHEN $2 THEN NULL ELSE now() END
+WHERE id = $1 AND enabled <> $2
+RETURNING {_COLUMNS}
 """
-_SET_ENABLED = """
-UPDATE handlers SET enabled = $2 WHERE id = $1
-RETURNING id, match, prefix, is_default, url, secret, timeout, enabled, created_at, replies,
-    statuses, terminal_only
+_UPDATE = f"""
+UPDATE handlers SET url = $2, secret = $3, timeout = $4, replies = $5, statuses = $6,
+    terminal_only = $7, final_statuses = $8, max_in_flight = $9, rate = $10, attempts = $11,
+    first_retry = $12, notify_url = $13
+WHERE id = $1
+RETURNING {_COLUMNS}
+"""
+_ROTATE = f"""
+UPDATE handlers SET previous_secret = secret,
+    previous_secret_until = CASE WHEN secret IS NULL THEN NULL
+                                 ELSE now() + $3 * interval '1 second' END,
+    secret = $2
+WHERE id = $1
+RETURNING {_COLUMNS}
+"""
+# A notice to a handler's owners (its notify_url), written with the change it tells of.
+NOTICE = """
+INSERT INTO handler_notices (handler_id, kind, url, body, created_at, next_at)
+SELECT h.id, $2, h.notify_url,
+    convert_to(json_build_object(
+        'type', 'handler.' || $2,
+        'handler', json_build_object(
+            'id', h.id,
+            'user_data', CASE WHEN h.is_default THEN NULL
+                              ELSE h.match || CASE WHEN h.prefix THEN '*' ELSE '' END END,
+            'default', h.is_default),
+        'reason', $3::text,
+        'at', now())::text, 'UTF8'),
+    now(), now()
+FROM handlers h WHERE h.id = $1 AND h.notify_url IS NOT NULL
 """
 
 # The kinds of news a handler can subscribe to, as the CLI and the API name them.
 EVENTS = ("replies", "status")
 # Which status changes: every change, or only those to a terminal status.
 STATUS_FILTERS = ("all", "terminal")
+# What a handler's policy may be set to.
+MAX_IN_FLIGHT = 1000
+MAX_RATE = 1000.0
+MAX_ATTEMPTS = 100
+MAX_FIRST_RETRY = 86400.0
+DEFAULT_OVERLAP = 86400
+"""Seconds the secret before a rotation keeps signing, unless told otherwise."""
+# The fields `update_handler` changes, as the CLI and the API name them.
+CHANGEABLE = (
+    "url",
+    "secret",
+    "timeout",
+    "events",
+    "status_filter",
+    "final_statuses",
+    "max_in_flight",
+    "rate",
+    "attempts",
+    "first_retry",
+    "notify_url",
+)
 
 
 # What a handler URL must not hold; the OpenAPI description's NewHandler.url says the same.
@@ -78,6 +134,16 @@ class HandlerView:
     created_at: datetime
     events: tuple[str, ...]
     status_filter: str | None
+    final_statuses: tuple[int, ...] = ()
+    max_in_flight: int | None = None
+    rate: float | None = None
+    attempts: int | None = None
+    first_retry: float | None = None
+    notify_url: str | None = None
+    disabled_reason: str | None = None
+    disabled_at: datetime | None = None
+    failing_since: datetime | None = None
+    previous_secret_until: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,7 +157,21 @@ class HandlerView:
             "created_at": self.created_at.isoformat(),
             "events": list(self.events),
             "status_filter": self.status_filter,
+            "final_statuses": list(self.final_statuses),
+            "max_in_flight": self.max_in_flight,
+            "rate": self.rate,
+            "attempts": self.attempts,
+            "first_retry": self.first_retry,
+            "notify_url": self.notify_url,
+            "disabled_reason": self.disabled_reason,
+            "disabled_at": _iso(self.disabled_at),
+            "failing_since": _iso(self.failing_since),
+            "previous_secret_until": _iso(self.previous_secret_until),
         }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +185,17 @@ class NewHandler:
     timeout: float = 10.0
     events: tuple[str, ...] = ("replies",)
     status_filter: str | None = None
+    final_statuses: tuple[int, ...] = ()
+    max_in_flight: int | None = None
+    rate: float | None = None
+    attempts: int | None = None
+    first_retry: float | None = None
+    notify_url: str | None = None
 
     def validated(self, destinations: Destinations = ANYWHERE) -> NewHandler:
+        self._policy_checked()
+        if self.notify_url is not None:
+            _url_checked("notify_url", self.notify_url, destinations)
         if not self.events or not set(self.events) <= set(EVENTS):
             raise HandlerError(f"events must be one or both of {', '.join(EVENTS)}")
         if self.status_filter is not None:
@@ -121,29 +210,7 @@ class NewHandler:
                 raise HandlerError(f"{name} must not contain a NUL character")
         if self.user_data is not None and not self.user_data.rstrip("*"):
             raise HandlerError("user_data must have at least one character before a final '*'")
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise HandlerError(
-                f"url must be an http:// or https:// URL, not {shown_url(self.url)!r}"
-            )
-        if _NOT_IN_URL.search(self.url):
-            raise HandlerError("url must not contain spaces or control characters")
-        try:
-            parts.hostname.encode("idna")
-        except UnicodeError:
-            raise HandlerError(
-                f"url's host is not a name that DNS can carry: {shown_url(self.url)!r}"
-            ) from None
-        try:
-            parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
-        except ValueError:
-            raise HandlerError(
-                f"url has a port that is not 0 to 65535: {shown_url(self.url)!r}"
-            ) from None
-        try:
-            destinations.check(self.url)
-        except DestinationRefused as error:
-            raise HandlerError(str(error)) from None
+        _url_checked("url", self.url, destinations)
         if not 0 < self.timeout <= 300:
             raise HandlerError("timeout must be between 0 and 300 seconds")
         if self.secret is not None:
@@ -152,6 +219,49 @@ class NewHandler:
             except SecretInvalid as error:
                 raise HandlerError(str(error)) from None
         return self
+
+    def _policy_checked(self) -> None:
+        bad = [s for s in self.final_statuses if not 300 <= s <= 599]
+        if bad:
+            raise HandlerError(
+                "final_statuses are HTTP statuses of 300 to 599 (a 2xx is a success):"
+                f" not {', '.join(map(str, bad))}"
+            )
+        if self.max_in_flight is not None and not 1 <= self.max_in_flight <= MAX_IN_FLIGHT:
+            raise HandlerError(f"max_in_flight must be 1 to {MAX_IN_FLIGHT}")
+        if self.rate is not None and not 0 < self.rate <= MAX_RATE:
+            raise HandlerError(f"rate must be above 0 and at most {MAX_RATE:g} a second")
+        if self.attempts is not None and not 1 <= self.attempts <= MAX_ATTEMPTS:
+            raise HandlerError(f"attempts must be 1 to {MAX_ATTEMPTS}")
+        if self.first_retry is not None and not 0 < self.first_retry <= MAX_FIRST_RETRY:
+            raise HandlerError(f"first_retry must be above 0 and at most {MAX_FIRST_RETRY:g} s")
+
+
+def _url_checked(name: str, url: str, destinations: Destinations) -> None:
+    """`url` as a handler's (or its notices') URL must be; raises `HandlerError` naming `name`."""
+    if "\x00" in url:
+        raise HandlerError(f"{name} must not contain a NUL character")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HandlerError(f"{name} must be an http:// or https:// URL, not {shown_url(url)!r}")
+    if _NOT_IN_URL.search(url):
+        raise HandlerError(f"{name} must not contain spaces or control characters")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise HandlerError(
+            f"{name}'s host is not a name that DNS can carry: {shown_url(url)!r}"
+        ) from None
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
+    except ValueError:
+        raise HandlerError(
+            f"{name} has a port that is not 0 to 65535: {shown_url(url)!r}"
+        ) from None
+    try:
+        destinations.check(url)
+    except DestinationRefused as error:
+        raise HandlerError(f"{name}: {error}" if name != "url" else str(error)) from None
 
 
 async def add_handler(
@@ -182,6 +292,12 @@ async def add_handler(
             "replies" in new.events,
             "status" in new.events,
             new.status_filter == "terminal",
+            list(new.final_statuses),
+            new.max_in_flight,
+            new.rate,
+            new.attempts,
+            new.first_retry,
+            new.notify_url,
         )
     except asyncpg.UniqueViolationError:
         which = "a default handler" if new.default else f"a handler for {new.user_data!r}"
@@ -230,12 +346,100 @@ async def remove_handler(conn: Any, handler_id: int) -> bool:
     return True
 
 
-async def set_enabled(conn: Any, handler_id: int, *, enabled: bool) -> HandlerView | None:
-    """Enable or disable a handler; a disabled one keeps its forwards waiting."""
-    row = await conn.fetchrow(_SET_ENABLED, handler_id, enabled)
-    if row is not None and enabled:
-        await wake_dispatchers(conn)
+async def set_enabled(
+    conn: Any, handler_id: int, *, enabled: bool, reason: str = "disabled by an admin"
+) -> HandlerView | None:
+    """Enable or disable a handler; a disabled one keeps its forwards waiting, with the
+    `reason`, and its owners get a notice. None when there is no such handler."""
+    async with conn.transaction():
+        row = await conn.fetchrow(_SET_ENABLED, handler_id, enabled, reason)
+        if row is None:  # no such handler, or already so
+            row = await conn.fetchrow(_ONE, handler_id)
+            return _view(row) if row is not None else None
+        if enabled:
+            await wake_dispatchers(conn)
+        else:
+            await conn.execute(NOTICE, handler_id, "disabled", reason)
+            await wake_dispatchers(conn)  # the notice goes out
+    return _view(row)
+
+
+async def find_handler(conn: Any, handler_id: int) -> HandlerView | None:
+    row = await conn.fetchrow(_ONE, handler_id)
     return _view(row) if row is not None else None
+
+
+async def update_handler(
+    conn: Any, handler_id: int, changes: dict[str, Any], destinations: Destinations = ANYWHERE
+) -> HandlerView | None:
+    """Change what `changes` names (CHANGEABLE) of a handler, keeping its id, its
+    user_data and its forwards; None when there is no such handler. A `None` value of a
+    policy field (or of `secret`, `notify_url`) sets it back to the default (none)."""
+    unknown = sorted(set(changes) - set(CHANGEABLE))
+    if unknown:
+        raise HandlerError(f"cannot change {', '.join(unknown)}: only {', '.join(CHANGEABLE)}")
+    row = await conn.fetchrow("SELECT * FROM handlers WHERE id = $1 FOR UPDATE", handler_id)
+    if row is None:
+        return None
+    current = _view(row)
+    merged = NewHandler(
+        user_data=current.user_data,
+        default=current.default,
+        url=row["url"],
+        secret=row["secret"],
+        timeout=current.timeout,
+        events=current.events,
+        status_filter=current.status_filter,
+        final_statuses=current.final_statuses,
+        max_in_flight=current.max_in_flight,
+        rate=current.rate,
+        attempts=current.attempts,
+        first_retry=current.first_retry,
+        notify_url=row["notify_url"],
+    )
+    fields = dict(changes)
+    if "events" in fields:
+        fields["events"] = tuple(fields["events"])
+        if "status" in fields["events"] and "status_filter" not in fields:
+            fields["status_filter"] = merged.status_filter or "all"
+        if "status" not in fields["events"]:
+            fields["status_filter"] = None
+    if "final_statuses" in fields:
+        fields["final_statuses"] = tuple(fields["final_statuses"] or ())
+    new = dataclasses.replace(merged, **fields).validated(destinations)
+    if "url" in changes:
+        refused = await destinations.check_now(new.url, unresolved_ok=True)
+        if refused is not None:
+            raise HandlerError(f"url: {refused}")
+    updated = await conn.fetchrow(
+        _UPDATE,
+        handler_id,
+        new.url,
+        new.secret,
+        new.timeout,
+        "replies" in new.events,
+        "status" in new.events,
+        new.status_filter == "terminal",
+        list(new.final_statuses),
+        new.max_in_flight,
+        new.rate,
+        new.attempts,
+        new.first_retry,
+        new.notify_url,
+    )
+    await wake_dispatchers(conn)
+    return _view(updated)
+
+
+async def rotate_secret(
+    conn: Any, handler_id: int, overlap_seconds: float
+) -> tuple[HandlerView, str] | None:
+    """A new secret for a handler; the old one signs beside it for `overlap_seconds`
+    (each forward then carries both signatures). Returns the handler and the new secret
+    (shown once); None when there is no such handler."""
+    secret = new_secret()
+    row = await conn.fetchrow(_ROTATE, handler_id, secret, overlap_seconds)
+    return (_view(row), secret) if row is not None else None
 
 
 def _view(row: Any) -> HandlerView:
@@ -255,4 +459,14 @@ def _view(row: Any) -> HandlerView:
             e for e, on in zip(EVENTS, (row["replies"], row["statuses"]), strict=True) if on
         ),
         status_filter=("terminal" if row["terminal_only"] else "all") if row["statuses"] else None,
+        final_statuses=tuple(row["final_statuses"] or ()),
+        max_in_flight=row["max_in_flight"],
+        rate=row["rate"],
+        attempts=row["attempts"],
+        first_retry=row["first_retry"],
+        notify_url=shown_url(row["notify_url"]) if row["notify_url"] else None,
+        disabled_reason=row["disabled_reason"],
+        disabled_at=row["disabled_at"],
+        failing_since=row["failing_since"],
+        previous_secret_until=row["previous_secret_until"],
     )

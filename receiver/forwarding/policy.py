@@ -1,13 +1,21 @@
-"""When to try a forward again: a small immutable policy with one pure decision."""
+"""When to try a forward again: a small immutable policy with one pure decision.
+
+Every answer but a 2xx is tried again on the handler's schedule: a handler that
+answers 404 or 401 while it is being deployed loses nothing. Two exceptions: **410
+Gone** says "stop sending here" (Standard Webhooks), so the handler is disabled and
+its forwards wait (`GONE`); and the statuses a handler names as final for it
+(`final_statuses`, none by default) end the forward at once (`DEAD`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 
-# 408 Request Timeout and 429 Too Many Requests say "later", unlike other 4xx.
-_RETRYABLE_4XX = frozenset({408, 429})
+GONE_STATUS = 410
 
 
 class Verdict(enum.StrEnum):
@@ -16,6 +24,8 @@ class Verdict(enum.StrEnum):
     DONE = "done"
     RETRY = "retry"
     DEAD = "dead"
+    GONE = "gone"
+    """The handler said 410: it is disabled, the forward waits for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,23 @@ class RetryPolicy:
     cap: float = 12 * 3600.0
     jitter: float = 0.2
     """Each wait is scaled by a random factor in [1 - jitter, 1 + jitter]."""
+    final_statuses: frozenset[int] = frozenset()
+    """Answers that end a forward at once (the handler's own choice)."""
+
+    def for_handler(
+        self,
+        *,
+        attempts: int | None,
+        first_retry: float | None,
+        final_statuses: Collection[int],
+    ) -> RetryPolicy:
+        """This policy with what a handler sets of its own (None: this policy's)."""
+        return dataclasses.replace(
+            self,
+            max_attempts=attempts or self.max_attempts,
+            base=first_retry or self.base,
+            final_statuses=frozenset(final_statuses),
+        )
 
     def decide(
         self,
@@ -51,12 +78,17 @@ class RetryPolicy:
         """
         if status is not None and 200 <= status < 300:
             return Decision(Verdict.DONE)
-        if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
-            return Decision(Verdict.DEAD, reason=f"the handler answered {status}")
+        if status in self.final_statuses:
+            return Decision(
+                Verdict.DEAD, reason=f"the handler answered {status}, final for this handler"
+            )
+        if status == GONE_STATUS:
+            return Decision(Verdict.GONE, reason="the handler answered 410 Gone")
         if attempt >= self.max_attempts:
             return Decision(Verdict.DEAD, reason=f"no success after {attempt} attempts")
         wait = min(self.base * 2 ** (attempt - 1), self.cap)
         wait *= (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.cap))
-        return Decision(Verdict.RETRY, delay=wait)
+        reason = f"the handler answered {status}" if status is not None else ""
+        return Decision(Verdict.RETRY, delay=wait, reason=reason)

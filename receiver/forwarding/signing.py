@@ -36,11 +36,26 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
-def headers(*, message_id: str, timestamp: int, body: bytes, secret: str | None) -> dict[str, str]:
-    """The Standard Webhooks headers for one delivery; signed when the handler has a secret."""
+def headers(
+    *,
+    message_id: str,
+    timestamp: int,
+    body: bytes,
+    secret: str | None,
+    previous: str | None = None,
+) -> dict[str, str]:
+    """The Standard Webhooks headers for one delivery; signed when the handler has a secret.
+
+    `previous`: the secret before a rotation, during its overlap: the header then
+    carries both signatures, space-separated, the new one first (Standard Webhooks lets
+    a verifier accept any of them), so a handler on either secret verifies."""
     result = {"webhook-id": message_id, "webhook-timestamp": str(timestamp)}
-    if secret is not None:
-        signed = f"{message_id}.{timestamp}.".encode() + body
-        digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
-        result["webhook-signature"] = "v1," + base64.b64encode(digest).decode()
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    signatures = [
+        "v1," + base64.b64encode(hmac.new(secret_key(s), signed, hashlib.sha256).digest()).decode()
+        for s in (secret, previous)
+        if s is not None
+    ]
+    if signatures:
+        result["webhook-signature"] = " ".join(signatures)
     return result

@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from receiver.app import create_app, dispatcher
 from receiver.db import migrate
 from receiver.db.engine import create_pool
+from receiver.forwarding.handlers import set_enabled
 from receiver.forwarding.outbox import ForwardFilter, retry_forwards
 from receiver.forwarding.routing import route_unrouted
 from receiver.forwarding.signing import new_secret
@@ -228,18 +229,69 @@ async def test_a_handler_that_is_down_gets_the_forward_when_it_comes_back(
     assert [r.json["event_id"] for r in handler.received] == ["d-1"]
 
 
-async def test_a_400_is_dead_at_once(
+async def test_a_deploy_s_404s_kill_no_reply(
     client: httpx.AsyncClient, handler: HandlerServer, database_url: str
 ) -> None:
-    handler.scripts["/reject"] = lambda n: (400, 0.0)
-    await register(database_url, user_data="42", url=handler.url("/reject"))
+    # The handler answers 404 to its first three requests (it is being deployed), then
+    # 200: every reply of the deploy is delivered once, in order, none dead.
+    handler.scripts["/deploying"] = lambda n: (404, 0.0) if n < 3 else (200, 0.0)
+    await register(database_url, user_data="42", url=handler.url("/deploying"))
+    await send(
+        client,
+        *(mo_event(f"dep-{n}", f"DEPLOY0{n}", sender="+7", user_data="42") for n in range(3)),
+    )
+    await wait_for_state(database_url, "done", seconds=30)
+    async with asyncio.timeout(30):
+        while len([f for f in await forwards(database_url) if f["state"] == "done"]) < 3:  # noqa: ASYNC110 (the database is polled)
+            await asyncio.sleep(0.05)
+    states = [f["state"] for f in await forwards(database_url)]
+    assert states == ["done"] * 3
+    # Three 404s and the 200 for the first; the others, held behind it in their
+    # conversation, once each and in order.
+    received = [r.json["event_id"] for r in handler.received]
+    assert received == ["dep-0"] * 4 + ["dep-1", "dep-2"]
+
+
+async def test_a_status_final_for_the_handler_is_dead_at_once(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    handler.scripts["/reject"] = lambda n: (422, 0.0)
+    await register(
+        database_url, user_data="42", url=handler.url("/reject"), final_statuses=(400, 422)
+    )
     await send(client, mo_event("r-1", "REJECT01", sender="+7", user_data="42"))
     await wait_for_state(database_url, "dead")
     await asyncio.sleep(0.3)
     assert len(handler.received) == 1
     (forward,) = await forwards(database_url)
     assert (forward["state"], forward["attempts"]) == ("dead", 1)
-    assert forward["last_error"] == "the handler answered 400"
+    assert forward["last_error"] == "the handler answered 422, final for this handler"
+
+
+async def test_410_disables_the_handler_its_forwards_wait_and_enable_resumes_them(
+    client: httpx.AsyncClient, handler: HandlerServer, database_url: str
+) -> None:
+    handler.scripts["/gone"] = lambda n: (410, 0.0) if n == 0 else (200, 0.0)
+    handler_id = await register(database_url, user_data="42", url=handler.url("/gone"))
+    await send(client, mo_event("g-1", "GONE0001", sender="+7", user_data="42"))
+    async with asyncio.timeout(10):
+        while not (await fetch(database_url, "SELECT 1 FROM forward_attempts")):  # noqa: ASYNC110 (the database is polled)
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # nothing more goes to a disabled handler
+    (row,) = await fetch(
+        database_url, "SELECT enabled, disabled_reason FROM handlers WHERE id = $1", handler_id
+    )
+    (forward,) = await forwards(database_url)
+    assert (row["enabled"], row["disabled_reason"]) == (False, "the handler answered 410 Gone")
+    assert (forward["state"], forward["attempts"]) == ("pending", 0)
+    assert len(handler.received) == 1
+    conn = await asyncpg.connect(database_url)
+    try:
+        await set_enabled(conn, handler_id, enabled=True)
+    finally:
+        await conn.close()
+    await wait_for_state(database_url, "done")
+    assert [r.json["event_id"] for r in handler.received] == ["g-1", "g-1"]
 
 
 async def test_a_slow_handler_times_out_and_is_tried_again(
@@ -341,9 +393,12 @@ async def test_two_dispatchers_deliver_a_thousand_forwards_once_each(
 async def dead_forward(
     client: httpx.AsyncClient, handler: HandlerServer, database_url: str, event_id: str
 ) -> int:
-    """An MO whose forward is dead after a 404; its handler answers 200 from then on."""
+    """An MO whose forward is dead after a 404 (final for its handler); its handler
+    answers 200 from then on."""
     handler.scripts["/fixed"] = lambda n: (404, 0.0) if n == 0 else (200, 0.0)
-    handler_id = await register(database_url, user_data="42", url=handler.url("/fixed"))
+    handler_id = await register(
+        database_url, user_data="42", url=handler.url("/fixed"), final_statuses=(404,)
+    )
     sms_id = event_id.replace("-", "").upper().ljust(8, "0")
     await send(client, mo_event(event_id, sms_id, sender="+12", user_data="42"))
     await wait_for_state(database_url, "dead")

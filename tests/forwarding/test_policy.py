@@ -14,16 +14,37 @@ def test_a_2xx_is_done(status: int) -> None:
     assert POLICY.decide(attempt=1, status=status).verdict is Verdict.DONE
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
-def test_a_4xx_is_dead_at_once(status: int) -> None:
+# Every status but a 2xx and 410, swept: a deploy's 404 or 401 kills nothing.
+@pytest.mark.parametrize("status", [None, *range(300, 410), *range(411, 600)])
+def test_every_answer_but_a_2xx_and_410_is_retried(status: int | None) -> None:
     decision = POLICY.decide(attempt=1, status=status)
+    assert decision.verdict is Verdict.RETRY
+    if status is not None:
+        assert decision.reason == f"the handler answered {status}"
+
+
+def test_410_gone_disables_the_handler_and_keeps_the_forward() -> None:
+    decision = POLICY.decide(attempt=1, status=410)
+    assert (decision.verdict, decision.reason) == (Verdict.GONE, "the handler answered 410 Gone")
+
+
+@pytest.mark.parametrize("status", [400, 410, 422, 500])
+def test_a_handler_s_final_statuses_end_a_forward_at_once(status: int) -> None:
+    policy = POLICY.for_handler(
+        attempts=None, first_retry=None, final_statuses=(400, 410, 422, 500)
+    )
+    decision = policy.decide(attempt=1, status=status)
     assert decision.verdict is Verdict.DEAD
-    assert decision.reason == f"the handler answered {status}"
+    assert decision.reason == f"the handler answered {status}, final for this handler"
+    assert policy.decide(attempt=1, status=404).verdict is Verdict.RETRY
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, None])
-def test_408_429_5xx_and_no_answer_are_retried(status: int | None) -> None:
-    assert POLICY.decide(attempt=1, status=status).verdict is Verdict.RETRY
+def test_a_handler_s_schedule_replaces_the_default() -> None:
+    policy = RetryPolicy(jitter=0.0).for_handler(attempts=3, first_retry=5.0, final_statuses=())
+    assert [policy.decide(attempt=n, status=500).delay for n in (1, 2)] == [5.0, 10.0]
+    assert policy.decide(attempt=3, status=500).verdict is Verdict.DEAD
+    same = RetryPolicy(jitter=0.0).for_handler(attempts=None, first_retry=None, final_statuses=())
+    assert same == RetryPolicy(jitter=0.0)
 
 
 def test_the_last_attempt_is_dead() -> None:
