@@ -6,22 +6,27 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import orjson
 
+from receiver.cli.callr import duration
 from receiver.cli.service import configured, open_migrated_database, timestamp, whole
 from receiver.db.engine import asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding.destinations import Destinations
 from receiver.forwarding.handlers import (
+    CHANGEABLE,
     HandlerError,
     NewHandler,
     add_handler,
     list_handlers,
     remove_handler,
+    rotate_secret,
     set_enabled,
+    update_handler,
 )
 from receiver.forwarding.outbox import RETRYABLE_STATES, ForwardFilter, retry_forwards
 from receiver.forwarding.routing import route_unrouted
@@ -52,8 +57,14 @@ def handlers_add(args: argparse.Namespace) -> int:
         url=args.url,
         secret=secret,
         timeout=args.timeout,
-        events=tuple(e.strip() for e in args.events.split(",") if e.strip()),
+        events=_events(args.events),
         status_filter=args.status_filter,
+        final_statuses=args.final_statuses or (),
+        max_in_flight=args.max_in_flight,
+        rate=args.rate,
+        attempts=args.attempts,
+        first_retry=args.first_retry,
+        notify_url=args.notify_url,
     )
 
     settings = configured()
@@ -73,6 +84,78 @@ def handlers_add(args: argparse.Namespace) -> int:
         return 0
 
     return _run_with_connection(add)
+
+
+def handlers_update(args: argparse.Namespace) -> int:
+    """Change a handler in place: its id, user_data and forwards kept."""
+    changes: dict[str, Any] = {}
+    for name in CHANGEABLE:
+        value = getattr(args, name, None)
+        if value is not None:
+            changes[name] = value
+    if args.generate_secret:
+        changes["secret"] = new_secret()
+    if "events" in changes:
+        changes["events"] = _events(changes["events"])
+    for name in args.clear or ():
+        changes[name] = None
+    if not changes:
+        print("receiver: nothing to change: give one of the options (see --help)", file=sys.stderr)
+        return 2
+    settings = configured()
+    destinations = Destinations.of(settings.handler_allowed_networks, settings.database_url)
+
+    async def update(conn: Any) -> int:
+        try:
+            handler = await update_handler(conn, args.id, changes, destinations)
+        except HandlerError as error:
+            print(f"receiver: {error}", file=sys.stderr)
+            return 2
+        if handler is None:
+            print(f"receiver: no handler {args.id}", file=sys.stderr)
+            return 1
+        print(_json(handler.to_json()))
+        if args.generate_secret:
+            print(f"secret (shown once, give it to the handler): {changes['secret']}")
+        return 0
+
+    return _run_with_connection(update)
+
+
+def handlers_rotate_secret(args: argparse.Namespace) -> int:
+    """A new secret; the old one signs beside it for the overlap."""
+
+    async def rotate(conn: Any) -> int:
+        rotated = await rotate_secret(conn, args.id, args.overlap.total_seconds())
+        if rotated is None:
+            print(f"receiver: no handler {args.id}", file=sys.stderr)
+            return 1
+        handler, secret = rotated
+        print(_json(handler.to_json()))
+        print(f"secret (shown once, give it to the handler): {secret}")
+        if handler.previous_secret_until is not None:
+            print(
+                f"until {handler.previous_secret_until.isoformat()} each forward carries the"
+                " signatures of both secrets; after it, the new one's alone"
+            )
+        return 0
+
+    return _run_with_connection(rotate)
+
+
+def _events(text: str) -> tuple[str, ...]:
+    return tuple(e.strip() for e in text.split(",") if e.strip())
+
+
+def statuses(text: str) -> tuple[int, ...]:
+    """An argument type: comma-separated HTTP statuses, such as 400,422."""
+    try:
+        found = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of HTTP statuses such as 400,422"
+        ) from None
+    return found
 
 
 def handlers_list(args: argparse.Namespace) -> int:
@@ -187,7 +270,49 @@ def add_handler_commands(commands: Any) -> None:
         help="with status: every change (all, the default) or only to delivered, failed,"
         " expired or error (terminal)",
     )
+    _policy_options(add)
     add.set_defaults(run=handlers_add)
+    update = sub.add_parser(
+        "update", help="change a handler in place (its id, user_data and forwards kept)"
+    )
+    update.add_argument("id", type=int)
+    update.add_argument("--url", help="where its forwards are posted")
+    new_secrets = update.add_mutually_exclusive_group()
+    new_secrets.add_argument("--secret", help="a Standard Webhooks secret (whsec_...)")
+    new_secrets.add_argument(
+        "--generate-secret", action="store_true", help="make a secret and print it once"
+    )
+    update.add_argument("--timeout", type=float, help="seconds per attempt")
+    update.add_argument("--events", help="replies, status, or both (comma-separated)")
+    update.add_argument("--status-filter", choices=("all", "terminal"))
+    _policy_options(update)
+    update.add_argument(
+        "--clear",
+        action="append",
+        choices=(
+            "final_statuses",
+            "max_in_flight",
+            "rate",
+            "attempts",
+            "first_retry",
+            "notify_url",
+            "secret",
+        ),
+        help="set a field back to its default (repeatable)",
+    )
+    update.set_defaults(run=handlers_update)
+    rotate = sub.add_parser(
+        "rotate-secret",
+        help="a new signing secret; the old one signs beside it for the overlap",
+    )
+    rotate.add_argument("id", type=int)
+    rotate.add_argument(
+        "--overlap",
+        type=duration,
+        default=timedelta(hours=24),
+        help="how long forwards carry both signatures (default 24h)",
+    )
+    rotate.set_defaults(run=handlers_rotate_secret)
     sub.add_parser("list", help="list the handlers").set_defaults(run=handlers_list)
     for name, helptext, handler, extra in (
         ("remove", "remove a handler", handlers_remove, {}),
@@ -197,6 +322,30 @@ def add_handler_commands(commands: Any) -> None:
         command = sub.add_parser(name, help=helptext)
         command.add_argument("id", type=int)
         command.set_defaults(run=handler, **extra)
+
+
+def _policy_options(parser: Any) -> None:
+    parser.add_argument(
+        "--final-statuses",
+        type=statuses,
+        help="HTTP statuses that end a forward at once (none by default: every answer but a"
+        " 2xx is tried again, and 410 disables the handler)",
+    )
+    parser.add_argument(
+        "--max-in-flight", type=int, help="requests in flight to it at once, every dispatcher"
+    )
+    parser.add_argument("--rate", type=float, help="requests a second at most")
+    parser.add_argument("--attempts", type=int, help="attempts of a forward (default 12)")
+    parser.add_argument(
+        "--first-retry",
+        type=float,
+        help="seconds before the second attempt, doubling after (default 40)",
+    )
+    parser.add_argument(
+        "--notify-url",
+        help="where the owning team hears of the handler's health: failing, disabled,"
+        " recovered (a signed JSON notice)",
+    )
 
 
 def add_forward_commands(commands: Any) -> None:

@@ -463,7 +463,7 @@ class Dispatcher:
         """Handlers failing for too long disabled (every minute); due notices sent."""
         try:
             now = time.monotonic()
-            if now - self._housekept >= _HOUSEKEEPING_SECONDS:
+            if now - self._housekept >= min(_HOUSEKEEPING_SECONDS, self._disable_after / 4):
                 self._housekept = now
                 await self._disable_stale()
             await self._send_notices()

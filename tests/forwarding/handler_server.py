@@ -39,6 +39,9 @@ class HandlerServer:
 
     scripts: dict[str, Script] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    """The most requests it ever had in hand at once."""
     port: int = 0
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -69,9 +72,14 @@ class HandlerServer:
             )
         )
         status, delay = self.scripts.get(path, always(200))(count)
-        await asyncio.sleep(delay)
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b'{"ok": true}'})
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(delay)
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b'{"ok": true}'})
+        finally:
+            self.in_flight -= 1
 
     async def start(self) -> None:
         self._server, self._task, self.port = serve_on_loopback(self, self.port)
