@@ -228,7 +228,9 @@ def create_app(settings: Settings) -> Starlette:
         Route(
             "/metrics",
             MetricsEndpoint(
-                settings.metrics_token, stall_after=settings.projection_stall_after
+                settings.metrics_token,
+                stall_after=settings.projection_stall_after,
+                silent_after=settings.webhooks_silent_after,
             ).metrics,
             methods=["GET"],
         ),

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     dispatch_poll_interval: float = Field(default=5.0, gt=0)
     # A handler with no 2xx for this long while its forwards wait is disabled.
     handler_disable_after: timedelta = Field(default="3d", validate_default=True)
+    # An SMS CALLR accepted this long ago with no delivery report since: CALLR is silent.
+    webhooks_silent_after: timedelta = Field(default="30m", validate_default=True)
 
     # CALLR's API (docs/callr-api.md): subscribe, reconcile, backfill.
     callr_api_url: str = "https://api.callr.com"
@@ -188,6 +190,7 @@ class Settings(BaseSettings):
         "send_lookup_after",
         "send_unknown_after",
         "handler_disable_after",
+        "webhooks_silent_after",
         mode="before",
     )
     @classmethod
@@ -201,6 +204,7 @@ class Settings(BaseSettings):
         "send_lookup_after",
         "send_unknown_after",
         "handler_disable_after",
+        "webhooks_silent_after",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:

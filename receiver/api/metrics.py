@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.forwarding.watch import Silence, silence, troubled_handlers
 from receiver.http import error_response
 from receiver.metrics import POOL
 from receiver.projection.backlog import Backlog, backlog
@@ -47,13 +48,18 @@ _FORWARDS = "SELECT state, count(*) AS n FROM forwards WHERE state <> 'done' GRO
 class DatabaseFigures(Collector):
     """The gauges read from the database, as of the last `refresh`."""
 
-    def __init__(self, stall_after: timedelta) -> None:
+    def __init__(
+        self, stall_after: timedelta, silent_after: timedelta = timedelta(minutes=30)
+    ) -> None:
         self.stall_after = stall_after
+        self.silent_after = silent_after
         self.read_at = 0.0
         self.up = True
         self.messages: list[Any] = []
         self.forwards: list[Any] = []
         self.backlog = Backlog(0, None)
+        self.handlers: list[dict[str, Any]] = []
+        self.silence = Silence(False, None, None, 0)
 
     async def refresh(self, pool: Any) -> None:
         """Read the figures again when the last read is older than a few seconds.
@@ -67,6 +73,8 @@ class DatabaseFigures(Collector):
                 self.messages = await conn.fetch(_MESSAGES)
                 self.forwards = await conn.fetch(_FORWARDS)
                 self.backlog = await backlog(conn)
+                self.handlers = await troubled_handlers(conn)
+                self.silence = await silence(conn, self.silent_after)
         except UNAVAILABLE_ERRORS:
             self.up = False
         else:
@@ -114,7 +122,32 @@ class DatabaseFigures(Collector):
             "1 when the last read of the database's figures succeeded, 0 when it was away.",
         )
         up.add_metric([], 1.0 if self.up else 0.0)
+        handlers = GaugeMetricFamily(
+            "receiver_handlers",
+            "Handlers in trouble: failing (no success since a failure) or disabled.",
+            labels=["state"],
+        )
+        waiting = GaugeMetricFamily(
+            "receiver_handler_forwards_waiting",
+            "Forwards waiting for each failing or disabled handler.",
+            labels=["handler_id", "state"],
+        )
+        counts = {"failing": 0, "disabled": 0}
+        for h in self.handlers:
+            state = "disabled" if not h["enabled"] else "failing"
+            counts[state] += 1
+            waiting.add_metric([str(h["id"]), state], h["waiting"])
+        for state, n in counts.items():
+            handlers.add_metric([state], n)
+        silent = GaugeMetricFamily(
+            "receiver_webhooks_silent_seconds",
+            "How long an SMS CALLR accepted has waited with no delivery report since, once"
+            " that is RECEIVER_WEBHOOKS_SILENT_AFTER or longer; 0 otherwise.",
+        )
+        since = self.silence.since
+        silent.add_metric([], (now - since).total_seconds() if since else 0.0)
         yield from (messages, anomalies, forwards, pending, lag, stalled, up)
+        yield from (handlers, waiting, silent)
 
 
 def observe_pool(name: str, pool: Any) -> None:
@@ -126,7 +159,13 @@ def observe_pool(name: str, pool: Any) -> None:
 class MetricsEndpoint:
     """The `/metrics` route: this process's figures, or every worker's, and the database's."""
 
-    def __init__(self, token: str | None, *, stall_after: timedelta) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        *,
+        stall_after: timedelta,
+        silent_after: timedelta = timedelta(minutes=30),
+    ) -> None:
         self.token = token
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             self.registry = CollectorRegistry()
@@ -135,7 +174,7 @@ class MetricsEndpoint:
             self.registry = REGISTRY
         # A registry of this app's own: several apps in one process (tests) each
         # read their own database.
-        self.database = DatabaseFigures(stall_after)
+        self.database = DatabaseFigures(stall_after, silent_after)
         self.database_registry = CollectorRegistry()
         self.database_registry.register(self.database)
 

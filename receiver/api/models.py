@@ -424,8 +424,35 @@ class Projection(Answer):
     stalled_since: datetime | None
 
 
+class TroubledHandler(Answer):
+    id: int
+    user_data: str | None
+    default: bool
+    failing_since: datetime | None = Field(description="its first failure after a success")
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    waiting: int = Field(description="forwards waiting for it")
+
+
+class HandlersHealth(Answer):
+    failing: list[TroubledHandler] = Field(description="enabled, no success since failing_since")
+    disabled: list[TroubledHandler] = Field(description="disabled: by an admin, a 410, or time")
+
+
+class WebhooksHealth(Answer):
+    silent: bool = Field(
+        description="an SMS CALLR accepted RECEIVER_WEBHOOKS_SILENT_AFTER ago or more, and no"
+        " delivery report since it was asked for"
+    )
+    silent_since: datetime | None
+    last_report_at: datetime | None = Field(description="the last delivery report's arrival")
+    unreported_sends: int = Field(description="SMS accepted since the last report")
+
+
 class ServiceStatus(Answer):
     projection: Projection
+    handlers: HandlersHealth
+    webhooks: WebhooksHealth
     schema_: str | None = Field(alias="schema", description="the database's schema revision")
     version: str = Field(description="this release of the receiver")
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from importlib.metadata import version
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.api.models import ServiceStatus, answer
+from receiver.forwarding.watch import silence, troubled_handlers
 from receiver.projection.backlog import backlog
 
 
@@ -16,11 +18,27 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
 
 
+def _handler(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "user_data": row["user_data"],
+        "default": row["default"],
+        "failing_since": _iso(row["failing_since"]),
+        "disabled_reason": row["disabled_reason"],
+        "disabled_at": _iso(row["disabled_at"]),
+        "waiting": row["waiting"],
+    }
+
+
 async def status(request: Request) -> Response:
-    """The projection's backlog and whether it is stalled, the schema revision and this release."""
+    """The projection's backlog and whether it is stalled, the handlers failing or disabled,
+    whether CALLR has gone silent, the schema revision and this release."""
+    settings = request.app.state.settings
     async with request.state.api_pool.acquire() as conn:
         behind = await backlog(conn)
         schema = await conn.fetchval("SELECT version_num FROM alembic_version")
+        troubled = await troubled_handlers(conn)
+        quiet = await silence(conn, settings.webhooks_silent_after)
     now = datetime.now(UTC)
     stalled_since = behind.stalled_since(request.app.state.settings.projection_stall_after, now=now)
     return answer(
@@ -33,6 +51,16 @@ async def status(request: Request) -> Response:
                 "last_batch_at": _iso(behind.last_batch_at),
                 "stalled": stalled_since is not None,
                 "stalled_since": _iso(stalled_since),
+            },
+            "handlers": {
+                "failing": [_handler(h) for h in troubled if h["enabled"] and h["failing_since"]],
+                "disabled": [_handler(h) for h in troubled if not h["enabled"]],
+            },
+            "webhooks": {
+                "silent": quiet.silent,
+                "silent_since": _iso(quiet.since),
+                "last_report_at": _iso(quiet.last_report_at),
+                "unreported_sends": quiet.unreported,
             },
             "schema": schema,
             "version": version("receiver"),

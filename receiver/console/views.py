@@ -37,11 +37,14 @@ from receiver.forwarding.handlers import (
     HandlerError,
     HandlerExists,
     add_handler,
+    find_handler,
     list_handlers,
     remove_handler,
     set_enabled,
+    update_handler,
 )
 from receiver.forwarding.outbox import retry_forwards_by_id
+from receiver.forwarding.watch import silence, troubled_handlers
 from receiver.http import whole_number
 from receiver.projection.backlog import backlog
 
@@ -59,6 +62,7 @@ _NOTICES = {
     "retried": "{n} forward(s) queued to be sent again.",
     "not-retried": "{n} forward(s) could not be sent again (pending, in flight, or no handler).",
     "added": "Handler added.",
+    "updated": "Handler updated: its forwards follow the change.",
     "removed": "Handler removed; its undelivered forwards are routed again.",
     "enabled": "Handler enabled.",
     "disabled": "Handler disabled.",
@@ -208,6 +212,8 @@ class Console:
             waiting = await reads.waiting_for_handlers(conn)
             unknown_sends = await conn.fetchval(_UNKNOWN_SENDS)
             behind = await backlog(conn)
+            troubled = await troubled_handlers(conn)
+            quiet = await silence(conn, request.app.state.settings.webhooks_silent_after, now)
         chart = stacked_bars(
             f"Webhooks a minute by result, the last {window.name}",
             traffic.buckets,
@@ -225,6 +231,8 @@ class Console:
             forwards=forwards,
             waiting=waiting,
             unknown_sends=unknown_sends,
+            troubled=troubled,
+            quiet=quiet,
             # The lists' window starts where the overview's does (their filter reads
             # the status time, in UTC as the form writes it).
             since=f"{now - window.span:%Y-%m-%dT%H:%M:%S}",
@@ -455,6 +463,8 @@ class Console:
         raw = request.path_params["handler_id"]
         handler_id = whole_number(raw) if len(raw) < 19 else None
         change = request.path_params["change"]
+        if change == "update" and handler_id is not None:
+            return await self._update_handler(request, session, handler_id)
         done = False
         if handler_id is not None:
             async with request.state.pool.acquire() as conn:
@@ -467,6 +477,61 @@ class Console:
             return self.render(request, session, "error.html", 404, message="No such handler.")
         notice = {"remove": "removed", "enable": "enabled", "disable": "disabled"}[change]
         return RedirectResponse(f"/console/handlers?notice={notice}", 303)
+
+    async def _update_handler(
+        self, request: Request, session: Session, handler_id: int
+    ) -> Response:
+        """The handler's edit form: each field as typed, an empty one the default."""
+        form: QueryParams = request.state.form
+        changes: dict[str, Any] = {}
+        try:
+            for name, kind in _EDITABLE.items():
+                if name not in form:
+                    continue
+                text = form[name].strip()
+                if not text and name in ("url", "timeout"):
+                    continue  # kept as it is: these have no default to go back to
+                if kind is str:
+                    changes[name] = text or None
+                elif not text:
+                    changes[name] = None
+                elif kind is tuple:
+                    changes[name] = tuple(int(p) for p in text.replace(" ", "").split(",") if p)
+                else:
+                    changes[name] = kind(text)
+        except ValueError:
+            return await self.handlers(
+                request, session, 400, f"{name}: {form[name]!r} is not a valid value"
+            )
+        try:
+            async with request.state.pool.acquire() as conn:
+                current = await find_handler(conn, handler_id)
+                # The form shows URLs with their credentials masked: one sent back as
+                # shown is unchanged, never replaced by its mask.
+                for name in ("url", "notify_url"):
+                    if current is not None and changes.get(name) == getattr(current, name):
+                        del changes[name]
+                handler = await update_handler(
+                    conn, handler_id, changes, request.app.state.destinations
+                )
+        except HandlerError as error:
+            return await self.handlers(request, session, 400, str(error))
+        if handler is None:
+            return self.render(request, session, "error.html", 404, message="No such handler.")
+        return RedirectResponse(f"/console/handlers?notice=updated#handler-{handler_id}", 303)
+
+
+# The fields of the console's edit form, and how each is read (empty: the default).
+_EDITABLE: dict[str, Any] = {
+    "url": str,
+    "timeout": float,
+    "final_statuses": tuple,
+    "max_in_flight": int,
+    "rate": float,
+    "attempts": int,
+    "first_retry": float,
+    "notify_url": str,
+}
 
 
 async def read_form(request: Request) -> QueryParams | None:

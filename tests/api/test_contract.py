@@ -46,6 +46,13 @@ def test_an_answer_with_a_field_the_contract_lacks_is_refused() -> None:
             "stalled": False,
             "stalled_since": None,
         },
+        "handlers": {"failing": [], "disabled": []},
+        "webhooks": {
+            "silent": False,
+            "silent_since": None,
+            "last_report_at": None,
+            "unreported_sends": 0,
+        },
         "schema": "0018",
         "version": "0.1.0",
     }

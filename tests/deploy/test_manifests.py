@@ -189,7 +189,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_alert_rules_pass_promtool_check() -> None:
     result = promtool("check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_the_alert_rules_fire_on_what_they_should_and_only_then() -> None:
@@ -208,5 +208,5 @@ async def test_the_alert_rules_use_only_metrics_the_service_exposes(
 ) -> None:
     rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
     used = {name for rule in rules for name in re.findall(r"\breceiver_\w+", rule["expr"])}
-    assert len(used) == 6
+    assert len(used) == 8
     assert used <= await exposed_metrics(make_settings), used
