@@ -179,7 +179,6 @@ OPERATIONS = [
         {
             200: (m.SmsPreview, "the preview"),
             502: (m.Error, "CALLR could not quote"),
-            503: (m.Error, "a quote needs the CALLR API login"),
         },
         query=m.PreviewQuery,
         body=m.SmsPreviewRequest,

@@ -7,8 +7,8 @@ the STOP number CALLR puts in its place: RECEIVER_CALLR_STOP_NUMBER, else 5 digi
 
 With `?quote=true` and `to`, CALLR's own count comes too (`quote`): JSON-RPC
 `sms.get_quote(to, text, options)`, at the rate every call to CALLR shares, said to
-be CALLR's estimate. It needs the API login; a CALLR that cannot answer is a 502
-that says why.
+be CALLR's estimate. It needs the API login (a 400 naming `quote` without it); a
+CALLR that cannot answer is a 502 that says why.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ async def preview(request: Request) -> Response:
             )
         if not settings.callr_api_configured:
             return error_response(
-                503,
-                "a quote asks CALLR's sms.get_quote: set RECEIVER_CALLR_API_LOGIN and"
-                " RECEIVER_CALLR_API_PASSWORD",
+                400,
+                "quote=true asks CALLR's sms.get_quote, which needs the API login: set"
+                " RECEIVER_CALLR_API_LOGIN and RECEIVER_CALLR_API_PASSWORD",
+                parameter="quote",
             )
         options = {"force_encoding": asked.encoding.upper()} if asked.encoding else None
         try:

@@ -212,8 +212,11 @@ async def route_unrouted(conn: Any) -> int:
 # A status change goes to the best handler subscribed to status news for the SMS's own
 # user_data (exact, then the longest prefix; the default handler only when it
 # subscribed too), unless that handler was already told of this status or a later
-# one: a callback never goes backwards and is never sent twice (the partial unique
-# index is the last word when two projections race).
+# one, by the order of the evidence (terminal, time, rank, then the status's name, as
+# the record's current status is chosen: `delivered` and `failed` stamped in the same
+# second end on the same one whatever their order, and a handler told the first is
+# told the second): a callback never goes backwards and is never sent twice (the
+# partial unique index is the last word when two projections race).
 _ANNOUNCE = """
 WITH c AS (
     SELECT * FROM json_to_recordset($1::json)
@@ -251,7 +254,8 @@ FROM routed r
 LEFT JOIN LATERAL (
     SELECT true AS told FROM forwards f
     WHERE f.kind = 'status' AND f.handler_id = r.handler_id AND f.sms_id = r.sms_id
-      AND (f.status_terminal, f.status_at, f.status_rank) >= (r.terminal, r.at, r.rank)
+      AND (f.status_terminal, f.status_at, f.status_rank, f.status_after COLLATE "C")
+          >= (r.terminal, r.at, r.rank, r.after COLLATE "C")
     LIMIT 1
 ) AS already ON true
 WHERE already.told IS NULL

@@ -157,7 +157,7 @@ WITH s AS (SELECT * FROM json_to_recordset($1::json) AS s({record})),
 top AS (SELECT DISTINCT ON (s.sms_id) s.sms_id, {status_columns} FROM s ORDER BY {top_order}),
 agg AS (SELECT s.sms_id, {aggregates} FROM s GROUP BY s.sms_id),
 before AS (
-    SELECT b.sms_id, b.created_at, b.status::text AS status
+    SELECT b.sms_id, b.created_at, b.status::text AS status, b.user_data
     FROM messages b WHERE b.sms_id = ANY($2::text[])
 ),
 up AS (
@@ -167,7 +167,7 @@ FROM agg JOIN top USING (sms_id)
 ORDER BY agg.sms_id
 ON CONFLICT (sms_id) DO UPDATE SET {updates}
 RETURNING m.sms_id, m.unexplained, m.created_at, m.status_at, m.status::text AS status,
-    m.status_rank, m.status_terminal, m.direction
+    m.status_rank, m.status_terminal, m.direction, m.user_data
 ),
 marked AS (
 INSERT INTO stats_changes (day)
@@ -180,7 +180,9 @@ ORDER BY d.day
 ),
 {_EVIDENCE_CTES}
 SELECT up.sms_id, up.unexplained, up.status_at, up.status, up.status_rank, up.status_terminal,
-    up.direction, b.status AS was
+    up.direction, b.status AS was,
+    b.sms_id IS NOT NULL AND COALESCE(b.user_data, '') = ''
+        AND COALESCE(up.user_data, '') <> '' AS routable_now
 FROM up LEFT JOIN before b USING (sms_id)
 """
 
@@ -339,10 +341,13 @@ def _changes(upserted: Sequence[Any], reports: Sequence[Report]) -> list[StatusC
             best.sms.status, best.status_at
         ):
             latest[report.sms.sms_id] = report
+    # A change of status; or the status as it is, once the SMS's user_data is known (a
+    # report that came before the send's answer found no handler to tell: the send's
+    # step names it now). The announce statement never tells a handler twice.
     return [
         StatusChange(
             sms_id=row["sms_id"],
-            before=row["was"],
+            before=row["was"] if row["status"] != row["was"] else None,
             after=row["status"],
             at=row["status_at"],
             rank=row["status_rank"],
@@ -350,7 +355,8 @@ def _changes(upserted: Sequence[Any], reports: Sequence[Report]) -> list[StatusC
             event_id=latest[row["sms_id"]].event_id,
         )
         for row in upserted
-        if row["direction"] == "outbound" and row["status"] != row["was"]
+        if row["direction"] == "outbound"
+        and (row["status"] != row["was"] or row["routable_now"])
     ]
 
 

@@ -162,6 +162,6 @@ async def test_a_quote_without_the_callr_login_says_what_to_set(
             headers={"authorization": f"Bearer {READ}"},
             json={"text": "hi"},
         )
-    assert answer.status_code == 503
+    assert (answer.status_code, answer.json()["parameter"]) == (400, "quote")
     assert "RECEIVER_CALLR_API_LOGIN" in answer.json()["error"]
     assert (bad.status_code, bad.json()["parameter"]) == (400, "quote")

@@ -519,3 +519,33 @@ async def test_the_api_sends_a_dead_forward_again(
     assert twice.status_code == 409
     assert "only a dead or delivered forward" in twice.json()["error"]
     assert [f["state"] for f in await forwards(database_url)] == ["pending"]
+
+
+async def test_a_forward_sent_again_carries_the_id_and_body_it_had(
+    make_settings: SettingsFactory, handler: HandlerServer, database_url: str
+) -> None:
+    # What docs/forwarding.md says of a resend: the same webhook-id and body, a fresh
+    # signature; a handler that drops repeats by id drops it.
+    admin = {"authorization": "Bearer forwarding-admin-token"}
+    settings = make_settings(admin_tokens="forwarding-admin-token", **FAST)
+    secret = new_secret()
+    await register(database_url, user_data="42", url=handler.url("/dedup"), secret=secret)
+    async with running(create_app(settings)) as client:
+        await send(client, mo_event("mo-again", "MOAGAIN1", sender="+33611111112", user_data="42"))
+        await wait_for_state(database_url, "done")
+        (done,) = await forwards(database_url)
+        await client.post(f"/api/v1/forwards/{done['id']}/retry", headers=admin)
+        await wait_for(lambda: len(handler.on("/dedup")) == 2, seconds=10)
+    first, again = handler.on("/dedup")
+    assert first.headers["webhook-id"] == again.headers["webhook-id"] == "mo-again"
+    assert first.body == again.body
+    for request in (first, again):
+        Webhook(secret).verify(request.body, request.headers)
+    # A handler that keeps the ids it took, as Standard Webhooks suggests, takes it once.
+    kept: set[str] = set()
+    taken = []
+    for request in (first, again):
+        if request.headers["webhook-id"] not in kept:
+            kept.add(request.headers["webhook-id"])
+            taken.append(request)
+    assert taken == [first]
