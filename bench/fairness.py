@@ -8,6 +8,7 @@ woken as in production). The dispatcher claims a share per handler and kind, and
 a handler holds at most half of its requests in flight.
 
     .venv/bin/python bench/fairness.py [--queued 100000] [--replies 50] [--mode down|hang]
+        [--max-in-flight N]   # handler A's own limit (default: half the dispatcher's)
     RECEIVER_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres ...
 """
 
@@ -53,14 +54,23 @@ async def hanging_server() -> tuple[asyncio.AbstractServer, str]:
     return server, f"http://127.0.0.1:{port}/"
 
 
-async def measure(url: str, queued: int, replies: int, mode: str) -> tuple[list[float], int]:
+async def measure(
+    url: str, queued: int, replies: int, mode: str, max_in_flight: int | None = None
+) -> tuple[list[float], int]:
     hang, hang_url = await hanging_server()
     async with handler_server() as team_b:
         conn = await asyncpg.connect(url)
         flooded = hang_url if mode == "hang" else "http://127.0.0.1:9/"
         team_a, _ = await add_handler(
             conn,
-            NewHandler(user_data="42", default=False, url=flooded, events=("status",), timeout=2.0),
+            NewHandler(
+                user_data="42",
+                default=False,
+                url=flooded,
+                events=("status",),
+                timeout=2.0,
+                max_in_flight=max_in_flight,
+            ),
         )
         await add_handler(conn, NewHandler(user_data="team-b", default=False, url=team_b.url("/b")))
         await conn.close()
@@ -97,17 +107,21 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=100_000)
     parser.add_argument("--replies", type=int, default=50)
     parser.add_argument("--mode", choices=("down", "hang"), default="down")
+    parser.add_argument("--max-in-flight", type=int, default=None)
     args = parser.parse_args()
     configure_logging(level="warning")
     with bench_server() as postgres, scratch_database(postgres) as name:
         latencies, tried = asyncio.run(
-            measure(postgres.url_for(name), args.queued, args.replies, args.mode)
+            measure(
+                postgres.url_for(name), args.queued, args.replies, args.mode, args.max_in_flight
+            )
         )
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     print(
         f"{args.queued:,} status callbacks queued for a handler that"
         f" {'is down' if args.mode == 'down' else 'hangs'}"
-        f" ({tried:,} attempts made at them meanwhile); {len(latencies)} replies to another"
+        + (f" (max_in_flight {args.max_in_flight})" if args.max_in_flight else "")
+        + f" ({tried:,} attempts made at them meanwhile); {len(latencies)} replies to another"
         f" handler, ack -> handler: p50 {quantiles[49]:.1f} ms, p90 {quantiles[89]:.1f} ms,"
         f" p99 {quantiles[98]:.1f} ms, max {max(latencies):.1f} ms"
     )

@@ -189,6 +189,7 @@ WHERE id = $1
 """
 NOTICE_ATTEMPTS = 8
 _HOUSEKEEPING_SECONDS = 60.0
+_NOTICE_SECONDS = 1.0
 
 _RECORD_ATTEMPT = """
 INSERT INTO forward_attempts (forward_id, at, status_code, excerpt, error, duration_ms)
@@ -269,6 +270,7 @@ class Dispatcher:
         self._rates: dict[tuple[int, float], SharedRate] = {}
         self._disable_after = disable_after
         self._housekept = 0.0
+        self._noticed = 0.0
         self._client = httpx.AsyncClient(follow_redirects=False)
 
     async def run(self) -> None:
@@ -466,7 +468,10 @@ class Dispatcher:
             if now - self._housekept >= min(_HOUSEKEEPING_SECONDS, self._disable_after / 4):
                 self._housekept = now
                 await self._disable_stale()
-            await self._send_notices()
+            # At most a look a second: the loop turns at every finished forward.
+            if now - self._noticed >= _NOTICE_SECONDS:
+                self._noticed = now
+                await self._send_notices()
         except UNAVAILABLE_ERRORS as error:
             log.warning("dispatcher_database_unavailable", error=repr(error))
         except Exception:

@@ -201,6 +201,68 @@ async def test_handlers_are_disabled_enabled_and_removed(client: httpx.AsyncClie
     assert missing.status_code == 404
 
 
+async def test_a_handler_is_edited_in_place_and_a_masked_url_is_kept(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    # Registered with credentials in its URL before they were refused: the form shows
+    # them masked, and saving the form as shown keeps the real URL.
+    await fetch(
+        database_url,
+        "INSERT INTO handlers (match, prefix, is_default, url, timeout, replies, statuses,"
+        " terminal_only) VALUES ('shop', false, false, 'http://al:s3cret@127.0.0.1:9/h', 5,"
+        " true, false, false)",
+    )
+    await sign_in(client, ADMIN)
+    page = await client.get("/console/handlers")
+    (handler_id,) = [
+        r["id"] for r in await fetch(database_url, "SELECT id FROM handlers WHERE match = 'shop'")
+    ]
+    assert "s3cret" not in page.text
+    saved = await client.post(
+        f"/console/handlers/{handler_id}/update",
+        data={
+            "csrf": csrf_of(page),
+            "url": "http://***@127.0.0.1:9/h",
+            "timeout": "5",
+            "final_statuses": "400, 422",
+            "max_in_flight": "2",
+            "rate": "",
+            "attempts": "6",
+            "first_retry": "15",
+            "notify_url": "http://127.0.0.1:9/team",
+        },
+    )
+    bad = await client.post(
+        f"/console/handlers/{handler_id}/update",
+        data={"csrf": csrf_of(page), "max_in_flight": "many"},
+    )
+    refused = await client.post(
+        f"/console/handlers/{handler_id}/update",
+        data={"csrf": csrf_of(page), "attempts": "0"},
+    )
+    (row,) = await fetch(
+        database_url,
+        "SELECT url, final_statuses, max_in_flight, rate, attempts, first_retry, notify_url"
+        " FROM handlers WHERE id = $1",
+        handler_id,
+    )
+    assert saved.status_code == 303
+    assert saved.headers["location"] == f"/console/handlers?notice=updated#handler-{handler_id}"
+    assert dict(row) == {
+        "url": "http://al:s3cret@127.0.0.1:9/h",
+        "final_statuses": [400, 422],
+        "max_in_flight": 2,
+        "rate": None,
+        "attempts": 6,
+        "first_retry": 15.0,
+        "notify_url": "http://127.0.0.1:9/team",
+    }
+    assert bad.status_code == 400
+    assert "max_in_flight" in bad.text
+    assert refused.status_code == 400
+    assert "attempts must be 1 to 100" in refused.text
+
+
 async def test_signing_out_ends_the_session(client: httpx.AsyncClient) -> None:
     await sign_in(client, READ)
     page = await client.get("/console")
