@@ -97,21 +97,7 @@ def _handler_id(request: Request) -> int | None:
 def new_handler(document: Any) -> NewHandler:
     if not isinstance(document, dict):
         raise HandlerError("body must be a JSON object")
-    known = {
-        "user_data",
-        "default",
-        "url",
-        "secret",
-        "timeout",
-        "events",
-        "status_filter",
-        "final_statuses",
-        "max_in_flight",
-        "rate",
-        "attempts",
-        "first_retry",
-        "notify_url",
-    }
+    known = {"user_data", "default", *CHANGEABLE}
     unknown = sorted(set(document) - known)
     if unknown:
         raise HandlerError(f"unknown field(s): {', '.join(unknown)}")

@@ -246,30 +246,21 @@ _URL = "^https?://[^/?#\\s\\u0000-\\u001f\\u007f-\\u009f][^\\s\\u0000-\\u001f\\u
 _SECRET = "^(whsec_)?([A-Za-z0-9+/]{4}){8,}([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"  # noqa: S105
 
 
-class NewHandler(Body):
-    """Either a user_data value (or prefix) or the default handler, never both or neither."""
+class HandlerChanges(Body):
+    """What PATCH changes: the fields given, a null setting a policy field (or the secret,
+    the notice URL) back to none. A new handler takes the same fields."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "oneOf": [
-                {"required": ["user_data"], "properties": {"default": {"const": False}}},
-                {
-                    "required": ["default"],
-                    "properties": {"default": {"const": True}},
-                    "not": {"required": ["user_data"]},
-                },
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    user_data: str | None = Field(
+    url: str | None = Field(None, json_schema_extra={"format": "uri", "pattern": _URL})
+    secret: str | None = Field(
         None,
-        description="a value, or a prefix ending in '*'",
-        json_schema_extra={"type": "string", "pattern": _NO_NUL_AND_NOT_ONLY_STAR},
+        description="whsec_ followed by base64 of at least 24 bytes",
+        json_schema_extra={"pattern": _SECRET},
     )
-    default: bool | None = None
+    timeout: float | None = Field(
+        None, json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 300}
+    )
     events: list[str] | None = Field(
         None,
         description="replies (the default): the inbound SMS routed to it; status: each change"
@@ -286,15 +277,6 @@ class NewHandler(Body):
         description="with status: every change (all) or only to delivered, failed, expired or"
         " error (terminal)",
         json_schema_extra={"type": "string", "enum": ["all", "terminal"]},
-    )
-    url: str = Field(json_schema_extra={"format": "uri", "pattern": _URL})
-    secret: str | None = Field(
-        None,
-        description="whsec_ followed by base64 of at least 24 bytes",
-        json_schema_extra={"pattern": _SECRET},
-    )
-    timeout: float | None = Field(
-        None, json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 300}
     )
     final_statuses: list[int] | None = Field(
         None,
@@ -327,35 +309,31 @@ class NewHandler(Body):
     )
 
 
-class HandlerChanges(Body):
-    """What PATCH changes: the fields given, a null setting a policy field (or the secret,
-    the notice URL) back to none."""
+class NewHandler(HandlerChanges):
+    """Either a user_data value (or prefix) or the default handler, never both or neither."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    url: str | None = Field(None, json_schema_extra={"format": "uri", "pattern": _URL})
-    secret: str | None = Field(None, json_schema_extra={"pattern": _SECRET})
-    timeout: float | None = Field(
-        None, json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 300}
-    )
-    events: list[str] | None = Field(
-        None,
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
         json_schema_extra={
-            "type": "array",
-            "items": {"type": "string", "enum": ["replies", "status"]},
-            "minItems": 1,
-            "uniqueItems": True,
+            "oneOf": [
+                {"required": ["user_data"], "properties": {"default": {"const": False}}},
+                {
+                    "required": ["default"],
+                    "properties": {"default": {"const": True}},
+                    "not": {"required": ["user_data"]},
+                },
+            ]
         },
     )
-    status_filter: str | None = Field(
-        None, json_schema_extra={"type": "string", "enum": ["all", "terminal"]}
+
+    user_data: str | None = Field(
+        None,
+        description="a value, or a prefix ending in '*'",
+        json_schema_extra={"type": "string", "pattern": _NO_NUL_AND_NOT_ONLY_STAR},
     )
-    final_statuses: list[int] | None = None
-    max_in_flight: int | None = None
-    rate: float | None = None
-    attempts: int | None = None
-    first_retry: float | None = None
-    notify_url: str | None = None
+    default: bool | None = None
+    url: str = Field(json_schema_extra={"format": "uri", "pattern": _URL})
 
 
 class RotatedSecret(Answer):

@@ -281,24 +281,7 @@ async def add_handler(
         prefix = new.user_data.endswith("*")
         match = new.user_data[:-1] if prefix else new.user_data
     try:
-        row = await conn.fetchrow(
-            _INSERT,
-            match,
-            prefix,
-            new.default,
-            new.url,
-            new.secret,
-            new.timeout,
-            "replies" in new.events,
-            "status" in new.events,
-            new.status_filter == "terminal",
-            list(new.final_statuses),
-            new.max_in_flight,
-            new.rate,
-            new.attempts,
-            new.first_retry,
-            new.notify_url,
-        )
+        row = await conn.fetchrow(_INSERT, match, prefix, new.default, *_columns(new))
     except asyncpg.UniqueViolationError:
         which = "a default handler" if new.default else f"a handler for {new.user_data!r}"
         raise HandlerExists(f"{which} is already registered") from None
@@ -411,22 +394,7 @@ async def update_handler(
         refused = await destinations.check_now(new.url, unresolved_ok=True)
         if refused is not None:
             raise HandlerError(f"url: {refused}")
-    updated = await conn.fetchrow(
-        _UPDATE,
-        handler_id,
-        new.url,
-        new.secret,
-        new.timeout,
-        "replies" in new.events,
-        "status" in new.events,
-        new.status_filter == "terminal",
-        list(new.final_statuses),
-        new.max_in_flight,
-        new.rate,
-        new.attempts,
-        new.first_retry,
-        new.notify_url,
-    )
+    updated = await conn.fetchrow(_UPDATE, handler_id, *_columns(new))
     await wake_dispatchers(conn)
     return _view(updated)
 
@@ -440,6 +408,24 @@ async def rotate_secret(
     secret = new_secret()
     row = await conn.fetchrow(_ROTATE, handler_id, secret, overlap_seconds)
     return (_view(row), secret) if row is not None else None
+
+
+def _columns(new: NewHandler) -> tuple[Any, ...]:
+    """The columns from `url` to `notify_url`, in the order _INSERT and _UPDATE take them."""
+    return (
+        new.url,
+        new.secret,
+        new.timeout,
+        "replies" in new.events,
+        "status" in new.events,
+        new.status_filter == "terminal",
+        list(new.final_statuses),
+        new.max_in_flight,
+        new.rate,
+        new.attempts,
+        new.first_retry,
+        new.notify_url,
+    )
 
 
 def _view(row: Any) -> HandlerView:

@@ -355,8 +355,7 @@ def _changes(upserted: Sequence[Any], reports: Sequence[Report]) -> list[StatusC
             event_id=latest[row["sms_id"]].event_id,
         )
         for row in upserted
-        if row["direction"] == "outbound"
-        and (row["status"] != row["was"] or row["routable_now"])
+        if row["direction"] == "outbound" and (row["status"] != row["was"] or row["routable_now"])
     ]
 
 
