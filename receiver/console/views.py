@@ -509,7 +509,8 @@ class Console:
                 # The form shows URLs with their credentials masked: one sent back as
                 # shown is unchanged, never replaced by its mask.
                 for name in ("url", "notify_url"):
-                    if current is not None and changes.get(name) == getattr(current, name):
+                    shown = getattr(current, name) if current is not None else None
+                    if name in changes and current is not None and changes[name] == shown:
                         del changes[name]
                 handler = await update_handler(
                     conn, handler_id, changes, request.app.state.destinations

@@ -43,6 +43,10 @@ UPDATE handlers SET url = $2, secret = $3, timeout = $4, replies = $5, statuses 
 WHERE id = $1
 RETURNING {_COLUMNS}
 """
+_DUE_NOW = """
+UPDATE forwards SET next_attempt_at = now()
+WHERE handler_id = $1 AND state = 'pending' AND next_attempt_at > now()
+"""
 _ROTATE = f"""
 UPDATE handlers SET previous_secret = secret,
     previous_secret_until = CASE WHEN secret IS NULL THEN NULL
@@ -192,7 +196,12 @@ class NewHandler:
     first_retry: float | None = None
     notify_url: str | None = None
 
-    def validated(self, destinations: Destinations = ANYWHERE) -> NewHandler:
+    def validated(
+        self, destinations: Destinations = ANYWHERE, *, check_url: bool = True
+    ) -> NewHandler:
+        """This handler, checked; raises `HandlerError` saying what is wrong. `check_url`
+        False: its URL is one already kept (a change that leaves it as it is must not be
+        refused by a rule the URL predates)."""
         self._policy_checked()
         if self.notify_url is not None:
             _url_checked("notify_url", self.notify_url, destinations)
@@ -210,7 +219,8 @@ class NewHandler:
                 raise HandlerError(f"{name} must not contain a NUL character")
         if self.user_data is not None and not self.user_data.rstrip("*"):
             raise HandlerError("user_data must have at least one character before a final '*'")
-        _url_checked("url", self.url, destinations)
+        if check_url:
+            _url_checked("url", self.url, destinations)
         if not 0 < self.timeout <= 300:
             raise HandlerError("timeout must be between 0 and 300 seconds")
         if self.secret is not None:
@@ -389,12 +399,15 @@ async def update_handler(
             fields["status_filter"] = None
     if "final_statuses" in fields:
         fields["final_statuses"] = tuple(fields["final_statuses"] or ())
-    new = dataclasses.replace(merged, **fields).validated(destinations)
+    new = dataclasses.replace(merged, **fields).validated(destinations, check_url="url" in changes)
     if "url" in changes:
         refused = await destinations.check_now(new.url, unresolved_ok=True)
         if refused is not None:
             raise HandlerError(f"url: {refused}")
     updated = await conn.fetchrow(_UPDATE, handler_id, *_columns(new))
+    if "url" in changes:
+        # A URL put right: what waits for a retry is tried there now, not at its turn.
+        await conn.execute(_DUE_NOW, handler_id)
     await wake_dispatchers(conn)
     return _view(updated)
 

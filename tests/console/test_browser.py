@@ -35,7 +35,7 @@ from tests.callr_events import lifecycle, mo_event, mt_event, v1_event
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.fake_callr import fake_callr
 from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
-from tests.support import serving, until_projected
+from tests.support import fetch, serving, until_projected
 
 READ = "browser-read-token-0123"
 ADMIN = "browser-admin-token-0123"
@@ -519,3 +519,39 @@ async def test_on_call_finds_an_unknown_send_and_an_admin_settles_it(
             await wait_for_text(site, "accepted", css="#send-state", reload=True, seconds=20)
     # Sent again on the admin's word: the SMS of the cut answer and this one.
     assert len(callr.created) == 2
+
+
+async def test_on_call_sees_a_failing_handler_and_fixes_its_url_from_the_console(
+    site: Browser, database_url: str, handler: HandlerServer
+) -> None:
+    # A handler moved to a new path answers 404 at the old one: the reply waits,
+    # retried, the overview says the handler is failing; an admin edits its URL in
+    # place and the reply arrives, once.
+    handler.scripts["/old"] = lambda n: (404, 0.0)
+    async with httpx.AsyncClient(base_url=site.base) as client:
+        created = await client.post(
+            "/api/v1/handlers",
+            headers={"authorization": f"Bearer {ADMIN}"},
+            json={"user_data": "shop-*", "url": handler.url("/old"), "attempts": 50},
+        )
+    assert created.status_code == 201, created.text
+    handler_id = created.json()["id"]
+    webhook = f"/webhooks/callr/{TEST_URL_TOKEN}"
+    await post(site.base, webhook, mo_event("mo-fix", MO_ID, sender=CUSTOMER, user_data="shop-7"))
+    await until_projected(database_url)
+    await wait_for(lambda: len(handler.on("/old")) >= 1, seconds=15)
+    await site.sign_in(ADMIN)
+    troubled = await site.text("section[aria-labelledby='troubled']")
+    assert "failing" in troubled
+    assert "shop-*" in troubled
+    await site.screenshot("overview-troubled")
+    await site.go("/console/handlers")
+    await site.click(f"#handler-{handler_id} details summary")
+    await site.fill(f"#url-{handler_id}", handler.url("/new"))
+    await site.screenshot("handler-edit")
+    await site.submit(f"form[action='/console/handlers/{handler_id}/update'] button")
+    assert "Handler updated" in await site.text("p.notice")
+    await wait_for(lambda: len(handler.on("/new")) == 1, seconds=30)
+    assert handler.on("/new")[0].json["mo"]["id"] == MO_ID.lower()
+    (forward,) = await fetch(database_url, "SELECT state, handler_id FROM forwards")
+    assert (forward["state"], forward["handler_id"]) == ("done", handler_id)

@@ -119,11 +119,13 @@ async def test_forwards_outlive_a_handler_down_slow_then_erratic(
     await register(
         own_postgres.url, user_data="replies", url=f"http://127.0.0.1:{handler.port}/h", timeout=1.0
     )
+    # A 400 is final for this handler (by default every answer but a 2xx is retried).
     await register(
         own_postgres.url,
         user_data="refused",
         url=f"http://127.0.0.1:{handler.port}/refuse",
         timeout=1.0,
+        final_statuses=(400,),
     )
 
     # Five conversations of six replies each, sent while the handler is not there yet.
@@ -162,7 +164,8 @@ async def test_forwards_outlive_a_handler_down_slow_then_erratic(
                 await handler.start()
         await asyncio.sleep(seconds)
 
-    # With the handler up, three replies it refuses with a 400: dead at the first attempt.
+    # With the handler up, three replies it refuses with a 400, final for it: dead at the
+    # first attempt.
     async with httpx.AsyncClient(timeout=10) as client:
         for n in range(3):
             body = mo_event(f"x-{n}", f"REFUSE{n:02d}", sender="+33619999999", user_data="refused")
