@@ -166,6 +166,11 @@ WHERE h.enabled AND h.failing_since < now() - $1 * interval '1 second'
               WHERE f.handler_id = h.id AND f.state IN ('pending', 'in_flight'))
 RETURNING h.id
 """
+# Notices sent, or given up on, a month ago: forgotten.
+_FORGET_NOTICES = """
+DELETE FROM handler_notices
+WHERE created_at < now() - interval '30 days' AND (sent_at IS NOT NULL OR next_at = 'infinity')
+"""
 # Notices due, leased to this dispatcher for a minute.
 _CLAIM_NOTICES = """
 WITH due AS (
@@ -462,7 +467,8 @@ class Dispatcher:
             log.warning("handler_failing", handler_id=claim.handler_id, error=error)
 
     async def _housekeeping(self) -> None:
-        """Handlers failing for too long disabled (every minute); due notices sent."""
+        """Handlers failing for too long disabled and notices a month old forgotten (every
+        minute); due notices sent."""
         try:
             now = time.monotonic()
             if now - self._housekept >= min(_HOUSEKEEPING_SECONDS, self._disable_after / 4):
@@ -486,6 +492,7 @@ class Dispatcher:
             for row in await conn.fetch(_STALE, self._disable_after, reason):
                 await conn.execute(NOTICE, row["id"], "disabled", reason)
                 log.warning("handler_disabled", handler_id=row["id"], reason=reason)
+            await conn.execute(_FORGET_NOTICES)
 
     async def _send_notices(self) -> None:
         async with self._pool.acquire() as conn:

@@ -220,6 +220,39 @@ async def test_a_handler_failing_too_long_is_disabled_its_forwards_wait(
     ]
 
 
+async def test_notices_a_month_old_are_forgotten_once_sent_or_given_up(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    handler_id = await register(
+        database_url, user_data="42", url="http://127.0.0.1:9/h", notify_url="http://127.0.0.1:9/n"
+    )
+    notice = (
+        "INSERT INTO handler_notices (handler_id, kind, url, body, created_at, next_at, sent_at)"
+        " VALUES ($1, 'failing', 'http://127.0.0.1:9/n', '\\x7b7d', now() - $2::text::interval,"
+        " $3::text::timestamptz, $4::text::timestamptz)"
+    )
+    rows = [
+        ("31 days", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),  # sent: forgotten
+        ("31 days", "infinity", None),  # given up on: forgotten
+        ("31 days", "2999-01-01T00:00:00Z", None),  # still to be tried: kept
+        ("1 day", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"),  # sent lately: kept
+    ]
+    for age, next_at, sent_at in rows:
+        await fetch(database_url, notice, handler_id, age, next_at, sent_at)
+    settings = make_settings(handler_disable_after=timedelta(seconds=1), **FAST)
+    async with running(create_app(settings)):
+        await _until(
+            database_url,
+            "SELECT 1 FROM handler_notices HAVING count(*) = 2",
+        )
+    kept = await fetch(
+        database_url,
+        "SELECT extract(day FROM now() - created_at)::int AS days, sent_at IS NULL AS unsent"
+        " FROM handler_notices ORDER BY created_at",
+    )
+    assert kept == [{"days": 31, "unsent": True}, {"days": 1, "unsent": False}]
+
+
 def _receiver(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "receiver", *args],
