@@ -26,16 +26,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from projection import realistic_events, store_and_analyze
-from support import bench_server, scratch_database
-
+from bench.projection import realistic_events, store_and_analyze
 from receiver.db.engine import create_pool
 from receiver.forwarding.routing import route
 from receiver.projection.records import project
 from receiver.projection.store import store_batch, stored_reports
 from receiver.reports import records
+from testkit.support import bench_server, scratch_database
 
 
 class Explained:

@@ -30,10 +30,9 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seed import NETWORKS, USER_DATA
-from throughput import free_port, wait_ready
+from bench.seed import NETWORKS, USER_DATA
+from bench.throughput import free_port, wait_ready
 
 ADMIN = "bench-console-admin-token"
 TARGET_MS = 300

@@ -31,14 +31,12 @@ import orjson
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from support import bench_server, scratch_database
 
 from receiver.callr.envelope import parse_envelope
 from receiver.db.engine import create_pool
 from receiver.projection.store import Incoming, store_batch
 from receiver.simulate import Mix, Plan
+from testkit.support import bench_server, pending, scratch_database
 
 _STORE_BATCH = 2000
 
@@ -74,14 +72,6 @@ async def fill(url: str, events: int) -> int:
             return int(await conn.fetchval("SELECT count(*) FROM projection_pending"))
     finally:
         await pool.close()
-
-
-async def pending(url: str) -> int:
-    conn = await asyncpg.connect(url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM projection_pending"))
-    finally:
-        await conn.close()
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:

@@ -23,17 +23,14 @@ from pathlib import Path
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from support import bench_server, scratch_database
 
 from receiver.app import create_app
 from receiver.forwarding.handlers import NewHandler, add_handler
 from receiver.logging import configure_logging
 from receiver.settings import Settings
-from tests.callr_events import mo_event
-from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
-from tests.support import running
+from testkit.callr_events import mo_event
+from testkit.handler_server import HandlerServer, handler_server, wait_for
+from testkit.support import bench_server, running, scratch_database
 
 TOKEN = "bench-token-0123456789"
 

@@ -26,16 +26,14 @@ from typing import Any
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from support import bench_server, scratch_database
 
 from receiver.callr.envelope import parse_envelope
 from receiver.callr.sms import Status
 from receiver.projection.records import project
 from receiver.projection.store import Incoming, store_batch, stored_reports
 from receiver.reports import records
-from tests.callr_events import Step, v1_event, v2_event
+from testkit.callr_events import Step, v1_event, v2_event
+from testkit.support import bench_server, scratch_database
 
 LIFECYCLE = (Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED)
 

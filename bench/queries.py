@@ -29,10 +29,8 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seed import END, NETWORKS, USER_DATA
-
+from bench.seed import END, NETWORKS, USER_DATA
 from receiver.projection.daily_stats import maintain
 
 TOKEN = "bench-api-token-0123456789"

@@ -32,10 +32,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import bench_server, scratch_database
-from throughput import (
+from bench.throughput import (
     CpuWatch,
     backlog_now,
     catch_up,
@@ -47,8 +45,8 @@ from throughput import (
     wait_ready,
     write_requests,
 )
-
 from receiver.simulate import Mix, Plan
+from testkit.support import bench_server, scratch_database
 
 
 def serve_worker(database_url: str, log: Path) -> subprocess.Popen[bytes]:

@@ -21,15 +21,13 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from projection import realistic_events, store_and_analyze
-from support import bench_server, scratch_database
-
+from bench.projection import realistic_events, store_and_analyze
 from receiver import heap
 from receiver.db.engine import create_pool
 from receiver.replay import rebuild
 from receiver.replay.workers import RangeWorkers
+from testkit.support import bench_server, scratch_database
 
 
 async def measure(

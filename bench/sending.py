@@ -1,6 +1,6 @@
 """Sending through misbehaving answers: 1,000 SMS, none lost, none twice; the 202's latency.
 
-One run, against the fake CALLR on loopback (tests/fake_callr.py) and a real uvicorn:
+One run, against the fake CALLR on loopback (testkit/fake_callr.py) and a real uvicorn:
 
 1. Chaos: 1,000 sends posted by 50 concurrent clients while the fake cuts 10% of
    its answers after creating the SMS, answers 5% with 503 and 5% with 429 (its
@@ -38,15 +38,12 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from support import bench_server, scratch_database
 
 from receiver.app import create_app
 from receiver.logging import configure_logging
 from receiver.settings import Settings
-from tests.fake_callr import FakeCallr, fake_callr
-from tests.support import fetch, serving
+from testkit.fake_callr import FakeCallr, fake_callr
+from testkit.support import bench_server, fetch, scratch_database, serving
 
 TOKEN = "bench-send-token-0123456789"
 CLIENTS = 50

@@ -65,11 +65,9 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from support import bench_server, scratch_database
 
 from receiver.simulate import Delivery, Mix, Plan, Signer, simulate
+from testkit.support import bench_server, scratch_database
 
 HERE = Path(__file__).resolve().parent
 SECRET = "bench-subscription-secret"

@@ -102,6 +102,13 @@ CALLR_API = Counter(
     " rejected, not_sent, lost).",
     ["method", "outcome"],
 )
+
+
+def count_callr_call(call: str, outcome: str) -> None:
+    """One try of a call to CALLR's API and how it ended (CallrApi's `observe`)."""
+    CALLR_API.labels(call, outcome).inc()
+
+
 UNKNOWN_SUBSCRIPTIONS = Counter(
     "receiver_callr_unknown_subscriptions",
     "Webhook subscriptions (hook_hash, sid) seen on events that `receiver callr subscribe`"

@@ -15,7 +15,7 @@ from receiver.callr.gsm import use_callr_table
 from receiver.db import migrate
 from receiver.db.embedded import start_embedded
 from receiver.settings import Settings
-from tests.support import PostgresServer
+from testkit.support import PostgresServer
 
 TEST_URL_TOKEN = "test-token-0123456789abcdef"
 

@@ -23,8 +23,8 @@ from receiver.cli.access import ADMIN_TOKEN_FILE
 from receiver.db import migrate
 from receiver.db.engine import describe
 from receiver.ingest.auth import TOKEN_FILE
+from testkit.support import console_sign_in_sync, example, fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import console_sign_in_sync, example, fetch, running, until_projected
 
 
 def receiver_command(

@@ -19,8 +19,8 @@ import pytest
 from receiver.app import create_app
 from receiver.db.migrate import head_revision
 from receiver.settings import Settings
+from testkit.support import serving
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "deploy" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from receiver.app import create_app
 from receiver.db import migrate
+from testkit.support import fetch, running
 from tests.conftest import SettingsFactory
-from tests.support import fetch, running
 
 
 async def test_healthz_answers_while_the_process_runs(make_settings: SettingsFactory) -> None:

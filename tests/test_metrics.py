@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.app import create_app
 from receiver.callr.sms import Status
-from tests.callr_events import BASE_TIME, lifecycle, v1_event, v2_event
+from testkit.callr_events import BASE_TIME, lifecycle, v1_event, v2_event
+from testkit.support import example, running, until_projected, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, running, until_projected, with_fields
 from tests.test_cli import free_port, wait_ready
 
 WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"

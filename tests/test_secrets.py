@@ -16,11 +16,11 @@ from starlette.requests import Request
 from structlog.testing import capture_logs
 
 from receiver.http import loggable_path, server_error
-from tests.callr_events import mo_event
-from tests.fake_callr import API_KEY, FakeCallr, fake_callr
-from tests.forwarding.handler_server import handler_server, wait_for
+from testkit.callr_events import mo_event
+from testkit.fake_callr import API_KEY, FakeCallr, fake_callr
+from testkit.handler_server import handler_server, wait_for
+from testkit.support import console_sign_in, example
 from tests.reliability.conftest import Receiver
-from tests.support import console_sign_in, example
 
 URL_TOKEN = "url-token-that-must-stay-secret-0123"
 ADMIN = "admin-token-that-must-stay-secret-0123"

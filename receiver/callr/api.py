@@ -42,7 +42,6 @@ import httpx
 import orjson
 import structlog
 
-from receiver import metrics
 
 log = structlog.get_logger("receiver.callr_api")
 
@@ -172,6 +171,7 @@ class CallrApi:
         retries: int = 4,
         max_wait: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        observe: Callable[[str, str], None] | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._api_key = api_key
@@ -186,6 +186,9 @@ class CallrApi:
         self._max_wait = max_wait
         self._limit: Limit = limit or RateLimit(rate)
         self._sleep = sleep
+        # Told each try's call and outcome (the caller counts them: this package keeps
+        # no metrics of its own).
+        self._observe = observe or _unobserved
 
     async def __aenter__(self) -> CallrApi:
         return self
@@ -341,7 +344,7 @@ class CallrApi:
                 },
             )
         answer = await self._send_once(label, request, api)
-        metrics.CALLR_API.labels(label, answer.outcome).inc()
+        self._observe(label, answer.outcome)
         return answer
 
     async def _send_once(
@@ -479,7 +482,7 @@ class CallrApi:
                 response = await self._send(label, send)
                 answer = read(response)
             except _Retry as retry:
-                metrics.CALLR_API.labels(label, retry.outcome).inc()
+                self._observe(label, retry.outcome)
                 if attempt == self._retries:
                     raise CallrApiError(
                         f"{label}: {retry}; gave up after {self._retries + 1} tries",
@@ -502,9 +505,9 @@ class CallrApi:
                 await self._sleep(wait)
                 continue
             except CallrApiError as error:
-                metrics.CALLR_API.labels(label, error.outcome).inc()
+                self._observe(label, error.outcome)
                 raise
-            metrics.CALLR_API.labels(label, "ok").inc()
+            self._observe(label, "ok")
             return answer
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -535,6 +538,10 @@ class CallrApi:
         if status >= 500:
             raise _Retry("server_error", f"CALLR failed (HTTP {status})", _retry_after(response))
         return response
+
+
+def _unobserved(call: str, outcome: str) -> None:
+    pass
 
 
 def _rpc_body(method: str, params: list[Any]) -> bytes:

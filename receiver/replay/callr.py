@@ -53,6 +53,7 @@ def api_client(settings: Any, pool: Any, *, sending: bool = False) -> CallrApi:
         api_key=settings.callr_api_key,
         limit=SharedRate(pool, settings.callr_api_rate),
         timeout=settings.callr_api_timeout,
+        observe=metrics.count_callr_call,
     )
 
 

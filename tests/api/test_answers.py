@@ -7,8 +7,8 @@ from urllib.parse import quote
 import orjson
 
 from receiver.app import create_app
+from testkit.support import console_sign_in, example, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import console_sign_in, example, running, until_projected
 
 TOKEN = "answers-read-token-0123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -114,7 +114,7 @@ async def test_a_path_with_dot_segments_is_refused_before_any_route(
     import asyncio
     from urllib.parse import urlsplit
 
-    from tests.support import serving
+    from testkit.support import serving
 
     async def raw_get(base: str, path: str) -> tuple[int, str]:
         where = urlsplit(base)

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 
 from receiver.app import create_app
+from testkit.support import console_sign_in, running
 from tests.conftest import SettingsFactory
-from tests.support import console_sign_in, running
 
 TOKEN = "admin-token-for-the-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}

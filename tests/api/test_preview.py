@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from receiver.app import create_app
+from testkit.fake_callr import fake_callr, rpc_error
+from testkit.support import running
 from tests.conftest import SettingsFactory
-from tests.fake_callr import fake_callr, rpc_error
-from tests.support import running
 
 READ = "preview-read-token-0123"
 

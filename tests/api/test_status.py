@@ -9,9 +9,9 @@ from receiver.app import create_app
 from receiver.db.engine import create_pool
 from receiver.db.migrate import head_revision
 from receiver.projection.projector import Projector
-from tests.callr_events import mo_event
+from testkit.callr_events import mo_event
+from testkit.support import running
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import running
 from tests.test_metrics import value
 
 TOKEN = "status-token-for-the-tests"

@@ -15,8 +15,8 @@ from receiver.api.tokens import FIRST_RUN, add_token
 from receiver.app import create_app
 from receiver.cli.access import ADMIN_TOKEN_FILE, FirstRun, settle_access
 from receiver.settings import Settings
+from testkit.support import console_sign_in, fetch, running
 from tests.conftest import SettingsFactory
-from tests.support import console_sign_in, fetch, running
 
 
 def tokens(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -199,8 +199,8 @@ async def test_with_database_tokens_only_cursors_are_signed_by_a_key_of_the_depl
     import orjson
 
     from receiver.db.engine import create_pool
+    from testkit.support import example
     from tests.conftest import TEST_URL_TOKEN
-    from tests.support import example
 
     async def a_token(url: str) -> str:
         pool = await create_pool(url, size=1, command_timeout=10)

@@ -12,8 +12,8 @@ import pytest
 from receiver import metrics
 from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
 from receiver.callr.sms import Status
-from tests.callr_events import lifecycle, v1_event
-from tests.fake_callr import (
+from testkit.callr_events import lifecycle, v1_event
+from testkit.fake_callr import (
     API_KEY,
     JSON,
     LOGIN,
@@ -40,7 +40,13 @@ class Sleeps(list[float]):
 
 
 def client(callr: FakeCallr, *, password: str = PASSWORD, **options: float | int) -> CallrApi:
-    return CallrApi(callr.url, LOGIN, password, **{"rate": 100.0, "timeout": 2.0, **options})  # type: ignore[arg-type]
+    return CallrApi(
+        callr.url,
+        LOGIN,
+        password,
+        observe=metrics.count_callr_call,
+        **{"rate": 100.0, "timeout": 2.0, **options},  # type: ignore[arg-type]
+    )
 
 
 def counted(method: str, outcome: str) -> float:
@@ -100,7 +106,9 @@ async def test_429_waits_as_long_as_retry_after_says(callr: FakeCallr) -> None:
     callr.add(sms_object(v1_event("e1", "ab12cd34", lifecycle(Status.CREATED, Status.SENT))))
     callr.forced.append(Forced(429, b"slow down", {"retry-after": "3"}))
     sleeps = Sleeps()
-    async with CallrApi(callr.url, LOGIN, PASSWORD, rate=100, sleep=sleeps) as api:
+    async with CallrApi(
+        callr.url, LOGIN, PASSWORD, observe=metrics.count_callr_call, rate=100, sleep=sleeps
+    ) as api:
         answer = await api.sms("ab12cd34")
     assert answer.value["hash"] == "AB12CD34"
     assert sleeps == [3.0]
@@ -109,7 +117,9 @@ async def test_429_waits_as_long_as_retry_after_says(callr: FakeCallr) -> None:
 
 async def test_a_retry_after_beyond_the_longest_wait_is_an_error(callr: FakeCallr) -> None:
     callr.forced.append(Forced(503, b"", {"retry-after": "3600"}))
-    async with CallrApi(callr.url, LOGIN, PASSWORD, rate=100, sleep=Sleeps()) as api:
+    async with CallrApi(
+        callr.url, LOGIN, PASSWORD, observe=metrics.count_callr_call, rate=100, sleep=Sleeps()
+    ) as api:
         with pytest.raises(CallrApiError, match="asks to wait 3600 s"):
             await api.sms("ab12cd34")
 
@@ -118,7 +128,15 @@ async def test_5xx_is_tried_again_with_backoff_then_given_up(callr: FakeCallr) -
     callr.forced.extend(Forced(500, b"oops") for _ in range(5))
     sleeps = Sleeps()
     before = counted("GET /sms/<hash>", "server_error")
-    async with CallrApi(callr.url, LOGIN, PASSWORD, rate=100, retries=4, sleep=sleeps) as api:
+    async with CallrApi(
+        callr.url,
+        LOGIN,
+        PASSWORD,
+        observe=metrics.count_callr_call,
+        rate=100,
+        retries=4,
+        sleep=sleeps,
+    ) as api:
         with pytest.raises(CallrApiError, match=r"HTTP 500\); gave up after 5 tries"):
             await api.sms("ab12cd34")
     assert len(callr.asked) == 5
@@ -130,7 +148,9 @@ async def test_5xx_is_tried_again_with_backoff_then_given_up(callr: FakeCallr) -
 async def test_a_5xx_then_an_answer_is_an_answer(callr: FakeCallr) -> None:
     callr.add(sms_object(v1_event("e1", "ab12cd34", lifecycle(Status.CREATED, Status.SENT))))
     callr.forced.append(Forced(502, b"<html>bad gateway</html>"))
-    async with CallrApi(callr.url, LOGIN, PASSWORD, rate=100, sleep=Sleeps()) as api:
+    async with CallrApi(
+        callr.url, LOGIN, PASSWORD, observe=metrics.count_callr_call, rate=100, sleep=Sleeps()
+    ) as api:
         assert (await api.sms("ab12cd34")).value["hash"] == "AB12CD34"
 
 

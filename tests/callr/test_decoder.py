@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from receiver.callr import envelope
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.simulate import Mix, Plan
-from tests.support import EXAMPLE_NAMES, example
+from testkit.support import EXAMPLE_NAMES, example
 
 _ABSENT = object()
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
-from tests.support import EXAMPLE_NAMES, example, with_fields
+from testkit.support import EXAMPLE_NAMES, example, with_fields
 
 
 def envelope(body: bytes) -> Envelope:

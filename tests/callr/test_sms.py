@@ -21,7 +21,7 @@ from receiver.callr.sms import (
     map_status,
     parse_sms,
 )
-from tests.support import example
+from testkit.support import example
 
 
 def snapshot(body: bytes) -> Snapshot:

@@ -18,7 +18,7 @@ from uvicorn.server import ServerState
 
 from receiver.cli import http_protocol
 from receiver.cli.http_protocol import CoalescedWrites, HttpProtocol
-from tests.support import serving
+from testkit.support import serving
 
 BIG = b"x" * (4 * 2**20)
 

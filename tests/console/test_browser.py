@@ -31,11 +31,11 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from receiver.app import create_app
 from receiver.callr.sms import Status
-from tests.callr_events import lifecycle, mo_event, mt_event, v1_event
+from testkit.callr_events import lifecycle, mo_event, mt_event, v1_event
+from testkit.fake_callr import fake_callr
+from testkit.handler_server import HandlerServer, handler_server, wait_for
+from testkit.support import fetch, serving, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.fake_callr import fake_callr
-from tests.forwarding.handler_server import HandlerServer, handler_server, wait_for
-from tests.support import fetch, serving, until_projected
 
 READ = "browser-read-token-0123"
 ADMIN = "browser-admin-token-0123"

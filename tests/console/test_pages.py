@@ -13,9 +13,9 @@ import pytest
 from receiver.app import create_app
 from receiver.callr.sms import Status
 from receiver.console.mask import Mask
-from tests.callr_events import lifecycle, mo_event, mt_event, v1_event
+from testkit.callr_events import lifecycle, mo_event, mt_event, v1_event
+from testkit.support import console_sign_in, fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import console_sign_in, fetch, running, until_projected
 
 READ = "console-read-token-0123"
 ADMIN = "console-admin-token-0123"
@@ -515,7 +515,7 @@ async def test_the_overview_links_its_counts_and_dates_its_chart_and_lists_show_
 
 
 async def test_the_sends_pages_mask_as_the_others_do(make_settings: SettingsFactory) -> None:
-    from tests.fake_callr import fake_callr
+    from testkit.fake_callr import fake_callr
 
     async with fake_callr() as callr:
         settings = make_settings(

@@ -17,8 +17,8 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from receiver.app import create_app
+from testkit.support import console_sign_in, console_sign_in_sync, fetch
 from tests.conftest import SettingsFactory
-from tests.support import console_sign_in, console_sign_in_sync, fetch
 from tests.test_cli import free_port, wait_ready
 from tests.test_metrics import value
 

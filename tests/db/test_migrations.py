@@ -6,7 +6,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from receiver.db import migrate
-from tests.support import fetch
+from testkit.support import fetch
 
 
 def test_there_is_one_head() -> None:

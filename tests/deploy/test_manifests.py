@@ -17,8 +17,8 @@ import yaml
 
 from receiver.app import create_app
 from receiver.cli import build_parser
+from testkit.support import running
 from tests.conftest import SettingsFactory
-from tests.support import running
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES = sorted((DEPLOY / "kubernetes").glob("*.yaml"))

@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from receiver.callr.sms import Status
-from tests.callr_events import lifecycle, v2_event
-from tests.support import fetch, signed_headers
+from testkit.callr_events import lifecycle, v2_event
+from testkit.support import fetch, signed_headers
 from tests.test_cli import free_port, wait_ready
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -11,9 +11,9 @@ import pytest
 
 from receiver.app import create_app
 from receiver.forwarding.handlers import NewHandler, add_handler
+from testkit.handler_server import HandlerServer, handler_server
+from testkit.support import running
 from tests.conftest import SettingsFactory
-from tests.forwarding.handler_server import HandlerServer, handler_server
-from tests.support import running
 
 # Retries a few tens of milliseconds apart, and a dispatcher that looks often.
 FAST = {"forward_backoff_base": 0.05, "dispatch_poll_interval": 0.2}

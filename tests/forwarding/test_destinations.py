@@ -11,11 +11,11 @@ import pytest
 from receiver.app import create_app
 from receiver.forwarding.destinations import DestinationRefused, Destinations
 from receiver.forwarding.handlers import HandlerError, NewHandler, add_handler
-from tests.callr_events import mo_event
+from testkit.callr_events import mo_event
+from testkit.handler_server import HandlerServer
+from testkit.support import fetch, running, until_projected
 from tests.conftest import SettingsFactory
 from tests.forwarding.conftest import FAST
-from tests.forwarding.handler_server import HandlerServer
-from tests.support import fetch, running, until_projected
 
 ADMIN = "destinations-admin-token-0123"
 AUTH = {"authorization": f"Bearer {ADMIN}"}

@@ -19,11 +19,11 @@ from receiver.forwarding.handlers import set_enabled
 from receiver.forwarding.outbox import ForwardFilter, retry_forwards
 from receiver.forwarding.routing import route_unrouted
 from receiver.forwarding.signing import new_secret
-from tests.callr_events import BASE_TIME, mo_event, mt_event
+from testkit.callr_events import BASE_TIME, mo_event, mt_event
+from testkit.handler_server import HandlerServer, wait_for
+from testkit.support import fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.forwarding.conftest import FAST, register
-from tests.forwarding.handler_server import HandlerServer, wait_for
-from tests.support import fetch, running, until_projected
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 

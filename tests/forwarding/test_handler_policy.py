@@ -21,11 +21,11 @@ from standardwebhooks.webhooks import Webhook
 
 from receiver.app import create_app
 from receiver.forwarding.signing import new_secret
-from tests.callr_events import mo_event
+from testkit.callr_events import mo_event
+from testkit.handler_server import HandlerServer
+from testkit.support import fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.forwarding.conftest import FAST, register
-from tests.forwarding.handler_server import HandlerServer
-from tests.support import fetch, running, until_projected
 
 ADMIN = "admin-token-for-handler-policy"
 AUTH = {"authorization": f"Bearer {ADMIN}"}

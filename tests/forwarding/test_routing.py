@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from receiver.forwarding import routing
-from tests.callr_events import BASE_TIME
+from testkit.callr_events import BASE_TIME
 
 SENDER = "ACME"
 MTS = 3000

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 
-import asyncpg
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -15,11 +14,11 @@ from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.forwarding.signing import new_secret
 from receiver.replay import rebuild
-from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
+from testkit.callr_events import lifecycle, mo_event, v1_event, v2_event
+from testkit.handler_server import HandlerServer, queue_status_callbacks, wait_for
+from testkit.support import fetch, running, until_projected, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.forwarding.conftest import FAST, register
-from tests.forwarding.handler_server import HandlerServer, wait_for
-from tests.support import fetch, running, until_projected, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 C, P, S, D = Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED
@@ -153,41 +152,6 @@ async def test_replies_flow_while_callbacks_wait_for_a_dead_handler(
         took = time.monotonic() - started
     assert handler.on("/b")[0].json["event_id"] == "mo-b"
     print(f"a reply behind 10,000 callbacks for a dead handler: {took * 1000:.0f} ms")
-
-
-async def queue_status_callbacks(database: str, handler_id: int, count: int) -> None:
-    """`count` pending status callbacks for `handler_id`, each of its own SMS."""
-    conn = await asyncpg.connect(database)
-    try:
-        await conn.execute(
-            "INSERT INTO events (event_id, received_at, state, fingerprint, body)"
-            " VALUES ('bulk', now(), 'processed', '\\x00', '{}')"
-        )
-        await conn.execute(
-            """
-            INSERT INTO messages (sms_id, direction, user_data, status, provider_status,
-                status_at, status_rank, status_terminal, first_seen_at, last_seen_at)
-            SELECT 'bulk' || g, 'outbound', '42', 'sent', 'SENT', now(), 3, false, now(), now()
-            FROM generate_series(1, $1) g
-            """,
-            count,
-        )
-        await conn.execute(
-            """
-            INSERT INTO forwards (kind, event_id, sms_id, handler_id, rule, user_data,
-                conversation, state, next_attempt_at, created_at, status_before, status_after,
-                status_at, status_rank, status_terminal)
-            SELECT 'status', 'bulk', 'bulk' || g, $2, 'user_data', '42',
-                $3 || ':sms:bulk' || g, 'pending', now(), now(), 'pending', 'sent',
-                now(), 3, false
-            FROM generate_series(1, $1) g
-            """,
-            count,
-            handler_id,
-            str(handler_id),
-        )
-    finally:
-        await conn.close()
 
 
 async def test_rebuild_announces_only_what_was_never_announced(

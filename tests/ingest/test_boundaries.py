@@ -25,9 +25,9 @@ from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.projection.store import Incoming, store_batch
 from receiver.replay import EventFilter, rebuild, replay
-from tests.callr_events import Step, lifecycle, v1_event, v2_event
+from testkit.callr_events import Step, lifecycle, v1_event, v2_event
+from testkit.support import fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import fetch, running, until_projected
 
 replay_module = importlib.import_module("receiver.replay.replay")
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"

@@ -9,8 +9,8 @@ import httpx
 
 from receiver.app import create_app
 from receiver.projection.store import Result, store_batch
+from testkit.support import example, fetch, incoming, running, until_a_lock_wait, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, fetch, incoming, running, until_a_lock_wait, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 

@@ -10,8 +10,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from receiver.app import create_app
+from testkit.support import EXAMPLE_NAMES, example, fetch, running, signed_headers, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import EXAMPLE_NAMES, example, fetch, running, signed_headers, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 JSON = {"content-type": "application/json"}

@@ -17,8 +17,8 @@ from receiver.app import create_app
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.settings import Settings
+from testkit.support import example, fetch, running, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, fetch, running, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 JSON = {"content-type": "application/json"}

@@ -15,8 +15,8 @@ from receiver.db.engine import create_pool
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter
 from receiver.projection.projector import Projector
 from receiver.projection.store import Result
-from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
-from tests.support import example, fetch, incoming, until_a_lock_wait, with_fields
+from testkit.callr_events import lifecycle, mo_event, v1_event, v2_event
+from testkit.support import example, fetch, incoming, until_a_lock_wait, with_fields
 
 
 async def test_one_unstorable_event_does_not_fail_its_batch(database_url: str) -> None:

@@ -17,8 +17,8 @@ from receiver.callr.sms import Status as S
 from receiver.projection.apply import apply, caused_by_event, store_and_apply
 from receiver.projection.store import store_batch, stored_reports
 from receiver.reports import Report, records
-from tests.callr_events import lifecycle, mo_event, v1_event
-from tests.support import fetch, incoming
+from testkit.callr_events import lifecycle, mo_event, v1_event
+from testkit.support import fetch, incoming
 
 WINDOW = timedelta(days=7)
 # Random, so that it does not compress: an index row of it is over PostgreSQL's 2,704 bytes.

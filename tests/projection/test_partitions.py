@@ -14,10 +14,10 @@ from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.projection.projector import Projector
 from receiver.projection.store import PARTS
-from tests.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
+from testkit.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
+from testkit.support import fetch, incoming
 from tests.forwarding.conftest import register
 from tests.projection.test_projector import TURN_LOCK, store
-from tests.support import fetch, incoming
 
 NUMBERS = [f"+336100{n:05d}" for n in range(24)]
 ROUNDS = 20

@@ -22,8 +22,8 @@ from receiver.projection.projector import Projector
 from receiver.projection.records import project
 from receiver.projection.store import Incoming, Outcome, Result, store_batch, stored_reports
 from receiver.reports import records
-from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
-from tests.support import fetch, incoming, until_projected
+from testkit.callr_events import lifecycle, mo_event, v1_event, v2_event
+from testkit.support import fetch, incoming, until_projected
 
 # The projectors' advisory lock: whoever holds it is the projector at work.
 TURN_LOCK = 7_263_110_402

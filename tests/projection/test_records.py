@@ -10,9 +10,9 @@ import pytest
 
 from receiver.app import create_app
 from receiver.callr.sms import Status
-from tests.callr_events import ERROR_TEXT, lifecycle, v1_event, v2_event
+from testkit.callr_events import ERROR_TEXT, lifecycle, v1_event, v2_event
+from testkit.support import example, fetch, running, until_projected, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, fetch, running, until_projected, with_fields
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 C, P, S, Q, D = Status.CREATED, Status.PENDING, Status.SENT, Status.REMOTE_QUEUED, Status.DELIVERED

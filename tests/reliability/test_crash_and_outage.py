@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 
 from receiver.simulate import Mix, Plan, Report, Signer, simulate
+from testkit.support import pending, until_projected
 from tests.reliability.conftest import SECRET, OwnPostgres, Receiver
 from tests.simulate.test_simulate import holdings
-from tests.support import until_projected
 
 pytestmark = pytest.mark.reliability
 
@@ -83,14 +83,6 @@ async def inbound_events(url: str) -> int:
                 " AND type IN ('sms.mo', 'v2.sms.inbound.received')"
             )
         )
-    finally:
-        await conn.close()
-
-
-async def pending(url: str) -> int:
-    conn = await asyncpg.connect(url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM projection_pending"))
     finally:
         await conn.close()
 

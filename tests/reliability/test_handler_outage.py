@@ -18,7 +18,7 @@ import pytest
 
 from receiver.forwarding.handlers import NewHandler, add_handler
 from receiver.simulate import Signer
-from tests.callr_events import mo_event
+from testkit.callr_events import mo_event
 from tests.reliability.conftest import SECRET, OwnPostgres
 from tests.test_cli import free_port
 

@@ -24,12 +24,12 @@ import orjson
 import pytest
 
 from receiver.callr.sms import MAX_NETWORK, MAX_NUMBER, MAX_STATUS, MAX_TEXT, MAX_USER_DATA
-from tests.callr_events import mo_event, mt_event
+from testkit.callr_events import mo_event, mt_event
+from testkit.handler_server import handler_server, wait_for
+from testkit.support import example, fetch
 from tests.forwarding.conftest import register
-from tests.forwarding.handler_server import handler_server, wait_for
 from tests.reliability.conftest import Receiver
 from tests.reliability.test_hostile_input import sign
-from tests.support import example, fetch
 
 pytestmark = pytest.mark.reliability
 

@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from testkit.support import example
 from tests.reliability.conftest import SECRET, OwnPostgres, Receiver
-from tests.support import example
 
 pytestmark = pytest.mark.reliability
 

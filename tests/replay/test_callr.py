@@ -19,12 +19,12 @@ from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.replay import EventFilter, rebuild, replay
 from receiver.replay.callr import ReconcileSummary, backfill, reconcile
-from tests.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
+from testkit.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
+from testkit.fake_callr import LOGIN, PASSWORD, FakeCallr, Forced, fake_callr, rpc_error, sms_object
+from testkit.support import fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.fake_callr import LOGIN, PASSWORD, FakeCallr, Forced, fake_callr, rpc_error, sms_object
 from tests.forwarding.conftest import register
 from tests.replay.test_replay import projected, without_provenance
-from tests.support import fetch, running, until_projected
 
 C, P, S, D = Status.CREATED, Status.PENDING, Status.SENT, Status.DELIVERED
 HOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"

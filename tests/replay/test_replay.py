@@ -24,9 +24,9 @@ from receiver.replay import EventFilter, rebuild, replay, replay_range
 from receiver.replay.resend import resend
 from receiver.replay.workers import RangeWorkers, WorkerFailed
 from receiver.reports import Report, report_of
-from tests.callr_events import lifecycle, mo_event, v1_event, v2_event
+from testkit.callr_events import lifecycle, mo_event, v1_event, v2_event
+from testkit.support import example, fetch, running, serving, signed_headers, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import example, fetch, running, serving, signed_headers, until_projected
 
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 C, P, S, Q, D, F = (

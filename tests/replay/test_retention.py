@@ -9,9 +9,9 @@ import pytest
 
 from receiver.app import create_app
 from receiver.callr.sms import Status
-from tests.callr_events import lifecycle, mo_event, v2_event
+from testkit.callr_events import lifecycle, mo_event, v2_event
+from testkit.support import fetch, running, until_projected, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.support import fetch, running, until_projected, with_fields
 from tests.test_cli import receiver_command
 
 WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.fake_callr import FakeCallr, fake_callr
+from testkit.fake_callr import FakeCallr, fake_callr
 
 
 @pytest.fixture

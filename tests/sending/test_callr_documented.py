@@ -20,10 +20,10 @@ import pytest
 import receiver.callr.api
 from receiver.app import create_app
 from receiver.sending.requests import REPLY_WARNING, STOP_LENGTH_WARNING, STOPNUM_WARNING
+from testkit.fake_callr import API_KEY, STOP_NUMBER, FakeCallr
+from testkit.support import running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.fake_callr import API_KEY, STOP_NUMBER, FakeCallr
 from tests.sending.test_sending import QUICK, READ, TO, bearer, post, until_state
-from tests.support import running, until_projected
 
 # 146 + 9 characters, then the STOP number: 160 septets with a 5-digit number (one
 # SMS), more with a longer one (two).

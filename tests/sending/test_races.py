@@ -15,13 +15,13 @@ import pytest
 
 from receiver.app import create_app
 from receiver.callr.sms import RANK, Status
-from tests.callr_events import Step, v1_event, v2_event
+from testkit.callr_events import Step, v1_event, v2_event
+from testkit.fake_callr import FakeCallr
+from testkit.handler_server import handler_server, wait_for
+from testkit.support import fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.fake_callr import FakeCallr
 from tests.forwarding.conftest import register
-from tests.forwarding.handler_server import handler_server, wait_for
 from tests.sending.test_sending import QUICK, READ, TO, bearer, post, until_state
-from tests.support import fetch, running, until_projected
 
 
 async def test_a_report_before_the_send_s_answer_still_reaches_the_send_s_handler(

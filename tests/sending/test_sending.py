@@ -20,12 +20,12 @@ from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.db.rate import SharedRate
 from receiver.replay import rebuild
-from tests.callr_events import Step, lifecycle, v2_event
+from testkit.callr_events import Step, lifecycle, v2_event
+from testkit.fake_callr import FakeCallr
+from testkit.handler_server import handler_server, wait_for
+from testkit.support import console_sign_in, fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.fake_callr import FakeCallr
 from tests.forwarding.conftest import register
-from tests.forwarding.handler_server import handler_server, wait_for
-from tests.support import console_sign_in, fetch, running, until_projected
 from tests.test_cli import receiver_command
 
 SEND = "send-token-0123456789abcdef"

@@ -16,9 +16,9 @@ import pytest
 from receiver.api.tokens import TokenError, add_token, list_tokens
 from receiver.app import create_app
 from receiver.db.engine import create_pool
+from testkit.fake_callr import FakeCallr
+from testkit.support import running
 from tests.conftest import SettingsFactory
-from tests.fake_callr import FakeCallr
-from tests.support import running
 from tests.test_cli import receiver_command
 
 ENV_A = "send-token-teamA-0123456789"

@@ -13,8 +13,8 @@ import pytest
 
 from receiver.app import create_app
 from receiver.simulate import Mix, Plan, Signer, parse_mix, simulate
+from testkit.support import fetch, serving, until_projected
 from tests.conftest import SettingsFactory
-from tests.support import fetch, serving, until_projected
 
 SECRET = "simulated-subscription-secret"
 # Every irregularity, often.

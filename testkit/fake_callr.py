@@ -40,7 +40,7 @@ import gsm0338  # noqa: F401 - registers the "gsm03.38" codec
 import orjson
 import uvicorn
 
-from tests.forwarding.handler_server import serve_on_loopback, stop_serving
+from testkit.handler_server import serve_on_loopback, stop_serving
 
 LOGIN = "api-login"
 PASSWORD = "api-password-7d1f"
@@ -603,6 +603,6 @@ async def fake_callr() -> AsyncIterator[FakeCallr]:
 
 
 def sms_object(event: bytes) -> dict[str, Any]:
-    """The v1 SMS object of a v1 event (tests/callr_events), as CALLR's API returns it."""
+    """The v1 SMS object of a v1 event (testkit/callr_events), as CALLR's API returns it."""
     data: dict[str, Any] = json.loads(event)["data"]
     return data

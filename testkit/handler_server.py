@@ -1,4 +1,5 @@
-"""A real HTTP handler on loopback that records what it receives and answers as scripted."""
+"""A real HTTP handler on loopback that records what it receives and answers as scripted;
+forwards queued in bulk for it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 import uvicorn
 
@@ -126,3 +128,38 @@ async def wait_for(condition: Callable[[], bool], *, seconds: float = 10.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {seconds} s")
         await asyncio.sleep(0.02)
+
+
+async def queue_status_callbacks(database: str, handler_id: int, count: int) -> None:
+    """`count` pending status callbacks for `handler_id`, each of its own SMS."""
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(
+            "INSERT INTO events (event_id, received_at, state, fingerprint, body)"
+            " VALUES ('bulk', now(), 'processed', '\\x00', '{}')"
+        )
+        await conn.execute(
+            """
+            INSERT INTO messages (sms_id, direction, user_data, status, provider_status,
+                status_at, status_rank, status_terminal, first_seen_at, last_seen_at)
+            SELECT 'bulk' || g, 'outbound', '42', 'sent', 'SENT', now(), 3, false, now(), now()
+            FROM generate_series(1, $1) g
+            """,
+            count,
+        )
+        await conn.execute(
+            """
+            INSERT INTO forwards (kind, event_id, sms_id, handler_id, rule, user_data,
+                conversation, state, next_attempt_at, created_at, status_before, status_after,
+                status_at, status_rank, status_terminal)
+            SELECT 'status', 'bulk', 'bulk' || g, $2, 'user_data', '42',
+                $3 || ':sms:bulk' || g, 'pending', now(), now(), 'pending', 'sent',
+                now(), 3, false
+            FROM generate_series(1, $1) g
+            """,
+            count,
+            handler_id,
+            str(handler_id),
+        )
+    finally:
+        await conn.close()

@@ -1,12 +1,16 @@
-"""Helpers shared by the tests: a PostgreSQL server to make databases on, and running apps."""
+"""A PostgreSQL server to make databases on (the tests' or the benchmarks'), running apps,
+CALLR's example events."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +24,8 @@ from starlette.applications import Starlette
 
 from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.signature import sign
+from receiver.db import migrate
+from receiver.db.embedded import start_embedded
 from receiver.projection.store import Incoming
 
 
@@ -63,7 +69,7 @@ EXAMPLE_NAMES = (
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """A server the tests may create and drop databases on."""
+    """A server the tests and benchmarks may create and drop databases on."""
 
     admin_url: str
 
@@ -90,6 +96,12 @@ async def fetch(url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
         return [dict(row) for row in await conn.fetch(sql, *args)]
     finally:
         await conn.close()
+
+
+async def pending(url: str) -> int:
+    """How many stored events wait for the projector on the database at `url`."""
+    rows = await fetch(url, "SELECT count(*) AS n FROM projection_pending")
+    return int(rows[0]["n"])
 
 
 class ReceiverClient(httpx.AsyncClient):
@@ -133,7 +145,7 @@ async def until_projected(where: httpx.AsyncClient | str, *, seconds: float = 20
 
 
 def _database_of(client: httpx.AsyncClient) -> str:
-    assert isinstance(client, ReceiverClient), "a client of tests.support.running"
+    assert isinstance(client, ReceiverClient), "a client of testkit.support.running"
     return client.database_url
 
 
@@ -203,3 +215,34 @@ def console_sign_in_sync(client: httpx.Client, token: str) -> httpx.Response:
     found = _LOGIN_CSRF.search(form.text)
     csrf = found.group(1) if found else client.cookies.get("receiver_login", "")
     return client.post("/console/login", data={"token": token, "next": "", "csrf": csrf})
+
+
+@contextmanager
+def bench_server() -> Iterator[PostgresServer]:
+    """The server named by RECEIVER_BENCH_DATABASE_URL, or an embedded one for this run."""
+    admin = os.environ.get("RECEIVER_BENCH_DATABASE_URL")
+    if admin:
+        yield PostgresServer(admin)
+        return
+    server = start_embedded(Path(tempfile.mkdtemp()) / "bench", cleanup="delete")
+    try:
+        yield PostgresServer(server.get_uri("postgres"))
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def scratch_database(
+    postgres: PostgresServer, *, template: str | None = None, migrated: bool = True
+) -> Iterator[str]:
+    """A fresh database at the schema's head (a clone of `template` when given; empty when
+    not `migrated`); its name."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    postgres.execute(f'CREATE DATABASE "{name}"{clone}')
+    try:
+        if template is None and migrated:
+            migrate.upgrade(postgres.url_for(name))
+        yield name
+    finally:
+        postgres.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
