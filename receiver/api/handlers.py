@@ -6,8 +6,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from receiver.api import models as m
 from receiver.api.auth import ADMIN, Tokens
 from receiver.api.models import (
     Handler,
@@ -16,13 +16,15 @@ from receiver.api.models import (
     NewHandlerAnswer,
     RetriedForward,
     RotatedSecret,
+    RotateQuery,
     answer,
     read_body,
 )
 from receiver.api.models import NewHandler as NewHandlerBody
+from receiver.api.openapi import ApiRoute, Operation
+from receiver.api.params import BadParameter, read_query
 from receiver.forwarding.handlers import (
     CHANGEABLE,
-    DEFAULT_OVERLAP,
     HandlerError,
     HandlerExists,
     NewHandler,
@@ -79,14 +81,6 @@ def _toggle(enabled: bool) -> Any:
         return answer(Handler, handler.to_json())
 
     return toggle
-
-
-def _by_method(**handlers: Any) -> Any:
-    async def dispatch(request: Request) -> Response:
-        response: Response = await handlers[request.method.lower()](request)
-        return response
-
-    return dispatch
 
 
 def _handler_id(request: Request) -> int | None:
@@ -201,12 +195,10 @@ async def rotate(request: Request) -> Response:
     handler_id = _handler_id(request)
     if handler_id is None:
         return error_response(404, "no such handler")
-    raw = request.query_params.get("overlap", str(DEFAULT_OVERLAP))
-    overlap = whole_number(raw) if len(raw) < 8 else None
-    if overlap is None or set(request.query_params) - {"overlap"}:
-        return error_response(
-            400, "overlap is a whole number of seconds (the only parameter)", parameter="overlap"
-        )
+    try:
+        overlap = read_query(RotateQuery, request.query_params).overlap
+    except BadParameter as error:
+        return error_response(400, str(error), parameter=error.name)
     async with request.state.pool.acquire() as conn:
         rotated = await rotate_secret(conn, handler_id, overlap)
     if rotated is None:
@@ -232,28 +224,92 @@ async def retry(request: Request) -> Response:
     return answer(RetriedForward, {"id": forward_id, "state": "pending"})
 
 
-def routes(tokens: Tokens) -> list[Route]:
+_HANDLER_ID = {"handler_id": "handler id"}
+_NO_HANDLER = (m.Error, "no such handler")
+
+
+def routes(tokens: Tokens) -> list[ApiRoute]:
     """The handler routes: listing for any token, changes for admin tokens."""
-    listing, adding = tokens.guard(list_all), tokens.admin(create)
-
-    async def either(request: Request) -> Response:
-        return await (adding if request.method == "POST" else listing)(request)
-
     return [
         # One route for both methods: a 405 on it then allows both.
-        Route("/api/v1/handlers", either, methods=["GET", "POST"]),
-        Route(
+        ApiRoute(
+            "/api/v1/handlers",
+            tokens,
+            (
+                Operation("get", "The registered handlers", {200: (m.HandlerList, "the handlers")}),
+                list_all,
+            ),
+            (
+                Operation(
+                    "post",
+                    "Register a handler (waiting forwards are routed to it)",
+                    {
+                        201: (m.NewHandlerAnswer, "registered"),
+                        409: (m.Error, "a handler for this user_data (or the default) exists"),
+                    },
+                    body=m.NewHandler,
+                    scope=ADMIN,
+                ),
+                create,
+            ),
+        ),
+        ApiRoute(
             "/api/v1/handlers/{handler_id}",
-            tokens.admin(_by_method(delete=delete, patch=patch)),
-            methods=["DELETE", "PATCH"],
+            tokens,
+            (
+                Operation(
+                    "delete",
+                    "Remove a handler (its undelivered forwards are routed again)",
+                    {204: (None, "removed"), 404: _NO_HANDLER},
+                    path_params=_HANDLER_ID,
+                    scope=ADMIN,
+                ),
+                delete,
+            ),
+            (
+                Operation(
+                    "patch",
+                    "Change a handler in place (its id, user_data and forwards kept): its URL,"
+                    " secret, events, timeout and policy",
+                    {200: (m.Handler, "the handler as it is now"), 404: _NO_HANDLER},
+                    path_params=_HANDLER_ID,
+                    body=m.HandlerChanges,
+                    scope=ADMIN,
+                ),
+                patch,
+            ),
         ),
-        Route(
-            "/api/v1/handlers/{handler_id}/disable", tokens.admin(_toggle(False)), methods=["POST"]
+        *(
+            ApiRoute(
+                f"/api/v1/handlers/{{handler_id}}/{action}",
+                tokens,
+                (
+                    Operation(
+                        "post",
+                        f"{action.capitalize()} a handler",
+                        {200: (m.Handler, "the handler"), 404: _NO_HANDLER},
+                        path_params=_HANDLER_ID,
+                        scope=ADMIN,
+                    ),
+                    _toggle(action == "enable"),
+                ),
+            )
+            for action in ("disable", "enable")
         ),
-        Route(
-            "/api/v1/handlers/{handler_id}/enable", tokens.admin(_toggle(True)), methods=["POST"]
-        ),
-        Route(
-            "/api/v1/handlers/{handler_id}/rotate-secret", tokens.admin(rotate), methods=["POST"]
+        ApiRoute(
+            "/api/v1/handlers/{handler_id}/rotate-secret",
+            tokens,
+            (
+                Operation(
+                    "post",
+                    "A new signing secret; the old one signs beside it for ?overlap= seconds"
+                    " (a day)",
+                    {200: (m.RotatedSecret, "the new secret, shown once"), 404: _NO_HANDLER},
+                    path_params=_HANDLER_ID,
+                    query=m.RotateQuery,
+                    scope=ADMIN,
+                ),
+                rotate,
+            ),
         ),
     ]

@@ -9,11 +9,21 @@ drifting from the description. Errors keep their shape, `{"error", "parameter"}`
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,7 +31,7 @@ from receiver.callr.gsm import MAX_TEXT
 from receiver.callr.sends import SendState
 from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA, Status
 from receiver.db.models import EventState, ForwardState
-from receiver.http import JSONResponse, error_response
+from receiver.http import JSONResponse, error_response, whole_number
 
 # The enums' own values: a status, an event's or forward's state, a send's state.
 StatusName = Status
@@ -246,66 +256,79 @@ _URL = "^https?://[^/?#\\s\\u0000-\\u001f\\u007f-\\u009f][^\\s\\u0000-\\u001f\\u
 _SECRET = "^(whsec_)?([A-Za-z0-9+/]{4}){8,}([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"  # noqa: S105
 
 
+def _or_null(constraints: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """`constraints` on an optional field's value, where JSON Schema reads them: in the
+    branch of its `anyOf` that is not null (beside it they would refuse the null the
+    field takes, and OpenAPI validators refuse the schema)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        for option in schema.get("anyOf", [schema]):
+            if option.get("type") != "null":
+                option.update(constraints)
+
+    return extra
+
+
 class HandlerChanges(Body):
     """What PATCH changes: the fields given, a null setting a policy field (or the secret,
     the notice URL) back to none. A new handler takes the same fields."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    url: str | None = Field(None, json_schema_extra={"format": "uri", "pattern": _URL})
+    url: str | None = Field(None, json_schema_extra=_or_null({"format": "uri", "pattern": _URL}))
     secret: str | None = Field(
         None,
         description="whsec_ followed by base64 of at least 24 bytes",
-        json_schema_extra={"pattern": _SECRET},
+        json_schema_extra=_or_null({"pattern": _SECRET}),
     )
     timeout: float | None = Field(
-        None, json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 300}
+        None, json_schema_extra=_or_null({"exclusiveMinimum": 0, "maximum": 300})
     )
     events: list[str] | None = Field(
         None,
         description="replies (the default): the inbound SMS routed to it; status: each change"
         " of the status of an outbound SMS sent with its user_data",
-        json_schema_extra={
-            "type": "array",
-            "items": {"type": "string", "enum": ["replies", "status"]},
-            "minItems": 1,
-            "uniqueItems": True,
-        },
+        json_schema_extra=_or_null(
+            {
+                "items": {"type": "string", "enum": ["replies", "status"]},
+                "minItems": 1,
+                "uniqueItems": True,
+            }
+        ),
     )
     status_filter: str | None = Field(
         None,
         description="with status: every change (all) or only to delivered, failed, expired or"
         " error (terminal)",
-        json_schema_extra={"type": "string", "enum": ["all", "terminal"]},
+        json_schema_extra=_or_null({"enum": ["all", "terminal"]}),
     )
     final_statuses: list[int] | None = Field(
         None,
         description="HTTP statuses (300-599) that end a forward at once; none by default",
-        json_schema_extra={
-            "type": "array",
-            "items": {"type": "integer", "minimum": 300, "maximum": 599},
-        },
+        json_schema_extra=_or_null(
+            {
+                "items": {"type": "integer", "minimum": 300, "maximum": 599},
+            }
+        ),
     )
     max_in_flight: int | None = Field(
-        None, json_schema_extra={"type": "integer", "minimum": 1, "maximum": 1000}
+        None, json_schema_extra=_or_null({"minimum": 1, "maximum": 1000})
     )
     rate: float | None = Field(
         None,
         description="requests a second",
-        json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+        json_schema_extra=_or_null({"exclusiveMinimum": 0, "maximum": 1000}),
     )
-    attempts: int | None = Field(
-        None, json_schema_extra={"type": "integer", "minimum": 1, "maximum": 100}
-    )
+    attempts: int | None = Field(None, json_schema_extra=_or_null({"minimum": 1, "maximum": 100}))
     first_retry: float | None = Field(
         None,
         description="seconds",
-        json_schema_extra={"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+        json_schema_extra=_or_null({"exclusiveMinimum": 0, "maximum": 86400}),
     )
     notify_url: str | None = Field(
         None,
         description="signed notices of its health: failing, disabled, recovered",
-        json_schema_extra={"format": "uri", "pattern": _URL},
+        json_schema_extra=_or_null({"format": "uri", "pattern": _URL}),
     )
 
 
@@ -330,7 +353,7 @@ class NewHandler(HandlerChanges):
     user_data: str | None = Field(
         None,
         description="a value, or a prefix ending in '*'",
-        json_schema_extra={"type": "string", "pattern": _NO_NUL_AND_NOT_ONLY_STAR},
+        json_schema_extra=_or_null({"pattern": _NO_NUL_AND_NOT_ONLY_STAR}),
     )
     default: bool | None = None
     url: str = Field(json_schema_extra={"format": "uri", "pattern": _URL})
@@ -445,7 +468,6 @@ class SmsPreviewRequest(Body):
     encoding: Literal["gsm", "unicode"] | None = Field(
         None,
         description="forced (CALLR's force_encoding); chosen from the text when absent",
-        json_schema_extra={"type": "string"},
     )
     from_: str | None = Field(
         None,
@@ -597,9 +619,59 @@ class StatusCallback(Answer):
 
 
 class Query(BaseModel):
-    """A route's query parameters: described in OpenAPI, read by `receiver.api.params`."""
+    """A route's query parameters: described in OpenAPI and read by this model
+    (`receiver.api.params.read_query`), each value from its text.
+
+    The annotated types below say how a text becomes a value and word what is wrong
+    with one; a choice (a Literal or an enum) that is not one is worded by read_query.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        # PostgreSQL's text cannot hold it: no stored value can match.
+        raise PydanticCustomError("query", "must not contain a NUL character")
+    return value
+
+
+def _time(value: object) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise PydanticCustomError("query", "must be an ISO 8601 time with a zone") from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError("query", "must be an ISO 8601 time with a zone")
+    try:
+        # Compared in UTC: a time at the edge of year 1 or 9999 may have none.
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("query", "is out of the range of times") from None
+    return parsed
+
+
+def _whole(low: int, high: int) -> Callable[[object], int]:
+    """A whole number from `low` to `high`, written in ASCII digits only."""
+
+    def read(value: object) -> int:
+        number = whole_number(str(value))
+        if number is None or not low <= number <= high:
+            raise PydanticCustomError(
+                "query", "must be a whole number from {low} to {high}", {"low": low, "high": high}
+            )
+        return number
+
+    return read
+
+
+QueryText = Annotated[str, AfterValidator(_text)]
+QueryTime = Annotated[datetime, BeforeValidator(_time)]
+Limit = Annotated[int, Field(ge=1, le=1000), BeforeValidator(_whole(1, 1000))]
+HandlerId = Annotated[int, Field(ge=0, le=2**62), BeforeValidator(_whole(0, 2**62))]
+# A row id to page from (the console's lists).
+Position = Annotated[int, Field(ge=1, le=2**62), BeforeValidator(_whole(1, 2**62))]
+Overlap = Annotated[int, Field(ge=0, le=9_999_999), BeforeValidator(_whole(0, 9_999_999))]
 
 
 class PreviewQuery(Query):
@@ -609,55 +681,55 @@ class PreviewQuery(Query):
 
 
 class RotateQuery(Query):
-    overlap: int | None = Field(
-        None, description="seconds the old secret keeps signing (default 86400)", ge=0
-    )
+    overlap: Overlap = Field(86_400, description="seconds the old secret keeps signing")
 
 
 _SINCE = "from this time (inclusive)"
 _UNTIL = "to this time (exclusive)"
 _CURSOR = "next_cursor of the previous page"
+_LIMIT = "items a page"
 
 
 class MessagesQuery(Query):
     direction: Literal["outbound", "inbound"] | None = None
-    status: StatusName | None = Field(None, description="repeatable")
-    user_data: str | None = None
-    from_: str | None = Field(None, alias="from")
-    to: str | None = None
-    number: str | None = Field(
+    status: list[StatusName] = Field([], description="repeatable")
+    user_data: QueryText | None = None
+    from_: QueryText | None = Field(None, alias="from")
+    to: QueryText | None = None
+    number: QueryText | None = Field(
         None,
-        pattern="^[+ ]?[0-9 ().-]{1,40}$",
         description="a phone number or its start, sent from or to (not with from or to)",
+        # Checked by the route, which words its own error (receiver.api.queries).
+        json_schema_extra={"pattern": "^[+ ]?[0-9 ().-]{1,40}$"},
     )
-    network: str | None = Field(None, description="MCC+MNC")
-    since: datetime | None = Field(None, description=_SINCE)
-    until: datetime | None = Field(None, description=_UNTIL)
-    limit: int | None = Field(None, ge=1, le=1000, description="items a page (default 100)")
-    cursor: str | None = Field(None, description=_CURSOR)
+    network: QueryText | None = Field(None, description="MCC+MNC")
+    since: QueryTime | None = Field(None, description=_SINCE)
+    until: QueryTime | None = Field(None, description=_UNTIL)
+    limit: Limit = Field(100, description=_LIMIT)
+    cursor: QueryText | None = Field(None, description=_CURSOR)
 
 
 class EventsQuery(Query):
-    type: str | None = Field(None, description="event type")
+    type: QueryText | None = Field(None, description="event type")
     state: EventStateName | None = None
-    since: datetime | None = Field(None, description=_SINCE)
-    until: datetime | None = Field(None, description=_UNTIL)
-    limit: int | None = Field(None, ge=1, le=1000, description="items a page (default 100)")
-    cursor: str | None = Field(None, description=_CURSOR)
+    since: QueryTime | None = Field(None, description=_SINCE)
+    until: QueryTime | None = Field(None, description=_UNTIL)
+    limit: Limit = Field(100, description=_LIMIT)
+    cursor: QueryText | None = Field(None, description=_CURSOR)
 
 
 class ForwardsQuery(Query):
     state: ForwardStateName | None = None
-    handler: int | None = Field(None, ge=0, description="handler id")
-    since: datetime | None = Field(None, description=_SINCE)
-    until: datetime | None = Field(None, description=_UNTIL)
-    limit: int | None = Field(None, ge=1, le=1000, description="items a page (default 100)")
-    cursor: str | None = Field(None, description=_CURSOR)
+    handler: HandlerId | None = Field(None, description="handler id")
+    since: QueryTime | None = Field(None, description=_SINCE)
+    until: QueryTime | None = Field(None, description=_UNTIL)
+    limit: Limit = Field(100, description=_LIMIT)
+    cursor: QueryText | None = Field(None, description=_CURSOR)
 
 
 class StatsQuery(Query):
-    since: datetime | None = Field(None, description=_SINCE)
-    until: datetime | None = Field(None, description=_UNTIL)
+    since: QueryTime | None = Field(None, description=_SINCE + " (default: a day before until)")
+    until: QueryTime | None = Field(None, description=_UNTIL + " (default: now)")
     group_by: Literal["network", "user_data", "hour", "day"] | None = None
 
 

@@ -1,19 +1,21 @@
-"""Query parameters of the API, read strictly: a bad value is a 400 that names the parameter."""
+"""Query parameters of the API, read by the route's model (`receiver.api.models`):
+a bad value is a 400 that names the parameter. Opaque cursors."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
-from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import orjson
+from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 
-from receiver.http import whole_number
+from receiver.api.models import Query
 
 
 class BadParameter(ValueError):
@@ -24,62 +26,49 @@ class BadParameter(ValueError):
         self.name = name
 
 
-class Params:
-    """Typed access to a request's query parameters."""
+Q = TypeVar("Q", bound=Query)
 
-    def __init__(self, query: QueryParams, *, allowed: Collection[str]) -> None:
-        unknown = sorted(set(query.keys()) - set(allowed))
-        if unknown:
-            raise BadParameter(unknown[0], f"unknown parameter {unknown[0]!r}")
-        self._query = query
 
-    def text(self, name: str) -> str | None:
-        values = self._query.getlist(name)
-        if len(values) > 1:
+def read_query(model: type[Q], query: QueryParams) -> Q:
+    """`query` read by the route's model: each parameter once (a list field may repeat),
+    none it does not name; raises `BadParameter` naming the first that is wrong."""
+    names = {field.alias or name: field for name, field in model.model_fields.items()}
+    unknown = sorted(set(query.keys()) - set(names))
+    if unknown:
+        raise BadParameter(unknown[0], f"unknown parameter {unknown[0]!r}")
+    given: dict[str, Any] = {}
+    for name, field in names.items():
+        values = query.getlist(name)
+        if not values:
+            continue
+        if _repeatable(field.annotation):
+            given[name] = values
+        elif len(values) > 1:
             raise BadParameter(name, f"{name} may be given once")
-        if values and "\x00" in values[0]:
-            # PostgreSQL's text cannot hold it: no stored value can match.
-            raise BadParameter(name, f"{name} must not contain a NUL character")
-        return values[0] if values else None
+        else:
+            given[name] = values[0]
+    try:
+        return model.model_validate(given)
+    except ValidationError as error:
+        problem = error.errors(include_url=False)[0]
+        name = str(problem["loc"][0])
+        if problem["type"] in ("enum", "literal_error"):
+            choices = ", ".join(_choices(names[name].annotation))
+            raise BadParameter(name, f"{name} must be one of {choices}") from None
+        raise BadParameter(name, f"{name} {problem['msg']}") from None
 
-    def choices(self, name: str, allowed: Sequence[str]) -> list[str]:
-        values = self._query.getlist(name)
-        for value in values:
-            if value not in allowed:
-                raise BadParameter(name, f"{name} must be one of {', '.join(allowed)}")
-        return values
 
-    def choice(self, name: str, allowed: Sequence[str]) -> str | None:
-        value = self.text(name)
-        if value is not None and value not in allowed:
-            raise BadParameter(name, f"{name} must be one of {', '.join(allowed)}")
-        return value
+def _repeatable(annotation: Any) -> bool:
+    return any(get_origin(option) is list for option in (annotation, *get_args(annotation)))
 
-    def time(self, name: str) -> datetime | None:
-        value = self.text(name)
-        if value is None:
-            return None
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise BadParameter(name, f"{name} must be an ISO 8601 time with a zone") from None
-        if parsed.tzinfo is None:
-            raise BadParameter(name, f"{name} must be an ISO 8601 time with a zone")
-        try:
-            # Compared in UTC: a time at the edge of year 1 or 9999 may have none.
-            parsed.astimezone(UTC)
-        except OverflowError:
-            raise BadParameter(name, f"{name} is out of the range of times") from None
-        return parsed
 
-    def integer(self, name: str, *, default: int, low: int, high: int) -> int:
-        value = self.text(name)
-        if value is None:
-            return default
-        number = whole_number(value)
-        if number is None or not low <= number <= high:
-            raise BadParameter(name, f"{name} must be a whole number from {low} to {high}")
-        return number
+def _choices(annotation: Any) -> list[str]:
+    """The values a Literal or an enum (optional, or in a list) allows."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [str(member.value) for member in annotation]
+    if get_origin(annotation) is Literal:
+        return [str(value) for value in get_args(annotation)]
+    return [choice for option in get_args(annotation) for choice in _choices(option)]
 
 
 class Cursors:

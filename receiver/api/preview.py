@@ -18,8 +18,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.api.models import SmsPreview, SmsPreviewRequest, answer, read_body
-from receiver.api.params import BadParameter, Params
+from receiver.api.models import PreviewQuery, SmsPreview, SmsPreviewRequest, answer, read_body
+from receiver.api.params import BadParameter, read_query
 from receiver.callr.api import CallrApiError
 from receiver.callr.gsm import parts_of
 from receiver.http import error_response
@@ -28,7 +28,7 @@ from receiver.replay.callr import api_client
 
 async def preview(request: Request) -> Response:
     try:
-        quote = Params(request.query_params, allowed=("quote",)).choice("quote", ("true", "false"))
+        quote = read_query(PreviewQuery, request.query_params).quote
     except BadParameter as error:
         return error_response(400, str(error), parameter=error.name)
     asked = await read_body(SmsPreviewRequest, request)

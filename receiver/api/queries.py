@@ -27,10 +27,9 @@ from receiver.api.models import (
     MessageDetail,
     MessagePage,
     MessagesQuery,
-    allowed,
     answer,
 )
-from receiver.api.params import BadParameter, Cursors, Params
+from receiver.api.params import BadParameter, Cursors, read_query
 from receiver.callr.sms import Status
 from receiver.db.models import EventState, ForwardState
 from receiver.http import error_response
@@ -264,15 +263,12 @@ class Queries:
 
     async def messages_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
         """A page of messages for the filters in `query`; raises `BadParameter`."""
-        p = Params(query, allowed=allowed(MessagesQuery))
-        direction = p.choice("direction", ["outbound", "inbound"])
-        statuses = p.choices("status", STATUSES)
-        user_data, network = p.text("user_data"), p.text("network")
-        number = p.text("number")
-        numbers = (p.text("from"), p.text("to"))
-        since, until = p.time("since"), p.time("until")
-        limit = p.integer("limit", default=100, low=1, high=1000)
-        after = self._position(p)
+        q = read_query(MessagesQuery, query)
+        direction, user_data, network, number = q.direction, q.user_data, q.network, q.number
+        statuses = [status.value for status in q.status]
+        numbers = (q.from_, q.to)
+        since, until, limit = q.since, q.until, q.limit
+        after = self._position(q.cursor)
         if number is not None:
             if any(numbers):
                 raise BadParameter("number", "number searches both from and to: give one")
@@ -300,12 +296,11 @@ class Queries:
 
     async def events_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
         """A page of events for the filters in `query`; raises `BadParameter`."""
-        p = Params(query, allowed=allowed(EventsQuery))
-        event_type, state = p.text("type"), p.choice("state", EVENT_STATES)
-        since, until = p.time("since"), p.time("until")
-        limit = p.integer("limit", default=100, low=1, high=1000)
-        after = self._position(p)
-        rows = await conn.fetch(_EVENTS, event_type, state, since, until, *after, limit + 1)
+        q = read_query(EventsQuery, query)
+        state = q.state.value if q.state else None
+        limit = q.limit
+        after = self._position(q.cursor)
+        rows = await conn.fetch(_EVENTS, q.type, state, q.since, q.until, *after, limit + 1)
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -326,23 +321,19 @@ class Queries:
 
     async def forwards_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
         """A page of forwards for the filters in `query`; raises `BadParameter`."""
-        p = Params(query, allowed=allowed(ForwardsQuery))
-        state = p.choice("state", FORWARD_STATES)
-        handler = p.integer("handler", default=-1, low=0, high=2**62)
-        since, until = p.time("since"), p.time("until")
-        limit = p.integer("limit", default=100, low=1, high=1000)
-        position = self._cursors.decode(p.text("cursor"))
+        q = read_query(ForwardsQuery, query)
+        state = q.state.value if q.state else None
+        limit = q.limit
+        position = self._cursors.decode(q.cursor)
         if position is not None and not (len(position) == 1 and isinstance(position[0], int)):
             raise BadParameter("cursor", "cursor is not one this API gave")
         after = position[0] if position else None
-        rows = await conn.fetch(
-            _FORWARDS, state, handler if handler >= 0 else None, since, until, after, limit + 1
-        )
+        rows = await conn.fetch(_FORWARDS, state, q.handler, q.since, q.until, after, limit + 1)
         next_cursor = self._cursors.encode([rows[limit - 1]["id"]]) if len(rows) > limit else None
         return {"items": [dict(r) for r in rows[:limit]], "next_cursor": next_cursor}
 
-    def _position(self, p: Params) -> tuple[Any, Any]:
-        position = self._cursors.decode(p.text("cursor"))
+    def _position(self, cursor: str | None) -> tuple[Any, Any]:
+        position = self._cursors.decode(cursor)
         if position is None:
             return (None, None)
         if len(position) != 2 or not isinstance(position[1], str):

@@ -9,10 +9,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.api.models import Stats, StatsQuery, allowed, answer
-from receiver.api.params import BadParameter, Params
+from receiver.api.models import Stats, StatsQuery, answer
+from receiver.api.params import BadParameter, read_query
 from receiver.callr.sms import TERMINAL, Status
-from receiver.projection.daily_stats import GROUPS, window
+from receiver.projection.daily_stats import window
 
 _MAX_WINDOW = timedelta(days=366)
 
@@ -24,9 +24,9 @@ WHERE created_at >= $1 AND created_at < $2 GROUP BY state
 
 async def stats(request: Request) -> Response:
     """Counts per status, delivery rate, sent-to-delivered percentiles; optionally grouped."""
-    p = Params(request.query_params, allowed=allowed(StatsQuery))
-    until = p.time("until") or datetime.now(UTC)
-    since = p.time("since")
+    q = read_query(StatsQuery, request.query_params)
+    until = q.until or datetime.now(UTC)
+    since = q.since
     if since is None:
         if until - datetime.min.replace(tzinfo=UTC) < timedelta(days=1):
             raise BadParameter("until", "until leaves no day before it for since")
@@ -35,7 +35,7 @@ async def stats(request: Request) -> Response:
         raise BadParameter("since", "since must be before until")
     if until - since > _MAX_WINDOW:
         raise BadParameter("since", "the window may span at most 366 days")
-    group = p.choice("group_by", list(GROUPS))
+    group = q.group_by
     async with request.state.api_pool.acquire() as conn:
         body = await stats_of(conn, since, until, group)
     return answer(Stats, body)

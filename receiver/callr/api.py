@@ -42,7 +42,6 @@ import httpx
 import orjson
 import structlog
 
-
 log = structlog.get_logger("receiver.callr_api")
 
 JSON_RPC_PATH = "/json-rpc/v1.1/"

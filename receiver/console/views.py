@@ -6,7 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
@@ -17,7 +17,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from receiver.api.handlers import new_handler
-from receiver.api.params import BadParameter, Params
+from receiver.api.models import Position, Query, QueryTime
+from receiver.api.params import BadParameter, read_query
 from receiver.api.queries import (
     EVENT_STATES,
     FORWARD_STATES,
@@ -55,7 +56,18 @@ _TEMPLATES = Path(__file__).parent / "templates"
 # A number search: digits, an optional leading +, the usual spacing; at most E.164's 15.
 _LOOKS_LIKE_NUMBER = re.compile(r"\+?[0-9 ().-]{1,24}")
 _FORM_MAX_BYTES = 64 * 1024
+
+
 # The send through the receiver that made an SMS, if one did.
+class ConflictsQuery(Query):
+    """The events page's list of conflicting deliveries, a page before an id."""
+
+    kind: Literal["conflict"]
+    since: QueryTime | None = None
+    until: QueryTime | None = None
+    before: Position | None = None
+
+
 _SEND_OF = "SELECT id, state, attempts, requested_at FROM sends WHERE sms_id = $1"
 _UNKNOWN_SENDS = "SELECT count(*) FROM sends WHERE state = 'unknown'"
 _NOTICES = {
@@ -326,13 +338,9 @@ class Console:
         query = _in_utc(request.query_params)
         kind = query.get("kind", "invalid")
         if kind == "conflict":
-            p = Params(query, allowed={"kind", "since", "until", "before"})
-            since, until = p.time("since"), p.time("until")
-            before = p.integer("before", default=-1, low=1, high=2**62)
+            q = read_query(ConflictsQuery, query)
             async with request.state.api_pool.acquire() as conn:
-                rows = await reads.conflicts(
-                    conn, since, until, before if before > 0 else None, 101
-                )
+                rows = await reads.conflicts(conn, q.since, q.until, q.before, 101)
             next_url = None
             if len(rows) > 100:
                 rest = [(k, v) for k, v in query.multi_items() if k != "before"]

@@ -7,32 +7,75 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from openapi_spec_validator import OpenAPIV31SpecValidator
 from pydantic import ValidationError
+from starlette.routing import Route
 
 from receiver.api import models
 from receiver.api.auth import Tokens
-from receiver.api.openapi import DESCRIPTION, OPERATIONS
+from receiver.api.openapi import ApiRoute, Operation, describe
 from receiver.api.routes import api_routes
+from receiver.app import create_app
 from receiver.callr.sms import Status
+from testkit.support import running
+from tests.conftest import SettingsFactory
+
+ROUTES = api_routes(Tokens(readers=["r" * 20]))
+DESCRIPTION = describe(ROUTES)
+OPERATIONS = [
+    (route.described_path, op)
+    for route in ROUTES
+    if isinstance(route, ApiRoute)
+    for op in route.operations
+]
 
 
 def test_every_route_is_described_and_every_description_is_a_route() -> None:
     served = {
         (method.lower(), re.sub(r":\w+\}", "}", route.path))
-        for route in api_routes(Tokens(readers=["r" * 20]))
+        for route in ROUTES
+        if isinstance(route, Route)
         for method in (route.methods or set()) - {"HEAD"}
     } - {("get", "/api/v1/openapi.json")}
-    described = {(op.method, op.path) for op in OPERATIONS}
+    described = {
+        (method, path) for path, operations in DESCRIPTION["paths"].items() for method in operations
+    }
     assert served == described
+    assert all(isinstance(r, ApiRoute) for r in ROUTES if r.path != "/api/v1/openapi.json")
+
+
+@pytest.mark.parametrize(("path", "op"), OPERATIONS, ids=[f"{o.method} {p}" for p, o in OPERATIONS])
+async def test_a_read_token_is_refused_where_the_description_says_403(
+    path: str, op: Operation, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(api_tokens="read-token-for-tests", admin_tokens="admin-token-for-the-tests")
+    async with running(create_app(settings)) as client:
+        answer = await client.request(
+            op.method,
+            re.sub(r"\{\w+\}", "1", path),
+            headers={"authorization": "Bearer read-token-for-tests"},
+        )
+    declared = DESCRIPTION["paths"][path][op.method]["responses"]
+    assert (answer.status_code == 403) is ("403" in declared), answer.text
+
+
+def test_the_description_is_valid_openapi_3_1() -> None:
+    # Every schema, default and reference as an OpenAPI 3.1 validator reads them: an
+    # optional field's constraints sit beside its null, never over it.
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in OpenAPIV31SpecValidator(DESCRIPTION).iter_errors()
+    ]
+    assert errors == []
 
 
 def test_each_query_parameter_is_a_field_of_the_route_s_query_model() -> None:
-    for op in OPERATIONS:
+    for path, op in OPERATIONS:
         if op.query is None:
             continue
-        described = DESCRIPTION["paths"][op.path][op.method]["parameters"]
+        described = DESCRIPTION["paths"][path][op.method]["parameters"]
         names = {p["name"] for p in described if p["in"] == "query"}
-        assert names == models.allowed(op.query), op.path
+        assert names == models.allowed(op.query), path
     assert "from" in models.allowed(models.MessagesQuery)
 
 
