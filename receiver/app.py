@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TypedDict
 
 import asyncpg
 import structlog
@@ -15,17 +14,15 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from receiver import heap
+from receiver import background, heap
 from receiver.api.auth import KeyNotLoaded, Tokens
 from receiver.api.metrics import MetricsEndpoint
 from receiver.api.params import BadParameter
 from receiver.api.routes import api_routes
+from receiver.background import destinations, projector, work_of
 from receiver.console import console_routes
 from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
 from receiver.db.migrate import head_revision
-from receiver.forwarding.destinations import Destinations
-from receiver.forwarding.dispatcher import Dispatcher
-from receiver.forwarding.policy import RetryPolicy
 from receiver.health import Readiness, healthz
 from receiver.http import (
     BodyLimit,
@@ -41,68 +38,37 @@ from receiver.ingest.auth import WebhookAuth
 from receiver.ingest.endpoint import WebhookEndpoint, WebhookLane
 from receiver.ingest.writer import GroupCommitWriter
 from receiver.projection.daily_stats import keep
-from receiver.projection.projector import Projector
-from receiver.replay.callr import api_client, reconcile_forever
-from receiver.sending.sender import Sender
 from receiver.settings import Settings, SettingsError
 
 log = structlog.get_logger("receiver.app")
 
+
+class State(TypedDict):
+    """What the lifespan gives each request (`request.state`)."""
+
+    pool: asyncpg.Pool
+    writer: GroupCommitWriter
+    writer_pool: asyncpg.Pool
+    api_pool: asyncpg.Pool
+
+
+async def _opened_pool(opened: AsyncExitStack, url: str, **options: Any) -> asyncpg.Pool:
+    """A pool (receiver.db.engine.create_pool), closed when `opened` unwinds."""
+    pool = await create_pool(url, **options)
+    opened.push_async_callback(_close, pool)
+    return pool
+
+
+async def _close(pool: asyncpg.Pool) -> None:
+    # Bounded: a connection that does not come back in time is cut.
+    try:
+        async with asyncio.timeout(3):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()
+
+
 WEBHOOK_PATH = "/webhooks/callr"
-
-
-def destinations(settings: Settings) -> Destinations:
-    """Where the settings let forwards go."""
-    return Destinations.of(settings.handler_allowed_networks, settings.database_url)
-
-
-def dispatcher(settings: Settings, pool: Any, allowed: Destinations | None = None) -> Dispatcher:
-    """The forward dispatcher the settings describe, on `pool` (`allowed`: the settings'
-    destinations, when the caller has worked them out already)."""
-    assert settings.database_url is not None
-    return Dispatcher(
-        pool,
-        settings.database_url,
-        destinations=allowed or destinations(settings),
-        policy=RetryPolicy(
-            max_attempts=settings.forward_max_attempts, base=settings.forward_backoff_base
-        ),
-        concurrency=settings.dispatch_concurrency,
-        poll_interval=settings.dispatch_poll_interval,
-        disable_after=settings.handler_disable_after.total_seconds(),
-    )
-
-
-def projector(settings: Settings, pool: Any) -> Projector:
-    """The projector the settings describe, on `pool`."""
-    return Projector(
-        pool,
-        settings.database_url,
-        batch_max=settings.projector_batch_max,
-        batch_bytes=settings.projector_batch_bytes,
-        poll_interval=settings.projector_poll_interval,
-        routing_window=timedelta(hours=settings.routing_window_hours),
-    )
-
-
-def sender(settings: Settings, pool: Any) -> Sender:
-    """The sender the settings describe, on `pool` (sending must be configured)."""
-    assert settings.database_url is not None
-    return Sender(
-        pool,
-        settings.database_url,
-        lambda: api_client(settings, pool, sending=True),
-        can_list=frozenset(
-            api
-            for api, able in (("v1", settings.callr_api_configured), ("v2", settings.callr_api_key))
-            if able
-        ),
-        timeout=settings.callr_api_timeout,
-        lookup_after=settings.send_lookup_after,
-        unknown_after=settings.send_unknown_after,
-        routing_window=timedelta(hours=settings.routing_window_hours),
-        concurrency=settings.send_concurrency,
-    )
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -128,86 +94,56 @@ def create_app(settings: Settings) -> Starlette:
     )
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        pool = await create_pool(
-            database_url,
-            size=settings.db_pool_size,
-            command_timeout=settings.db_command_timeout,
-            session_state=False,
-        )
-        projecting = projector(settings, pool)
-        writer_pool = await create_pool(
-            database_url,
-            size=settings.writer_concurrency,
-            command_timeout=settings.db_command_timeout,
-            session_state=False,
-            generic_plans=True,
-        )
-        writer = GroupCommitWriter(
-            writer_pool,
-            batch_max=settings.writer_batch_max,
-            concurrency=settings.writer_concurrency,
-            queue_max=settings.writer_queue_max,
-            ack_timeout=settings.ack_timeout,
-            # This process's projector wakes at once, with what the writer parsed; the
-            # others on NOTIFY.
-            stored=projecting.stored if settings.projector else None,
-        )
-        # Dashboards get a pool of their own, small and with a statement timeout, so
-        # that a heavy query can neither take the writer's connections nor run on.
-        api_pool = await create_pool(
-            database_url,
-            size=settings.api_pool_size,
-            command_timeout=settings.api_statement_timeout + 1,
-            statement_timeout=settings.api_statement_timeout,
-            # Stats group millions of rows: enough memory to do it without temp files.
-            work_mem="64MB",
-        )
-        await writer.start()
-        heap.settle_after_startup()
-        dispatching = (
-            asyncio.create_task(dispatcher(settings, pool, allowed).run(), name="dispatcher")
-            if settings.dispatcher
-            else None
-        )
-        keeping = asyncio.create_task(
-            keep(api_pool, every=settings.stats_keep_interval), name="daily-stats"
-        )
-        background = [keeping]
-        if not await tokens.load_key(api_pool):
-            # Started before the migrations: the key is read once they ran.
-            background.append(
-                asyncio.create_task(tokens.keep_trying_key(api_pool), name="deployment-key")
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        # Whatever was opened is closed in reverse, whichever step fails.
+        async with AsyncExitStack() as opened:
+            pool = await _opened_pool(
+                opened,
+                database_url,
+                size=settings.db_pool_size,
+                command_timeout=settings.db_command_timeout,
+                session_state=False,
             )
-        if dispatching is not None:
-            background.append(dispatching)
-        if settings.projector:
-            background.append(asyncio.create_task(projecting.run(), name="projector"))
-        if settings.callr_api_configured:
-            background.append(
-                asyncio.create_task(reconcile_forever(pool, settings), name="reconcile")
+            projecting = projector(settings, pool)
+            writer_pool = await _opened_pool(
+                opened,
+                database_url,
+                size=settings.writer_concurrency,
+                command_timeout=settings.db_command_timeout,
+                session_state=False,
+                generic_plans=True,
             )
-        if settings.sender and settings.sending_api is not None:
-            background.append(asyncio.create_task(sender(settings, pool).run(), name="sender"))
-        try:
-            yield {
-                "pool": pool,
-                "writer": writer,
-                "writer_pool": writer_pool,
-                "api_pool": api_pool,
-            }
-        finally:
-            for task in background:
-                task.cancel()
-            await asyncio.wait(background, timeout=5)
-            await writer.stop()
-            for each in (api_pool, writer_pool, pool):
-                # Bounded: a connection that does not come back in time is cut.
-                try:
-                    async with asyncio.timeout(3):
-                        await each.close()
-                except TimeoutError:
-                    each.terminate()
+            # Dashboards get a pool of their own, small and with a statement timeout, so
+            # that a heavy query can neither take the writer's connections nor run on.
+            api_pool = await _opened_pool(
+                opened,
+                database_url,
+                size=settings.api_pool_size,
+                command_timeout=settings.api_statement_timeout + 1,
+                statement_timeout=settings.api_statement_timeout,
+                # Stats group millions of rows: enough memory to do it without temp files.
+                work_mem="64MB",
+            )
+            writer = GroupCommitWriter(
+                writer_pool,
+                batch_max=settings.writer_batch_max,
+                concurrency=settings.writer_concurrency,
+                queue_max=settings.writer_queue_max,
+                ack_timeout=settings.ack_timeout,
+                # This process's projector wakes at once, with what the writer parsed; the
+                # others on NOTIFY.
+                stored=projecting.stored if settings.projector else None,
+            )
+            await writer.start()
+            opened.push_async_callback(writer.stop)
+            work = work_of(settings, pool, projecting=projecting, allowed=allowed)
+            work["daily-stats"] = lambda: keep(api_pool, every=settings.stats_keep_interval)
+            if not await tokens.load_key(api_pool):
+                # Started before the migrations: the key is read once they ran.
+                work["deployment-key"] = lambda: tokens.keep_trying_key(api_pool)
+            heap.settle_after_startup()
+            await opened.enter_async_context(background.running(work))
+            yield {"pool": pool, "writer": writer, "writer_pool": writer_pool, "api_pool": api_pool}
 
     tokens = Tokens(
         readers=settings.api_tokens, admins=settings.admin_tokens, senders=settings.send_tokens

@@ -22,7 +22,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from receiver.app import WEBHOOK_PATH, dispatcher, projector, sender
+from receiver import background
+from receiver.app import WEBHOOK_PATH
+from receiver.background import sending, work_of
 from receiver.cli.access import ADMIN_TOKEN_FILE, Access, FirstRun, settle_access
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
@@ -30,7 +32,6 @@ from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, des
 from receiver.http import whole_number
 from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
 from receiver.logging import configure_logging
-from receiver.replay.callr import reconcile_forever
 from receiver.settings import Settings, load_settings
 
 log = structlog.get_logger("receiver.cli")
@@ -280,8 +281,7 @@ def worker(args: argparse.Namespace) -> int:
     that add capacity to them. The same settings, on the worker, leave out any.
     """
     settings = configured()
-    sending = settings.sender and settings.sending_api is not None
-    if not (settings.dispatcher or settings.projector or sending):
+    if not (settings.dispatcher or settings.projector or sending(settings)):
         print(
             "receiver worker: RECEIVER_DISPATCHER and RECEIVER_PROJECTOR are false, and no"
             " sender runs (RECEIVER_SENDER=false, or no CALLR credentials): nothing to run",
@@ -295,32 +295,24 @@ def worker(args: argparse.Namespace) -> int:
         pool = await create_pool(
             database.url, size=settings.db_pool_size, command_timeout=settings.db_command_timeout
         )
-        tasks = []
-        if settings.dispatcher:
-            tasks.append(asyncio.create_task(dispatcher(settings, pool).run(), name="dispatcher"))
-        if settings.projector:
-            tasks.append(asyncio.create_task(projector(settings, pool).run(), name="projector"))
-        if settings.callr_api_configured:
-            tasks.append(asyncio.create_task(reconcile_forever(pool, settings), name="reconcile"))
-        if sending:
-            tasks.append(asyncio.create_task(sender(settings, pool).run(), name="sender"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        log.info(
-            "worker_started",
-            database=describe(database.url),
-            dispatcher=settings.dispatcher,
-            projector=settings.projector,
-            reconcile=settings.callr_api_configured,
-            sender=sending,
-        )
-        await stop.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await pool.close()
+        try:
+            work = work_of(settings, pool)
+            async with background.running(work):
+                log.info(
+                    "worker_started",
+                    database=describe(database.url),
+                    dispatcher=settings.dispatcher,
+                    projector=settings.projector,
+                    reconcile=settings.callr_api_configured,
+                    sender=sending(settings),
+                )
+                await stop.wait()
+        finally:
+            await pool.close()
         log.info("worker_stopped")
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

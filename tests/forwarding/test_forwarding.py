@@ -12,7 +12,8 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from receiver.app import create_app, dispatcher
+from receiver.app import create_app
+from receiver.background import dispatcher
 from receiver.db import migrate
 from receiver.db.engine import create_pool
 from receiver.forwarding.handlers import set_enabled
