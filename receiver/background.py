@@ -5,6 +5,7 @@ settings, started and stopped one way for both."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -14,7 +15,7 @@ import structlog
 
 from receiver.forwarding.destinations import Destinations
 from receiver.forwarding.dispatcher import Dispatcher
-from receiver.forwarding.policy import RetryPolicy
+from receiver.forwarding.policy import FORWARD_BACKOFF, RetryPolicy
 from receiver.projection.projector import Projector
 from receiver.replay.callr import api_client, reconcile_forever
 from receiver.sending.sender import Sender
@@ -42,7 +43,8 @@ def dispatcher(settings: Settings, pool: Any, allowed: Destinations | None = Non
         settings.database_url,
         destinations=allowed or destinations(settings),
         policy=RetryPolicy(
-            max_attempts=settings.forward_max_attempts, base=settings.forward_backoff_base
+            max_attempts=settings.forward_max_attempts,
+            backoff=dataclasses.replace(FORWARD_BACKOFF, first=settings.forward_backoff_base),
         ),
         concurrency=settings.dispatch_concurrency,
         poll_interval=settings.dispatch_poll_interval,

@@ -42,6 +42,8 @@ import httpx
 import orjson
 import structlog
 
+from receiver.retry import Backoff
+
 log = structlog.get_logger("receiver.callr_api")
 
 JSON_RPC_PATH = "/json-rpc/v1.1/"
@@ -58,6 +60,8 @@ V2_DIRECTIONS = {"OUT": "outbound", "IN": "inbound"}
 # CALLR's REST dates: "YYYY-MM-DD HH:MM:SS" in UTC.
 REST_DATE = "%Y-%m-%d %H:%M:%S"
 _EXCERPT = 80
+# 0.5, 1, 2, 4 ... seconds between the tries of a call (a Retry-After wins).
+API_BACKOFF = Backoff(first=0.5, cap=30.0)
 
 
 class CallrApiError(Exception):
@@ -487,7 +491,7 @@ class CallrApi:
                         f"{label}: {retry}; gave up after {self._retries + 1} tries",
                         retry.outcome,
                     ) from None
-                wait = retry.wait if retry.wait is not None else _backoff(attempt)
+                wait = retry.wait if retry.wait is not None else API_BACKOFF.delay(attempt + 1)
                 if wait > self._max_wait:
                     raise CallrApiError(
                         f"{label}: {retry}; CALLR asks to wait {wait:.0f} s, more than"
@@ -654,12 +658,6 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
-
-
-def _backoff(attempt: int) -> float:
-    """0.5, 1, 2, 4 ... seconds, with a quarter of jitter."""
-    base: float = 0.5 * 2**attempt
-    return base * (0.75 + random.random() / 2)  # noqa: S311 (jitter)
 
 
 def _error_text(data: Any) -> str:

@@ -22,6 +22,14 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalServerError,
 )
 
+# Errors that say "the same transaction, run again, may succeed": it met another, and
+# PostgreSQL chose it to give way. Run again at once, up to TRANSACTION_TRIES times.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+TRANSACTION_TRIES = 3
+
 
 def sqlalchemy_url(url: str) -> str:
     """The same database as `url`, spelled for SQLAlchemy's asyncpg dialect."""

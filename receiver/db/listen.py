@@ -12,22 +12,27 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
+from receiver.retry import Backoff
+
 log = structlog.get_logger("receiver.listen")
+
+# 0.5 s after a connection ended, doubled at each failure to connect up to 10 s.
+RECONNECT_BACKOFF = Backoff(first=0.5, cap=10.0)
 
 
 async def listen(dsn: str, channel: str, wake: Callable[[], None]) -> None:
     """Call `wake` on every NOTIFY on `channel` until cancelled; reconnect after errors."""
-    backoff = 0.5
+    failures = 0
     while True:
         try:
             await _listen_once(dsn, channel, wake)
-            backoff = 0.5
+            failures = 0
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            failures += 1
             log.warning("listen_failed", channel=channel, error=repr(error))
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, 10)
+        await asyncio.sleep(RECONNECT_BACKOFF.delay(max(failures, 1)))
 
 
 async def _listen_once(dsn: str, channel: str, wake: Callable[[], None]) -> None:

@@ -15,6 +15,8 @@ import random
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from receiver.retry import Backoff
+
 GONE_STATUS = 410
 
 
@@ -36,16 +38,17 @@ class Decision:
     reason: str = ""
 
 
+# 40 s before the second attempt, each later wait doubled up to 12 hours: 12 attempts
+# spread over about 24 hours.
+FORWARD_BACKOFF = Backoff(first=40.0, cap=12 * 3600.0, jitter=0.2)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with jitter. The defaults spread 12 attempts over about 24 hours."""
+    """How many attempts a forward gets and the waits between them."""
 
     max_attempts: int = 12
-    base: float = 40.0
-    """Seconds before the second attempt; each later wait doubles."""
-    cap: float = 12 * 3600.0
-    jitter: float = 0.2
-    """Each wait is scaled by a random factor in [1 - jitter, 1 + jitter]."""
+    backoff: Backoff = FORWARD_BACKOFF
     final_statuses: frozenset[int] = frozenset()
     """Answers that end a forward at once (the handler's own choice)."""
 
@@ -60,7 +63,7 @@ class RetryPolicy:
         return dataclasses.replace(
             self,
             max_attempts=attempts or self.max_attempts,
-            base=first_retry or self.base,
+            backoff=dataclasses.replace(self.backoff, first=first_retry or self.backoff.first),
             final_statuses=frozenset(final_statuses),
         )
 
@@ -86,9 +89,8 @@ class RetryPolicy:
             return Decision(Verdict.GONE, reason="the handler answered 410 Gone")
         if attempt >= self.max_attempts:
             return Decision(Verdict.DEAD, reason=f"no success after {attempt} attempts")
-        wait = min(self.base * 2 ** (attempt - 1), self.cap)
-        wait *= (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
+        wait = self.backoff.delay(attempt, rng)
         if retry_after is not None:
-            wait = max(wait, min(retry_after, self.cap))
+            wait = max(wait, min(retry_after, self.backoff.cap))
         reason = f"the handler answered {status}" if status is not None else ""
         return Decision(Verdict.RETRY, delay=wait, reason=reason)

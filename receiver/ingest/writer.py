@@ -31,15 +31,13 @@ import structlog
 
 from receiver import metrics
 from receiver.callr.envelope import Malformed
-from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.db.engine import RETRYABLE_ERRORS, TRANSACTION_TRIES, UNAVAILABLE_ERRORS
 from receiver.projection.apply import caused_by_event
 from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
 from receiver.reports import Applicable
 
 log = structlog.get_logger("receiver.writer")
 
-_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-_RETRIES = 3
 
 # How long the first writer's batch may run before the other writers take batches
 # too. A batch alone takes a few milliseconds under load; with the projector's
@@ -204,10 +202,10 @@ class GroupCommitWriter:
             _settle(pending.future, outcome=outcome)
 
     async def _store(self, items: Sequence[Incoming]) -> list[Outcome]:
-        for attempt in range(1, _RETRIES + 1):
+        for attempt in range(1, TRANSACTION_TRIES + 1):
             try:
                 return await self._transaction(items)
-            except _RETRYABLE as error:
+            except RETRYABLE_ERRORS as error:
                 log.warning("batch_retried", size=len(items), attempt=attempt, error=str(error))
             except UNAVAILABLE_ERRORS as error:
                 log.error("database_unavailable", size=len(items), error=repr(error))

@@ -31,7 +31,7 @@ processes' commits, and every `poll_interval` in any case. Events reach the reco
 through `receiver.projection.apply`, whose error policy parks an event that cannot
 be applied and applies the rest: no event can stop the projection. A batch that
 fails for any other reason (the database away, a missing table) is tried again
-with a growing pause, up to `_BACKOFF_MAX`, and said in the log once a minute with
+with a growing pause, up to 30 s, and said in the log once a minute with
 how often it failed meanwhile.
 """
 
@@ -52,11 +52,18 @@ from receiver import metrics
 from receiver.callr.envelope import Malformed
 from receiver.callr.own import parse_stored
 from receiver.db.arrays import columns
-from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, batch_transaction
+from receiver.db.engine import (
+    RETRYABLE_ERRORS,
+    TRANSACTION_TRIES,
+    UNAVAILABLE_ERRORS,
+    asyncpg_dsn,
+    batch_transaction,
+)
 from receiver.db.listen import listen
 from receiver.projection.apply import apply
 from receiver.projection.store import PARTS, PENDING_CHANNEL
 from receiver.reports import Applicable, report_of
+from receiver.retry import Backoff
 
 log = structlog.get_logger("receiver.projector")
 
@@ -112,17 +119,15 @@ SELECT e.event_id, e.type, e.body, e.received_at, e.own FROM events e
 WHERE e.event_id = ANY($1::text[]) AND e.state = 'processed'
 """
 
-_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-_RETRIES = 3
 # Parsed a slice at a time, the event loop turning in between: the answers to CALLR
 # that this process owes do not wait for a whole batch's parse.
 _PARSE_SLICE = 250
 # After another projector had the turn: the least wait before asking again, so that
 # a standby does not ask at every commit's notification.
 _STANDBY_PAUSE = 0.05
-# After a failed batch: the pause before the next, doubled at each failure up to this.
-_BACKOFF_MIN = 0.5
-_BACKOFF_MAX = 30.0
+# After a failed batch: the pause before the next, 0.5 s doubled at each failure up to
+# 30 s (no jitter: one projector per partition, nobody to spread out from).
+_FAILED_BATCH_BACKOFF = Backoff(first=0.5, cap=30.0, jitter=0.0)
 # A failure that repeats is said at most this often, with how often it happened.
 _SAY_EVERY = 60.0
 
@@ -265,7 +270,7 @@ class Projector:
     async def project_batch(self) -> Turn:
         """Claim the next batch of pending events and apply it, if this projector has the turn."""
         started = time.perf_counter()
-        for attempt in range(1, _RETRIES + 1):
+        for attempt in range(1, TRANSACTION_TRIES + 1):
             try:
                 async with self._pool.acquire() as conn, batch_transaction(conn, derived=True):
                     if not await conn.fetchval(_TURN, _TURN_LOCK):
@@ -282,7 +287,7 @@ class Projector:
                     )
                     reports = await self._reports(conn, claimed)
                     applied = await apply(conn, reports, routing_window=self._routing_window)
-            except _RETRYABLE as error:
+            except RETRYABLE_ERRORS as error:
                 log.warning("projector_batch_retried", attempt=attempt, error=str(error))
                 continue
             if claimed:
@@ -366,7 +371,7 @@ class _Failures:
         self.said_at, self.unsaid = now, 0
 
     def pause(self) -> float:
-        return float(min(_BACKOFF_MIN * 2 ** max(self.count - 1, 0), _BACKOFF_MAX))
+        return _FAILED_BATCH_BACKOFF.delay(self.count)
 
     def clear(self) -> None:
         if self.count:

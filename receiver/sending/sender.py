@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,13 +48,15 @@ from receiver.callr.gsm import TextMatcher, text_matcher, use_callr_table
 from receiver.callr.sends import Step
 from receiver.db.engine import UNAVAILABLE_ERRORS
 from receiver.db.listen import listen
+from receiver.retry import Backoff
 from receiver.sending.requests import NOTIFY_CHANNEL, append_step, message_of
 
 log = structlog.get_logger("receiver.sender")
 
 SOURCE = "sender"
 _CLOCK_SKEW = timedelta(seconds=60)
-_MAX_BACKOFF = 60.0
+# 1, 2, 4 ... seconds up to a minute between tries of a send CALLR did not take.
+SEND_BACKOFF = Backoff(first=1.0, cap=60.0)
 
 _CLAIM = """
 WITH due AS (
@@ -240,7 +241,7 @@ class Sender:
             await self._write(row, seq, Step.REJECTED, now, attempt=attempt, error=answer.error)
             log.warning("send_rejected", send_id=row["id"], error=answer.error)
         elif answer.outcome == "not_sent":
-            pause = _backoff(attempt)
+            pause = SEND_BACKOFF.delay(attempt)
             if answer.wait is not None:
                 pause = max(pause, min(answer.wait, 3600.0))
             await self._write(
@@ -433,9 +434,3 @@ def _span(duration: timedelta) -> str:
     if seconds < 7200:
         return f"{seconds / 60:g} min"
     return f"{seconds / 3600:g} h"
-
-
-def _backoff(attempt: int) -> float:
-    """1, 2, 4 ... seconds up to a minute, with a quarter of jitter."""
-    base: float = min(_MAX_BACKOFF, 2.0 ** (attempt - 1))
-    return base * (0.75 + random.random() / 2)  # noqa: S311 (jitter)

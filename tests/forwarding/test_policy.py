@@ -5,8 +5,9 @@ import random
 import pytest
 
 from receiver.forwarding.policy import RetryPolicy, Verdict
+from receiver.retry import Backoff
 
-POLICY = RetryPolicy(max_attempts=12, base=40.0, jitter=0.2)
+POLICY = RetryPolicy(max_attempts=12, backoff=Backoff(first=40.0, cap=12 * 3600.0, jitter=0.2))
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 299])
@@ -21,6 +22,9 @@ def test_every_answer_but_a_2xx_and_410_is_retried(status: int | None) -> None:
     assert decision.verdict is Verdict.RETRY
     if status is not None:
         assert decision.reason == f"the handler answered {status}"
+
+
+STEADY = Backoff(first=40.0, cap=12 * 3600.0, jitter=0.0)
 
 
 def test_410_gone_disables_the_handler_and_keeps_the_forward() -> None:
@@ -40,11 +44,13 @@ def test_a_handler_s_final_statuses_end_a_forward_at_once(status: int) -> None:
 
 
 def test_a_handler_s_schedule_replaces_the_default() -> None:
-    policy = RetryPolicy(jitter=0.0).for_handler(attempts=3, first_retry=5.0, final_statuses=())
+    policy = RetryPolicy(backoff=STEADY).for_handler(attempts=3, first_retry=5.0, final_statuses=())
     assert [policy.decide(attempt=n, status=500).delay for n in (1, 2)] == [5.0, 10.0]
     assert policy.decide(attempt=3, status=500).verdict is Verdict.DEAD
-    same = RetryPolicy(jitter=0.0).for_handler(attempts=None, first_retry=None, final_statuses=())
-    assert same == RetryPolicy(jitter=0.0)
+    same = RetryPolicy(backoff=STEADY).for_handler(
+        attempts=None, first_retry=None, final_statuses=()
+    )
+    assert same == RetryPolicy(backoff=STEADY)
 
 
 def test_the_last_attempt_is_dead() -> None:
@@ -62,13 +68,13 @@ def test_waits_double_within_the_jitter() -> None:
 
 
 def test_the_defaults_spread_twelve_attempts_over_about_a_day() -> None:
-    policy = RetryPolicy(jitter=0.0)
+    policy = RetryPolicy(backoff=STEADY)
     total = sum(policy.decide(attempt=n, status=500).delay for n in range(1, 12))
     assert 20 * 3600 <= total <= 26 * 3600
 
 
 def test_retry_after_is_honoured_but_capped() -> None:
-    policy = RetryPolicy(jitter=0.0)
+    policy = RetryPolicy(backoff=STEADY)
     assert policy.decide(attempt=1, status=429, retry_after=900).delay == 900
     assert policy.decide(attempt=1, status=503, retry_after=1).delay == 40
-    assert policy.decide(attempt=1, status=503, retry_after=10**9).delay == policy.cap
+    assert policy.decide(attempt=1, status=503, retry_after=10**9).delay == policy.backoff.cap
