@@ -21,7 +21,6 @@ disabled, with the reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from collections import Counter
@@ -37,7 +36,7 @@ import structlog
 
 from receiver import metrics
 from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn
-from receiver.db.listen import listen
+from receiver.db.loop import Next, WorkLoop
 from receiver.db.models import ForwardState
 from receiver.db.rate import SharedRate
 from receiver.forwarding import signing
@@ -264,9 +263,7 @@ class Dispatcher:
         self._dsn = asyncpg_dsn(database_url)
         self._policy = policy
         self._concurrency = concurrency
-        self._poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
+        self._loop = WorkLoop("dispatcher", self._dsn, NOTIFY_CHANNEL, poll_interval)
         # Requests in flight by handler: one handler takes at most half the slots.
         self._per_handler: Counter[int] = Counter()
         self._handler_share = max(1, concurrency // 2)
@@ -280,28 +277,18 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claim and deliver until cancelled; survives database outages."""
-        listener = asyncio.create_task(
-            listen(self._dsn, NOTIFY_CHANNEL, self._wake.set), name="dispatcher-listen"
-        )
         try:
-            while True:
-                await self._housekeeping()
-                await self._claim_and_start()
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
-                # cancellation of a shutdown that lands as the wait ends.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval):
-                        await self._wake.wait()
-                self._wake.clear()
+            await self._loop.run(self._turn)
         finally:
-            listener.cancel()
-            for task in self._running:
-                task.cancel()
-            await asyncio.gather(listener, *self._running, return_exceptions=True)
             await self._client.aclose()
 
+    async def _turn(self) -> Next:
+        await self._housekeeping()
+        await self._claim_and_start()
+        return None
+
     async def _claim_and_start(self) -> None:
-        room = self._concurrency - len(self._running)
+        room = self._concurrency - len(self._loop.running)
         if room <= 0:
             return
         full = [
@@ -345,18 +332,18 @@ class Dispatcher:
                 self._limits[claim.handler_id] = record["max_in_flight"]
             else:
                 self._limits.pop(claim.handler_id, None)
-            task = asyncio.create_task(self._deliver(claim), name=f"forward-{claim.forward_id}")
-            self._running.add(task)
             self._per_handler[claim.handler_id] += 1
-            task.add_done_callback(functools.partial(self._finished, claim.handler_id))
+            # When it ends the loop wakes: it may free the next of its conversation.
+            self._loop.start(
+                self._deliver(claim),
+                name=f"forward-{claim.forward_id}",
+                done=functools.partial(self._finished, claim.handler_id),
+            )
 
     def _finished(self, handler_id: int, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
         self._per_handler[handler_id] -= 1
         if not self._per_handler[handler_id]:
             del self._per_handler[handler_id]
-        # A finished forward may free the next one of its conversation.
-        self._wake.set()
 
     async def _deliver(self, claim: Claim) -> None:
         try:

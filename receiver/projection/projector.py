@@ -59,7 +59,7 @@ from receiver.db.engine import (
     asyncpg_dsn,
     batch_transaction,
 )
-from receiver.db.listen import listen
+from receiver.db.loop import Next, WorkLoop
 from receiver.projection.apply import apply
 from receiver.projection.store import PARTS, PENDING_CHANNEL
 from receiver.reports import Applicable, report_of
@@ -160,9 +160,8 @@ class Projector:
         self._dsn = asyncpg_dsn(database_url) if database_url else None
         self._batch_max = batch_max
         self._batch_bytes = batch_bytes
-        self._poll_interval = poll_interval
+        self._loop = WorkLoop("projector", self._dsn, PENDING_CHANNEL, poll_interval)
         self._routing_window = routing_window
-        self._wake = asyncio.Event()
         # What this process's writer parsed, by event id: applied without reading and
         # parsing the bodies again. Bounded (a backlog that outgrows it is read from
         # the database like the events of other processes): the oldest go first.
@@ -172,7 +171,7 @@ class Projector:
 
     def wake(self) -> None:
         """There are new pending events (another process committed some)."""
-        self._wake.set()
+        self._loop.wake()
 
     def stored(self, reports: Sequence[Applicable]) -> None:
         """This process's writer committed these events: keep what it parsed, and wake."""
@@ -183,38 +182,22 @@ class Projector:
         if excess > 0:
             for event_id in list(itertools.islice(parsed, excess)):
                 del parsed[event_id]
-        self._wake.set()
+        self._loop.wake()
 
     async def run(self) -> None:
         """Project until cancelled; survives database outages and poisoned events."""
-        listener = (
-            asyncio.create_task(
-                listen(self._dsn, PENDING_CHANNEL, self.wake), name="projector-listen"
-            )
-            if self._dsn
-            else None
-        )
         await self._check_autovacuum()
-        try:
-            while True:
-                self._wake.clear()
-                turn = await self._try_batch()
-                if turn is None:
-                    await asyncio.sleep(self._failures.pause())
-                    continue
-                if turn.events:
-                    continue
-                if not turn.taken:
-                    await asyncio.sleep(_STANDBY_PAUSE)
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
-                # cancellation of a shutdown that lands as the wait ends.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval):
-                        await self._wake.wait()
-        finally:
-            if listener is not None:
-                listener.cancel()
-                await asyncio.gather(listener, return_exceptions=True)
+        await self._loop.run(self._turn)
+
+    async def _turn(self) -> Next:
+        turn = await self._try_batch()
+        if turn is None:
+            return self._failures.pause()
+        if turn.events:
+            return 0
+        if not turn.taken:
+            await asyncio.sleep(_STANDBY_PAUSE)
+        return None
 
     async def _check_autovacuum(self) -> None:
         """Warn when autovacuum is off: the queue and the plans of the batches rely on it.

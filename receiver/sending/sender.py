@@ -34,7 +34,6 @@ again by itself; an admin settles it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,7 +46,7 @@ from receiver.callr.api import CallrApi, CallrApiError, Listing, SendAnswer
 from receiver.callr.gsm import TextMatcher, text_matcher, use_callr_table
 from receiver.callr.sends import Step
 from receiver.db.engine import UNAVAILABLE_ERRORS
-from receiver.db.listen import listen
+from receiver.db.loop import Next, WorkLoop
 from receiver.retry import Backoff
 from receiver.sending.requests import NOTIFY_CHANNEL, append_step, message_of
 
@@ -124,58 +123,41 @@ class Sender:
         self._unknown_after = unknown_after
         self._window = routing_window
         self._concurrency = concurrency
-        self._poll_interval = poll_interval
+        self._loop = WorkLoop("sender", dsn, NOTIFY_CHANNEL, poll_interval)
         # Longer than a turn at CALLR's rate and the call: a live sender keeps its claim.
         self._lease = 120.0 + 2 * timeout
-        self._wake = asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Claim and send until cancelled; survives database and CALLR outages."""
-        listener = asyncio.create_task(
-            listen(self._dsn, NOTIFY_CHANNEL, self._wake.set), name="sender-listen"
-        )
         async with self._make_api() as api:
-            # Beside the sends, never before them: CALLR out of reach delays nothing.
+            # Beside the sends, never before them nor in their count: CALLR out of
+            # reach delays nothing.
             table = asyncio.create_task(
                 _load_callr_table(api) if "v1" in self._can_list else asyncio.sleep(0),
                 name="sender-gsm-table",
             )
             try:
-                while True:
-                    await self._claim_and_start(api)
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._poll_interval):
-                            await self._wake.wait()
-                    self._wake.clear()
+                await self._loop.run(lambda: self._claim_and_start(api))
             finally:
-                listener.cancel()
                 table.cancel()
-                for task in self._running:
-                    task.cancel()
-                await asyncio.gather(listener, table, *self._running, return_exceptions=True)
+                await asyncio.gather(table, return_exceptions=True)
 
-    async def _claim_and_start(self, api: CallrApi) -> None:
-        room = self._concurrency - len(self._running)
+    async def _claim_and_start(self, api: CallrApi) -> Next:
+        room = self._concurrency - len(self._loop.running)
         if room <= 0:
-            return
+            return None
         try:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(_CLAIM, room, self._lease)
         except UNAVAILABLE_ERRORS as error:
             log.warning("sender_database_unavailable", error=repr(error))
-            return
+            return None
         except asyncpg.PostgresError as error:
             log.error("sender_claim_failed", error=repr(error))
-            return
+            return None
         for row in rows:
-            task = asyncio.create_task(self._step(api, row), name=f"send-{row['id']}")
-            self._running.add(task)
-            task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._wake.set()
+            self._loop.start(self._step(api, row), name=f"send-{row['id']}")
+        return None
 
     async def _step(self, api: CallrApi, row: Any) -> None:
         try:
