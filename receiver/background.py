@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from receiver.db.engine import Pool
 from receiver.forwarding.destinations import Destinations
 from receiver.forwarding.dispatcher import Dispatcher
 from receiver.forwarding.policy import FORWARD_BACKOFF, RetryPolicy
@@ -34,7 +35,7 @@ def destinations(settings: Settings) -> Destinations:
     return Destinations.of(settings.handler_allowed_networks, settings.database_url)
 
 
-def dispatcher(settings: Settings, pool: Any, allowed: Destinations | None = None) -> Dispatcher:
+def dispatcher(settings: Settings, pool: Pool, allowed: Destinations | None = None) -> Dispatcher:
     """The forward dispatcher the settings describe, on `pool` (`allowed`: the settings'
     destinations, when the caller has worked them out already)."""
     assert settings.database_url is not None
@@ -52,7 +53,7 @@ def dispatcher(settings: Settings, pool: Any, allowed: Destinations | None = Non
     )
 
 
-def projector(settings: Settings, pool: Any) -> Projector:
+def projector(settings: Settings, pool: Pool) -> Projector:
     """The projector the settings describe, on `pool`."""
     return Projector(
         pool,
@@ -64,7 +65,7 @@ def projector(settings: Settings, pool: Any) -> Projector:
     )
 
 
-def sender(settings: Settings, pool: Any) -> Sender:
+def sender(settings: Settings, pool: Pool) -> Sender:
     """The sender the settings describe, on `pool` (sending must be configured)."""
     assert settings.database_url is not None
     return Sender(
@@ -91,7 +92,7 @@ def sending(settings: Settings) -> bool:
 
 def work_of(
     settings: Settings,
-    pool: Any,
+    pool: Pool,
     *,
     projecting: Projector | None = None,
     allowed: Destinations | None = None,

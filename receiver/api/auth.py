@@ -19,14 +19,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.api.throttle import Throttle
-from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.db.engine import UNAVAILABLE_OR_UNMIGRATED, Connection, Pool
 from receiver.http import error_response
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -96,7 +95,7 @@ _KEEP_KEY = "INSERT INTO deployment_keys (id, key) VALUES (1, $1) ON CONFLICT (i
 _READ_KEY = "SELECT key FROM deployment_keys WHERE id = 1"
 
 
-async def any_kept(conn: Any) -> bool:
+async def any_kept(conn: Connection) -> bool:
     """Whether the database keeps a live token (`receiver tokens add`)."""
     return bool(await conn.fetchval(_ANY_LIVE))
 
@@ -148,25 +147,25 @@ class Tokens:
         covers `teamAB` (said at start; a prefix such as `teamA-` does not)."""
         return sorted({p for p in self._prefixes.values() if p[-1:].isalnum()})
 
-    async def configured(self, pool: Any) -> bool:
+    async def configured(self, pool: Pool) -> bool:
         """Whether any token could open something: one in the environment, or a live one kept."""
         if self._env:
             return True
         async with pool.acquire() as conn:
             return await any_kept(conn)
 
-    async def scope_of(self, pool: Any, presented: str) -> Scope | None:
+    async def scope_of(self, pool: Pool, presented: str) -> Scope | None:
         """What `presented` may do: admin, read, or nothing (None)."""
         if not presented.strip():
             return None
         return await self.scope_of_digest(pool, digest(presented))
 
-    async def scope_of_digest(self, pool: Any, token_digest: str) -> Scope | None:
+    async def scope_of_digest(self, pool: Pool, token_digest: str) -> Scope | None:
         """The scope of the live token whose `digest` is `token_digest`."""
         grant = await self.grant_of_digest(pool, token_digest)
         return grant.scope if grant is not None else None
 
-    async def grant_of_digest(self, pool: Any, token_digest: str) -> Grant | None:
+    async def grant_of_digest(self, pool: Pool, token_digest: str) -> Grant | None:
         """What the live token whose `digest` is `token_digest` may do; None: nothing."""
         # Every environment token is compared, whichever matches, so the time says nothing.
         found: Scope | None = None
@@ -193,7 +192,7 @@ class Tokens:
         self._cache[token_digest] = (granted, now)
         return granted
 
-    async def load_key(self, pool: Any) -> bool:
+    async def load_key(self, pool: Pool) -> bool:
         """Read the deployment's random key (made at its first start, kept in the database,
         the same for every process); `secret` derives from it. False when it cannot be
         read yet (the database away, or not migrated)."""
@@ -201,11 +200,11 @@ class Tokens:
             async with pool.acquire() as conn:
                 await conn.execute(_KEEP_KEY, secrets.token_bytes(32))
                 self._key = bytes(await conn.fetchval(_READ_KEY))
-        except (*UNAVAILABLE_ERRORS, asyncpg.UndefinedTableError):
+        except UNAVAILABLE_OR_UNMIGRATED:
             return False
         return True
 
-    async def keep_trying_key(self, pool: Any, every: float = 1.0) -> None:
+    async def keep_trying_key(self, pool: Pool, every: float = 1.0) -> None:
         """`load_key` until it succeeds (a process started before the migrations ran)."""
         while not await self.load_key(pool):  # noqa: ASYNC110 (polls the database, no event)
             await asyncio.sleep(every)

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.db.engine import UNAVAILABLE_ERRORS, Pool
 from receiver.forwarding.watch import Silence, silence, troubled_handlers
 from receiver.http import error_response
 from receiver.metrics import POOL
@@ -61,7 +61,7 @@ class DatabaseFigures(Collector):
         self.handlers: list[dict[str, Any]] = []
         self.silence = Silence(False, None, None, 0)
 
-    async def refresh(self, pool: Any) -> None:
+    async def refresh(self, pool: Pool) -> None:
         """Read the figures again when the last read is older than a few seconds.
 
         With the database away, the last figures read are kept and `up` is False.
@@ -150,7 +150,7 @@ class DatabaseFigures(Collector):
         yield from (handlers, waiting, silent)
 
 
-def observe_pool(name: str, pool: Any) -> None:
+def observe_pool(name: str, pool: Pool) -> None:
     size, idle = pool.get_size(), pool.get_idle_size()
     POOL.labels(name, "busy").set(size - idle)
     POOL.labels(name, "idle").set(idle)

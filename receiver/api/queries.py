@@ -31,6 +31,7 @@ from receiver.api.models import (
 )
 from receiver.api.params import BadParameter, Cursors, read_query
 from receiver.callr.sms import Status
+from receiver.db.engine import Connection
 from receiver.db.models import EventState, ForwardState
 from receiver.http import error_response
 
@@ -261,7 +262,7 @@ class Queries:
         async with request.state.api_pool.acquire() as conn:
             return answer(MessagePage, await self.messages_page(conn, request.query_params))
 
-    async def messages_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
+    async def messages_page(self, conn: Connection, query: QueryParams) -> dict[str, Any]:
         """A page of messages for the filters in `query`; raises `BadParameter`."""
         q = read_query(MessagesQuery, query)
         direction, user_data, network, number = q.direction, q.user_data, q.network, q.number
@@ -294,7 +295,7 @@ class Queries:
         async with request.state.api_pool.acquire() as conn:
             return answer(EventPage, await self.events_page(conn, request.query_params))
 
-    async def events_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
+    async def events_page(self, conn: Connection, query: QueryParams) -> dict[str, Any]:
         """A page of events for the filters in `query`; raises `BadParameter`."""
         q = read_query(EventsQuery, query)
         state = q.state.value if q.state else None
@@ -319,7 +320,7 @@ class Queries:
         async with request.state.api_pool.acquire() as conn:
             return answer(ForwardPage, await self.forwards_page(conn, request.query_params))
 
-    async def forwards_page(self, conn: Any, query: QueryParams) -> dict[str, Any]:
+    async def forwards_page(self, conn: Connection, query: QueryParams) -> dict[str, Any]:
         """A page of forwards for the filters in `query`; raises `BadParameter`."""
         q = read_query(ForwardsQuery, query)
         state = q.state.value if q.state else None
@@ -351,7 +352,7 @@ def _stored_form(sms_id: str) -> str | None:
     return None if "\x00" in sms_id else sms_id
 
 
-async def message_id(conn: Any, sms_id: str) -> str | None:
+async def message_id(conn: Connection, sms_id: str) -> str | None:
     """The stored id of the SMS `sms_id` (any case); None when there is no such SMS."""
     stored = _stored_form(sms_id)
     return None if stored is None else await conn.fetchval(_MESSAGE_ID, stored)
@@ -362,7 +363,7 @@ SELECT checks, checked_at, unknown, answer_status FROM reconciliations WHERE sms
 """
 
 
-async def message_detail(conn: Any, sms_id: str) -> dict[str, Any] | None:
+async def message_detail(conn: Connection, sms_id: str) -> dict[str, Any] | None:
     """One message with its history, events and forwards; None when there is none."""
     stored = _stored_form(sms_id)
     if stored is None:
@@ -383,7 +384,7 @@ async def message_detail(conn: Any, sms_id: str) -> dict[str, Any] | None:
     }
 
 
-async def event_detail(conn: Any, event_id: str) -> dict[str, Any] | None:
+async def event_detail(conn: Connection, event_id: str) -> dict[str, Any] | None:
     """One event with its raw body and every delivery; None when there is none."""
     if "\x00" in event_id:  # no stored id holds one: PostgreSQL's text cannot
         return None

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from receiver.api.models import Stats, StatsQuery, answer
 from receiver.api.params import BadParameter, read_query
 from receiver.callr.sms import TERMINAL, Status
+from receiver.db.engine import Connection
 from receiver.projection.daily_stats import window
 
 _MAX_WINDOW = timedelta(days=366)
@@ -42,7 +43,7 @@ async def stats(request: Request) -> Response:
 
 
 async def stats_of(
-    conn: Any,
+    conn: Connection,
     since: datetime,
     until: datetime,
     group: str | None = None,

@@ -18,7 +18,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from typing import Any
+
+from receiver.db.engine import Connection, one_row
 
 PER_ADDRESS = 5
 WINDOW = 60.0
@@ -60,18 +61,18 @@ class Throttle:
         self.window = window
         self._forgot_at = time.monotonic()
 
-    async def charge(self, conn: Any, address: str) -> int | None:
+    async def charge(self, conn: Connection, address: str) -> int | None:
         """Count a try from `address`; the seconds it must wait when it is past the limit
         (the token must then not be checked), None when it may go on. Now and then (every
         ten windows, in each process) the rows of windows long over are dropped first."""
         if time.monotonic() - self._forgot_at > 10 * self.window:
             self._forgot_at = time.monotonic()
             await conn.execute(_FORGET, self.window)
-        row = await conn.fetchrow(_CHARGE, client_key(address), self.window)
+        row = await one_row(conn, _CHARGE, client_key(address), self.window)
         if row["failures"] <= self.per_address:
             return None
         return max(1, math.ceil(float(row["left_s"])))
 
-    async def refund(self, conn: Any, address: str) -> None:
+    async def refund(self, conn: Connection, address: str) -> None:
         """The try was a right token: it does not count."""
         await conn.execute(_REFUND, client_key(address))

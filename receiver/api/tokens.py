@@ -12,12 +12,12 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from receiver.api.auth import SCOPES, Scope, digest
 from receiver.callr.sms import MAX_USER_DATA
+from receiver.db.engine import Connection
 from receiver.sending.requests import sender_ok, sender_rules
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
@@ -63,7 +63,7 @@ def new_token() -> str:
 
 
 async def add_token(
-    conn: Any,
+    conn: Connection,
     name: str,
     scope: str,
     token: str | None = None,
@@ -101,12 +101,12 @@ async def add_token(
     return token
 
 
-async def list_tokens(conn: Any, *, revoked: bool = False) -> list[KeptToken]:
+async def list_tokens(conn: Connection, *, revoked: bool = False) -> list[KeptToken]:
     """The live tokens (and the revoked ones too, when asked), oldest first."""
     return [KeptToken(**dict(row)) for row in await conn.fetch(_LIST, revoked)]
 
 
-async def revoke_token(conn: Any, name: str) -> bool:
+async def revoke_token(conn: Connection, name: str) -> bool:
     """Revoke the live token named `name`; False when there is none."""
     status = await conn.execute(_REVOKE, name)
     return bool(int(status.split()[-1]))
@@ -132,6 +132,6 @@ def scope_of(value: str) -> Scope:
     raise TokenError(f"scope must be one of {', '.join(SCOPES)}")
 
 
-async def first_run_live(conn: Any) -> bool:
+async def first_run_live(conn: Connection) -> bool:
     """Whether the first-run admin token still opens the console."""
     return bool(await conn.fetchval(_FIRST_RUN_LIVE, FIRST_RUN))

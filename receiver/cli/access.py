@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from receiver.api.auth import any_kept
 from receiver.api.tokens import FIRST_RUN, add_token, revoke_token
+from receiver.db.engine import Connection
 from receiver.ingest.auth import ensure_secret_file
 from receiver.settings import Settings
 
@@ -41,7 +42,7 @@ SELECT revoked_at FROM api_tokens WHERE name = $1 ORDER BY created_at DESC LIMIT
 """
 
 
-async def settle_access(conn: Any, settings: Settings, *, embedded: bool) -> Access:
+async def settle_access(conn: Connection, settings: Settings, *, embedded: bool) -> Access:
     """At start: the first-run admin token made, kept or retired; whether anything opens.
 
     On the embedded database, with no admin token configured, a first start makes an

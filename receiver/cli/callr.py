@@ -13,6 +13,7 @@ from receiver.callr.api import CallrApiError
 from receiver.cli.progress import Progress
 from receiver.cli.replay import run_with_database
 from receiver.cli.service import http_url, timestamp, whole
+from receiver.db.engine import Pool
 from receiver.replay.callr import (
     DEFAULT_TYPES,
     api_client,
@@ -63,7 +64,7 @@ def _fail(command: str, error: CallrApiError) -> int:
 
 
 def subscribe_command(args: argparse.Namespace) -> int:
-    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def run(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         options = None
         if settings.callr_hmac_secrets:
             # CALLR signs what it sends with the first secret (the others are old ones).
@@ -86,7 +87,7 @@ def subscribe_command(args: argparse.Namespace) -> int:
 
 
 def subscriptions_command(args: argparse.Namespace) -> int:
-    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def run(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         rows = await subscriptions(pool)
         for row in rows:
             made = row["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -98,7 +99,7 @@ def subscriptions_command(args: argparse.Namespace) -> int:
 
 
 def reconcile_command(args: argparse.Namespace) -> int:
-    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def run(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         older_than = args.older_than or settings.reconcile_after
         window = timedelta(hours=settings.routing_window_hours)
         try:
@@ -137,7 +138,7 @@ def backfill_command(args: argparse.Namespace) -> int:
         return 2
     directions = {"out": ("OUT",), "in": ("IN",), None: ("OUT", "IN")}[args.direction]
 
-    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def run(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         total = len(slices(args.since, args.until, args.slice))
         try:
             async with api_client(settings, pool) as api:

@@ -14,7 +14,7 @@ import orjson
 
 from receiver.cli.callr import duration
 from receiver.cli.service import configured, open_migrated_database, timestamp, whole
-from receiver.db.engine import asyncpg_dsn
+from receiver.db.engine import Connection, asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding.destinations import Destinations
 from receiver.forwarding.handlers import (
@@ -70,7 +70,7 @@ def handlers_add(args: argparse.Namespace) -> int:
     settings = configured()
     destinations = Destinations.of(settings.handler_allowed_networks, settings.database_url)
 
-    async def add(conn: Any) -> int:
+    async def add(conn: Connection) -> int:
         try:
             handler, routed = await add_handler(conn, new, destinations)
         except HandlerError as error:
@@ -105,7 +105,7 @@ def handlers_update(args: argparse.Namespace) -> int:
     settings = configured()
     destinations = Destinations.of(settings.handler_allowed_networks, settings.database_url)
 
-    async def update(conn: Any) -> int:
+    async def update(conn: Connection) -> int:
         try:
             handler = await update_handler(conn, args.id, changes, destinations)
         except HandlerError as error:
@@ -125,7 +125,7 @@ def handlers_update(args: argparse.Namespace) -> int:
 def handlers_rotate_secret(args: argparse.Namespace) -> int:
     """A new secret; the old one signs beside it for the overlap."""
 
-    async def rotate(conn: Any) -> int:
+    async def rotate(conn: Connection) -> int:
         rotated = await rotate_secret(conn, args.id, args.overlap.total_seconds())
         if rotated is None:
             print(f"receiver: no handler {args.id}", file=sys.stderr)
@@ -161,7 +161,7 @@ def statuses(text: str) -> tuple[int, ...]:
 def handlers_list(args: argparse.Namespace) -> int:
     """Print every handler, one JSON object per line."""
 
-    async def show(conn: Any) -> int:
+    async def show(conn: Connection) -> int:
         for handler in await list_handlers(conn):
             print(_json(handler.to_json()))
         return 0
@@ -172,7 +172,7 @@ def handlers_list(args: argparse.Namespace) -> int:
 def handlers_remove(args: argparse.Namespace) -> int:
     """Remove a handler; its undelivered forwards are routed again."""
 
-    async def remove(conn: Any) -> int:
+    async def remove(conn: Connection) -> int:
         if await remove_handler(conn, args.id):
             return 0
         print(f"receiver: no handler {args.id}", file=sys.stderr)
@@ -184,7 +184,7 @@ def handlers_remove(args: argparse.Namespace) -> int:
 def handlers_toggle(args: argparse.Namespace) -> int:
     """Enable or disable a handler."""
 
-    async def toggle(conn: Any) -> int:
+    async def toggle(conn: Connection) -> int:
         handler = await set_enabled(conn, args.id, enabled=args.enabled)
         if handler is None:
             print(f"receiver: no handler {args.id}", file=sys.stderr)
@@ -198,7 +198,7 @@ def handlers_toggle(args: argparse.Namespace) -> int:
 def forwards_route_pending(args: argparse.Namespace) -> int:
     """Route the forwards that were waiting for a handler."""
 
-    async def route(conn: Any) -> int:
+    async def route(conn: Connection) -> int:
         print(f"{await route_unrouted(conn)} forward(s) routed")
         return 0
 
@@ -215,7 +215,7 @@ def forwards_retry(args: argparse.Namespace) -> int:
         event_id=args.event_id,
     )
 
-    async def retry(conn: Any) -> int:
+    async def retry(conn: Connection) -> int:
         print(f"{await retry_forwards(conn, selection)} forward(s) queued")
         return 0
 
@@ -225,7 +225,7 @@ def forwards_retry(args: argparse.Namespace) -> int:
 def forwards_list(args: argparse.Namespace) -> int:
     """Print forwards (newest first), optionally of one state, one JSON object per line."""
 
-    async def show(conn: Any) -> int:
+    async def show(conn: Connection) -> int:
         rows = await conn.fetch(
             "SELECT id, event_id, sms_id, handler_id, rule, user_data, state, attempts,"
             " next_attempt_at, created_at, delivered_at, last_error FROM forwards"

@@ -21,7 +21,7 @@ from receiver.cli.service import (
     timestamp,
     whole,
 )
-from receiver.db.engine import create_pool
+from receiver.db.engine import Pool, create_pool
 from receiver.replay import EventFilter, RebuildRefused, count, rebuild, replay
 from receiver.replay.resend import resend
 from receiver.replay.retention import count as count_prunable
@@ -48,7 +48,7 @@ def replay_command(args: argparse.Namespace) -> int:
         states=tuple(args.state or ()),
     )
 
-    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def run(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         async with pool.acquire() as conn:
             counts = await count(conn, selection)
         total = sum(n for _, _, n in counts)
@@ -95,7 +95,7 @@ def rebuild_command(args: argparse.Namespace) -> int:
     # Forked now, before this process has an event loop or a connection to share.
     workers = RangeWorkers(args.jobs)
 
-    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def run(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         assert settings.database_url is not None  # the database opened for this command
         workers.use(
             settings.database_url, batch=args.batch, command_timeout=_command_timeout(settings)
@@ -136,7 +136,7 @@ def prune_command(args: argparse.Namespace) -> int:
     """Remove raw events and their deliveries older than the retention period."""
     before = datetime.now(UTC) - args.events_older_than
 
-    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def run(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         async with pool.acquire() as conn:
             planned = await count_prunable(conn, before)
         if args.dry_run:

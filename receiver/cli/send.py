@@ -13,6 +13,7 @@ import orjson
 
 from receiver.callr.gsm import ENCODINGS
 from receiver.cli.replay import run_with_database
+from receiver.db.engine import Pool
 from receiver.sending.requests import (
     NATURES,
     OWNER_CLI,
@@ -32,7 +33,7 @@ _DECIDED = ("accepted", "rejected", "unknown")
 def send(args: argparse.Namespace) -> int:
     """Make the send durable and print it as JSON; `--wait` follows it until decided."""
 
-    async def run(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def run(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         api = settings.sending_api
         if api is None:
             print(

@@ -28,7 +28,12 @@ from receiver.background import sending, work_of
 from receiver.cli.access import ADMIN_TOKEN_FILE, Access, FirstRun, settle_access
 from receiver.db import migrate
 from receiver.db.embedded import embedded_database_url, start_embedded
-from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn, create_pool, describe
+from receiver.db.engine import (
+    UNAVAILABLE_OR_REFUSED,
+    asyncpg_dsn,
+    create_pool,
+    describe,
+)
 from receiver.http import whole_number
 from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
 from receiver.logging import configure_logging
@@ -120,7 +125,7 @@ async def _schema_revision(url: str) -> str | None:
     """The database's alembic revision; None when it has no schema."""
     try:
         conn = await asyncpg.connect(asyncpg_dsn(url), timeout=_CONNECT_TIMEOUT)
-    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
+    except UNAVAILABLE_OR_REFUSED as error:
         raise DatabaseNotReady(
             f"cannot reach the database {describe(url)}: {str(error) or type(error).__name__}"
         ) from None
@@ -341,7 +346,7 @@ async def _settle_access(settings: Settings, *, embedded: bool) -> Access:
             return await settle_access(conn, settings, embedded=embedded)
         finally:
             await conn.close()
-    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
+    except UNAVAILABLE_OR_REFUSED:
         if embedded:
             raise
         configured = bool(settings.api_tokens or settings.admin_tokens)

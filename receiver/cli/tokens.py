@@ -10,13 +10,14 @@ from typing import Any
 from receiver.api.auth import SCOPES
 from receiver.api.tokens import TokenError, add_token, list_tokens, revoke_token
 from receiver.cli.replay import run_with_database
+from receiver.db.engine import Pool
 from receiver.settings import Settings
 
 
 def tokens_add(args: argparse.Namespace) -> int:
     """Make a token and print it once, on a line of its own (only its digest is kept)."""
 
-    async def add(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def add(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         try:
             async with pool.acquire() as conn:
                 token = await add_token(
@@ -42,7 +43,7 @@ def tokens_add(args: argparse.Namespace) -> int:
 def tokens_list(args: argparse.Namespace) -> int:
     """The tokens kept: name, scope, created, last used (never the token)."""
 
-    async def show(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def show(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         async with pool.acquire() as conn:
             kept = await list_tokens(conn, revoked=args.revoked)
         print(
@@ -66,7 +67,7 @@ def tokens_list(args: argparse.Namespace) -> int:
 def tokens_revoke(args: argparse.Namespace) -> int:
     """Revoke a token: within seconds it opens nothing, its console sessions included."""
 
-    async def revoke(pool: Any, settings: Settings, stop: asyncio.Event) -> int:
+    async def revoke(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         async with pool.acquire() as conn:
             revoked = await revoke_token(conn, args.name)
         if not revoked:

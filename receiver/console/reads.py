@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from receiver.db.engine import Connection, one_row
 from receiver.ingest.recent import MinuteCounts
 
 # Webhooks by result per bucket: events (the first delivery of each), those not
@@ -132,7 +133,7 @@ class TrafficCounts:
         self.refusals = refusals
         self._settled: dict[tuple[float, datetime], dict[str, int]] = {}
 
-    async def read(self, conn: Any, window: Window, now: datetime | None = None) -> Traffic:
+    async def read(self, conn: Connection, window: Window, now: datetime | None = None) -> Traffic:
         """Webhooks a minute by result over `window` (refusals: this app's, since it started)."""
         now = now or datetime.now(UTC)
         start = window.start(now)
@@ -164,7 +165,7 @@ class TrafficCounts:
 
 
 async def _counted(
-    conn: Any, width: timedelta, buckets: list[datetime]
+    conn: Connection, width: timedelta, buckets: list[datetime]
 ) -> dict[datetime, dict[str, int]]:
     """The stored results of `buckets` (consecutive, the last one holding now)."""
     read = {at: dict.fromkeys(RESULTS, 0) for at in buckets}
@@ -184,33 +185,35 @@ async def _counted(
     return read
 
 
-async def forward_counts(conn: Any) -> dict[str, int]:
+async def forward_counts(conn: Connection) -> dict[str, int]:
     """Forwards waiting for their first attempt, retrying, dead and waiting for a handler."""
-    return dict(await conn.fetchrow(_FORWARD_COUNTS))
+    return dict(await one_row(conn, _FORWARD_COUNTS))
 
 
-async def waiting_for_handlers(conn: Any, limit: int = 20) -> list[Any]:
+async def waiting_for_handlers(conn: Connection, limit: int = 20) -> list[Any]:
     """The user_data replies wait for a handler for: how many, since when; most first."""
     return list(await conn.fetch(_WAITING, limit))
 
 
-async def conflict_count(conn: Any, since: datetime) -> int:
+async def conflict_count(conn: Connection, since: datetime) -> int:
     """Conflicting deliveries since `since` (from their own small index)."""
     return int(await conn.fetchval(_CONFLICT_COUNT, since))
 
 
-async def handler_health(conn: Any, now: datetime | None = None) -> dict[int, dict[str, Any]]:
+async def handler_health(
+    conn: Connection, now: datetime | None = None
+) -> dict[int, dict[str, Any]]:
     """Per handler id, its forwards of the last day: delivered, retrying, dead, last error."""
     since = (now or datetime.now(UTC)) - timedelta(days=1)
     return {row["handler_id"]: dict(row) for row in await conn.fetch(_HANDLER_HEALTH, since)}
 
 
-async def replies_to(conn: Any, sms_id: str) -> list[dict[str, Any]]:
+async def replies_to(conn: Connection, sms_id: str) -> list[dict[str, Any]]:
     """The MOs routed as replies to the MT `sms_id`, with their rule."""
     return [dict(row) for row in await conn.fetch(_REPLIES, sms_id)]
 
 
-async def attempts_of(conn: Any, forward_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+async def attempts_of(conn: Connection, forward_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Every attempt of each forward, oldest first."""
     found: dict[int, list[dict[str, Any]]] = {i: [] for i in forward_ids}
     if forward_ids:
@@ -220,7 +223,7 @@ async def attempts_of(conn: Any, forward_ids: list[int]) -> dict[int, list[dict[
 
 
 async def conflicts(
-    conn: Any,
+    conn: Connection,
     since: datetime | None,
     until: datetime | None,
     before_id: int | None,

@@ -5,10 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from sqlalchemy.engine import make_url
+
+# The database boundary's types (asyncpg-stubs): a connection of its own or one lent
+# by a pool, and a pool, both of asyncpg's records. Generic only to the type checker.
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:
+    Connection = asyncpg.Connection
+    Pool = asyncpg.Pool
 
 # Errors that say "the database is away", as opposed to "this data is wrong".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -22,6 +33,18 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalServerError,
 )
 
+# The database away, or refusing what was asked (not migrated, a statement cancelled):
+# what a loop that must go on catches around its statements.
+UNAVAILABLE_OR_REFUSED: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS,
+    asyncpg.PostgresError,
+)
+# Away, or not migrated yet.
+UNAVAILABLE_OR_UNMIGRATED: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS,
+    asyncpg.UndefinedTableError,
+)
+
 # Errors that say "the same transaction, run again, may succeed": it met another, and
 # PostgreSQL chose it to give way. Run again at once, up to TRANSACTION_TRIES times.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -29,6 +52,15 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
 )
 TRANSACTION_TRIES = 3
+
+
+async def one_row(conn: Connection, sql: str, *args: object) -> asyncpg.Record:
+    """The row of a statement that always returns one (an aggregate; an upsert's
+    RETURNING): typed as a row, where fetchrow's may be None."""
+    row = await conn.fetchrow(sql, *args)
+    if row is None:
+        raise RuntimeError(f"no row from a statement that always returns one: {sql[:80]!r}")
+    return row
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -55,7 +87,7 @@ async def create_pool(
     work_mem: str | None = None,
     session_state: bool = True,
     generic_plans: bool = False,
-) -> Any:
+) -> Pool:
     """A pool that opens connections lazily, so the service starts while the database is away.
 
     `statement_timeout` (seconds), when given, makes PostgreSQL itself cancel longer
@@ -121,7 +153,7 @@ _BEGIN_DERIVED = _BEGIN + "; SET LOCAL synchronous_commit = off"
 
 
 @contextlib.asynccontextmanager
-async def batch_transaction(conn: Any, *, derived: bool = False) -> AsyncIterator[None]:
+async def batch_transaction(conn: Connection, *, derived: bool = False) -> AsyncIterator[None]:
     """A transaction with the batch's planner settings: committed unless the body raises.
 
     `derived`: it writes only what can be made again from durable rows, and does not

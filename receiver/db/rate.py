@@ -8,7 +8,8 @@ interval apart, and a burst waits its turn instead of failing.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+
+from receiver.db.engine import Pool
 
 _TAKE = """
 INSERT INTO callr_rate AS r (name, next_at)
@@ -22,7 +23,7 @@ RETURNING GREATEST(0, extract(epoch FROM r.next_at - clock_timestamp()) - $2)::f
 class SharedRate:
     """Spaces the starts of requests to CALLR to `rate` a second, across processes."""
 
-    def __init__(self, pool: Any, rate: float, name: str = "callr") -> None:
+    def __init__(self, pool: Pool, rate: float, name: str = "callr") -> None:
         self._pool = pool
         self._interval = 1.0 / rate
         self._name = name

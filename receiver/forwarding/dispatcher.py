@@ -35,7 +35,7 @@ import orjson
 import structlog
 
 from receiver import metrics
-from receiver.db.engine import UNAVAILABLE_ERRORS, asyncpg_dsn
+from receiver.db.engine import UNAVAILABLE_ERRORS, Connection, Pool, asyncpg_dsn
 from receiver.db.loop import Next, WorkLoop
 from receiver.db.models import ForwardState
 from receiver.db.rate import SharedRate
@@ -246,7 +246,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        pool: Any,
+        pool: Pool,
         database_url: str,
         *,
         policy: RetryPolicy,
@@ -442,7 +442,9 @@ class Dispatcher:
             error=error,
         )
 
-    async def _health(self, conn: Any, claim: Claim, decision: Any, error: str | None) -> None:
+    async def _health(
+        self, conn: Connection, claim: Claim, decision: Any, error: str | None
+    ) -> None:
         """The handler's health as it changes: a notice at the first failure after a success,
         and at the first success after failures. Nothing written while it stays the same."""
         if decision.verdict is Verdict.DONE:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from receiver.db.engine import Connection
 from receiver.forwarding.destinations import DestinationRefused, Destinations
 from receiver.forwarding.routing import route_unrouted, wake_dispatchers
 from receiver.forwarding.signing import SecretInvalid, new_secret, secret_key
@@ -275,7 +276,7 @@ def _url_checked(name: str, url: str, destinations: Destinations) -> None:
 
 
 async def add_handler(
-    conn: Any, new: NewHandler, destinations: Destinations = ANYWHERE
+    conn: Connection, new: NewHandler, destinations: Destinations = ANYWHERE
 ) -> tuple[HandlerView, int]:
     """Register a handler; returns it and how many waiting forwards it took.
 
@@ -298,7 +299,7 @@ async def add_handler(
     return _view(row), await route_unrouted(conn)
 
 
-async def list_handlers(conn: Any, *, query_values: bool = True) -> list[HandlerView]:
+async def list_handlers(conn: Connection, *, query_values: bool = True) -> list[HandlerView]:
     """Every handler, the default last. `query_values` False: each URL's query values
     hidden (what read scopes see: a query may carry a key, `?api_key=...`)."""
     rows = await conn.fetch(_LIST)
@@ -318,7 +319,7 @@ def without_query_values(url: str) -> str:
     return parts._replace(query=hidden).geturl()
 
 
-async def remove_handler(conn: Any, handler_id: int) -> bool:
+async def remove_handler(conn: Connection, handler_id: int) -> bool:
     """Delete a handler; its undelivered forwards go back to routing (to another, or unrouted)."""
     async with conn.transaction():
         await conn.execute(
@@ -340,7 +341,7 @@ async def remove_handler(conn: Any, handler_id: int) -> bool:
 
 
 async def set_enabled(
-    conn: Any, handler_id: int, *, enabled: bool, reason: str = "disabled by an admin"
+    conn: Connection, handler_id: int, *, enabled: bool, reason: str = "disabled by an admin"
 ) -> HandlerView | None:
     """Enable or disable a handler; a disabled one keeps its forwards waiting, with the
     `reason`, and its owners get a notice. None when there is no such handler."""
@@ -357,13 +358,16 @@ async def set_enabled(
     return _view(row)
 
 
-async def find_handler(conn: Any, handler_id: int) -> HandlerView | None:
+async def find_handler(conn: Connection, handler_id: int) -> HandlerView | None:
     row = await conn.fetchrow(_ONE, handler_id)
     return _view(row) if row is not None else None
 
 
 async def update_handler(
-    conn: Any, handler_id: int, changes: dict[str, Any], destinations: Destinations = ANYWHERE
+    conn: Connection,
+    handler_id: int,
+    changes: dict[str, Any],
+    destinations: Destinations = ANYWHERE,
 ) -> HandlerView | None:
     """Change what `changes` names (CHANGEABLE) of a handler, keeping its id, its
     user_data and its forwards; None when there is no such handler. A `None` value of a
@@ -413,7 +417,7 @@ async def update_handler(
 
 
 async def rotate_secret(
-    conn: Any, handler_id: int, overlap_seconds: float
+    conn: Connection, handler_id: int, overlap_seconds: float
 ) -> tuple[HandlerView, str] | None:
     """A new secret for a handler; the old one signs beside it for `overlap_seconds`
     (each forward then carries both signatures). Returns the handler and the new secret

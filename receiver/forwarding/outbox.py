@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from receiver.db.engine import Connection, one_row
 from receiver.forwarding.routing import wake_dispatchers
 
 RETRYABLE_STATES = ("dead", "done", "pending")
@@ -44,7 +44,7 @@ class ForwardFilter:
     event_id: str | None = None
 
 
-async def retry_forwards(conn: Any, selection: ForwardFilter) -> int:
+async def retry_forwards(conn: Connection, selection: ForwardFilter) -> int:
     """Queue the selected forwards for delivery now, with a fresh set of attempts.
 
     Their earlier attempts stay recorded. Unrouted forwards are routed instead
@@ -66,14 +66,14 @@ async def retry_forwards(conn: Any, selection: ForwardFilter) -> int:
     return len(rows)
 
 
-async def retry_forwards_by_id(conn: Any, ids: list[int]) -> tuple[int, int]:
+async def retry_forwards_by_id(conn: Connection, ids: list[int]) -> tuple[int, int]:
     """Queue the dead or delivered forwards among `ids` for delivery now, with fresh attempts.
 
     Returns how many of the ids are forwards, and how many of those were queued (the
     others are pending, in flight, or have no handler).
     """
     async with conn.transaction():
-        row = await conn.fetchrow(_RETRY_BY_ID, ids)
+        row = await one_row(conn, _RETRY_BY_ID, ids)
         if row["queued"]:
             await wake_dispatchers(conn)
     return row["found"], row["queued"]

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 import orjson
 
 from receiver.db.arrays import columns
+from receiver.db.engine import Connection, one_row
 from receiver.reports import Report, StatusChange
 
 NOTIFY_CHANNEL = "receiver_forwards"
 
 
-async def wake_dispatchers(conn: Any) -> None:
+async def wake_dispatchers(conn: Connection) -> None:
     """Tell every dispatcher there is work; PostgreSQL delivers it when the transaction commits."""
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
@@ -141,7 +141,7 @@ SELECT 'notified' FROM (
 """
 
 
-async def route(conn: Any, reports: Sequence[Report], *, window: timedelta) -> int:
+async def route(conn: Connection, reports: Sequence[Report], *, window: timedelta) -> int:
     """Write a forward for each newly stored inbound SMS; returns how many await delivery.
 
     When any does, the same statement wakes the dispatchers, by a NOTIFY that
@@ -200,7 +200,7 @@ RETURNING f.id
 """
 
 
-async def route_unrouted(conn: Any) -> int:
+async def route_unrouted(conn: Connection) -> int:
     """Route the forwards that had no handler, with the handlers there are now."""
     async with conn.transaction():
         records = await conn.fetch(_ROUTE_UNROUTED)
@@ -269,7 +269,7 @@ FROM inserted
 """
 
 
-async def announce(conn: Any, changes: Sequence[StatusChange]) -> int:
+async def announce(conn: Connection, changes: Sequence[StatusChange]) -> int:
     """Write a status callback for each change a subscribed handler is to hear of; how many.
 
     When any, the same statement wakes the dispatchers (NOTIFY, sent on commit).
@@ -289,5 +289,5 @@ async def announce(conn: Any, changes: Sequence[StatusChange]) -> int:
         }
         for ord_, c in enumerate(changes)
     ]
-    record = await conn.fetchrow(_ANNOUNCE, orjson.dumps(rows).decode(), NOTIFY_CHANNEL)
+    record = await one_row(conn, _ANNOUNCE, orjson.dumps(rows).decode(), NOTIFY_CHANNEL)
     return int(record["n"])

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from receiver.db.engine import Connection, one_row
+
 _HANDLERS = """
 SELECT h.id,
     CASE WHEN h.is_default THEN NULL
@@ -58,15 +60,17 @@ class Silence:
     """SMS accepted since the last report."""
 
 
-async def troubled_handlers(conn: Any) -> list[dict[str, Any]]:
+async def troubled_handlers(conn: Connection) -> list[dict[str, Any]]:
     """The handlers failing or disabled, with the forwards waiting for each."""
     return [dict(row) for row in await conn.fetch(_HANDLERS)]
 
 
-async def silence(conn: Any, silent_after: timedelta, now: datetime | None = None) -> Silence:
+async def silence(
+    conn: Connection, silent_after: timedelta, now: datetime | None = None
+) -> Silence:
     now = now or datetime.now(UTC)
     last = await conn.fetchval(_LAST_REPORT)
-    row = await conn.fetchrow(_ACCEPTED_SINCE, last or datetime.min.replace(tzinfo=UTC))
+    row = await one_row(conn, _ACCEPTED_SINCE, last or datetime.min.replace(tzinfo=UTC))
     oldest = row["oldest"]
     silent = oldest is not None and oldest <= now - silent_after
     return Silence(silent, oldest if silent else None, last, row["n"])

@@ -11,11 +11,11 @@ subscription would be "unknown".
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import structlog
 
 from receiver import metrics
+from receiver.db.engine import Pool, one_row
 
 log = structlog.get_logger("receiver.webhook")
 
@@ -32,7 +32,7 @@ class SubscriptionWatch:
         self._settled: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def seen(self, subscription: str | None, pool: Any) -> None:
+    def seen(self, subscription: str | None, pool: Pool) -> None:
         """An event came through `subscription`: look it up, unless done already."""
         if subscription is None or subscription in self._settled:
             return
@@ -41,10 +41,10 @@ class SubscriptionWatch:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _look_up(self, subscription: str, pool: Any) -> None:
+    async def _look_up(self, subscription: str, pool: Pool) -> None:
         try:
             async with pool.acquire() as conn:
-                row = await conn.fetchrow(_LOOKUP, subscription)
+                row = await one_row(conn, _LOOKUP, subscription)
         except Exception:  # looked up again with the next event that names it
             self._settled.discard(subscription)
             return

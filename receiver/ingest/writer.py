@@ -24,14 +24,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import structlog
 
 from receiver import metrics
 from receiver.callr.envelope import Malformed
-from receiver.db.engine import RETRYABLE_ERRORS, TRANSACTION_TRIES, UNAVAILABLE_ERRORS
+from receiver.db.engine import RETRYABLE_ERRORS, TRANSACTION_TRIES, UNAVAILABLE_ERRORS, Pool
 from receiver.projection.apply import caused_by_event
 from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
 from receiver.reports import Applicable
@@ -71,7 +70,7 @@ class GroupCommitWriter:
 
     def __init__(
         self,
-        pool: Any,
+        pool: Pool,
         *,
         batch_max: int,
         concurrency: int,

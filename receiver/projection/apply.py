@@ -23,14 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import structlog
 
 from receiver import metrics
 from receiver.callr.envelope import Envelope
-from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.db.engine import UNAVAILABLE_ERRORS, Connection
 from receiver.forwarding.routing import announce, route
 from receiver.projection.records import Applied, project
 from receiver.projection.sends import apply_steps
@@ -66,7 +65,7 @@ def caused_by_event(error: BaseException) -> bool:
 
 
 async def apply(
-    conn: Any, reports: Sequence[Applicable], *, routing_window: timedelta | None
+    conn: Connection, reports: Sequence[Applicable], *, routing_window: timedelta | None
 ) -> Applied:
     """Apply stored events' reports in the caller's transaction; park those that cannot be.
 
@@ -95,7 +94,7 @@ async def apply(
 
 
 async def _apply(
-    conn: Any, reports: Sequence[Applicable], routing_window: timedelta | None
+    conn: Connection, reports: Sequence[Applicable], routing_window: timedelta | None
 ) -> Applied:
     snapshots = records(reports)
     applied = await project(conn, snapshots)
@@ -108,7 +107,7 @@ async def _apply(
     return applied
 
 
-async def _park(conn: Any, event_id: str, error: BaseException) -> None:
+async def _park(conn: Connection, event_id: str, error: BaseException) -> None:
     """Keep the event that cannot be applied as invalid, with the reason."""
     sqlstate = getattr(error, "sqlstate", None) or type(error).__name__
     reason = f"the event could not be applied ({sqlstate}): {error}"[:_REASON_CHARS]
@@ -118,7 +117,7 @@ async def _park(conn: Any, event_id: str, error: BaseException) -> None:
 
 
 async def store_and_apply(
-    conn: Any,
+    conn: Connection,
     events: Sequence[tuple[Envelope, bytes]],
     *,
     source: str,

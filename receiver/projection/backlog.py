@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from receiver.db.engine import Connection, one_row
 
 # The oldest by queue order, which is the order events were stored in: read from the
 # primary key's first entry, where the minimum of `received_at` would scan the queue.
@@ -44,7 +46,7 @@ class Backlog(NamedTuple):
         return since if (now or datetime.now(UTC)) - since >= after else None
 
 
-async def backlog(conn: Any) -> Backlog:
+async def backlog(conn: Connection) -> Backlog:
     """Read the backlog on `conn`."""
-    row = await conn.fetchrow(_BACKLOG)
+    row = await one_row(conn, _BACKLOG)
     return Backlog(row["pending"], row["oldest"], row["last_batch_at"])

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import structlog
 
-from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.db.engine import UNAVAILABLE_OR_REFUSED, Connection, Pool
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +59,7 @@ def _ceil_day(at: datetime) -> date:
 _MARK = "INSERT INTO stats_changes (day) SELECT unnest($1::date[])"
 
 
-async def mark_changed(conn: Any, days: Iterable[date]) -> None:
+async def mark_changed(conn: Connection, days: Iterable[date]) -> None:
     """Record, in the caller's transaction, that these days' statistics may have changed."""
     wanted = sorted(set(days))
     if wanted:
@@ -212,7 +211,7 @@ class Window:
 
 
 async def window(
-    conn: Any, since: datetime, until: datetime, group: str | None, *, traffic: bool = True
+    conn: Connection, since: datetime, until: datetime, group: str | None, *, traffic: bool = True
 ) -> Window:
     """Outcome rows (key, direction, status, anomaly, latency, n) and traffic in [since, until).
 
@@ -259,7 +258,7 @@ def _ranges(days: Sequence[date]) -> list[tuple[datetime, datetime]]:
     return ranges
 
 
-async def refresh(conn: Any, days: Sequence[date]) -> None:
+async def refresh(conn: Connection, days: Sequence[date]) -> None:
     """Recompute these days' rows, each in a snapshot of its own; one day at a time."""
     for day in days:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
@@ -269,7 +268,7 @@ async def refresh(conn: Any, days: Sequence[date]) -> None:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
 
 
-async def _refresh_day(conn: Any, day: date) -> None:
+async def _refresh_day(conn: Connection, day: date) -> None:
     start, stop = day_start(day), day_start(day) + DAY
     # The snapshot is taken by the first statement, after the lock: whatever an
     # earlier refresh committed is in it.
@@ -283,7 +282,7 @@ async def _refresh_day(conn: Any, day: date) -> None:
         await conn.execute("DELETE FROM stats_changes WHERE day = $1", day)
 
 
-async def maintain(conn: Any) -> int:
+async def maintain(conn: Connection) -> int:
     """Compact the markers, recount the kept days that changed and count the recent ones.
 
     Returns how many days were counted; another process doing the same meanwhile
@@ -299,7 +298,7 @@ async def maintain(conn: Any) -> int:
     return len(days)
 
 
-async def keep(pool: Any, *, every: float) -> None:
+async def keep(pool: Pool, *, every: float) -> None:
     """Run `maintain` every `every` seconds until cancelled; a database error waits a round."""
     while True:
         await asyncio.sleep(every)
@@ -308,5 +307,5 @@ async def keep(pool: Any, *, every: float) -> None:
                 refreshed = await maintain(conn)
             if refreshed:
                 log.info("daily_stats_refreshed", days=refreshed)
-        except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
+        except UNAVAILABLE_OR_REFUSED as error:
             log.warning("daily_stats_not_kept", error=repr(error))

@@ -45,7 +45,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-import asyncpg
 import structlog
 
 from receiver import metrics
@@ -56,6 +55,9 @@ from receiver.db.engine import (
     RETRYABLE_ERRORS,
     TRANSACTION_TRIES,
     UNAVAILABLE_ERRORS,
+    UNAVAILABLE_OR_REFUSED,
+    Connection,
+    Pool,
     asyncpg_dsn,
     batch_transaction,
 )
@@ -144,7 +146,7 @@ class Projector:
 
     def __init__(
         self,
-        pool: Any,
+        pool: Pool,
         database_url: str | None = None,
         *,
         batch_max: int = 2000,
@@ -207,7 +209,7 @@ class Projector:
         as they were when last analyzed (measured: a drain fell from 13,000 to 2,540
         events a second with the message table analyzed empty; docs/performance.md).
         """
-        with contextlib.suppress(*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
+        with contextlib.suppress(*UNAVAILABLE_OR_REFUSED):
             async with self._pool.acquire() as conn:
                 if await conn.fetchval("SELECT current_setting('autovacuum')") == "off":
                     log.warning(
@@ -281,7 +283,7 @@ class Projector:
             return Turn(taken=True, events=len(claimed))
         raise RuntimeError("the projector's batch kept conflicting with other transactions")
 
-    async def _reports(self, conn: Any, claimed: Sequence[Any]) -> list[Applicable]:
+    async def _reports(self, conn: Connection, claimed: Sequence[Any]) -> list[Applicable]:
         """The SMS snapshots of the claimed events, in the order claimed.
 
         Those this process's writer stored were parsed already; the others are read

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from receiver.callr.sms import RANK, TERMINAL, Status
+from receiver.db.engine import Connection
 from receiver.reports import Report, StatusChange, evidence_key
 
 # Fields every snapshot repeats; they do not change over an SMS's life, so the
@@ -258,7 +259,7 @@ WHERE m.sms_id = ANY($1::text[]) AND m.sms_id = f.sms_id AND m.unexplained <> f.
 """
 
 
-async def project(conn: Any, reports: Sequence[Report]) -> Applied:
+async def project(conn: Connection, reports: Sequence[Report]) -> Applied:
     """Apply stored events to the message records, inside the caller's transaction.
 
     The daily statistics are told of every creation day of a message that changes

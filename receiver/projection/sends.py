@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from receiver.callr.sends import SendStep, Step
+from receiver.db.engine import Connection
 
 _REQUESTED = """
 INSERT INTO sends (
@@ -43,7 +44,7 @@ WHERE id = $1 AND seq < $2
 """
 
 
-async def apply_steps(conn: Any, steps: Sequence[SendStep]) -> None:
+async def apply_steps(conn: Connection, steps: Sequence[SendStep]) -> None:
     """Apply the steps of sends, in the caller's transaction (the one way in's)."""
     for step in steps:
         if step.step is Step.REQUESTED:

@@ -19,11 +19,12 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
 from receiver.callr.envelope import Envelope, Malformed
+from receiver.db.engine import Connection
 from receiver.db.models import EventState
 from receiver.reports import Applicable, report_of
 
@@ -181,7 +182,7 @@ PENDING_CHANNEL = "receiver_projection"
 
 
 async def store_batch(
-    conn: Any, items: Sequence[Incoming], *, pending: bool = True, own: bool = False
+    conn: Connection, items: Sequence[Incoming], *, pending: bool = True, own: bool = False
 ) -> list[Outcome]:
     """Store every item's event (once per id) and delivery (once per id, try and content).
 
@@ -233,7 +234,7 @@ def event_state(parsed: Envelope | Malformed) -> EventState:
 
 
 async def _insert(
-    conn: Any, items: Sequence[Incoming], pending: bool, own: bool
+    conn: Connection, items: Sequence[Incoming], pending: bool, own: bool
 ) -> dict[int, _Stored]:
     """What the insert did for each item, by position."""
     stored = await _insert_once(conn, items, pending, own)
@@ -254,7 +255,7 @@ class _Stored(NamedTuple):
 
 
 async def _insert_once(
-    conn: Any, items: Sequence[Incoming], pending: bool, own: bool
+    conn: Connection, items: Sequence[Incoming], pending: bool, own: bool
 ) -> dict[int, _Stored]:
     rows = []
     for ord_, item in enumerate(items):

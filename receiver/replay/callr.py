@@ -24,6 +24,7 @@ from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
 from receiver.callr.envelope import Envelope
 from receiver.callr.own import api_sms_event
 from receiver.callr.sms import SmsInvalid
+from receiver.db.engine import Pool
 from receiver.db.rate import SharedRate
 from receiver.projection.apply import store_and_apply
 
@@ -36,7 +37,7 @@ DEFAULT_TYPES = ("sms.mt.status_update", "sms.mo")
 _RECONCILE_LOCK = 7_263_110_403
 
 
-def api_client(settings: Any, pool: Any, *, sending: bool = False) -> CallrApi:
+def api_client(settings: Any, pool: Pool, *, sending: bool = False) -> CallrApi:
     """The CALLR API client the settings describe, at the rate shared on `pool`'s database.
 
     They must hold a login and password, or for `sending`, a login and password or a
@@ -71,7 +72,7 @@ SELECT hash, type, endpoint, created_at FROM callr_subscriptions ORDER BY create
 
 
 async def subscribe(
-    pool: Any, api: CallrApi, *, url: str, types: Sequence[str], options: dict[str, Any] | None
+    pool: Pool, api: CallrApi, *, url: str, types: Sequence[str], options: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """`webhooks.subscribe` for each type; each webhook CALLR makes is kept as it answers."""
     made = []
@@ -87,7 +88,7 @@ async def subscribe(
     return made
 
 
-async def subscriptions(pool: Any) -> list[Any]:
+async def subscriptions(pool: Pool) -> list[Any]:
     """The subscriptions kept, oldest first."""
     async with pool.acquire() as conn:
         return list(await conn.fetch(_SUBSCRIPTIONS))
@@ -137,7 +138,7 @@ class ReconcileSummary:
 
 
 async def reconcile(
-    pool: Any,
+    pool: Pool,
     api: CallrApi | None,
     *,
     older_than: timedelta,
@@ -210,7 +211,7 @@ async def reconcile(
 
 
 async def _failed_check(
-    pool: Any, sms_id: str, now: datetime, summary: ReconcileSummary, error: str
+    pool: Pool, sms_id: str, now: datetime, summary: ReconcileSummary, error: str
 ) -> None:
     async with pool.acquire() as conn:
         await conn.execute(_CHECKED, sms_id, now, False, None)
@@ -220,7 +221,7 @@ async def _failed_check(
 
 
 @contextlib.asynccontextmanager
-async def reconcile_turn(pool: Any) -> AsyncIterator[bool]:
+async def reconcile_turn(pool: Pool) -> AsyncIterator[bool]:
     """Whether this process is the one to reconcile now (one at a time across processes)."""
     async with pool.acquire() as conn:
         taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RECONCILE_LOCK)
@@ -231,7 +232,7 @@ async def reconcile_turn(pool: Any) -> AsyncIterator[bool]:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _RECONCILE_LOCK)
 
 
-async def reconcile_forever(pool: Any, settings: Any) -> None:
+async def reconcile_forever(pool: Pool, settings: Any) -> None:
     """serve's and worker's task: a reconcile every RECONCILE_INTERVAL, errors logged.
 
     The first a minute after the start (or sooner, for a shorter interval).
@@ -287,7 +288,7 @@ def slices(since: datetime, until: datetime, size: timedelta) -> list[tuple[date
 
 
 async def backfill(
-    pool: Any,
+    pool: Pool,
     api: CallrApi,
     *,
     since: datetime,
@@ -313,7 +314,7 @@ async def backfill(
 
 
 async def _backfill_slice(
-    pool: Any,
+    pool: Pool,
     api: CallrApi,
     summary: BackfillSummary,
     direction: str,

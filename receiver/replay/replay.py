@@ -40,6 +40,7 @@ import asyncpg
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.callr.own import parse_stored
 from receiver.db.arrays import columns
+from receiver.db.engine import Connection, Pool, one_row
 from receiver.projection.apply import apply
 from receiver.projection.store import Incoming, Result, event_state, store_batch, stored_reports
 from receiver.reports import report_of
@@ -194,14 +195,14 @@ class ReplaySummary:
         return head + tail
 
 
-async def count(conn: Any, selection: EventFilter) -> list[tuple[str | None, str, int]]:
+async def count(conn: Connection, selection: EventFilter) -> list[tuple[str | None, str, int]]:
     """How many stored events match, by type and state (what --dry-run prints)."""
     rows = await conn.fetch(_COUNT, *selection.arguments())
     return [(row["type"], row["state"], row["n"]) for row in rows]
 
 
 async def replay(
-    pool: Any,
+    pool: Pool,
     selection: EventFilter,
     *,
     batch: int = 1000,
@@ -293,7 +294,7 @@ class _ReadFailed:
 
 
 async def _read_pages(
-    pool: Any, pager: Pager, batch: int, pages: asyncio.Queue[_Page | _ReadFailed | None]
+    pool: Pool, pager: Pager, batch: int, pages: asyncio.Queue[_Page | _ReadFailed | None]
 ) -> None:
     after = pager.start
     while True:
@@ -319,7 +320,7 @@ async def _read_pages(
 
 
 async def rebuild(
-    pool: Any,
+    pool: Pool,
     *,
     batch: int = 4000,
     jobs: int = 2,
@@ -340,7 +341,7 @@ async def rebuild(
         # Checked before the tables are emptied: no page could refill them.
         raise ValueError(f"a rebuild needs a batch of at least 1 event, not {batch}")
     async with pool.acquire() as conn:
-        pruned = await conn.fetchrow("SELECT max(before) AS before FROM prunes")
+        pruned = await one_row(conn, "SELECT max(before) AS before FROM prunes")
         if pruned["before"] is not None:
             raise RebuildRefused(
                 f"events received before {pruned['before'].isoformat()} were pruned: a rebuild"
@@ -389,7 +390,7 @@ async def rebuild(
     return summary
 
 
-async def _make_shadow(conn: Any) -> None:
+async def _make_shadow(conn: Connection) -> None:
     """Empty tables shaped like the live records, for a rebuild to write into (those of an
     unfinished rebuild are dropped)."""
     async with conn.transaction():
@@ -399,7 +400,7 @@ async def _make_shadow(conn: Any) -> None:
             await conn.execute(f"CREATE TABLE {SHADOW}.{table} (LIKE public.{table} INCLUDING ALL)")
 
 
-async def _swap(pool: Any, since: datetime, batch: int) -> ReplaySummary:
+async def _swap(pool: Pool, since: datetime, batch: int) -> ReplaySummary:
     """Put the rebuilt records in place of the live ones, in one transaction; what the tail
     did (how many events, how many could not be applied). Tried again when it meets a
     deadlock (another transaction held one of the tables and waited for another)."""
@@ -419,7 +420,7 @@ async def _swap(pool: Any, since: datetime, batch: int) -> ReplaySummary:
 _SWAP_TRIES = 5
 
 
-async def _swap_once(conn: Any, since: datetime, batch: int) -> ReplaySummary:
+async def _swap_once(conn: Connection, since: datetime, batch: int) -> ReplaySummary:
     """The swap's transaction. The live tables are locked (the projector and the reads
     of records wait), the events stored since `since` applied again to the rebuilt
     tables (the projector applied them to the live ones meanwhile), then the rows
@@ -450,7 +451,7 @@ async def _swap_once(conn: Any, since: datetime, batch: int) -> ReplaySummary:
     return summary
 
 
-async def _copy_statement(conn: Any, table: str) -> str:
+async def _copy_statement(conn: Connection, table: str) -> str:
     """The rebuilt rows of `table` into the live one; an identity column takes the live
     table's next values, in the rebuilt rows' order."""
     found = await conn.fetch(_COPY_COLUMNS, table)
@@ -465,7 +466,7 @@ def _parse_row(row: Any) -> Envelope | Malformed:
 
 
 async def replay_range(
-    pool: Any,
+    pool: Pool,
     bounds: tuple[str | None, str | None],
     *,
     batch: int,
@@ -478,7 +479,7 @@ async def replay_range(
     return await _replay_all(pool, pager, batch, advance, stop)
 
 
-async def _split_points(conn: Any, jobs: int) -> list[str]:
+async def _split_points(conn: Connection, jobs: int) -> list[str]:
     """SMS ids that cut the stored events into `jobs` ranges of about equal size."""
     if jobs < 2:
         return []
@@ -487,7 +488,7 @@ async def _split_points(conn: Any, jobs: int) -> list[str]:
 
 
 async def _replay_all(
-    pool: Any,
+    pool: Pool,
     pager: Pager,
     batch: int,
     advance: Callable[[int], None],
@@ -507,7 +508,7 @@ async def _replay_all(
 
 
 async def _apply_page(
-    conn: Any,
+    conn: Connection,
     page: _Page,
     summary: ReplaySummary,
     *,

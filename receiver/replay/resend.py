@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from receiver.db.engine import Pool
 from receiver.replay.replay import FILTER_SQL, EventFilter
 
 # Each event with the headers of its first delivery (never a conflicting one): the
@@ -59,7 +60,7 @@ class ResendSummary:
 
 
 async def resend(
-    pool: Any,
+    pool: Pool,
     selection: EventFilter,
     url: str,
     *,

@@ -19,8 +19,8 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from receiver.db.engine import Connection, Pool, one_row
 from receiver.projection.daily_stats import mark_changed
 
 _PRUNABLE = """
@@ -71,13 +71,13 @@ class Pruned:
         return done + (" (stopped: run it again to finish)" if self.stopped else "")
 
 
-async def count(conn: Any, before: datetime) -> Pruned:
-    row = await conn.fetchrow(_COUNT, before)
+async def count(conn: Connection, before: datetime) -> Pruned:
+    row = await one_row(conn, _COUNT, before)
     return Pruned(before=before, events=row["events"], deliveries=row["deliveries"])
 
 
 async def prune(
-    pool: Any,
+    pool: Pool,
     before: datetime,
     *,
     batch: int = 5000,
@@ -90,7 +90,7 @@ async def prune(
         while stop is None or not stop.is_set():
             async with conn.transaction():
                 # The deliveries go with their event (ON DELETE CASCADE).
-                row = await conn.fetchrow(_DELETE_BATCH, before, batch)
+                row = await one_row(conn, _DELETE_BATCH, before, batch)
                 # The traffic counts kept for those days are counted again.
                 await mark_changed(conn, row["days"])
                 if row["events"]:

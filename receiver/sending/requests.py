@@ -19,6 +19,7 @@ from receiver.callr import sends
 from receiver.callr.gsm import ASSUMED_STOP_DIGITS, ENCODINGS, MAX_TEXT, STOPNUM, parts_of
 from receiver.callr.own import send_event
 from receiver.callr.sms import MAX_USER_DATA
+from receiver.db.engine import Connection
 from receiver.projection.apply import store_and_apply
 
 NOTIFY_CHANNEL = "receiver_sends"
@@ -214,7 +215,7 @@ def new_send_id(now: datetime) -> str:
 
 
 async def request_send(
-    conn: Any,
+    conn: Connection,
     request: SendRequest,
     *,
     api: Literal["v1", "v2"],
@@ -275,7 +276,7 @@ async def request_send(
     return row, True
 
 
-async def find(conn: Any, send_id: str) -> Any:
+async def find(conn: Connection, send_id: str) -> Any:
     return await conn.fetchrow(_BY_ID, send_id)
 
 
@@ -284,7 +285,7 @@ _HOLDER = "SELECT id FROM sends WHERE sms_id = $1 AND id <> $2"
 
 
 async def append_step(
-    conn: Any,
+    conn: Connection,
     send_id: str,
     seq: int,
     step: sends.Step,
@@ -321,7 +322,7 @@ class NotSettled(Exception):
 
 
 async def settle(
-    conn: Any,
+    conn: Connection,
     send_id: str,
     *,
     state: sends.SendState,

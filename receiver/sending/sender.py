@@ -45,7 +45,7 @@ from receiver import metrics
 from receiver.callr.api import CallrApi, CallrApiError, Listing, SendAnswer
 from receiver.callr.gsm import TextMatcher, text_matcher, use_callr_table
 from receiver.callr.sends import Step
-from receiver.db.engine import UNAVAILABLE_ERRORS
+from receiver.db.engine import UNAVAILABLE_ERRORS, Pool
 from receiver.db.loop import Next, WorkLoop
 from receiver.retry import Backoff
 from receiver.sending.requests import NOTIFY_CHANNEL, append_step, message_of
@@ -101,7 +101,7 @@ class Sender:
 
     def __init__(
         self,
-        pool: Any,
+        pool: Pool,
         dsn: str,
         api: Callable[[], CallrApi],
         *,
