@@ -31,7 +31,7 @@ from receiver.api.models import (
 )
 from receiver.api.params import BadParameter, Cursors, read_query
 from receiver.callr.sms import Status
-from receiver.db.engine import Connection
+from receiver.db.engine import Connection, Record
 from receiver.db.models import EventState, ForwardState
 from receiver.http import error_response
 
@@ -204,7 +204,7 @@ LIMIT $6
 """
 
 
-def _message(row: Any) -> dict[str, Any]:
+def _message(row: Record) -> dict[str, Any]:
     return {
         "id": row["sms_id"],
         "direction": row["direction"],

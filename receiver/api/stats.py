@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,7 +92,7 @@ _COUNTED = ("total", "terminal", "anomalies", *(status.value for status in Statu
 _TERMINAL = {status.value for status in TERMINAL}
 
 
-def _groups(rows: Any) -> tuple[list[dict[str, Any]], int]:
+def _groups(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """Fold outcome rows into a summary of outbound SMS per group, in key order; and the MOs."""
     totals: dict[Any, dict[str, int]] = {}
     latencies: dict[Any, dict[float, int]] = {}

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 else:
     Connection = asyncpg.Connection
     Pool = asyncpg.Pool
+Record: TypeAlias = asyncpg.Record
 
 # Errors that say "the database is away", as opposed to "this data is wrong".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

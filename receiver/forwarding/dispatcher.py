@@ -35,7 +35,7 @@ import orjson
 import structlog
 
 from receiver import metrics
-from receiver.db.engine import UNAVAILABLE_ERRORS, Connection, Pool, asyncpg_dsn
+from receiver.db.engine import UNAVAILABLE_ERRORS, Connection, Pool, Record, asyncpg_dsn
 from receiver.db.loop import Next, WorkLoop
 from receiver.db.models import ForwardState
 from receiver.db.rate import SharedRate
@@ -545,7 +545,7 @@ def _span(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def _payload(row: Any) -> bytes:
+def _payload(row: Record) -> bytes:
     mt = None
     if row["mt_id"] is not None:
         mt = {"id": row["mt_id"], "user_data": row["mt_user_data"], "sent_at": row["mt_sent_at"]}
@@ -572,7 +572,7 @@ def _payload(row: Any) -> bytes:
     )
 
 
-def _status_payload(row: Any) -> bytes:
+def _status_payload(row: Record) -> bytes:
     """A status callback: the change, and the SMS as the API shows it, its history included."""
     return orjson.dumps(
         {

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from receiver.db.engine import Connection
+from receiver.db.engine import Connection, Record, one_row
 from receiver.forwarding.destinations import DestinationRefused, Destinations
 from receiver.forwarding.routing import route_unrouted, wake_dispatchers
 from receiver.forwarding.signing import SecretInvalid, new_secret, secret_key
@@ -292,7 +292,7 @@ async def add_handler(
         prefix = new.user_data.endswith("*")
         match = new.user_data[:-1] if prefix else new.user_data
     try:
-        row = await conn.fetchrow(_INSERT, match, prefix, new.default, *_columns(new))
+        row = await one_row(conn, _INSERT, match, prefix, new.default, *_columns(new))
     except asyncpg.UniqueViolationError:
         which = "a default handler" if new.default else f"a handler for {new.user_data!r}"
         raise HandlerExists(f"{which} is already registered") from None
@@ -413,7 +413,8 @@ async def update_handler(
         # A URL put right: what waits for a retry is tried there now, not at its turn.
         await conn.execute(_DUE_NOW, handler_id)
     await wake_dispatchers(conn)
-    return _view(updated)
+    # None: removed meanwhile.
+    return _view(updated) if updated is not None else None
 
 
 async def rotate_secret(
@@ -445,7 +446,7 @@ def _columns(new: NewHandler) -> tuple[Any, ...]:
     )
 
 
-def _view(row: Any) -> HandlerView:
+def _view(row: Record) -> HandlerView:
     user_data = None
     if not row["is_default"]:
         user_data = row["match"] + ("*" if row["prefix"] else "")

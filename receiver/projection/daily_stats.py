@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from receiver.db.engine import UNAVAILABLE_OR_REFUSED, Connection, Pool
+from receiver.db.engine import UNAVAILABLE_OR_REFUSED, Connection, Pool, Record, one_row
 
 log = structlog.get_logger(__name__)
 
@@ -205,7 +205,7 @@ class Window:
     rows: list[Any] = field(default_factory=list)
     traffic: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRAFFIC, 0))
 
-    def add_traffic(self, row: Any) -> None:
+    def add_traffic(self, row: Record) -> None:
         for name in TRAFFIC:
             self.traffic[name] += row[name]
 
@@ -238,12 +238,12 @@ async def window(
         if first < end:
             result.rows.extend(await conn.fetch(_CACHED[group], first, end, stale))
             if traffic:
-                result.add_traffic(await conn.fetchrow(_CACHED_TRAFFIC, first, end, stale))
+                result.add_traffic(await one_row(conn, _CACHED_TRAFFIC, first, end, stale))
         for start, stop in live:
             if start < stop:
                 result.rows.extend(await conn.fetch(_LIVE[group], start, stop))
                 if traffic:
-                    result.add_traffic(await conn.fetchrow(_LIVE_TRAFFIC, start, stop))
+                    result.add_traffic(await one_row(conn, _LIVE_TRAFFIC, start, stop))
     return result
 
 

@@ -40,7 +40,7 @@ import asyncpg
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.callr.own import parse_stored
 from receiver.db.arrays import columns
-from receiver.db.engine import Connection, Pool, one_row
+from receiver.db.engine import Connection, Pool, Record, one_row
 from receiver.projection.apply import apply
 from receiver.projection.store import Incoming, Result, event_state, store_batch, stored_reports
 from receiver.reports import report_of
@@ -271,11 +271,11 @@ class Pager:
     start: tuple[Any, ...]
 
 
-def _by_received(row: Any) -> tuple[Any, ...]:
+def _by_received(row: Record) -> tuple[Any, ...]:
     return (row["received_at"], row["event_id"])
 
 
-def _by_sms(row: Any) -> tuple[Any, ...]:
+def _by_sms(row: Record) -> tuple[Any, ...]:
     return (row["sms_id"], row["received_at"], row["event_id"])
 
 
@@ -461,7 +461,7 @@ async def _copy_statement(conn: Connection, table: str) -> str:
     return f"INSERT INTO public.{table} ({kept}) SELECT {kept} FROM {SHADOW}.{table}{ordered}"
 
 
-def _parse_row(row: Any) -> Envelope | Malformed:
+def _parse_row(row: Record) -> Envelope | Malformed:
     return parse_stored(row["event_id"], row["type"], row["body"], own=row["own"])
 
 
@@ -566,7 +566,7 @@ def _event_fields(
     return parsed.type, parsed.emitted_at, None, parsed.sms.sms_id if parsed.sms else None
 
 
-def _incoming(parsed: Envelope | Malformed, row: Any) -> Incoming:
+def _incoming(parsed: Envelope | Malformed, row: Record) -> Incoming:
     return Incoming(
         parsed=parsed,
         body=row["body"],

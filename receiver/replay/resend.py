@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
-from receiver.db.engine import Pool
+from receiver.db.engine import Pool, Record
 from receiver.replay.replay import FILTER_SQL, EventFilter
 
 # Each event with the headers of its first delivery (never a conflicting one): the
@@ -107,7 +107,7 @@ async def resend(
 async def _send(
     client: httpx.AsyncClient,
     url: str,
-    row: Any,
+    row: Record,
     summary: ResendSummary,
     advance: Callable[[int], None],
 ) -> None:

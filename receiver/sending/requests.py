@@ -19,7 +19,7 @@ from receiver.callr import sends
 from receiver.callr.gsm import ASSUMED_STOP_DIGITS, ENCODINGS, MAX_TEXT, STOPNUM, parts_of
 from receiver.callr.own import send_event
 from receiver.callr.sms import MAX_USER_DATA
-from receiver.db.engine import Connection
+from receiver.db.engine import Connection, Record
 from receiver.projection.apply import store_and_apply
 
 NOTIFY_CHANNEL = "receiver_sends"
@@ -276,7 +276,7 @@ async def request_send(
     return row, True
 
 
-async def find(conn: Connection, send_id: str) -> Any:
+async def find(conn: Connection, send_id: str) -> Record | None:
     return await conn.fetchrow(_BY_ID, send_id)
 
 
@@ -374,7 +374,7 @@ async def settle(
 
 
 def message_of(
-    row: Any, *, parts: int | None = None, encoding: str | None = None
+    row: Record, *, parts: int | None = None, encoding: str | None = None
 ) -> dict[str, Any]:
     """What the message record of an accepted send takes from it, with the `parts` and
     `encoding` CALLR's answer gave (never the receiver's estimate)."""
@@ -392,7 +392,7 @@ def message_of(
     return message
 
 
-def view(row: Any) -> dict[str, Any]:
+def view(row: Record) -> dict[str, Any]:
     """A send as the API shows it: parts and encoding CALLR's once it reported them."""
     parts = parts_of(row["text"], row["forced_encoding"])
     billed = row["callr_parts"] is not None

@@ -45,7 +45,7 @@ from receiver import metrics
 from receiver.callr.api import CallrApi, CallrApiError, Listing, SendAnswer
 from receiver.callr.gsm import TextMatcher, text_matcher, use_callr_table
 from receiver.callr.sends import Step
-from receiver.db.engine import UNAVAILABLE_ERRORS, Pool
+from receiver.db.engine import UNAVAILABLE_ERRORS, Pool, Record
 from receiver.db.loop import Next, WorkLoop
 from receiver.retry import Backoff
 from receiver.sending.requests import NOTIFY_CHANNEL, append_step, message_of
@@ -159,7 +159,7 @@ class Sender:
             self._loop.start(self._step(api, row), name=f"send-{row['id']}")
         return None
 
-    async def _step(self, api: CallrApi, row: Any) -> None:
+    async def _step(self, api: CallrApi, row: Record) -> None:
         try:
             if row["state"] == "queued":
                 await self.attempt(api, row)
@@ -175,7 +175,7 @@ class Sender:
 
     # ------------------------------------------------------------------ a try
 
-    async def attempt(self, api: CallrApi, row: Any) -> None:
+    async def attempt(self, api: CallrApi, row: Record) -> None:
         """One try of a queued send: its turn at CALLR's rate, the try written, the call."""
         await api.turn()
         now = datetime.now(UTC)
@@ -204,7 +204,7 @@ class Sender:
         )
         await self._answered(row, seq + 1, attempt, answer)
 
-    async def _answered(self, row: Any, seq: int, attempt: int, answer: SendAnswer) -> None:
+    async def _answered(self, row: Record, seq: int, attempt: int, answer: SendAnswer) -> None:
         now = datetime.now(UTC)
         metrics.SENDS.labels(answer.outcome).inc()
         if answer.outcome == "accepted":
@@ -253,7 +253,7 @@ class Sender:
 
     # ------------------------------------------------------------- a lost answer
 
-    async def resolve(self, api: CallrApi, row: Any) -> None:
+    async def resolve(self, api: CallrApi, row: Record) -> None:
         """Find out what became of a try whose answer was lost (or whose sender died)."""
         tried_at = row["attempted_at"] or row["updated_at"]
         now = datetime.now(UTC)
@@ -318,7 +318,7 @@ class Sender:
         async with self._pool.acquire() as conn:
             await conn.execute(_LATER, row["id"], again, row["seq"])
 
-    async def _conclude(self, row: Any, step: Step, now: datetime, reason: str) -> None:
+    async def _conclude(self, row: Record, step: Step, now: datetime, reason: str) -> None:
         """A lost answer's end without the SMS: absent (sent again) or unknown (left)."""
         await self._write(row, row["seq"] + 1, step, now, attempt=row["attempts"], reason=reason)
         metrics.SENDS.labels(step.value).inc()
@@ -326,7 +326,7 @@ class Sender:
         level(f"send_{step.value}", send_id=row["id"], reason=reason)
 
     async def _match(
-        self, row: Any, listing: Listing, matcher: TextMatcher
+        self, row: Record, listing: Listing, matcher: TextMatcher
     ) -> tuple[str | None, list[str]]:
         """The listed SMS that is the send's, no other send holding it; and the doubts: the
         listed SMS to its number whose text may be its own."""
@@ -356,7 +356,7 @@ class Sender:
         ]
         return (free[0] if free else None), doubts
 
-    async def _found(self, row: Any, sms_id: str, how: str) -> None:
+    async def _found(self, row: Record, sms_id: str, how: str) -> None:
         await self._write(
             row,
             row["seq"] + 1,
@@ -372,7 +372,7 @@ class Sender:
 
     # ------------------------------------------------------------------ steps
 
-    async def _write(self, row: Any, seq: int, step: Step, at: datetime, **fields: Any) -> bool:
+    async def _write(self, row: Record, seq: int, step: Step, at: datetime, **fields: Any) -> bool:
         """Store and apply the send's step `seq`; False when the send moved on without us."""
         async with self._pool.acquire() as conn:
             written = await append_step(
