@@ -28,10 +28,10 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from receiver.callr.envelope import parse_envelope
-from receiver.callr.sms import Status
 from receiver.projection.records import project
 from receiver.projection.store import Incoming, store_batch, stored_reports
 from receiver.reports import records
+from receiver.status import Status
 from testkit.callr_events import Step, v1_event, v2_event
 from testkit.support import bench_server, scratch_database
 

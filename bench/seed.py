@@ -22,10 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from receiver.callr.sms import Snapshot, Status, Transition
+from receiver.callr.sms import Snapshot, Transition
 from receiver.db.engine import create_pool
 from receiver.projection.records import project
 from receiver.reports import Report
+from receiver.status import Status
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 DAYS = 90

@@ -13,7 +13,8 @@ from datetime import datetime
 from receiver.callr.envelope import Envelope, Malformed
 from receiver.callr.own import QUIET_TYPES
 from receiver.callr.sends import SendStep
-from receiver.callr.sms import RANK, TERMINAL, Snapshot, Status
+from receiver.callr.sms import Snapshot
+from receiver.status import RANK, TERMINAL, Status
 
 
 @dataclass(frozen=True, slots=True)

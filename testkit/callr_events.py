@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from receiver.callr.sms import Status
+from receiver.status import Status
 
 V1_NAMES = {
     Status.CREATED: "CREATED",

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.app import create_app
-from receiver.callr.sms import Status
+from receiver.status import Status
 from testkit.callr_events import BASE_TIME, lifecycle, v1_event, v2_event
 from testkit.support import example, running, until_projected, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

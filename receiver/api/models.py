@@ -29,9 +29,10 @@ from starlette.responses import Response
 
 from receiver.callr.gsm import MAX_TEXT
 from receiver.callr.sends import SendState
-from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA, Status
+from receiver.callr.sms import MAX_NUMBER, MAX_USER_DATA
 from receiver.db.models import EventState, ForwardState
 from receiver.http import JSONResponse, error_response, whole_number
+from receiver.status import Status
 
 # The enums' own values: a status, an event's or forward's state, a send's state.
 StatusName = Status

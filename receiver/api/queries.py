@@ -30,10 +30,10 @@ from receiver.api.models import (
     answer,
 )
 from receiver.api.params import BadParameter, Cursors, read_query
-from receiver.callr.sms import Status
 from receiver.db.engine import Connection, Record
 from receiver.db.models import EventState, ForwardState
 from receiver.http import error_response
+from receiver.status import Status
 
 STATUSES = [status.value for status in Status]
 EVENT_STATES = [state.value for state in EventState]

@@ -12,9 +12,9 @@ from starlette.responses import Response
 
 from receiver.api.models import Stats, StatsQuery, answer
 from receiver.api.params import BadParameter, read_query
-from receiver.callr.sms import TERMINAL, Status
 from receiver.db.engine import Connection
 from receiver.projection.daily_stats import window
+from receiver.status import TERMINAL, Status
 
 _MAX_WINDOW = timedelta(days=366)
 

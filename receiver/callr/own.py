@@ -28,7 +28,8 @@ import orjson
 
 from receiver.callr import sends
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
-from receiver.callr.sms import SmsInvalid, Snapshot, Status, parse_sms
+from receiver.callr.sms import SmsInvalid, Snapshot, parse_sms
+from receiver.status import Status
 
 API_SMS = "callr.api.sms"
 API_SMS_QUIET = "callr.api.sms.quiet"

@@ -38,7 +38,8 @@ from typing import Any
 
 import orjson
 
-from receiver.callr.sms import SmsInvalid, Snapshot, Status
+from receiver.callr.sms import SmsInvalid, Snapshot
+from receiver.status import Status
 
 SEND = "receiver.send"
 PREFIX = "send:"

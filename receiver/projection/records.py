@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
-from receiver.callr.sms import RANK, TERMINAL, Status
 from receiver.db.engine import Connection
 from receiver.reports import Report, StatusChange, evidence_key
+from receiver.status import RANK, TERMINAL, Status
 
 # Fields every snapshot repeats; they do not change over an SMS's life, so the
 # greatest non-empty value is the value whatever the order.

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from receiver.callr.sms import V1_NAMES, Status
+from receiver.callr.sms import V1_NAMES
+from receiver.status import Status
 
 C, P, S, Q, D, F, E = (
     Status.CREATED,

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from receiver.callr.sms import Status
 from receiver.simulate.plan import Delivery
+from receiver.status import Status
 
 
 @dataclass

@@ -16,7 +16,7 @@ from receiver.api.auth import Tokens
 from receiver.api.openapi import ApiRoute, Operation, describe
 from receiver.api.routes import api_routes
 from receiver.app import create_app
-from receiver.callr.sms import Status
+from receiver.status import Status
 from testkit.support import running
 from tests.conftest import SettingsFactory
 

@@ -13,7 +13,7 @@ import pytest
 
 from receiver.api.queries import number_prefix
 from receiver.app import create_app
-from receiver.callr.sms import Status
+from receiver.status import Status
 from testkit.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
 from testkit.support import console_sign_in, example, running, until_projected, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

@@ -11,7 +11,7 @@ import pytest
 
 from receiver import metrics
 from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
-from receiver.callr.sms import Status
+from receiver.status import Status
 from testkit.callr_events import lifecycle, v1_event
 from testkit.fake_callr import (
     API_KEY,

@@ -17,10 +17,10 @@ from receiver.callr.sms import (
     MAX_USER_DATA,
     SmsInvalid,
     Snapshot,
-    Status,
     map_status,
     parse_sms,
 )
+from receiver.status import Status
 from testkit.support import example
 
 

@@ -30,7 +30,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
 from receiver.app import create_app
-from receiver.callr.sms import Status
+from receiver.status import Status
 from testkit.callr_events import lifecycle, mo_event, mt_event, v1_event
 from testkit.fake_callr import fake_callr
 from testkit.handler_server import HandlerServer, handler_server, wait_for

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from receiver.app import create_app
-from receiver.callr.sms import Status
 from receiver.console.mask import Mask
+from receiver.status import Status
 from testkit.callr_events import lifecycle, mo_event, mt_event, v1_event
 from testkit.support import console_sign_in, fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

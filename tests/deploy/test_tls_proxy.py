@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver.callr.sms import Status
+from receiver.status import Status
 from testkit.callr_events import lifecycle, v2_event
 from testkit.support import fetch, signed_headers
 from tests.test_cli import free_port, wait_ready

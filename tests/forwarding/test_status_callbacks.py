@@ -10,10 +10,10 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from receiver.app import create_app
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.forwarding.signing import new_secret
 from receiver.replay import rebuild
+from receiver.status import Status
 from testkit.callr_events import lifecycle, mo_event, v1_event, v2_event
 from testkit.handler_server import HandlerServer, queue_status_callbacks, wait_for
 from testkit.support import fetch, running, until_projected, with_fields

@@ -21,10 +21,10 @@ from receiver.app import create_app
 from receiver.callr import own, sends
 from receiver.callr.envelope import OWN_ID_PREFIXES, OWN_TYPE_PREFIXES, Envelope, parse_envelope
 from receiver.callr.own import parse_stored
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.projection.store import Incoming, store_batch
 from receiver.replay import EventFilter, rebuild, replay
+from receiver.status import Status
 from testkit.callr_events import Step, lifecycle, v1_event, v2_event
 from testkit.support import fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.ingest.writer import DatabaseUnavailable, GroupCommitWriter
 from receiver.projection.projector import Projector
 from receiver.projection.store import Result
+from receiver.status import Status
 from testkit.callr_events import lifecycle, mo_event, v1_event, v2_event
 from testkit.support import example, fetch, incoming, until_a_lock_wait, with_fields
 

@@ -13,10 +13,10 @@ import pytest
 
 from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.callr.sms import Snapshot
-from receiver.callr.sms import Status as S
 from receiver.projection.apply import apply, caused_by_event, store_and_apply
 from receiver.projection.store import store_batch, stored_reports
 from receiver.reports import Report, records
+from receiver.status import Status as S
 from testkit.callr_events import lifecycle, mo_event, v1_event
 from testkit.support import fetch, incoming
 

@@ -12,10 +12,10 @@ import pytest
 
 from receiver.app import create_app
 from receiver.callr.envelope import Envelope, parse_envelope
-from receiver.callr.sms import Status
 from receiver.projection.daily_stats import AHEAD, day_start, maintain, refresh, utc_day
 from receiver.projection.records import project
 from receiver.reports import Report
+from receiver.status import Status
 from testkit.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
 from testkit.support import fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

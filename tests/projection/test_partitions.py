@@ -10,10 +10,10 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.projection.projector import Projector
 from receiver.projection.store import PARTS
+from receiver.status import Status
 from testkit.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
 from testkit.support import fetch, incoming
 from tests.forwarding.conftest import register

@@ -14,7 +14,6 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.forwarding.routing import route
 from receiver.ingest.writer import GroupCommitWriter
@@ -22,6 +21,7 @@ from receiver.projection.projector import Projector
 from receiver.projection.records import project
 from receiver.projection.store import Incoming, Outcome, Result, store_batch, stored_reports
 from receiver.reports import records
+from receiver.status import Status
 from testkit.callr_events import lifecycle, mo_event, v1_event, v2_event
 from testkit.support import fetch, incoming, until_projected
 

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receiver.app import create_app
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.projection.projector import Projector
+from receiver.status import Status
 from testkit.callr_events import BASE_TIME, ERROR_TEXT, V1_NAMES, Step, v1_event, v2_event
 from testkit.support import fetch, running
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from receiver.app import create_app
-from receiver.callr.sms import Status
+from receiver.status import Status
 from testkit.callr_events import ERROR_TEXT, lifecycle, v1_event, v2_event
 from testkit.support import example, fetch, running, until_projected, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

@@ -15,10 +15,10 @@ import pytest
 from receiver import metrics
 from receiver.app import create_app
 from receiver.callr.api import CallrApi, CallrApiError
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.replay import EventFilter, rebuild, replay
 from receiver.replay.callr import ReconcileSummary, backfill, reconcile
+from receiver.status import Status
 from testkit.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
 from testkit.fake_callr import LOGIN, PASSWORD, FakeCallr, Forced, fake_callr, rpc_error, sms_object
 from testkit.support import fetch, running, until_projected

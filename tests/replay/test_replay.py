@@ -17,13 +17,13 @@ import pytest
 
 from receiver.app import create_app
 from receiver.callr.envelope import Envelope, parse_envelope
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.projection.projector import Projector
 from receiver.replay import EventFilter, rebuild, replay, replay_range
 from receiver.replay.resend import resend
 from receiver.replay.workers import RangeWorkers, WorkerFailed
 from receiver.reports import Report, report_of
+from receiver.status import Status
 from testkit.callr_events import lifecycle, mo_event, v1_event, v2_event
 from testkit.support import example, fetch, running, serving, signed_headers, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from receiver.app import create_app
-from receiver.callr.sms import Status
+from receiver.status import Status
 from testkit.callr_events import lifecycle, mo_event, v2_event
 from testkit.support import fetch, running, until_projected, with_fields
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from receiver.app import create_app
-from receiver.callr.sms import RANK, Status
+from receiver.status import RANK, Status
 from testkit.callr_events import Step, v1_event, v2_event
 from testkit.fake_callr import FakeCallr
 from testkit.handler_server import handler_server, wait_for

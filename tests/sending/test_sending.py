@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from receiver.app import create_app
-from receiver.callr.sms import Status
 from receiver.db.engine import create_pool
 from receiver.db.rate import SharedRate
 from receiver.replay import rebuild
+from receiver.status import Status
 from testkit.callr_events import Step, lifecycle, v2_event
 from testkit.fake_callr import FakeCallr
 from testkit.handler_server import handler_server, wait_for
