@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiver.callr.api import API_BACKOFF
+from receiver.callr.transport import API_BACKOFF
 from receiver.db.listen import RECONNECT_BACKOFF
 from receiver.forwarding.policy import FORWARD_BACKOFF
 from receiver.projection.projector import _FAILED_BATCH_BACKOFF
