@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from receiver.callr.transport import API_BACKOFF
 from receiver.db.listen import RECONNECT_BACKOFF
+from receiver.forwarding.health import NOTICE_BACKOFF
 from receiver.forwarding.policy import FORWARD_BACKOFF
 from receiver.projection.projector import _FAILED_BATCH_BACKOFF
 from receiver.retry import Backoff
@@ -22,6 +23,7 @@ EVERY_BACKOFF = {
     "CALLR's API": API_BACKOFF,
     "the projector after a failed batch": _FAILED_BATCH_BACKOFF,
     "LISTEN's reconnects": RECONNECT_BACKOFF,
+    "notices to a handler's owners": NOTICE_BACKOFF,
 }
 
 

@@ -24,31 +24,27 @@ import asyncio
 import functools
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import structlog
 
 from receiver import metrics
-from receiver.db.engine import UNAVAILABLE_ERRORS, Connection, Pool, Record, asyncpg_dsn
+from receiver.db.engine import UNAVAILABLE_ERRORS, Pool, asyncpg_dsn
 from receiver.db.loop import Next, WorkLoop
 from receiver.db.models import ForwardState
 from receiver.db.rate import SharedRate
 from receiver.forwarding import signing
+from receiver.forwarding.delivery import Answer, Claim, post, reply_payload, status_payload
 from receiver.forwarding.destinations import Destinations
 from receiver.forwarding.handlers import ANYWHERE, NOTICE
+from receiver.forwarding.health import HandlerHealth
 from receiver.forwarding.policy import RetryPolicy, Verdict
 from receiver.forwarding.routing import NOTIFY_CHANNEL, wake_dispatchers
-from receiver.http import whole_number
 
 log = structlog.get_logger("receiver.dispatcher")
 
-EXCERPT_BYTES = 1024
 _STATE_AFTER = {
     Verdict.DONE: ForwardState.DONE,
     Verdict.RETRY: ForwardState.PENDING,
@@ -150,50 +146,6 @@ UPDATE handlers SET enabled = false, disabled_reason = $2, disabled_at = now()
 WHERE id = $1 AND enabled
 RETURNING id
 """
-_FAILING = """
-UPDATE handlers SET failing_since = now() WHERE id = $1 AND failing_since IS NULL RETURNING id
-"""
-_RECOVERED = """
-UPDATE handlers SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL
-RETURNING id
-"""
-# Handlers failing for longer than $1 seconds while their forwards wait.
-_STALE = """
-UPDATE handlers h SET enabled = false, disabled_at = now(), disabled_reason = $2
-WHERE h.enabled AND h.failing_since < now() - $1 * interval '1 second'
-  AND EXISTS (SELECT 1 FROM forwards f
-              WHERE f.handler_id = h.id AND f.state IN ('pending', 'in_flight'))
-RETURNING h.id
-"""
-# Notices sent, or given up on, a month ago: forgotten.
-_FORGET_NOTICES = """
-DELETE FROM handler_notices
-WHERE created_at < now() - interval '30 days' AND (sent_at IS NOT NULL OR next_at = 'infinity')
-"""
-# Notices due, leased to this dispatcher for a minute.
-_CLAIM_NOTICES = """
-WITH due AS (
-    SELECT id FROM handler_notices
-    WHERE sent_at IS NULL AND next_at <= now()
-    ORDER BY next_at, id
-    LIMIT 20
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE handler_notices n SET next_at = now() + interval '1 minute', attempts = n.attempts + 1
-FROM due, handlers h
-WHERE n.id = due.id AND h.id = n.handler_id
-RETURNING n.id, n.url, n.body, n.attempts, h.secret
-"""
-_NOTICE_SENT = "UPDATE handler_notices SET sent_at = now(), last_error = NULL WHERE id = $1"
-_NOTICE_LATER = """
-UPDATE handler_notices SET last_error = $2,
-    next_at = CASE WHEN attempts >= $3 THEN 'infinity'
-                   ELSE now() + make_interval(secs => $4) END
-WHERE id = $1
-"""
-NOTICE_ATTEMPTS = 8
-_HOUSEKEEPING_SECONDS = 60.0
-_NOTICE_SECONDS = 1.0
 
 _RECORD_ATTEMPT = """
 INSERT INTO forward_attempts (forward_id, at, status_code, excerpt, error, duration_ms)
@@ -211,34 +163,6 @@ UPDATE forwards SET
     last_error = $5
 WHERE id = $1 AND attempts = $2 AND state = 'in_flight'
 """
-
-
-DEFAULT_POLICY = RetryPolicy()
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    forward_id: int
-    kind: str
-    handler_id: int
-    attempt: int
-    url: str
-    secret: str | None
-    timeout: float
-    previous_secret: str | None = None
-    """The secret before a rotation, still in its overlap: it signs too."""
-    policy: RetryPolicy = DEFAULT_POLICY
-    rate: float | None = None
-    failing: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int | None
-    excerpt: str | None
-    error: str | None
-    retry_after: float | None
-    duration_ms: float
 
 
 class Dispatcher:
@@ -270,10 +194,8 @@ class Dispatcher:
         # A handler's own max_in_flight, as its last claim said.
         self._limits: dict[int, int] = {}
         self._rates: dict[tuple[int, float], SharedRate] = {}
-        self._disable_after = disable_after
-        self._housekept = 0.0
-        self._noticed = 0.0
         self._client = httpx.AsyncClient(follow_redirects=False)
+        self._health = HandlerHealth(pool, self._client, disable_after)
 
     async def run(self) -> None:
         """Claim and deliver until cancelled; survives database outages."""
@@ -283,7 +205,7 @@ class Dispatcher:
             await self._client.aclose()
 
     async def _turn(self) -> Next:
-        await self._housekeeping()
+        await self._health.housekeeping()
         await self._claim_and_start()
         return None
 
@@ -356,9 +278,9 @@ class Dispatcher:
                     await conn.execute(_NOT_YET, claim.forward_id, claim.attempt)
                     return
             if status:
-                body, message_id = _status_payload(row), f"status_{claim.forward_id}"
+                body, message_id = status_payload(row), f"status_{claim.forward_id}"
             else:
-                body, message_id = _payload(row), row["event_id"]
+                body, message_id = reply_payload(row), row["event_id"]
             refused = await self._destinations.check_now(claim.url)
             if refused is None and claim.rate is not None:
                 await self._rate(claim.handler_id, claim.rate).wait()
@@ -420,7 +342,7 @@ class Dispatcher:
                     decision.delay,
                     None if decision.verdict is Verdict.DONE else error,
                 )
-            await self._health(conn, claim, decision, error)
+            await self._health.changed(conn, claim, decision, error)
             if decision.verdict is not Verdict.RETRY:
                 await wake_dispatchers(conn)
         metrics.FORWARD_ATTEMPTS.labels(
@@ -441,180 +363,3 @@ class Dispatcher:
             duration_ms=answer.duration_ms,
             error=error,
         )
-
-    async def _health(
-        self, conn: Connection, claim: Claim, decision: Any, error: str | None
-    ) -> None:
-        """The handler's health as it changes: a notice at the first failure after a success,
-        and at the first success after failures. Nothing written while it stays the same."""
-        if decision.verdict is Verdict.DONE:
-            if claim.failing and await conn.fetchval(_RECOVERED, claim.handler_id) is not None:
-                await conn.execute(NOTICE, claim.handler_id, "recovered", "a 2xx again")
-                log.info("handler_recovered", handler_id=claim.handler_id)
-        elif not claim.failing and await conn.fetchval(_FAILING, claim.handler_id) is not None:
-            await conn.execute(NOTICE, claim.handler_id, "failing", error or "failed")
-            log.warning("handler_failing", handler_id=claim.handler_id, error=error)
-
-    async def _housekeeping(self) -> None:
-        """Handlers failing for too long disabled and notices a month old forgotten (every
-        minute); due notices sent."""
-        try:
-            now = time.monotonic()
-            if now - self._housekept >= min(_HOUSEKEEPING_SECONDS, self._disable_after / 4):
-                self._housekept = now
-                await self._disable_stale()
-            # At most a look a second: the loop turns at every finished forward.
-            if now - self._noticed >= _NOTICE_SECONDS:
-                self._noticed = now
-                await self._send_notices()
-        except UNAVAILABLE_ERRORS as error:
-            log.warning("dispatcher_database_unavailable", error=repr(error))
-        except Exception:
-            log.exception("dispatcher_housekeeping_failed")
-
-    async def _disable_stale(self) -> None:
-        reason = (
-            f"no 2xx for {_span(self._disable_after)} while forwards waited"
-            " (RECEIVER_HANDLER_DISABLE_AFTER)"
-        )
-        async with self._pool.acquire() as conn, conn.transaction():
-            for row in await conn.fetch(_STALE, self._disable_after, reason):
-                await conn.execute(NOTICE, row["id"], "disabled", reason)
-                log.warning("handler_disabled", handler_id=row["id"], reason=reason)
-            await conn.execute(_FORGET_NOTICES)
-
-    async def _send_notices(self) -> None:
-        async with self._pool.acquire() as conn:
-            due = await conn.fetch(_CLAIM_NOTICES)
-        for notice in due:
-            body = bytes(notice["body"])
-            headers = signing.headers(
-                message_id=f"notice_{notice['id']}",
-                timestamp=int(time.time()),
-                body=body,
-                secret=notice["secret"],
-            )
-            answer = await post(self._client, notice["url"], body, headers, within=10.0)
-            async with self._pool.acquire() as conn:
-                if answer.status is not None and 200 <= answer.status < 300:
-                    await conn.execute(_NOTICE_SENT, notice["id"])
-                else:
-                    why = answer.error or f"the notice URL answered {answer.status}"
-                    wait = min(30.0 * 2 ** (notice["attempts"] - 1), 3600.0)
-                    await conn.execute(_NOTICE_LATER, notice["id"], why, NOTICE_ATTEMPTS, wait)
-                    log.warning("handler_notice_failed", notice_id=notice["id"], error=why)
-
-
-async def post(
-    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], *, within: float
-) -> Answer:
-    """POST to a handler within `within` seconds in all (connect, send, read the excerpt)."""
-    started = time.perf_counter()
-    request_headers = {**headers, "content-type": "application/json"}
-    try:
-        async with asyncio.timeout(within):
-            async with client.stream(
-                "POST", url, content=body, headers=request_headers
-            ) as response:
-                excerpt = bytearray()
-                async for chunk in response.aiter_bytes():
-                    excerpt += chunk
-                    if len(excerpt) >= EXCERPT_BYTES:
-                        break
-                return Answer(
-                    status=response.status_code,
-                    excerpt=bytes(excerpt[:EXCERPT_BYTES]).decode("utf-8", "replace"),
-                    error=None,
-                    retry_after=_retry_after(response.headers.get("retry-after")),
-                    duration_ms=_since(started),
-                )
-    except TimeoutError:
-        error = f"no complete answer within {within:g} s"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"[:500]
-    return Answer(
-        status=None, excerpt=None, error=error, retry_after=None, duration_ms=_since(started)
-    )
-
-
-def _span(seconds: float) -> str:
-    if seconds >= 86400 and seconds % 86400 == 0:
-        return f"{seconds / 86400:g} d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:g} h"
-    return f"{seconds:g} s"
-
-
-def _payload(row: Record) -> bytes:
-    mt = None
-    if row["mt_id"] is not None:
-        mt = {"id": row["mt_id"], "user_data": row["mt_user_data"], "sent_at": row["mt_sent_at"]}
-    return orjson.dumps(
-        {
-            "event_id": row["event_id"],
-            "event_type": row["type"],
-            "received_at": row["received_at"],
-            "rule": row["rule"],
-            "user_data": row["user_data"],
-            "mo": {
-                "id": row["sms_id"],
-                "from": row["from_number"],
-                "to": row["to_number"],
-                "text": row["text"],
-                "received_at": row["created_at"],
-                "encoding": row["encoding"],
-                "parts": row["parts"],
-            },
-            "mt": mt,
-            # The event as CALLR sent it, byte for byte.
-            "event": orjson.Fragment(row["body"]),
-        }
-    )
-
-
-def _status_payload(row: Record) -> bytes:
-    """A status callback: the change, and the SMS as the API shows it, its history included."""
-    return orjson.dumps(
-        {
-            "type": "sms.status",
-            "callback_id": f"status_{row['id']}",
-            "user_data": row["routed_by"],
-            "change": {
-                "before": row["status_before"],
-                "after": row["status_after"],
-                "at": row["status_at"],
-            },
-            "sms": {
-                "id": row["sms_id"],
-                "to": row["to_number"],
-                "from": row["from_number"],
-                "user_data": row["user_data"],
-                "status": row["status"],
-                "provider_status": row["provider_status"],
-                "status_at": row["current_at"],
-                "error": row["error"],
-                "parts": row["parts"],
-                "cost": None if row["cost"] is None else str(row["cost"]),
-                "cost_cents": None if row["cost_cents"] is None else str(row["cost_cents"]),
-                "network": row["network"],
-                "history": orjson.Fragment(row["history"]),
-            },
-        }
-    )
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    seconds = whole_number(value.strip())
-    if seconds is not None:
-        return float(seconds)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(when.tzinfo)).total_seconds(), 0.0)
-
-
-def _since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
