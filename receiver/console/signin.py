@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from receiver import metrics
 from receiver.api.throttle import Throttle
 from receiver.api.tokens import first_run_live
-from receiver.console.views import CLOSED, SECURITY_HEADERS, next_target, read_form
+from receiver.console.pages import CLOSED, SECURITY_HEADERS, next_target, read_form
 
 if TYPE_CHECKING:
     from receiver.console.session import Session
