@@ -5,17 +5,9 @@ projection and applies every event, a range of SMS per child process (`workers`)
 `resend` posts stored events, byte for byte, to another receiver.
 """
 
-from receiver.replay.replay import (
-    FILTER_SQL,
-    EventFilter,
-    RebuildRefused,
-    ReplaySummary,
-    StopFlag,
-    count,
-    rebuild,
-    replay,
-    replay_range,
-)
+from receiver.replay.paging import FILTER_SQL, EventFilter, count
+from receiver.replay.rebuild import RebuildRefused, rebuild, replay_range
+from receiver.replay.replay import ReplaySummary, StopFlag, replay
 
 __all__ = [
     "FILTER_SQL",

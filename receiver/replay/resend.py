@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 from receiver.db.engine import Pool, Record
-from receiver.replay.replay import FILTER_SQL, EventFilter
+from receiver.replay.paging import FILTER_SQL, EventFilter
 
 # Each event with the headers of its first delivery (never a conflicting one): the
 # signature there is the signature of these exact bytes.

@@ -29,7 +29,8 @@ from typing import Any
 from receiver import heap
 from receiver.db.engine import create_pool
 from receiver.logging import flush_logs
-from receiver.replay.replay import ReplaySummary, StopFlag, replay_range
+from receiver.replay.rebuild import replay_range
+from receiver.replay.replay import ReplaySummary, StopFlag
 
 # A range of SMS ids, [low, high), None for unbounded.
 Range = tuple[str | None, str | None]
