@@ -18,7 +18,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from receiver.app import create_app
-from receiver.cli import service
+from receiver.cli import database
 from receiver.cli.access import ADMIN_TOKEN_FILE
 from receiver.db import migrate
 from receiver.db.engine import describe
@@ -305,13 +305,13 @@ def test_an_external_database_without_tokens_keeps_the_console_closed(
 def test_a_database_that_never_answers_is_named_with_the_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(service, "_CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(database, "CONNECT_TIMEOUT", 0.5)
     with socket.socket() as silent:  # accepts connections, never speaks
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/receiver"
-        with pytest.raises(service.DatabaseNotReady) as refused:
-            asyncio.run(service._schema_revision(url))
+        with pytest.raises(database.DatabaseNotReady) as refused:
+            asyncio.run(database._schema_revision(url))
     assert str(refused.value) == f"cannot reach the database {url}: TimeoutError"
 
 

@@ -7,11 +7,13 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
+from receiver.cli.arguments import whole
 from receiver.cli.callr import add_callr_commands
+from receiver.cli.database import DatabaseNotReady
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
 from receiver.cli.replay import add_replay_commands
 from receiver.cli.send import add_send_command
-from receiver.cli.service import DatabaseNotReady, run_migrations, serve, whole, worker
+from receiver.cli.service import run_migrations, serve, worker
 from receiver.cli.simulate import add_simulate_command
 from receiver.cli.tokens import add_token_commands
 from receiver.settings import SettingsError

@@ -10,9 +10,9 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from receiver.callr.api import CallrApiError
+from receiver.cli.arguments import http_url, timestamp, whole
 from receiver.cli.progress import Progress
 from receiver.cli.replay import run_with_database
-from receiver.cli.service import http_url, timestamp, whole
 from receiver.db.engine import Pool
 from receiver.replay.callr import (
     DEFAULT_TYPES,

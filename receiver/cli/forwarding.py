@@ -12,8 +12,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from receiver.cli.arguments import configured, timestamp, whole
 from receiver.cli.callr import duration
-from receiver.cli.service import configured, open_migrated_database, timestamp, whole
+from receiver.cli.database import open_migrated_database
 from receiver.db.engine import Connection, asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding.destinations import Destinations

@@ -12,15 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from receiver import heap
+from receiver.cli.arguments import above_zero, configured, http_url, timestamp, whole
+from receiver.cli.database import open_migrated_database
 from receiver.cli.progress import Progress
-from receiver.cli.service import (
-    above_zero,
-    configured,
-    http_url,
-    open_migrated_database,
-    timestamp,
-    whole,
-)
 from receiver.db.engine import Pool, create_pool
 from receiver.replay import EventFilter, RebuildRefused, count, rebuild, replay
 from receiver.replay.resend import resend

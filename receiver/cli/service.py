@@ -6,18 +6,14 @@ import argparse
 import asyncio
 import atexit
 import enum
-import math
 import os
 import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import version
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import cast
 
 import asyncpg
 import structlog
@@ -26,18 +22,22 @@ from receiver import background
 from receiver.app import WEBHOOK_PATH
 from receiver.background import sending, work_of
 from receiver.cli.access import ADMIN_TOKEN_FILE, Access, FirstRun, settle_access
+from receiver.cli.arguments import configured
+from receiver.cli.database import (
+    CONNECT_TIMEOUT,
+    Database,
+    open_database,
+    upgrade,
+)
 from receiver.db import migrate
-from receiver.db.embedded import embedded_database_url, start_embedded
 from receiver.db.engine import (
     UNAVAILABLE_OR_REFUSED,
     asyncpg_dsn,
     create_pool,
     describe,
 )
-from receiver.http import whole_number
 from receiver.ingest.auth import TOKEN_FILE, resolve_webhook_auth
-from receiver.logging import configure_logging
-from receiver.settings import Settings, load_settings
+from receiver.settings import Settings
 
 log = structlog.get_logger("receiver.cli")
 
@@ -48,144 +48,6 @@ class TokenSource(enum.Enum):
     GENERATED = "generated"
     KEPT = "kept"
     ENVIRONMENT = "environment"
-
-
-@dataclass(frozen=True, slots=True)
-class Database:
-    """The database the service will use, and the embedded server behind it if any."""
-
-    url: str
-    server: Any = None
-
-    @property
-    def embedded(self) -> bool:
-        return self.server is not None
-
-
-def open_database(settings: Settings) -> Database:
-    """RECEIVER_DATABASE_URL when set; otherwise the embedded server in the data folder."""
-    if settings.database_url is not None:
-        return Database(url=settings.database_url)
-    server = start_embedded(settings.data_dir)
-    return Database(url=embedded_database_url(server), server=server)
-
-
-# Seconds a command waits for the database to answer before saying it cannot reach it.
-_CONNECT_TIMEOUT = 10
-
-
-class DatabaseNotReady(Exception):
-    """A command's database cannot be used: unreachable, or not at this code's schema."""
-
-
-def open_migrated_database(settings: Settings) -> Database:
-    """`open_database` for a command that reads or writes the tables.
-
-    The embedded database is brought to the latest schema, as `serve` does; an
-    external one must already be there (`receiver migrate` is never implicit for
-    it). Raises `DatabaseNotReady`, saying what to do, when it cannot be used.
-    """
-    database = open_database(settings)
-    head = migrate.head_revision()
-    revision = asyncio.run(_schema_revision(database.url))
-    if revision == head:
-        return database
-    if revision is not None:
-        _refuse_newer(database.url, revision)
-    if database.embedded:
-        migrate.upgrade(database.url)
-        return database
-    where = describe(database.url)
-    if revision is None:
-        raise DatabaseNotReady(f"the database {where} has no schema: run `receiver migrate`")
-    raise DatabaseNotReady(
-        f"the database {where} is at schema revision {revision}, this receiver needs {head}:"
-        " run `receiver migrate`"
-    )
-
-
-def upgrade(url: str) -> None:
-    """Bring the schema to this code's head; refuses a schema a newer release made."""
-    revision = asyncio.run(_schema_revision(url))
-    if revision is not None:
-        _refuse_newer(url, revision)
-    migrate.upgrade(url)
-
-
-def _refuse_newer(url: str, revision: str) -> None:
-    if not migrate.known(revision):
-        raise DatabaseNotReady(
-            f"the database {describe(url)} is at schema revision {revision}, which this"
-            f" receiver ({migrate.head_revision()}) does not know: a newer release migrated"
-            " it; run that release"
-        )
-
-
-async def _schema_revision(url: str) -> str | None:
-    """The database's alembic revision; None when it has no schema."""
-    try:
-        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=_CONNECT_TIMEOUT)
-    except UNAVAILABLE_OR_REFUSED as error:
-        raise DatabaseNotReady(
-            f"cannot reach the database {describe(url)}: {str(error) or type(error).__name__}"
-        ) from None
-    try:
-        revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
-    except asyncpg.exceptions.UndefinedTableError:
-        return None
-    finally:
-        await conn.close()
-    return revision
-
-
-def whole(low: int, high: int) -> Callable[[str], int]:
-    """An argument type: a whole number from `low` to `high`."""
-
-    def parse(text: str) -> int:
-        value = whole_number(text)
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
-        return value
-
-    return parse
-
-
-def http_url(text: str) -> str:
-    """An argument type: an http:// or https:// URL with a host."""
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
-    return text
-
-
-def above_zero(what: str) -> Callable[[str], float]:
-    """An argument type: a finite number above 0, of `what` (for the error)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what} above 0")
-        return value
-
-    return parse
-
-
-def timestamp(value: str) -> datetime:
-    """An ISO 8601 command-line time; UTC when it names no zone."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def configured() -> Settings:
-    settings = load_settings()
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
-    return settings
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -341,7 +203,7 @@ async def _settle_access(settings: Settings, *, embedded: bool) -> Access:
     or not migrated yet does not stop the start (its tokens are then not known here)."""
     assert settings.database_url is not None
     try:
-        conn = await asyncpg.connect(asyncpg_dsn(settings.database_url), timeout=_CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(asyncpg_dsn(settings.database_url), timeout=CONNECT_TIMEOUT)
         try:
             return await settle_access(conn, settings, embedded=embedded)
         finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from receiver.cli.service import above_zero, http_url, whole
+from receiver.cli.arguments import above_zero, http_url, whole
 from receiver.http import loggable_path
 from receiver.simulate import ALGORITHMS, Plan, Signer, parse_mix, simulate
 
