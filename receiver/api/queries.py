@@ -8,12 +8,10 @@ never shifts the pages after it.
 from __future__ import annotations
 
 import base64
-import re
 from datetime import datetime
 from typing import Any
 
 import orjson
-import phonenumbers
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +27,7 @@ from receiver.api.models import (
     MessagesQuery,
     answer,
 )
+from receiver.api.numbers import number_prefix
 from receiver.api.params import BadParameter, Cursors, read_query
 from receiver.db.engine import Connection, Record
 from receiver.db.models import EventState, ForwardState
@@ -100,51 +99,6 @@ LIMIT $11
 JOIN messages m ON m.sms_id = page.sms_id
 ORDER BY page.status_at DESC, page.sms_id DESC
 """
-
-_NUMBER = re.compile(r"\+?[0-9]{1,20}")
-
-
-def in_e164(digits: str, region: str) -> str | None:
-    """A national number (or its start) of `region` in E.164; None when it is not one.
-
-    A whole number is read by libphonenumber; a start keeps its digits after the
-    region's national prefix (`0` in France and the UK, none in the US).
-    """
-    try:
-        whole = phonenumbers.parse(digits, region)
-    except phonenumbers.NumberParseException:
-        whole = None
-    if whole is not None and phonenumbers.is_possible_number(whole):
-        return phonenumbers.format_number(whole, phonenumbers.PhoneNumberFormat.E164)
-    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    prefix = metadata.national_prefix if metadata is not None else None
-    if metadata is None or not prefix or not digits.startswith(prefix):
-        return None
-    return f"+{metadata.country_code}{digits[len(prefix) :]}"
-
-
-_SPACING = str.maketrans("", "", " -.()")
-
-
-def number_prefix(text: str, region: str | None = None) -> tuple[str, str]:
-    """The range of stored numbers that start with `text` (E.164: a `+` is implied).
-
-    With a `region` (RECEIVER_DEFAULT_REGION), a number written as people of that
-    country write it (`06 12 34 00 01` in FR) is read as theirs (`+336123400...`):
-    its national prefix replaced by the country code, by the region's own rules.
-    Raises `BadParameter` for anything but digits, with an optional leading `+`
-    (spaces, dashes, dots and brackets are ignored).
-    """
-    compact = text.translate(_SPACING)
-    if not _NUMBER.fullmatch(compact):
-        raise BadParameter(
-            "number", "number must be a phone number or its start: digits, optionally after +"
-        )
-    national = None if compact.startswith("+") or region is None else in_e164(compact, region)
-    start = national or (compact if compact.startswith("+") else "+" + compact)
-    # Every string that starts with `start` sorts below this one, byte by byte.
-    return start, start[:-1] + chr(ord(start[-1]) + 1)
-
 
 # Each step with when the report that shows it (or, derived, the report it was
 # inferred from) arrived.

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from receiver.api.models import Position, Query, QueryTime
+from receiver.api.numbers import number_prefix
 from receiver.api.params import BadParameter, read_query
 from receiver.api.queries import (
     EVENT_STATES,
@@ -22,7 +23,6 @@ from receiver.api.queries import (
     event_detail,
     message_detail,
     message_id,
-    number_prefix,
 )
 from receiver.api.stats import stats_of
 from receiver.console import reads

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from receiver.api.queries import number_prefix
+from receiver.api.numbers import number_prefix
 from receiver.app import create_app
 from receiver.status import Status
 from testkit.callr_events import BASE_TIME, lifecycle, mo_event, mt_event, v1_event, v2_event
