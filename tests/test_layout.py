@@ -138,3 +138,18 @@ def test_an_import_against_the_layout_fails_the_check(
         target.write_text(kept)
     assert result.returncode == 1, result.stdout
     assert f"{contract} BROKEN" in result.stdout
+
+
+# The modules allowed past 400 lines, each with its reason in docs/README.md.
+LONG_ON_PURPOSE = {"projection/records.py", "forwarding/handlers.py", "sending/requests.py"}
+
+
+def test_modules_stay_short_but_the_three_that_are_one_piece() -> None:
+    long = {
+        str(path.relative_to(ROOT))
+        for path in ROOT.rglob("*.py")
+        if len(path.read_text().splitlines()) > 400
+    }
+    assert long <= LONG_ON_PURPOSE, sorted(long - LONG_ON_PURPOSE)
+    text = (PROJECT / "docs" / "README.md").read_text()
+    assert all(f"`{module}`" in text for module in LONG_ON_PURPOSE)
