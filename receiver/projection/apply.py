@@ -33,7 +33,7 @@ from receiver.db.engine import UNAVAILABLE_ERRORS, Connection
 from receiver.forwarding.routing import announce, route
 from receiver.projection.records import Applied, project
 from receiver.projection.sends import apply_steps
-from receiver.projection.store import Incoming, store_batch, stored_reports
+from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
 from receiver.reports import Applicable, SendReport, records
 
 log = structlog.get_logger("receiver.projection")
@@ -140,7 +140,20 @@ async def store_and_apply(
         )
         for envelope, body in events
     ]
-    outcomes = await store_batch(conn, items, pending=False, own=True)
-    reports = stored_reports(items, outcomes)
-    await apply(conn, reports, routing_window=routing_window)
-    return len(reports)
+    outcomes, _ = await store_then_apply(conn, items, own=True, routing_window=routing_window)
+    return len(stored_reports(items, outcomes))
+
+
+async def store_then_apply(
+    conn: Connection,
+    items: Sequence[Incoming],
+    *,
+    own: bool,
+    routing_window: timedelta | None,
+    beside: Sequence[Applicable] = (),
+) -> tuple[list[Outcome], Applied]:
+    """Store `items` and apply what they report (after `beside`, reports of events stored
+    already), in the caller's transaction: nothing is left pending for a projector."""
+    outcomes = await store_batch(conn, items, pending=False, own=own) if items else []
+    reports = [*beside, *stored_reports(items, outcomes)]
+    return outcomes, await apply(conn, reports, routing_window=routing_window)

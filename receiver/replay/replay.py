@@ -22,8 +22,8 @@ from typing import Protocol
 from receiver.callr.envelope import Envelope, Malformed, parse_envelope
 from receiver.db.arrays import columns
 from receiver.db.engine import Connection, Pool, Record
-from receiver.projection.apply import apply
-from receiver.projection.store import Incoming, Result, event_state, store_batch, stored_reports
+from receiver.projection.apply import store_then_apply
+from receiver.projection.store import Incoming, Result, event_state
 from receiver.replay.paging import (
     EventFilter,
     Page,
@@ -180,15 +180,14 @@ async def apply_page(
             reports.append(report)
     if updates:
         await conn.execute(_UPDATE_EVENTS, *columns(updates, 6))
-    if reingest:
-        # Projected here, in this transaction: not left for the projector too.
-        outcomes = await store_batch(conn, reingest, pending=False)
-        summary.reingested += sum(o.result is not Result.DUPLICATE for o in outcomes)
-        reports.extend(stored_reports(reingest, outcomes))
-    # The one way in (receiver.projection.apply): an event that cannot be applied is
-    # parked, the rest of the page applied. Also in a rebuild, a status no handler was
-    # told of is announced; one it was told of, or an older one, is not.
-    applied = await apply(conn, reports, routing_window=routing_window)
+    # The one way in (receiver.projection.apply), the bodies stored again under their
+    # own ids with it, in this transaction: an event that cannot be applied is parked,
+    # the rest of the page applied. Also in a rebuild, a status no handler was told of
+    # is announced; one it was told of, or an older one, is not.
+    outcomes, applied = await store_then_apply(
+        conn, reingest, own=False, routing_window=routing_window, beside=reports
+    )
+    summary.reingested += sum(o.result is not Result.DUPLICATE for o in outcomes)
     summary.parked += len(applied.parked)
 
 
