@@ -30,6 +30,7 @@ from testkit.support import fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 
 replay_module = importlib.import_module("receiver.replay.replay")
+rebuild_module = importlib.import_module("receiver.replay.rebuild")
 TOKEN_PATH = f"/webhooks/callr/{TEST_URL_TOKEN}"
 READ = "boundaries-read-token-for-tests"
 AT = datetime(2026, 3, 2, 16, 56, 4, tzinfo=UTC)
@@ -282,7 +283,7 @@ async def test_a_rebuild_that_cannot_finish_leaves_the_records_as_they_were(
     pool = await create_pool(database_url, size=2, command_timeout=60)
     try:
         # Fails at the very end, where the records change hands: nothing changed.
-        monkeypatch.setattr(replay_module, "_swap_once", fails)
+        monkeypatch.setattr(rebuild_module, "_swap_once", fails)
         with pytest.raises(OverflowError):
             await rebuild(pool, batch=7, jobs=2)
         after = {table: await fetch(database_url, sql) for table, sql in reads.items()}
@@ -290,7 +291,7 @@ async def test_a_rebuild_that_cannot_finish_leaves_the_records_as_they_were(
         # And a rebuild that runs to the end after it gives the same records (its new
         # tables analyzed after their first pages, as a large rebuild's are).
         monkeypatch.undo()
-        monkeypatch.setattr(replay_module, "_ANALYZE_AFTER", 10)
+        monkeypatch.setattr(replay_module, "ANALYZE_AFTER", 10)
         await rebuild(pool, batch=7, jobs=2)
     finally:
         await pool.close()
