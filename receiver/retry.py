@@ -1,4 +1,5 @@
-"""How long to wait before trying again: one value for every retry of the receiver.
+"""Trying again: how long to wait (one value for every retry of the receiver), and how a
+batch that one item made fail gets the others through.
 
 Forwards to handlers, sends to CALLR, calls to CALLR's API, the projector after a
 failed batch and LISTEN after a lost connection each name a `Backoff`; none computes
@@ -8,7 +9,12 @@ its own waits.
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # 2 ** 60 times any first wait is past every cap: a larger exponent changes nothing.
 _MAX_DOUBLINGS = 60
@@ -31,3 +37,31 @@ class Backoff:
         if self.jitter:
             wait *= (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         return wait
+
+
+async def isolating(
+    items: Sequence[T],
+    attempt: Callable[[Sequence[T]], Awaitable[R]],
+    *,
+    its_fault: Callable[[Exception], bool],
+    alone: Callable[[T, Exception], Awaitable[R]],
+    join: Callable[[R, R], R],
+) -> R:
+    """`attempt(items)`; when it fails by an item's fault (`its_fault`), the first half
+    and then the second the same way, down to the item alone, which `alone` handles.
+    The others go through, in their order; any other failure is raised.
+
+    The webhook's writer keeps such an event as invalid; the projection parks it."""
+    try:
+        return await attempt(items)
+    except Exception as error:
+        if not its_fault(error):
+            raise
+        if len(items) == 1:
+            return await alone(items[0], error)
+        halves = (items[: len(items) // 2], items[len(items) // 2 :])
+        first, second = [
+            await isolating(half, attempt, its_fault=its_fault, alone=alone, join=join)
+            for half in halves
+        ]
+        return join(first, second)

@@ -20,6 +20,7 @@ say) does not hold up every request.
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from receiver.db.engine import RETRYABLE_ERRORS, TRANSACTION_TRIES, UNAVAILABLE_
 from receiver.projection.apply import caused_by_event
 from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
 from receiver.reports import Applicable
+from receiver.retry import isolating
 
 log = structlog.get_logger("receiver.writer")
 
@@ -201,6 +203,17 @@ class GroupCommitWriter:
             _settle(pending.future, outcome=outcome)
 
     async def _store(self, items: Sequence[Incoming]) -> list[Outcome]:
+        """Store a batch; an item whose values the database refuses is split out (and
+        kept as invalid) so that the others still commit."""
+        return await isolating(
+            items,
+            self._store_all,
+            its_fault=_refused_values,
+            alone=self._keep_unstorable,
+            join=operator.add,
+        )
+
+    async def _store_all(self, items: Sequence[Incoming]) -> list[Outcome]:
         for attempt in range(1, TRANSACTION_TRIES + 1):
             try:
                 return await self._transaction(items)
@@ -215,15 +228,11 @@ class GroupCommitWriter:
                 if not caused_by_event(error):
                     log.error("batch_refused", size=len(items), error=repr(error))
                     raise DatabaseUnavailable(repr(error)) from error
-                return await self._isolate(items, error)
+                raise
         raise DatabaseUnavailable("the batch kept conflicting with concurrent writers")
 
-    async def _isolate(self, items: Sequence[Incoming], error: Exception) -> list[Outcome]:
-        """Split a batch that one bad item made fail, so the others still commit."""
-        if len(items) > 1:
-            middle = len(items) // 2
-            return [*await self._store(items[:middle]), *await self._store(items[middle:])]
-        (item,) = items
+    async def _keep_unstorable(self, item: Incoming, error: Exception) -> list[Outcome]:
+        """The event the database refused, kept raw as invalid, with why."""
         log.error("event_not_storable", event_id=item.key, error=repr(error))
         if isinstance(item.parsed, Malformed):
             raise DatabaseUnavailable(repr(error)) from error
@@ -250,6 +259,12 @@ class GroupCommitWriter:
             if reports:
                 self._stored(reports)
         return outcomes
+
+
+def _refused_values(error: Exception) -> bool:
+    """PostgreSQL refused an item's values (the projection's rule); a Python error here
+    is the writer's, never split out."""
+    return isinstance(error, asyncpg.PostgresError) and caused_by_event(error)
 
 
 def _unstorable(item: Incoming, error: Exception) -> Malformed:

@@ -35,6 +35,7 @@ from receiver.projection.records import Applied, project
 from receiver.projection.sends import apply_steps
 from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
 from receiver.reports import Applicable, SendReport, records
+from receiver.retry import isolating
 
 log = structlog.get_logger("receiver.projection")
 
@@ -74,23 +75,28 @@ async def apply(
     """
     if not reports:
         return Applied(late=0, changes=[])
-    await conn.execute("SAVEPOINT apply")
-    try:
-        applied = await _apply(conn, reports, routing_window)
-    except Exception as error:
-        if not caused_by_event(error):
+
+    async def attempt(some: Sequence[Applicable]) -> Applied:
+        await conn.execute("SAVEPOINT apply")
+        try:
+            applied = await _apply(conn, some, routing_window)
+        except Exception as error:
+            # Only an event's fault is worth going on after; anything else (the
+            # connection gone, say) is raised as it came, the transaction the caller's.
+            if caused_by_event(error):
+                await conn.execute("ROLLBACK TO SAVEPOINT apply")
             raise
-        await conn.execute("ROLLBACK TO SAVEPOINT apply")
-        if len(reports) == 1:
-            await _park(conn, reports[0].event_id, error)
-            return Applied(late=0, changes=[], parked=[reports[0].event_id])
-        # In order, the first half first: replies stay in the order they were stored.
-        middle = len(reports) // 2
-        first = await apply(conn, reports[:middle], routing_window=routing_window)
-        second = await apply(conn, reports[middle:], routing_window=routing_window)
-        return first.plus(second)
-    await conn.execute("RELEASE SAVEPOINT apply")
-    return applied
+        await conn.execute("RELEASE SAVEPOINT apply")
+        return applied
+
+    async def park(report: Applicable, error: Exception) -> Applied:
+        await _park(conn, report.event_id, error)
+        return Applied(late=0, changes=[], parked=[report.event_id])
+
+    # In order, the first half first: replies stay in the order they were stored.
+    return await isolating(
+        reports, attempt, its_fault=caused_by_event, alone=park, join=Applied.plus
+    )
 
 
 async def _apply(
