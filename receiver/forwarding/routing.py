@@ -44,6 +44,21 @@ ORDER BY h.prefix, length(h.match) DESC
 LIMIT 1
 """
 
+# The handler a reply goes to, and the rule that chose it, in one order for a new
+# reply (_ROUTE) and for one routed again when handlers change (_ROUTE_UNROUTED):
+# its own user_data's handler, then the recent MT's, then the default one. {r} names
+# the row holding own_handler, recent_handler and default_handler; {rival}, the
+# ambiguous case's WHEN, where there is one.
+_DEFAULT_HANDLER = (
+    "SELECT h.id FROM handlers h WHERE h.enabled AND h.replies AND h.is_default LIMIT 1"
+)
+_HANDLER = "COALESCE({r}.own_handler, {r}.recent_handler, {r}.default_handler)"
+_RULE = """CASE WHEN {r}.own_handler IS NOT NULL THEN 'user_data'
+             {rival}
+             WHEN {r}.recent_handler IS NOT NULL THEN 'recent_mt'
+             WHEN {r}.default_handler IS NOT NULL THEN 'default'
+             ELSE 'unrouted' END"""
+
 # The latest outbound SMS sent to the MO's sender within the window. The number and
 # the window are one range of the (to_number, created_at) index, written as a row
 # comparison, and the order asked for is that index's: no other index can serve the
@@ -102,20 +117,14 @@ routed AS (
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.user_data")}) own ON true
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="k.mt_user_data")}) recent ON true
     LEFT JOIN LATERAL ({_RIVAL}) rival ON true
-    LEFT JOIN LATERAL (
-        SELECT h.id FROM handlers h WHERE h.enabled AND h.replies AND h.is_default LIMIT 1
-    ) fallback ON true
+    LEFT JOIN LATERAL ({_DEFAULT_HANDLER}) fallback ON true
 ),
 chosen AS (
     SELECT r.*,
         CASE WHEN r.own_handler IS NULL AND r.rival THEN NULL
-             ELSE COALESCE(r.own_handler, r.recent_handler, r.default_handler)
+             ELSE {_HANDLER.format(r="r")}
         END AS handler_id,
-        CASE WHEN r.own_handler IS NOT NULL THEN 'user_data'
-             WHEN r.rival THEN 'ambiguous'
-             WHEN r.recent_handler IS NOT NULL THEN 'recent_mt'
-             WHEN r.default_handler IS NOT NULL THEN 'default'
-             ELSE 'unrouted' END AS rule
+        {_RULE.format(r="r", rival="WHEN r.rival THEN 'ambiguous'")} AS rule
     FROM routed r
 ),
 inserted AS (
@@ -181,21 +190,16 @@ routed AS (
     FROM candidates c
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="c.own_user_data")}) own ON true
     LEFT JOIN LATERAL ({_HANDLER_FOR_KEY.format(key="c.user_data")}) recent ON true
-    LEFT JOIN LATERAL (
-        SELECT h.id FROM handlers h WHERE h.enabled AND h.replies AND h.is_default LIMIT 1
-    ) fallback ON true
+    LEFT JOIN LATERAL ({_DEFAULT_HANDLER}) fallback ON true
 )
 UPDATE forwards f SET
-    handler_id = COALESCE(r.own_handler, r.recent_handler, r.default_handler),
-    rule = CASE WHEN r.own_handler IS NOT NULL THEN 'user_data'
-                WHEN r.recent_handler IS NOT NULL THEN 'recent_mt'
-                ELSE 'default' END,
-    conversation = COALESCE(r.own_handler, r.recent_handler, r.default_handler)::text
-                   || ':' || COALESCE(f.sender, ''),
+    handler_id = {_HANDLER.format(r="r")},
+    rule = {_RULE.format(r="r", rival="")},
+    conversation = ({_HANDLER.format(r="r")})::text || ':' || COALESCE(f.sender, ''),
     state = 'pending',
     next_attempt_at = now()
 FROM routed r
-WHERE f.id = r.id AND COALESCE(r.own_handler, r.recent_handler, r.default_handler) IS NOT NULL
+WHERE f.id = r.id AND {_HANDLER.format(r="r")} IS NOT NULL
 RETURNING f.id
 """
 
