@@ -52,6 +52,10 @@ class ApiRoute(Route):
             for operation, endpoint in served
         }
 
+        if "GET" in by_method:
+            # Starlette serves HEAD wherever GET is: the same endpoint answers it.
+            by_method["HEAD"] = by_method["GET"]
+
         async def dispatch(request: Request) -> Response:
             return await by_method[request.method](request)
 

@@ -63,6 +63,22 @@ async def test_a_read_token_is_refused_where_the_description_says_403(
     assert (answer.status_code == 403) is ("403" in declared), answer.text
 
 
+GETS = [path for path, op in OPERATIONS if op.method == "get"]
+
+
+@pytest.mark.parametrize("path", GETS)
+async def test_every_get_answers_head_as_get_does(
+    path: str, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(api_tokens="read-token-for-tests")
+    reader = {"authorization": "Bearer read-token-for-tests"}
+    async with running(create_app(settings)) as client:
+        url = re.sub(r"\{\w+\}", "1", path)
+        got, head = await client.get(url, headers=reader), await client.head(url, headers=reader)
+    assert head.status_code == got.status_code
+    assert head.content == b""
+
+
 def test_the_description_is_valid_openapi_3_1() -> None:
     # Every schema, default and reference as an OpenAPI 3.1 validator reads them: an
     # optional field's constraints sit beside its null, never over it.
