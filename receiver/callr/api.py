@@ -40,8 +40,6 @@ from receiver.callr.transport import (
     Answer,
     CallrApiError,
     CallrNotFound,
-    Limit,
-    RateLimit,
     Transport,
     error_text,
     excerpt,
@@ -57,9 +55,7 @@ __all__ = [
     "CallrApi",
     "CallrApiError",
     "CallrNotFound",
-    "Limit",
     "Listing",
-    "RateLimit",
     "SendAnswer",
 ]
 
