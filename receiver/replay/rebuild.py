@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 
@@ -183,8 +183,8 @@ async def _swap_once(conn: Connection, since: datetime, batch: int) -> ReplaySum
     """The swap's transaction. The live tables are locked (the projector and the reads
     of records wait), the events stored since `since` applied again to the rebuilt
     tables (the projector applied them to the live ones meanwhile), then the rows
-    copied over. A send's lease (`next_at`, moved on by a sender that holds it) is kept
-    where it is later than the rebuilt one."""
+    copied over. What senders hold is in `send_claims`, which a rebuild leaves alone:
+    the rebuilt sends are their steps' exactly."""
     summary = ReplaySummary()
     async with conn.transaction():
         await conn.execute(
@@ -192,17 +192,13 @@ async def _swap_once(conn: Connection, since: datetime, batch: int) -> ReplaySum
         )
         await conn.execute(SEARCH_SHADOW)
         selection = EventFilter(since=since)
-        after: tuple[Any, ...] = (None, None)
+        after: tuple[object, ...] = (None, None)
         while rows := await conn.fetch(PAGE_SQL, *selection.arguments(), *after, batch):
             page = Page(rows, [parse_row(row) for row in rows])
             await apply_page(conn, page, summary, routing_window=None)
             summary.replayed += len(rows)
             after = _by_received(rows[-1])
         await conn.execute("SET LOCAL search_path TO public")
-        await conn.execute(
-            f"UPDATE {SHADOW}.sends s SET next_at = p.next_at FROM public.sends p"
-            " WHERE s.id = p.id AND s.seq = p.seq AND p.next_at > s.next_at"
-        )
         # The days kept for the statistics go: they are computed again when asked for.
         await conn.execute(f"TRUNCATE stats_rows, stats_days, {', '.join(REBUILT)}")
         for table in REBUILT:

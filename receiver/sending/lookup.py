@@ -21,8 +21,12 @@ from receiver.sending.requests import append_step, message_of
 log = structlog.get_logger("receiver.sender")
 
 SOURCE = "sender"
-# The send's next look, unless it moved on meanwhile.
-LATER = "UPDATE sends SET next_at = $2 WHERE id = $1 AND seq = $3"
+# The send's next look, put off: a claim on its step until then (a step written
+# meanwhile moves the send on, and the claim holds nothing).
+LATER = """
+INSERT INTO send_claims AS c (send_id, until, seq) VALUES ($1, $2, $3)
+ON CONFLICT (send_id) DO UPDATE SET seq = EXCLUDED.seq, until = EXCLUDED.until
+"""
 _CLOCK_SKEW = timedelta(seconds=60)
 
 # SMS ids among `$1` that a send other than `$2` holds already.
@@ -202,7 +206,7 @@ class LostAnswers:
         return written
 
 
-def _listed(obj: dict[str, Any]) -> tuple[str | None, str | None]:
+def _listed(obj: dict[str, object]) -> tuple[str | None, str | None]:
     """A listed SMS's id and text: v1's `hash` and `text`, v2's `sid` and `body.text`."""
     sms_id = obj.get("hash") or obj.get("sid")
     text = obj.get("text")

@@ -1,11 +1,11 @@
 """The sender: takes durable sends to CALLR, never twice, and finds out what a lost answer hid.
 
 Any number of senders run against one database (every serve process and every
-`receiver worker`). A send is claimed with `FOR UPDATE SKIP LOCKED` by moving its
-`next_at` past the lease, the way the dispatcher claims forwards. Each step is an
-event whose id holds the send's next `seq`: two senders that ever held one send
-write the same event id, the second finds it stored and stops, so no try is made
-twice.
+`receiver worker`). A due send is claimed with `FOR UPDATE SKIP LOCKED` and a row
+of `send_claims` on its current step, until a lease ends (`sends` is written by the
+steps alone). Each step is an event whose id holds the send's next `seq`: two
+senders that ever held one send write the same event id, the second finds it stored
+and stops, so no try is made twice.
 
 A try is written (`attempt`) before the request leaves, so a sender that dies
 during the call leaves a `submitted` send that another one looks for, never one
@@ -34,6 +34,7 @@ again by itself; an admin settles it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -55,18 +56,35 @@ log = structlog.get_logger("receiver.sender")
 # 1, 2, 4 ... seconds up to a minute between tries of a send CALLR did not take.
 SEND_BACKOFF = Backoff(first=1.0, cap=60.0)
 
-_CLAIM = """
+# Due sends on which no claim on their current step runs, claimed for `$2` seconds.
+# A claim made meanwhile by another sender is seen by the upsert (it waits for that
+# sender's commit, then reads the claim as it is): only one of them returns the send.
+CLAIM = """
 WITH due AS (
-    SELECT id FROM sends
-    WHERE state IN ('queued', 'submitted') AND next_at <= now()
-    ORDER BY next_at
+    SELECT s.id, s.seq FROM sends s
+    WHERE s.state IN ('queued', 'submitted') AND s.next_at <= now()
+      AND NOT EXISTS (
+        SELECT 1 FROM send_claims c WHERE c.send_id = s.id AND c.seq = s.seq AND c.until > now()
+      )
+    ORDER BY s.next_at
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF s SKIP LOCKED
+), claimed AS (
+    INSERT INTO send_claims AS c (send_id, seq, until)
+    SELECT id, seq, now() + $2 * interval '1 second' FROM due
+    ON CONFLICT (send_id) DO UPDATE SET seq = EXCLUDED.seq, until = EXCLUDED.until
+    WHERE c.seq <> EXCLUDED.seq OR c.until <= now()
+    RETURNING c.send_id
 )
-UPDATE sends s SET next_at = now() + $2 * interval '1 second'
-FROM due WHERE s.id = due.id
-RETURNING s.*
+SELECT s.* FROM sends s JOIN claimed ON claimed.send_id = s.id
 """
+
+# Claims that hold nothing any more: lapsed, or on a step the send has left.
+_FORGET_CLAIMS = """
+DELETE FROM send_claims c WHERE c.until <= now()
+   OR NOT EXISTS (SELECT 1 FROM sends s WHERE s.id = c.send_id AND s.seq = c.seq)
+"""
+_FORGET_EVERY = 300.0
 
 
 class Sender(LostAnswers):
@@ -100,6 +118,7 @@ class Sender(LostAnswers):
         self._loop = WorkLoop("sender", dsn, NOTIFY_CHANNEL, poll_interval)
         # Longer than a turn at CALLR's rate and the call: a live sender keeps its claim.
         self._lease = 120.0 + 2 * timeout
+        self._forgotten_at = 0.0
 
     async def run(self) -> None:
         """Claim and send until cancelled; survives database and CALLR outages."""
@@ -122,7 +141,10 @@ class Sender(LostAnswers):
             return None
         try:
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(_CLAIM, room, self._lease)
+                rows = await conn.fetch(CLAIM, room, self._lease)
+                if time.monotonic() - self._forgotten_at > _FORGET_EVERY:
+                    await conn.execute(_FORGET_CLAIMS)
+                    self._forgotten_at = time.monotonic()
         except UNAVAILABLE_ERRORS as error:
             log.warning("sender_database_unavailable", error=repr(error))
             return None

@@ -14,7 +14,7 @@ from receiver.db.models.forwarding import (
     HandlerNotice,
 )
 from receiver.db.models.messages import Message, Observation, Transition
-from receiver.db.models.sending import Send
+from receiver.db.models.sending import Send, SendClaim
 from receiver.db.models.stats import Prune, StatsChange, StatsDay, StatsRow
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Prune",
     "Reconciliation",
     "Send",
+    "SendClaim",
     "StatsChange",
     "StatsDay",
     "StatsRow",

@@ -1,4 +1,4 @@
-"""Sends through the receiver, projected from their steps."""
+"""Sends through the receiver, projected from their steps; the senders' claims on them."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ class Send(Base):
 
     Projected from its `receiver.send` events (receiver.callr.sends): a rebuild gives
     it again. `next_at` is when the sender acts on it next: sends it (queued), looks
-    for it at CALLR (submitted, its answer lost or its sender gone).
+    for it at CALLR (submitted, its answer lost or its sender gone). Only its steps
+    write it: what a sender holds is in `send_claims`.
     """
 
     __tablename__ = "sends"
@@ -71,3 +72,19 @@ class Send(Base):
         ),
         Index("ix_sends_requested_at", "requested_at"),
     )
+
+
+class SendClaim(Base):
+    """A sender's hold on a send, beside the projected `sends` (never in them).
+
+    A send is due when its `next_at` has passed and no claim on its current step
+    (`seq`) runs: a sender claims it for a lease (longer than a try), or puts its
+    next look-up off (`until`). A step written moves the send's `seq` on, which ends
+    the claim; expired and past claims are removed by the senders.
+    """
+
+    __tablename__ = "send_claims"
+
+    send_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
