@@ -14,7 +14,6 @@ from receiver.callr.envelope import Envelope, Malformed
 from receiver.callr.own import QUIET_TYPES
 from receiver.callr.sends import SendStep
 from receiver.callr.sms import Snapshot
-from receiver.status import RANK, TERMINAL, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +74,6 @@ def report_of(
     if parsed.send is not None:
         return SendReport(event_id, parsed.send, record)
     return record
-
-
-def evidence_key(status: Status, at: datetime) -> tuple[bool, datetime, int, str]:
-    """The total order of status evidence: terminal first, then time, rank and name."""
-    return (status in TERMINAL, at, RANK[status], status.value)
 
 
 @dataclass(frozen=True, slots=True)

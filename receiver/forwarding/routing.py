@@ -26,6 +26,7 @@ import orjson
 from receiver.db.arrays import columns
 from receiver.db.engine import Connection, one_row
 from receiver.reports import Report, StatusChange
+from receiver.status import evidence_row
 
 NOTIFY_CHANNEL = "receiver_forwards"
 
@@ -221,7 +222,10 @@ async def route_unrouted(conn: Connection) -> int:
 # second end on the same one whatever their order, and a handler told the first is
 # told the second): a callback never goes backwards and is never sent twice (the
 # partial unique index is the last word when two projections race).
-_ANNOUNCE = """
+# The status a handler was told of, and the news, in the evidence order.
+_TOLD = evidence_row("f.status_terminal", "f.status_at", "f.status_rank", "f.status_after")
+_NEWS = evidence_row("r.terminal", "r.at", "r.rank", "r.after")
+_ANNOUNCE = f"""
 WITH c AS (
     SELECT * FROM json_to_recordset($1::json)
         AS c(sms_id text, before text, after text, at timestamptz, rank int, terminal boolean,
@@ -258,8 +262,7 @@ FROM routed r
 LEFT JOIN LATERAL (
     SELECT true AS told FROM forwards f
     WHERE f.kind = 'status' AND f.handler_id = r.handler_id AND f.sms_id = r.sms_id
-      AND (f.status_terminal, f.status_at, f.status_rank, f.status_after COLLATE "C")
-          >= (r.terminal, r.at, r.rank, r.after COLLATE "C")
+      AND {_TOLD} >= {_NEWS}
     LIMIT 1
 ) AS already ON true
 WHERE already.told IS NULL

@@ -20,14 +20,13 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
 from receiver.db.engine import Connection
-from receiver.reports import Report, StatusChange, evidence_key
-from receiver.status import RANK, TERMINAL, Status
+from receiver.reports import Report, StatusChange
+from receiver.status import RANK, TERMINAL, Status, evidence_key, evidence_terms
 
 # Fields every snapshot repeats; they do not change over an SMS's life, so the
 # greatest non-empty value is the value whatever the order.
@@ -74,11 +73,13 @@ _SNAPSHOT_COLUMNS = (
 )
 
 
-def _key(row: str) -> str:
-    return (
-        f"({row}.status_terminal, {row}.status_at, {row}.status_rank, "
-        f'{row}.status::text COLLATE "C", {row}.provider_status COLLATE "C")'
-    )
+def _terms(row: str) -> list[str]:
+    """The evidence order of a record's status, its provider's word last."""
+    return evidence_terms(*(f"{row}.{c}" for c in _ORDERED))
+
+
+# The status columns in the evidence order's sequence.
+_ORDERED = ("status_terminal", "status_at", "status_rank", "status", "provider_status")
 
 
 # The reported steps and the observations ride in the upsert's statement: they
@@ -122,10 +123,7 @@ def _upsert_messages_sql() -> str:
         ]
     )
     status_columns = ", ".join(f"s.{c}" for c in _STATUS)
-    top_order = (
-        "s.sms_id, s.status_terminal DESC, s.status_at DESC, s.status_rank DESC,"
-        ' s.status COLLATE "C" DESC, s.provider_status COLLATE "C" DESC'
-    )
+    top_order = ", ".join(["s.sms_id", *(f"{term} DESC" for term in _terms("s"))])
     # `unexplained` is set for a new message only: its evidence is all in this batch.
     # An existing message keeps its flag, which the derive statement recomputes.
     columns = (
@@ -137,7 +135,7 @@ def _upsert_messages_sql() -> str:
         "anomaly",
         "unexplained",
     )
-    newer = f"{_key('EXCLUDED')} > {_key('m')}"
+    newer = f"({', '.join(_terms('EXCLUDED'))}) > ({', '.join(_terms('m'))})"
     updates = ", ".join(
         [f"{c} = GREATEST(m.{c}, EXCLUDED.{c})" for c in _GREATEST]
         + [f"{c} = LEAST(m.{c}, EXCLUDED.{c})" for c in _LEAST]
@@ -473,12 +471,6 @@ def _settle(rows: list[dict[str, Any]]) -> None:
             row[c] = whole[c]
 
 
-def _status_key(row: dict[str, Any]) -> tuple[bool, datetime, int, str, str]:
-    """The upsert's order of status evidence; Python orders strings as the "C" collation."""
-    return (
-        row["status_terminal"],
-        row["status_at"],
-        row["status_rank"],
-        row["status"],
-        row["provider_status"],
-    )
+def _status_key(row: dict[str, Any]) -> tuple[object, ...]:
+    """The upsert's order of a record's status evidence (`_terms` in SQL)."""
+    return evidence_key(Status(row["status"]), row["status_at"], row["provider_status"])
