@@ -262,9 +262,10 @@ class GroupCommitWriter:
 
 
 def _refused_values(error: Exception) -> bool:
-    """PostgreSQL refused an item's values (the projection's rule); a Python error here
-    is the writer's, never split out."""
-    return isinstance(error, asyncpg.PostgresError) and caused_by_event(error)
+    """PostgreSQL refused an item's values: `_store_all` lets through only the errors
+    that `caused_by_event` says an event's values cause (the projection's rule); a
+    Python error here is the writer's, never split out."""
+    return isinstance(error, asyncpg.PostgresError)
 
 
 def _unstorable(item: Incoming, error: Exception) -> Malformed:
