@@ -118,7 +118,7 @@ class RequestLog:
         self.name = name
         self._log = structlog.get_logger(name)
 
-    def line(self, level: str, event: str, fields: dict[str, Any]) -> None:
+    def line(self, level: str, event: str, fields: dict[str, object]) -> None:
         """Log `event` with `fields` (a dict this call may add to) at `level`."""
         threshold = _json_threshold
         if threshold is None:

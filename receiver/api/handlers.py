@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.api import models as m
-from receiver.api.auth import ADMIN, Tokens
+from receiver.api.auth import ADMIN, Endpoint, Tokens
 from receiver.api.models import (
     Handler,
     HandlerChanges,
@@ -29,6 +29,7 @@ from receiver.forwarding.handlers import (
     HandlerExists,
     NewHandler,
     add_handler,
+    handler_fields,
     list_handlers,
     remove_handler,
     rotate_secret,
@@ -69,7 +70,7 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204) if removed else error_response(404, "no such handler")
 
 
-def _toggle(enabled: bool) -> Any:
+def _toggle(enabled: bool) -> Endpoint:
     async def toggle(request: Request) -> Response:
         handler_id = _handler_id(request)
         handler = None
@@ -88,7 +89,7 @@ def _handler_id(request: Request) -> int | None:
     return whole_number(raw) if len(raw) < 19 else None
 
 
-def new_handler(document: Any) -> NewHandler:
+def new_handler(document: object) -> NewHandler:
     if not isinstance(document, dict):
         raise HandlerError("body must be a JSON object")
     known = {"user_data", "default", *CHANGEABLE}
@@ -112,59 +113,21 @@ def new_handler(document: Any) -> NewHandler:
         raise HandlerError("events must be a list of strings")
     if status_filter is not None and not isinstance(status_filter, str):
         raise HandlerError("status_filter must be a string")
-    return NewHandler(
-        user_data=user_data,
-        default=default,
-        url=url,
-        secret=secret,
-        timeout=float(timeout),
-        events=tuple(events),
-        status_filter=status_filter,
-        **typed(document, POLICY),
+    return replace(
+        NewHandler(
+            user_data=user_data,
+            default=default,
+            url=url,
+            secret=secret,
+            timeout=float(timeout),
+            events=tuple(events),
+            status_filter=status_filter,
+        ),
+        **handler_fields({name: document[name] for name in POLICY if name in document}),
     )
 
 
 POLICY = ("final_statuses", "max_in_flight", "rate", "attempts", "first_retry", "notify_url")
-
-
-def typed(document: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """The fields `names` of a body that it holds, checked for their JSON types (their
-    ranges are the registry's to check)."""
-    found: dict[str, Any] = {}
-    for name in names:
-        if name not in document:
-            continue
-        value = document[name]
-        if name == "final_statuses":
-            if value is not None and (
-                not isinstance(value, list)
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in value)
-            ):
-                raise HandlerError("final_statuses must be a list of HTTP statuses")
-            found[name] = tuple(value or ())
-        elif name in ("max_in_flight", "attempts"):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise HandlerError(f"{name} must be a whole number")
-            found[name] = value
-        elif name in ("rate", "first_retry", "timeout"):
-            if value is not None and (
-                not isinstance(value, int | float) or isinstance(value, bool)
-            ):
-                raise HandlerError(f"{name} must be a number")
-            if value is None and name == "timeout":
-                raise HandlerError("timeout must be a number of seconds")
-            found[name] = float(value) if value is not None else None
-        elif name == "events":
-            if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
-                raise HandlerError("events must be a list of strings")
-            found[name] = tuple(value)
-        else:
-            if value is not None and not isinstance(value, str):
-                raise HandlerError(f"{name} must be a string")
-            if value is None and name == "url":
-                raise HandlerError("url must be a string")
-            found[name] = value
-    return found
 
 
 async def patch(request: Request) -> Response:
@@ -176,7 +139,7 @@ async def patch(request: Request) -> Response:
     if isinstance(asked, Response):
         return asked
     try:
-        changes = typed(asked.model_dump(exclude_unset=True), CHANGEABLE)
+        changes = handler_fields(asked.model_dump(exclude_unset=True))
         if not changes:
             return error_response(400, f"nothing to change: give one of {', '.join(CHANGEABLE)}")
         async with request.state.pool.acquire() as conn:

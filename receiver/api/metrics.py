@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -27,7 +26,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.db.engine import UNAVAILABLE_ERRORS, Pool
+from receiver.db.engine import UNAVAILABLE_ERRORS, Pool, Record
 from receiver.forwarding.watch import Silence, silence, troubled_handlers
 from receiver.http import error_response
 from receiver.metrics import POOL
@@ -55,10 +54,10 @@ class DatabaseFigures(Collector):
         self.silent_after = silent_after
         self.read_at = 0.0
         self.up = True
-        self.messages: list[Any] = []
-        self.forwards: list[Any] = []
+        self.messages: list[Record] = []
+        self.forwards: list[Record] = []
         self.backlog = Backlog(0, None)
-        self.handlers: list[dict[str, Any]] = []
+        self.handlers: list[Record] = []
         self.silence = Silence(False, None, None, 0)
 
     async def refresh(self, pool: Pool) -> None:

@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.config import JsonDict
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -36,7 +36,7 @@ class Operation:
     query: type[m.Query] | None = None
     body: type[m.Body] | None = None
     path_params: dict[str, str] = field(default_factory=dict)
-    headers: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[JsonDict] = field(default_factory=list)
     scope: Scope | None = READ
     """The token it needs: read (any token may read), send, admin; None: any scope."""
 
@@ -68,35 +68,40 @@ class ApiRoute(Route):
         return re.sub(r":\w+\}", "}", self.path)
 
 
-def _schemas(operations: list[Operation]) -> dict[str, Any]:
+def _schemas(operations: list[Operation]) -> dict[str, JsonDict]:
     answers = {model for op in operations for model, _ in op.answers.values() if model}
     bodies = {op.body for op in operations if op.body is not None}
     queries = {op.query for op in operations if op.query is not None}
-    wanted: list[tuple[type[BaseModel], Any]] = [
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         *((model, "serialization") for model in sorted(answers, key=lambda c: c.__name__)),
         (m.StatusCallback, "serialization"),
         *((model, "validation") for model in sorted(bodies | queries, key=lambda c: c.__name__)),
     ]
     _, top = models_json_schema(wanted, ref_template=_REF)
-    schemas: dict[str, Any] = top["$defs"]
-    return schemas
+    return {name: _object(schema) for name, schema in _object(top["$defs"]).items()}
 
 
-def _query_parameters(query: type[m.Query], schemas: dict[str, Any]) -> list[dict[str, Any]]:
+def _object(value: object) -> JsonDict:
+    """`value`, a JSON schema's object (pydantic writes them: this is its shape)."""
+    assert isinstance(value, dict)
+    return value
+
+
+def _query_parameters(query: type[m.Query], schemas: dict[str, JsonDict]) -> list[JsonDict]:
     """Each field of a query model as an optional query parameter."""
-    described = schemas[query.__name__]["properties"]
-    parameters = []
+    described = _object(schemas[query.__name__]["properties"])
+    parameters: list[JsonDict] = []
     for name, info in query.model_fields.items():
         alias = info.alias or name
-        schema = dict(described[alias])
+        schema = dict(_object(described[alias]))
         description = schema.pop("description", "")
         if schema.get("default") in (None, []):
             schema.pop("default", None)
         schema.pop("title", None)
         # A parameter is absent or has a value: the model's null is not one to send.
         options = schema.pop("anyOf", None)
-        if options:
-            schema.update(next(o for o in options if o.get("type") != "null"))
+        if isinstance(options, list):
+            schema.update(next(o for o in map(_object, options) if o.get("type") != "null"))
         parameters.append(
             {
                 "name": alias,
@@ -115,8 +120,8 @@ _FORBIDDEN = {
 }
 
 
-def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
-    parameters = [
+def _operation(op: Operation, schemas: dict[str, JsonDict]) -> dict[str, object]:
+    parameters: list[JsonDict] = [
         {
             "name": name,
             "in": "path",
@@ -129,7 +134,7 @@ def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     parameters += op.headers
     if op.query is not None:
         parameters += _query_parameters(op.query, schemas)
-    responses: dict[str, Any] = {}
+    responses: dict[str, object] = {}
     for code, (model, description) in op.answers.items():
         responses[str(code)] = (
             {"description": description}
@@ -149,7 +154,7 @@ def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     responses.setdefault("401", {"description": "no valid API token", **error})
     if op.scope in _FORBIDDEN:
         responses.setdefault("403", {"description": _FORBIDDEN[op.scope], **error})
-    described: dict[str, Any] = {"summary": op.summary, "responses": responses}
+    described: dict[str, object] = {"summary": op.summary, "responses": responses}
     if parameters:
         described["parameters"] = parameters
     if op.body is not None:
@@ -162,11 +167,11 @@ def _operation(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     return described
 
 
-def describe(routes: Iterable[BaseRoute]) -> dict[str, Any]:
+def describe(routes: Iterable[BaseRoute]) -> dict[str, object]:
     """The whole description of the `ApiRoute`s among `routes`."""
     api = [route for route in routes if isinstance(route, ApiRoute)]
     schemas = _schemas([op for route in api for op in route.operations])
-    paths: dict[str, Any] = {}
+    paths: dict[str, dict[str, object]] = {}
     for route in api:
         for op in route.operations:
             paths.setdefault(route.described_path, {})[op.method] = _operation(op, schemas)

@@ -36,7 +36,7 @@ def read_query(model: type[Q], query: QueryParams) -> Q:
     unknown = sorted(set(query.keys()) - set(names))
     if unknown:
         raise BadParameter(unknown[0], f"unknown parameter {unknown[0]!r}")
-    given: dict[str, Any] = {}
+    given: dict[str, object] = {}
     for name, field in names.items():
         values = query.getlist(name)
         if not values:
@@ -88,7 +88,7 @@ class Cursors:
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(mac + payload).decode().rstrip("=")
 
-    def decode(self, cursor: str | None) -> list[Any] | None:
+    def decode(self, cursor: str | None) -> list[object] | None:
         if cursor is None:
             return None
         try:

@@ -13,8 +13,6 @@ CALLR that cannot answer is a 502 that says why.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -38,7 +36,7 @@ async def preview(request: Request) -> Response:
     parts = parts_of(
         asked.text, asked.encoding, sender=asked.from_, stop_number=settings.callr_stop_number
     )
-    found: dict[str, Any] = {
+    found: dict[str, object] = {
         "parts": parts.parts,
         "encoding": parts.encoding,
         "characters": parts.characters,
@@ -71,7 +69,7 @@ async def preview(request: Request) -> Response:
     return answer(SmsPreview, found)
 
 
-def _quote(value: dict[str, Any]) -> dict[str, Any]:
+def _quote(value: dict[str, object]) -> dict[str, object]:
     """CALLR's SMS.Quote, by the names it may give its fields."""
     parts = next((value[k] for k in ("parts", "nb_sms", "count") if k in value), None)
     encoding = value.get("encoding")

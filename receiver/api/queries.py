@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any
 
 import orjson
 from starlette.datastructures import QueryParams
@@ -27,6 +26,7 @@ from receiver.api.models import (
     MessagesQuery,
     answer,
 )
+from receiver.api.models.reads import Message, MessageFound, Page
 from receiver.api.numbers import number_prefix
 from receiver.api.params import BadParameter, Cursors, read_query
 from receiver.db.engine import Connection, Record
@@ -158,7 +158,7 @@ LIMIT $6
 """
 
 
-def _message(row: Record) -> dict[str, Any]:
+def _message(row: Record) -> Message:
     return {
         "id": row["sms_id"],
         "direction": row["direction"],
@@ -183,7 +183,7 @@ def _message(row: Record) -> dict[str, Any]:
     }
 
 
-def _body(raw: bytes) -> dict[str, Any]:
+def _body(raw: bytes) -> dict[str, object]:
     """A raw body as JSON can carry it: the text when it is UTF-8, always the base64."""
     try:
         text: str | None = raw.decode("utf-8")
@@ -216,7 +216,7 @@ class Queries:
         async with request.state.api_pool.acquire() as conn:
             return answer(MessagePage, await self.messages_page(conn, request.query_params))
 
-    async def messages_page(self, conn: Connection, query: QueryParams) -> dict[str, Any]:
+    async def messages_page(self, conn: Connection, query: QueryParams) -> Page:
         """A page of messages for the filters in `query`; raises `BadParameter`."""
         q = read_query(MessagesQuery, query)
         direction, user_data, network, number = q.direction, q.user_data, q.network, q.number
@@ -228,7 +228,7 @@ class Queries:
             if any(numbers):
                 raise BadParameter("number", "number searches both from and to: give one")
             sql = _MESSAGES_BY_NUMBER
-            keys: tuple[Any, ...] = (
+            keys: tuple[object, ...] = (
                 *number_prefix(number, self.region),
                 direction,
                 statuses,
@@ -249,7 +249,7 @@ class Queries:
         async with request.state.api_pool.acquire() as conn:
             return answer(EventPage, await self.events_page(conn, request.query_params))
 
-    async def events_page(self, conn: Connection, query: QueryParams) -> dict[str, Any]:
+    async def events_page(self, conn: Connection, query: QueryParams) -> Page:
         """A page of events for the filters in `query`; raises `BadParameter`."""
         q = read_query(EventsQuery, query)
         state = q.state.value if q.state else None
@@ -274,7 +274,7 @@ class Queries:
         async with request.state.api_pool.acquire() as conn:
             return answer(ForwardPage, await self.forwards_page(conn, request.query_params))
 
-    async def forwards_page(self, conn: Connection, query: QueryParams) -> dict[str, Any]:
+    async def forwards_page(self, conn: Connection, query: QueryParams) -> Page:
         """A page of forwards for the filters in `query`; raises `BadParameter`."""
         q = read_query(ForwardsQuery, query)
         state = q.state.value if q.state else None
@@ -287,15 +287,16 @@ class Queries:
         next_cursor = self._cursors.encode([rows[limit - 1]["id"]]) if len(rows) > limit else None
         return {"items": [dict(r) for r in rows[:limit]], "next_cursor": next_cursor}
 
-    def _position(self, cursor: str | None) -> tuple[Any, Any]:
+    def _position(self, cursor: str | None) -> tuple[datetime, str] | tuple[None, None]:
         position = self._cursors.decode(cursor)
         if position is None:
             return (None, None)
-        if len(position) != 2 or not isinstance(position[1], str):
+        at, key = position if len(position) == 2 else (None, None)
+        if not isinstance(at, str) or not isinstance(key, str):
             raise BadParameter("cursor", "cursor is not one this API gave")
         try:
-            return (datetime.fromisoformat(position[0]), position[1])
-        except (TypeError, ValueError):
+            return (datetime.fromisoformat(at), key)
+        except ValueError:
             raise BadParameter("cursor", "cursor is not one this API gave") from None
 
 
@@ -317,7 +318,7 @@ SELECT checks, checked_at, unknown, answer_status FROM reconciliations WHERE sms
 """
 
 
-async def message_detail(conn: Connection, sms_id: str) -> dict[str, Any] | None:
+async def message_detail(conn: Connection, sms_id: str) -> MessageFound | None:
     """One message with its history, events and forwards; None when there is none."""
     stored = _stored_form(sms_id)
     if stored is None:
@@ -338,7 +339,7 @@ async def message_detail(conn: Connection, sms_id: str) -> dict[str, Any] | None
     }
 
 
-async def event_detail(conn: Connection, event_id: str) -> dict[str, Any] | None:
+async def event_detail(conn: Connection, event_id: str) -> dict[str, object] | None:
     """One event with its raw body and every delivery; None when there is none."""
     if "\x00" in event_id:  # no stored id holds one: PostgreSQL's text cannot
         return None

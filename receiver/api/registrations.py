@@ -96,7 +96,7 @@ def _created_at(raw: Any) -> datetime:
         raise _Invalid(f"created_at is {RANGE_TEXT}") from None
 
 
-def _text(document: dict[str, Any], name: str, *, required: bool, limit: int) -> str | None:
+def _text(document: dict[str, object], name: str, *, required: bool, limit: int) -> str | None:
     value = document.get(name)
     if value is None or value == "":
         if required:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TypedDict
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.api.models import Stats, StatsQuery, answer
 from receiver.api.params import BadParameter, read_query
-from receiver.db.engine import Connection
+from receiver.db.engine import Connection, Record
 from receiver.projection.daily_stats import window
 from receiver.status import TERMINAL, Status
 
@@ -51,7 +51,7 @@ async def stats_of(
     *,
     overall: bool = False,
     traffic: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The figures of `/api/v1/stats` for a window, optionally grouped (the console's too).
 
     `overall` adds the ungrouped `outbound` summary to a grouped answer, from the same
@@ -61,7 +61,7 @@ async def stats_of(
     forwards = await conn.fetch(_FORWARDS, since, until)
     groups, mo_received = _groups(counted.rows)
     seen = counted.traffic
-    body: dict[str, Any] = {
+    body: dict[str, object] = {
         "since": since,
         "until": until,
         "mo_received": mo_received,
@@ -83,7 +83,7 @@ async def stats_of(
         body["group_by"] = group
         body["groups"] = groups
         if overall:
-            whole, _ = _groups([{**dict(row), "key": None} for row in counted.rows])
+            whole, _ = _groups(counted.rows, grouped=False)
             body["outbound"] = whole[0] if whole else _group(None, None, {})
     return body
 
@@ -92,17 +92,29 @@ _COUNTED = ("total", "terminal", "anomalies", *(status.value for status in Statu
 _TERMINAL = {status.value for status in TERMINAL}
 
 
-def _groups(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Fold outcome rows into a summary of outbound SMS per group, in key order; and the MOs."""
-    totals: dict[Any, dict[str, int]] = {}
-    latencies: dict[Any, dict[float, int]] = {}
+class Group(TypedDict):
+    """The outcomes of a group's outbound SMS, as `/api/v1/stats` answers them."""
+
+    key: str | None
+    total: int
+    by_status: dict[str, int]
+    delivery_rate: float | None
+    latency_seconds: dict[str, float] | None
+    anomalies: int
+
+
+def _groups(rows: Sequence[Record], *, grouped: bool = True) -> tuple[list[Group], int]:
+    """Fold outcome rows into a summary of outbound SMS per group (all in one, `grouped`
+    False), in key order; and the MOs."""
+    totals: dict[str | None, dict[str, int]] = {}
+    latencies: dict[str | None, dict[float, int]] = {}
     inbound = 0
     for row in rows:
-        n = row["n"]
+        n, key = row["n"], row["key"] if grouped else None
         if row["direction"] != "outbound":
             inbound += n
             continue
-        counts = totals.setdefault(row["key"], dict.fromkeys(_COUNTED, 0))
+        counts = totals.setdefault(key, dict.fromkeys(_COUNTED, 0))
         counts["total"] += n
         counts[row["status"]] += n
         if row["status"] in _TERMINAL:
@@ -110,14 +122,14 @@ def _groups(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], in
         if row["anomaly"]:
             counts["anomalies"] += n
         if row["latency"] is not None:
-            seen = latencies.setdefault(row["key"], {})
+            seen = latencies.setdefault(key, {})
             latency = float(row["latency"])
             seen[latency] = seen.get(latency, 0) + n
     keys = sorted(totals, key=lambda k: (k is None, str(k)))
     return [_group(key, totals[key], latencies.get(key, {})) for key in keys], inbound
 
 
-def _group(key: Any, counts: dict[str, int] | None, latency: dict[float, int]) -> dict[str, Any]:
+def _group(key: str | None, counts: dict[str, int] | None, latency: dict[float, int]) -> Group:
     counts = counts or dict.fromkeys(_COUNTED, 0)
     terminal = counts["terminal"]
     return {

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from importlib.metadata import version
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver.api.models import ServiceStatus, answer
+from receiver.db.engine import Record
 from receiver.forwarding.watch import silence, troubled_handlers
 from receiver.projection.backlog import backlog
 
@@ -18,7 +18,7 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at else None
 
 
-def _handler(row: dict[str, Any]) -> dict[str, Any]:
+def _handler(row: Record) -> dict[str, object]:
     return {
         "id": row["id"],
         "user_data": row["user_data"],

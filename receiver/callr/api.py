@@ -26,6 +26,7 @@ how a call is carried, tried again and refused is transport.py's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -75,7 +76,7 @@ REST_DATE = "%Y-%m-%d %H:%M:%S"
 class Listing:
     """The SMS objects a search found (v1 or v2 shape, as the search answered them)."""
 
-    objects: list[dict[str, Any]]
+    objects: list[dict[str, object]]
     complete: bool
     """Every page was read: an SMS not in `objects` is not in CALLR's list."""
     why: str = ""
@@ -123,7 +124,7 @@ class CallrApi(Transport):
             )
         return mapping
 
-    async def quote(self, to: str, text: str, options: dict[str, Any] | None) -> Answer:
+    async def quote(self, to: str, text: str, options: Mapping[str, object] | None) -> Answer:
         """`sms.get_quote(to, text, options)`: CALLR's own count of parts, encoding and cost."""
         answer = await self._rpc("sms.get_quote", [to, text, options])
         if not isinstance(answer.value, dict):
@@ -133,7 +134,7 @@ class CallrApi(Transport):
         return answer
 
     async def subscribe(
-        self, event_type: str, endpoint: str, options: dict[str, Any] | None
+        self, event_type: str, endpoint: str, options: Mapping[str, object] | None
     ) -> Answer:
         """`webhooks.subscribe(type, endpoint, options)`: the new subscription (its `hash`)."""
         answer = await self._rpc("webhooks.subscribe", [event_type, endpoint, options])
@@ -165,7 +166,7 @@ class CallrApi(Transport):
         """The SMS of a window, every page of it: JSON-RPC `sms.search` (v1, the login) or
         `GET /v2.0/sms` (v2, the API key). `to` narrows v2's search to one number (v1's
         filters are the window and the direction; the caller matches the rest)."""
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, dict[str, object]] = {}
         for page in range(MAX_PAGES):
             offset = page * PAGE
             if api == "v1":
@@ -341,7 +342,7 @@ def _v2_send_answer(status: int, document: Any, raw: bytes) -> SendAnswer:
     return SendAnswer("lost", f"CALLR's answer to POST /v2.0/sms has no sid: {excerpt(raw)}")
 
 
-def _page(label: str, answer: Answer) -> tuple[list[dict[str, Any]], int | None]:
+def _page(label: str, answer: Answer) -> tuple[list[dict[str, object]], int | None]:
     """A search page's SMS objects, and the count of the whole list when it gives one.
 
     Read bare (an array) or as an object holding the array (`results`, `data`,
@@ -361,7 +362,7 @@ def _page(label: str, answer: Answer) -> tuple[list[dict[str, Any]], int | None]
 
 def _mapping(value: Any) -> dict[str, str] | None:
     if isinstance(value, dict):
-        pairs: list[Any] = list(value.items())
+        pairs: list[object] = list(value.items())
     elif isinstance(value, list):
         pairs = [list(item.values()) if isinstance(item, dict) else item for item in value]
     else:

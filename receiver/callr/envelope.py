@@ -178,7 +178,7 @@ class _V2Event(msgspec.Struct, rename={"attempt": "try"}):
     sid: _Id | None = None
 
 
-def _decoded(document: dict[str, Any], fields: _Fields, *, fingerprint: bool) -> Envelope | None:
+def _decoded(document: dict[str, object], fields: _Fields, *, fingerprint: bool) -> Envelope | None:
     """The envelope of a well-formed event, its fields checked by msgspec in one call
     (receiver.callr.decoder); None when `_envelope`, the reference, must decide."""
     try:
@@ -211,7 +211,7 @@ def _decoded(document: dict[str, Any], fields: _Fields, *, fingerprint: bool) ->
         return None
 
 
-def _envelope(document: dict[str, Any], fields: _Fields, *, fingerprint: bool) -> Envelope:
+def _envelope(document: dict[str, object], fields: _Fields, *, fingerprint: bool) -> Envelope:
     event_id = _text(document, fields.id, required=True)
     event_type = _text(document, "type", required=True)
     attempt = _attempt(document)
@@ -244,7 +244,7 @@ def _writable(document: Any) -> bool:
     return True
 
 
-def content_fingerprint(document: dict[str, Any], subscription_field: str) -> bytes:
+def content_fingerprint(document: dict[str, object], subscription_field: str) -> bytes:
     """sha256 of the event without `try` and the subscription id.
 
     Two deliveries of one event differ only in those two fields: a retry raises
@@ -279,7 +279,7 @@ def _malformed(body: bytes, reason: str) -> Malformed:
 
 
 def _malformed_document(
-    body: bytes, document: dict[str, Any], fields: _Fields, reason: str
+    body: bytes, document: dict[str, object], fields: _Fields, reason: str
 ) -> Malformed:
     """A JSON object that is not a valid event: keep what can be trusted of it.
 
@@ -306,21 +306,21 @@ def _malformed_document(
     )
 
 
-def _lenient_text(document: dict[str, Any], name: str) -> str | None:
+def _lenient_text(document: dict[str, object], name: str) -> str | None:
     try:
         return _text(document, name, required=False)
     except _Invalid:
         return None
 
 
-def _lenient_attempt(document: dict[str, Any]) -> int | None:
+def _lenient_attempt(document: dict[str, object]) -> int | None:
     try:
         return _attempt(document)
     except _Invalid:
         return None
 
 
-def _text(document: dict[str, Any], name: str, *, required: bool) -> str | None:
+def _text(document: dict[str, object], name: str, *, required: bool) -> str | None:
     value = document.get(name)
     if value is None:
         if required:
@@ -333,7 +333,7 @@ def _text(document: dict[str, Any], name: str, *, required: bool) -> str | None:
     return value
 
 
-def _attempt(document: dict[str, Any]) -> int:
+def _attempt(document: dict[str, object]) -> int:
     value = document.get("try")
     if value is None:
         raise _Invalid("field 'try' is missing")
@@ -344,7 +344,7 @@ def _attempt(document: dict[str, Any]) -> int:
     return value
 
 
-def _timestamp(document: dict[str, Any], name: str) -> datetime | None:
+def _timestamp(document: dict[str, object], name: str) -> datetime | None:
     value = document.get(name)
     if value is None:
         return None

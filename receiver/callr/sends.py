@@ -92,7 +92,7 @@ class SendStep:
     step: Step
     at: datetime
     state: SendState
-    document: dict[str, Any]
+    document: dict[str, object]
     """The event's body: the request's fields for `requested`, the outcome's for the others."""
 
     @property
@@ -116,7 +116,7 @@ class SendStep:
         return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-def request_digest(request: dict[str, Any]) -> str:
+def request_digest(request: dict[str, object]) -> str:
     """What makes two requests the same: their fields, however the JSON was written."""
     fields = {name: request.get(name) for name in REQUEST_FIELDS}
     return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -159,16 +159,16 @@ def parse_step(body: bytes) -> tuple[SendStep, Snapshot | None]:
     return parsed, _snapshot(sms_id, message, at)
 
 
-def _snapshot(sms_id: str, message: dict[str, Any], at: datetime) -> Snapshot:
+def _snapshot(sms_id: str, message: dict[str, object], at: datetime) -> Snapshot:
     created_at = at.replace(microsecond=0)
     nature = message.get("nature")
     return Snapshot(
         sms_id=sms_id.lower(),
         direction="outbound",
-        from_number=message.get("from"),
-        to_number=message.get("to"),
-        text=message.get("text"),
-        user_data=message.get("user_data"),
+        from_number=_text(message.get("from")),
+        to_number=_text(message.get("to")),
+        text=_text(message.get("text")),
+        user_data=_text(message.get("user_data")),
         encoding=_callr_encoding(message.get("callr_encoding")),
         parts=_callr_parts(message.get("callr_parts")),
         cost=None,
@@ -184,6 +184,10 @@ def _snapshot(sms_id: str, message: dict[str, Any], at: datetime) -> Snapshot:
         status_at=created_at,
         history=(),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _callr_encoding(value: object) -> str | None:

@@ -213,7 +213,7 @@ class _Fields:
     def __init__(self, obj: Any, parent: str, index: int | None = None) -> None:
         if type(obj) is not dict:
             raise SmsInvalid(f"{_path(parent, index)} must be an object")
-        self._obj: dict[str, Any] = obj
+        self._obj: dict[str, object] = obj
         self._parent = parent
         self._index = index
 
@@ -264,7 +264,7 @@ class _Fields:
         value = self._obj.get(field)
         if value is None or value == "":
             return None
-        if type(value) not in (str, int, float):
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise SmsInvalid(f"{self.name(field)} must be a decimal string")
         try:
             return amount(value)

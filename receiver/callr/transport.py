@@ -137,7 +137,7 @@ class Transport:
         """Wait for the turn of the next request at CALLR's rate."""
         await self._limit.wait()
 
-    async def _rpc(self, method: str, params: list[Any]) -> Answer:
+    async def _rpc(self, method: str, params: list[object]) -> Answer:
         body = rpc_body(method, params)
 
         def read(response: httpx.Response) -> Answer:
@@ -279,7 +279,7 @@ def _unobserved(call: str, outcome: str) -> None:
     pass
 
 
-def rpc_body(method: str, params: list[Any]) -> bytes:
+def rpc_body(method: str, params: list[object]) -> bytes:
     """A JSON-RPC 2.0 request as CALLR takes it."""
     request_id = random.randint(1, 2**31)  # noqa: S311 (an id, not a secret)
     return orjson.dumps({"id": request_id, "jsonrpc": "2.0", "method": method, "params": params})

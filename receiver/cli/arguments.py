@@ -8,11 +8,16 @@ import argparse
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeAlias
 from urllib.parse import urlsplit
 
 from receiver.http import whole_number
 from receiver.logging import configure_logging
 from receiver.settings import Settings, load_settings
+
+# Only typeshed's class takes a parameter: a string, for mypy alone.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""Where each command module adds its commands (`add_subparsers()`'s answer)."""
 
 
 def whole(low: int, high: int) -> Callable[[str], int]:

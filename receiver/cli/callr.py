@@ -7,10 +7,9 @@ import asyncio
 import re
 import sys
 from datetime import UTC, timedelta
-from typing import Any
 
 from receiver.callr.api import CallrApiError
-from receiver.cli.arguments import http_url, timestamp, whole
+from receiver.cli.arguments import Commands, http_url, timestamp, whole
 from receiver.cli.progress import Progress
 from receiver.cli.replay import run_with_database
 from receiver.db.engine import Pool
@@ -163,7 +162,7 @@ def backfill_command(args: argparse.Namespace) -> int:
     return run_with_database(run, connections=2)
 
 
-def add_callr_commands(commands: Any) -> None:
+def add_callr_commands(commands: Commands) -> None:
     callr = commands.add_parser("callr", help="ask CALLR's API: subscribe, reconcile, backfill")
     actions = callr.add_subparsers(title="callr commands", dest="callr_command", required=True)
 

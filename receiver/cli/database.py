@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -19,13 +19,16 @@ from receiver.db.engine import (
 )
 from receiver.settings import Settings
 
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
+
 
 @dataclass(frozen=True, slots=True)
 class Database:
     """The database the service will use, and the embedded server behind it if any."""
 
     url: str
-    server: Any = None
+    server: PostgresServer | None = None
 
     @property
     def embedded(self) -> bool:

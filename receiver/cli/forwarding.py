@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from receiver.cli.arguments import configured, timestamp, whole
+from receiver.cli.arguments import Commands, configured, timestamp, whole
 from receiver.cli.callr import duration
 from receiver.cli.database import open_migrated_database
 from receiver.db.engine import Connection, asyncpg_dsn
@@ -89,15 +89,15 @@ def handlers_add(args: argparse.Namespace) -> int:
 
 def handlers_update(args: argparse.Namespace) -> int:
     """Change a handler in place: its id, user_data and forwards kept."""
-    changes: dict[str, Any] = {}
+    changes: dict[str, object] = {}
     for name in CHANGEABLE:
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
     if args.generate_secret:
         changes["secret"] = new_secret()
-    if "events" in changes:
-        changes["events"] = _events(changes["events"])
+    if args.events is not None:
+        changes["events"] = _events(args.events)
     for name in args.clear or ():
         changes[name] = None
     if not changes:
@@ -241,11 +241,11 @@ def forwards_list(args: argparse.Namespace) -> int:
     return _run_with_connection(show)
 
 
-def _json(document: dict[str, Any]) -> str:
+def _json(document: dict[str, object]) -> str:
     return orjson.dumps(document, default=str).decode()
 
 
-def add_handler_commands(commands: Any) -> None:
+def add_handler_commands(commands: Commands) -> None:
     handlers = commands.add_parser("handlers", help="the internal handlers that receive replies")
     sub = handlers.add_subparsers(dest="action", required=True)
     add = sub.add_parser("add", help="register a handler")
@@ -325,7 +325,7 @@ def add_handler_commands(commands: Any) -> None:
         command.set_defaults(run=handler, **extra)
 
 
-def _policy_options(parser: Any) -> None:
+def _policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--final-statuses",
         type=statuses,
@@ -349,7 +349,7 @@ def _policy_options(parser: Any) -> None:
     )
 
 
-def add_forward_commands(commands: Any) -> None:
+def add_forward_commands(commands: Commands) -> None:
     forwards = commands.add_parser("forwards", help="the replies forwarded to handlers")
     sub = forwards.add_subparsers(dest="action", required=True)
     route = sub.add_parser("route-pending", help="route the forwards waiting for a handler")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from receiver import heap
-from receiver.cli.arguments import above_zero, configured, http_url, timestamp, whole
+from receiver.cli.arguments import Commands, above_zero, configured, http_url, timestamp, whole
 from receiver.cli.database import open_migrated_database
 from receiver.cli.progress import Progress
 from receiver.db.engine import Pool, create_pool
@@ -210,7 +210,7 @@ _CONCURRENCY = whole(1, 256)
 _BATCH = whole(1, 100_000)
 
 
-def add_replay_commands(commands: Any) -> None:
+def add_replay_commands(commands: Commands) -> None:
     replaying = commands.add_parser(
         "replay", help="run the current code over stored events (or --to URL: resend them)"
     )

@@ -7,11 +7,11 @@ import asyncio
 import sys
 import time
 from datetime import timedelta
-from typing import Any
 
 import orjson
 
 from receiver.callr.gsm import ENCODINGS
+from receiver.cli.arguments import Commands
 from receiver.cli.replay import run_with_database
 from receiver.db.engine import Pool
 from receiver.sending.requests import (
@@ -83,7 +83,7 @@ def send(args: argparse.Namespace) -> int:
     return run_with_database(run, connections=1)
 
 
-def add_send_command(commands: Any) -> None:
+def add_send_command(commands: Commands) -> None:
     parser = commands.add_parser(
         "send", help="send an SMS through the receiver (durable, never twice)"
     )

@@ -8,12 +8,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from receiver.cli.arguments import above_zero, http_url, whole
+from receiver.cli.arguments import Commands, above_zero, http_url, whole
 from receiver.http import loggable_path
-from receiver.simulate import ALGORITHMS, Plan, Signer, parse_mix, simulate
+from receiver.simulate import ALGORITHMS, Mix, Plan, Signer, parse_mix, simulate
+from receiver.simulate.report import Summary
 
 
 def simulate_command(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def _report_file(text: str) -> Path:
     return path
 
 
-def _print(summary: dict[str, Any]) -> None:
+def _print(summary: Summary) -> None:
     print(
         f"sent {summary['requests']:,} requests in {summary['seconds']} s"
         f" ({summary['requests_per_second']:,.0f}/s)"
@@ -99,14 +99,14 @@ def _shown(url: str) -> str:
     return parts._replace(path=loggable_path(parts.path)).geturl()
 
 
-def _mix(text: str) -> Any:
+def _mix(text: str) -> Mix:
     try:
         return parse_mix(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_simulate_command(commands: Any) -> None:
+def add_simulate_command(commands: Commands) -> None:
     parser = commands.add_parser(
         "simulate",
         help="send realistic CALLR webhook traffic to a receiver and say what it should hold",

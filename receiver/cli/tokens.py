@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from datetime import datetime
 
 from receiver.api.auth import SCOPES
 from receiver.api.tokens import TokenError, add_token, list_tokens, revoke_token
+from receiver.cli.arguments import Commands
 from receiver.cli.replay import run_with_database
 from receiver.db.engine import Pool
 from receiver.settings import Settings
@@ -87,7 +88,7 @@ def _environment(settings: Settings) -> list[tuple[str, bool]]:
     ]
 
 
-def _when(value: Any) -> str:
+def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
 
 
@@ -98,7 +99,7 @@ def _limits(prefix: str | None, senders: list[str]) -> str:
     return "; ".join(said)
 
 
-def add_token_commands(commands: Any) -> None:
+def add_token_commands(commands: Commands) -> None:
     tokens = commands.add_parser(
         "tokens", help="API and console tokens kept in the database (made, listed, revoked)"
     )

@@ -3,7 +3,7 @@ disable, remove, each through the same functions as the API and the CLI."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import structlog
 from starlette.datastructures import QueryParams
@@ -63,7 +63,7 @@ class HandlerForms(Pages):
 
     async def add_handler(self, request: Request, session: Session) -> Response:
         form: QueryParams = request.state.form
-        document: dict[str, Any] = {"url": form.get("url", "").strip()}
+        document: dict[str, object] = {"url": form.get("url", "").strip()}
         if form.get("default"):
             document["default"] = True
         else:
@@ -76,8 +76,8 @@ class HandlerForms(Pages):
                 document["timeout"] = float(timeout)
             except ValueError:
                 document["timeout"] = timeout  # refused below, with the API's message
-        document["events"] = form.getlist("events") or ["replies"]
-        if "status" in document["events"]:
+        document["events"] = events = form.getlist("events") or ["replies"]
+        if "status" in events:
             document["status_filter"] = form.get("status_filter") or "all"
         try:
             new = new_handler(document)
@@ -112,7 +112,7 @@ class HandlerForms(Pages):
     ) -> Response:
         """The handler's edit form: each field as typed, an empty one the default."""
         form: QueryParams = request.state.form
-        changes: dict[str, Any] = {}
+        changes: dict[str, object] = {}
         try:
             for name, kind in _EDITABLE.items():
                 if name not in form:
@@ -154,7 +154,7 @@ class HandlerForms(Pages):
 # The fields of the console's edit form, and how each is read (empty: the default).
 
 
-_EDITABLE: dict[str, Any] = {
+_EDITABLE: dict[str, Callable[[str], object]] = {
     "url": str,
     "timeout": float,
     "final_statuses": tuple,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from receiver.db.engine import Connection, one_row
 from receiver.ingest.recent import MinuteCounts
@@ -190,7 +189,7 @@ async def forward_counts(conn: Connection) -> dict[str, int]:
     return dict(await one_row(conn, _FORWARD_COUNTS))
 
 
-async def waiting_for_handlers(conn: Connection, limit: int = 20) -> list[Any]:
+async def waiting_for_handlers(conn: Connection, limit: int = 20) -> list[object]:
     """The user_data replies wait for a handler for: how many, since when; most first."""
     return list(await conn.fetch(_WAITING, limit))
 
@@ -202,20 +201,22 @@ async def conflict_count(conn: Connection, since: datetime) -> int:
 
 async def handler_health(
     conn: Connection, now: datetime | None = None
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, dict[str, object]]:
     """Per handler id, its forwards of the last day: delivered, retrying, dead, last error."""
     since = (now or datetime.now(UTC)) - timedelta(days=1)
     return {row["handler_id"]: dict(row) for row in await conn.fetch(_HANDLER_HEALTH, since)}
 
 
-async def replies_to(conn: Connection, sms_id: str) -> list[dict[str, Any]]:
+async def replies_to(conn: Connection, sms_id: str) -> list[dict[str, object]]:
     """The MOs routed as replies to the MT `sms_id`, with their rule."""
     return [dict(row) for row in await conn.fetch(_REPLIES, sms_id)]
 
 
-async def attempts_of(conn: Connection, forward_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+async def attempts_of(
+    conn: Connection, forward_ids: list[int]
+) -> dict[int, list[dict[str, object]]]:
     """Every attempt of each forward, oldest first."""
-    found: dict[int, list[dict[str, Any]]] = {i: [] for i in forward_ids}
+    found: dict[int, list[dict[str, object]]] = {i: [] for i in forward_ids}
     if forward_ids:
         for row in await conn.fetch(_ATTEMPTS, forward_ids):
             found[row["forward_id"]].append(dict(row))
@@ -228,7 +229,7 @@ async def conflicts(
     until: datetime | None,
     before_id: int | None,
     limit: int,
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     """Conflicting deliveries, newest first (a page of `limit`, before `before_id`)."""
     rows = await conn.fetch(_CONFLICTS, since, until, before_id, limit)
     return [dict(row) for row in rows]

@@ -179,9 +179,9 @@ class Console(HandlerForms):
                     404,
                     message=f"No SMS has the id {request.path_params['sms_id']!r}.",
                 )
-            events = [await event_detail(conn, e["event_id"]) for e in found["events"]]
+            events = [await event_detail(conn, str(e["event_id"])) for e in found["events"]]
             replies = await reads.replies_to(conn, found["id"])
-            forward_ids = [f["id"] for f in found["forwards"]]
+            forward_ids = [f["id"] for f in found["forwards"] if isinstance(f["id"], int)]
             attempts = await reads.attempts_of(conn, forward_ids)
             handlers = {h.id: h for h in await list_handlers(conn, query_values=session.admin)}
             sent = await conn.fetchrow(_SEND_OF, found["id"])

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 
-def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+def columns(rows: Iterable[tuple[object, ...]], width: int) -> list[list[object]]:
     """Transpose `rows` of `width` values into `width` lists, one per statement parameter."""
-    result: list[list[Any]] = [[] for _ in range(width)]
+    result: list[list[object]] = [[] for _ in range(width)]
     for row in rows:
         for column, value in zip(result, row, strict=True):
             column.append(value)

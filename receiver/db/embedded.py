@@ -10,16 +10,20 @@ import asyncio
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from receiver.settings import SettingsError
 
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
+
 DATABASE_NAME = "receiver"
 
 
-def _import_pgserver() -> Any:
+def _import_pgserver() -> ModuleType:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); pgserver
         # then falls back to a folder under /tmp, which is what we want.
@@ -35,19 +39,22 @@ def _import_pgserver() -> Any:
     return pgserver
 
 
-def start_embedded(data_dir: Path, *, cleanup: str = "stop") -> Any:
+def start_embedded(data_dir: Path, *, cleanup: str = "stop") -> PostgresServer:
     """Start (or join) the embedded server for `data_dir`; it stops when this process exits."""
     pgserver = _import_pgserver()
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pgserver.get_server(data_dir.resolve() / "postgres", cleanup_mode=cleanup)
+        server: PostgresServer = pgserver.get_server(
+            data_dir.resolve() / "postgres", cleanup_mode=cleanup
+        )
+        return server
 
 
-def embedded_database_url(server: Any) -> str:
+def embedded_database_url(server: PostgresServer) -> str:
     """The URL of the service's own database on `server`, created if it does not exist."""
     asyncio.run(ensure_database(server.get_uri("postgres"), DATABASE_NAME))
-    return str(server.get_uri(DATABASE_NAME))
+    return server.get_uri(DATABASE_NAME)
 
 
 async def ensure_database(admin_url: str, name: str) -> None:

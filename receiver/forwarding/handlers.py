@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -150,7 +151,7 @@ class HandlerView:
     failing_since: datetime | None = None
     previous_secret_until: datetime | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "id": self.id,
             "user_data": self.user_data,
@@ -363,18 +364,98 @@ async def find_handler(conn: Connection, handler_id: int) -> HandlerView | None:
     return _view(row) if row is not None else None
 
 
+class HandlerFields(TypedDict, total=False):
+    """The fields of a handler that change (CHANGEABLE), each of its own type."""
+
+    url: str
+    secret: str | None
+    timeout: float
+    events: tuple[str, ...]
+    status_filter: str | None
+    final_statuses: tuple[int, ...]
+    max_in_flight: int | None
+    rate: float | None
+    attempts: int | None
+    first_retry: float | None
+    notify_url: str | None
+
+
+def handler_fields(document: Mapping[str, object]) -> HandlerFields:
+    """The changeable fields that `document` holds, checked for their JSON types (their
+    ranges are `NewHandler.validated`'s to check); raises `HandlerError` for a field that
+    is not changeable or not of its type."""
+    unknown = sorted(set(document) - set(CHANGEABLE))
+    if unknown:
+        raise HandlerError(f"cannot change {', '.join(unknown)}: only {', '.join(CHANGEABLE)}")
+    found: HandlerFields = {}
+    if "url" in document:
+        url = _text("url", document["url"])
+        if url is None:
+            raise HandlerError("url must be a string")
+        found["url"] = url
+    if "secret" in document:
+        found["secret"] = _text("secret", document["secret"])
+    if "timeout" in document:
+        timeout = _number("timeout", document["timeout"])
+        if timeout is None:
+            raise HandlerError("timeout must be a number of seconds")
+        found["timeout"] = timeout
+    if "events" in document:
+        events = document["events"]
+        if not isinstance(events, list | tuple) or not all(isinstance(e, str) for e in events):
+            raise HandlerError("events must be a list of strings")
+        found["events"] = tuple(str(e) for e in events)
+    if "status_filter" in document:
+        found["status_filter"] = _text("status_filter", document["status_filter"])
+    if "final_statuses" in document:
+        statuses = document["final_statuses"]
+        if statuses is not None and (
+            not isinstance(statuses, list | tuple)
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in statuses)
+        ):
+            raise HandlerError("final_statuses must be a list of HTTP statuses")
+        found["final_statuses"] = tuple(int(x) for x in statuses or ())
+    if "max_in_flight" in document:
+        found["max_in_flight"] = _whole("max_in_flight", document["max_in_flight"])
+    if "rate" in document:
+        found["rate"] = _number("rate", document["rate"])
+    if "attempts" in document:
+        found["attempts"] = _whole("attempts", document["attempts"])
+    if "first_retry" in document:
+        found["first_retry"] = _number("first_retry", document["first_retry"])
+    if "notify_url" in document:
+        found["notify_url"] = _text("notify_url", document["notify_url"])
+    return found
+
+
+def _text(name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise HandlerError(f"{name} must be a string")
+    return value
+
+
+def _whole(name: str, value: object) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise HandlerError(f"{name} must be a whole number")
+    return value
+
+
+def _number(name: str, value: object) -> float | None:
+    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+        raise HandlerError(f"{name} must be a number")
+    return float(value) if value is not None else None
+
+
 async def update_handler(
     conn: Connection,
     handler_id: int,
-    changes: dict[str, Any],
+    changes: Mapping[str, object],
     destinations: Destinations = ANYWHERE,
 ) -> HandlerView | None:
     """Change what `changes` names (CHANGEABLE) of a handler, keeping its id, its
     user_data and its forwards; None when there is no such handler. A `None` value of a
     policy field (or of `secret`, `notify_url`) sets it back to the default (none)."""
-    unknown = sorted(set(changes) - set(CHANGEABLE))
-    if unknown:
-        raise HandlerError(f"cannot change {', '.join(unknown)}: only {', '.join(CHANGEABLE)}")
+    fields = handler_fields(changes)
     row = await conn.fetchrow("SELECT * FROM handlers WHERE id = $1 FOR UPDATE", handler_id)
     if row is None:
         return None
@@ -394,15 +475,11 @@ async def update_handler(
         first_retry=current.first_retry,
         notify_url=row["notify_url"],
     )
-    fields = dict(changes)
     if "events" in fields:
-        fields["events"] = tuple(fields["events"])
         if "status" in fields["events"] and "status_filter" not in fields:
             fields["status_filter"] = merged.status_filter or "all"
         if "status" not in fields["events"]:
             fields["status_filter"] = None
-    if "final_statuses" in fields:
-        fields["final_statuses"] = tuple(fields["final_statuses"] or ())
     new = dataclasses.replace(merged, **fields).validated(destinations, check_url="url" in changes)
     if "url" in changes:
         refused = await destinations.check_now(new.url, unresolved_ok=True)
@@ -428,7 +505,7 @@ async def rotate_secret(
     return (_view(row), secret) if row is not None else None
 
 
-def _columns(new: NewHandler) -> tuple[Any, ...]:
+def _columns(new: NewHandler) -> tuple[object, ...]:
     """The columns from `url` to `notify_url`, in the order _INSERT and _UPDATE take them."""
     return (
         new.url,

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from receiver.db.engine import Connection, one_row
+from receiver.db.engine import Connection, Record, one_row
 
 _HANDLERS = """
 SELECT h.id,
@@ -60,9 +59,9 @@ class Silence:
     """SMS accepted since the last report."""
 
 
-async def troubled_handlers(conn: Connection) -> list[dict[str, Any]]:
+async def troubled_handlers(conn: Connection) -> list[Record]:
     """The handlers failing or disabled, with the forwards waiting for each."""
-    return [dict(row) for row in await conn.fetch(_HANDLERS)]
+    return await conn.fetch(_HANDLERS)
 
 
 async def silence(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -149,7 +148,7 @@ class WebhookEndpoint:
                 _deliveries("retry").inc()
             if outcome.conflict:
                 _deliveries("conflict").inc()
-        fields: dict[str, Any]
+        fields: dict[str, object]
         if outcome is None:
             level, fields = "warning", {}
         elif outcome.result is Result.INVALID:

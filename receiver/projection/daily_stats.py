@@ -28,7 +28,6 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import structlog
 
@@ -202,7 +201,7 @@ INSERT INTO stats_changes (day) SELECT DISTINCT day FROM gone
 class Window:
     """The outcome rows and traffic counts of a window, from kept days and live counts."""
 
-    rows: list[Any] = field(default_factory=list)
+    rows: list[Record] = field(default_factory=list)
     traffic: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRAFFIC, 0))
 
     def add_traffic(self, row: Record) -> None:

@@ -8,7 +8,6 @@ events are read in, and reading one again changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from receiver.callr.sends import SendStep, Step
 from receiver.db.engine import Connection
@@ -65,7 +64,7 @@ async def apply_steps(conn: Connection, steps: Sequence[SendStep]) -> None:
         )
 
 
-def _request_row(step: SendStep) -> tuple[Any, ...]:
+def _request_row(step: SendStep) -> tuple[object, ...]:
     d = step.document
     return (
         step.send_id,

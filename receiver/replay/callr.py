@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
 from receiver.callr.envelope import Envelope
 from receiver.callr.own import api_sms_event
 from receiver.callr.sms import SmsInvalid
-from receiver.db.engine import Pool
+from receiver.db.engine import Pool, Record
 from receiver.db.rate import SharedRate
 from receiver.projection.apply import store_and_apply
 
@@ -72,8 +72,13 @@ SELECT hash, type, endpoint, created_at FROM callr_subscriptions ORDER BY create
 
 
 async def subscribe(
-    pool: Pool, api: CallrApi, *, url: str, types: Sequence[str], options: dict[str, Any] | None
-) -> list[dict[str, Any]]:
+    pool: Pool,
+    api: CallrApi,
+    *,
+    url: str,
+    types: Sequence[str],
+    options: Mapping[str, object] | None,
+) -> list[dict[str, object]]:
     """`webhooks.subscribe` for each type; each webhook CALLR makes is kept as it answers."""
     made = []
     for event_type in types:
@@ -88,13 +93,13 @@ async def subscribe(
     return made
 
 
-async def subscriptions(pool: Pool) -> list[Any]:
+async def subscriptions(pool: Pool) -> list[Record]:
     """The subscriptions kept, oldest first."""
     async with pool.acquire() as conn:
-        return list(await conn.fetch(_SUBSCRIPTIONS))
+        return await conn.fetch(_SUBSCRIPTIONS)
 
 
-def _without_secret(hook: dict[str, Any]) -> dict[str, Any]:
+def _without_secret(hook: dict[str, object]) -> dict[str, object]:
     kept = dict(hook)
     options = kept.get("options")
     if isinstance(options, dict) and options.get("hmac_secret"):

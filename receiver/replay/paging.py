@@ -87,7 +87,7 @@ class EventFilter:
     sms_id: str | None = None
     states: tuple[str, ...] = ()
 
-    def arguments(self) -> list[Any]:
+    def arguments(self) -> list[object]:
         return [
             self.since,
             self.until,
@@ -116,16 +116,16 @@ class Pager:
     previous page and the page size, the position of a row, and the first position."""
 
     sql: str
-    arguments: tuple[Any, ...]
-    position: Callable[[Any], tuple[Any, ...]]
-    start: tuple[Any, ...]
+    arguments: tuple[object, ...]
+    position: Callable[[Any], tuple[object, ...]]
+    start: tuple[object, ...]
 
 
-def _by_received(row: Record) -> tuple[Any, ...]:
+def _by_received(row: Record) -> tuple[object, ...]:
     return (row["received_at"], row["event_id"])
 
 
-def by_sms(row: Record) -> tuple[Any, ...]:
+def by_sms(row: Record) -> tuple[object, ...]:
     return (row["sms_id"], row["received_at"], row["event_id"])
 
 

@@ -82,7 +82,7 @@ class SendRequest:
     nature: str | None = None
     encoding: Literal["gsm", "unicode"] | None = None
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {
             "to": self.to,
             "text": self.text,
@@ -147,7 +147,7 @@ def read_key(value: str | None) -> str | None:
     return value
 
 
-def _optional(document: dict[str, Any], name: str) -> str | None:
+def _optional(document: dict[str, object], name: str) -> str | None:
     value = document.get(name)
     if value is None or value == "":
         return None
@@ -346,7 +346,7 @@ async def settle(
         return None
     if row["state"] != sends.SendState.UNKNOWN:
         raise NotSettled(f"only an unknown send is settled; this one is {row['state']}")
-    fields: dict[str, Any] = {"state": state.value, "attempt": row["attempts"]}
+    fields: dict[str, object] = {"state": state.value, "attempt": row["attempts"]}
     if state is sends.SendState.ACCEPTED:
         if not sms_id:
             raise Invalid("sms_id", "an accepted send needs CALLR's SMS id")
@@ -375,7 +375,7 @@ async def settle(
 
 def message_of(
     row: Record, *, parts: int | None = None, encoding: str | None = None
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """What the message record of an accepted send takes from it, with the `parts` and
     `encoding` CALLR's answer gave (never the receiver's estimate)."""
     message = {
@@ -392,7 +392,7 @@ def message_of(
     return message
 
 
-def view(row: Record) -> dict[str, Any]:
+def view(row: Record) -> dict[str, object]:
     """A send as the API shows it: parts and encoding CALLR's once it reported them."""
     parts = parts_of(row["text"], row["forced_encoding"])
     billed = row["callr_parts"] is not None

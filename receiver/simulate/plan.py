@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from receiver.callr.sms import V1_NAMES
 from receiver.status import Status
@@ -74,7 +73,13 @@ class Delivery:
     outbound: bool
     step: int
     status: Status
-    document: dict[str, Any]
+    document: dict[str, object]
+
+    def tried(self, attempt: int) -> dict[str, object]:
+        """The document as CALLR sends it on its `attempt`-th retry (`try` counted on)."""
+        tried = self.document["try"]
+        assert isinstance(tried, int)  # the plan writes it
+        return {**self.document, "try": tried + attempt}
 
 
 class Plan:
@@ -150,8 +155,7 @@ class Plan:
 
 
 def _with(delivery: Delivery, *, attempt: int = 0, subscription: str | None = None) -> Delivery:
-    document = dict(delivery.document)
-    document["try"] = document["try"] + attempt
+    document = delivery.tried(attempt)
     if subscription is not None:
         key = "sid" if "sid" in document else "hook_hash"
         document[key] = f"{subscription}{document[key]}"[:8]
@@ -179,7 +183,7 @@ def _reached(path: tuple[Status, ...], times: list[datetime], status: Status) ->
 
 def _v1(
     event_id: str, sms_id: str, path: tuple[Status, ...], times: list[datetime], *, history: bool
-) -> dict[str, Any]:
+) -> dict[str, object]:
     sent, received = _reached(path, times, S), _reached(path, times, D)
     status = path[-1]
     return {
@@ -220,7 +224,7 @@ def _v1(
 
 def _v2(
     event_id: str, sms_id: str, path: tuple[Status, ...], times: list[datetime], *, history: bool
-) -> dict[str, Any]:
+) -> dict[str, object]:
     sent, delivered = _reached(path, times, S), _reached(path, times, D)
     status = path[-1]
     return {
@@ -257,7 +261,7 @@ def _v2(
     }
 
 
-def _v1_mo(event_id: str, sms_id: str, at: datetime) -> dict[str, Any]:
+def _v1_mo(event_id: str, sms_id: str, at: datetime) -> dict[str, object]:
     return {
         "event_id": event_id,
         "event_at": at.isoformat().replace("+00:00", "Z"),
@@ -291,7 +295,7 @@ def _v1_mo(event_id: str, sms_id: str, at: datetime) -> dict[str, Any]:
     }
 
 
-def _v2_mo(event_id: str, sms_id: str, at: datetime) -> dict[str, Any]:
+def _v2_mo(event_id: str, sms_id: str, at: datetime) -> dict[str, object]:
     return {
         "id": event_id,
         "at": at.isoformat().replace("+00:00", "Z"),

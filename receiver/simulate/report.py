@@ -4,10 +4,33 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from receiver.simulate.plan import Delivery
 from receiver.status import Status
+
+
+class Expected(TypedDict):
+    """What the receiver should hold after the simulation."""
+
+    events: int
+    messages: int
+    outbound: int
+    inbound: int
+    final_statuses: dict[str, int]
+
+
+class Summary(TypedDict):
+    """A simulation's figures, as printed and as `--json` writes them."""
+
+    requests: int
+    seconds: float
+    requests_per_second: float
+    answers: dict[str, int]
+    latency_ms: dict[str, float] | None
+    planned_deliveries: int
+    unacknowledged: int
+    expected: Expected
 
 
 @dataclass
@@ -33,7 +56,7 @@ class Report:
         if delivery.outbound:
             self.outbound.add(delivery.sms_id)
 
-    def expected(self) -> dict[str, Any]:
+    def expected(self) -> Expected:
         finals = Counter(
             status.value for sms, (_, status) in self.reached.items() if sms in self.outbound
         )
@@ -45,7 +68,7 @@ class Report:
             "final_statuses": dict(sorted(finals.items())),
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         ordered = sorted(self.latencies)
 
         def at(q: float) -> float:

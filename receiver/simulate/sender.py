@@ -60,10 +60,7 @@ async def simulate(
         async def send(delivery: Delivery) -> None:
             first = time.perf_counter()
             for attempt in range(max_tries):
-                document = delivery.document
-                if attempt:
-                    document = {**document, "try": document["try"] + attempt}
-                body = orjson.dumps(document)
+                body = orjson.dumps(delivery.tried(attempt))
                 sent = time.perf_counter()
                 try:
                     response = await client.post(url, content=body, headers=signer.headers(body))

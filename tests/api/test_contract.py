@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
@@ -21,7 +22,7 @@ from testkit.support import running
 from tests.conftest import SettingsFactory
 
 ROUTES = api_routes(Tokens(readers=["r" * 20]))
-DESCRIPTION = describe(ROUTES)
+DESCRIPTION: dict[str, Any] = describe(ROUTES)  # read as JSON
 OPERATIONS = [
     (route.described_path, op)
     for route in ROUTES

@@ -100,7 +100,7 @@ def documents() -> Iterator[dict[str, Any]]:
     """CALLR's examples, and one event of each kind the simulator sends."""
     for name in EXAMPLE_NAMES:
         yield json.loads(example(name))
-    kinds: set[tuple[str, bool]] = set()
+    kinds: set[tuple[object, bool]] = set()
     for delivery in Plan(40, Mix(), seed=5).deliveries():
         document = delivery.document
         kind = (document["type"], bool(document.get("data", document.get("payload"))))

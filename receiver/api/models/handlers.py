@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     ConfigDict,
     Field,
 )
+from pydantic.config import JsonDict
 
 from receiver.api.models.base import (
     Answer,
@@ -69,14 +70,15 @@ _URL = "^https?://[^/?#\\s\\u0000-\\u001f\\u007f-\\u009f][^\\s\\u0000-\\u001f\\u
 _SECRET = "^(whsec_)?([A-Za-z0-9+/]{4}){8,}([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"  # noqa: S105
 
 
-def _or_null(constraints: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+def _or_null(constraints: JsonDict) -> Callable[[JsonDict], None]:
     """`constraints` on an optional field's value, where JSON Schema reads them: in the
     branch of its `anyOf` that is not null (beside it they would refuse the null the
     field takes, and OpenAPI validators refuse the schema)."""
 
-    def extra(schema: dict[str, Any]) -> None:
-        for option in schema.get("anyOf", [schema]):
-            if option.get("type") != "null":
+    def extra(schema: JsonDict) -> None:
+        options = schema.get("anyOf", [schema])
+        for option in options if isinstance(options, list) else []:
+            if isinstance(option, dict) and option.get("type") != "null":
                 option.update(constraints)
 
     return extra

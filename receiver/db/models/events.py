@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -146,7 +145,7 @@ class Delivery(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     subscription: Mapped[str | None] = mapped_column(Text)
     remote_addr: Mapped[str | None] = mapped_column(Text)
-    headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    headers: Mapped[dict[str, object]] = mapped_column(JSONB)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (
