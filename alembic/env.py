@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from receiver.db.engine import sqlalchemy_url
+from receiver.db.migrate import oldest_code
 from receiver.db.models import Base
 
 # Any constant works; it only has to be the same for every receiver process.
@@ -34,10 +35,30 @@ def _run(connection: Connection) -> None:
         context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)
         with context.begin_transaction():
             context.run_migrations()
+            _record_compatibility(connection)
         connection.commit()
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
         connection.commit()
+
+
+def _record_compatibility(connection: Connection) -> None:
+    """Record the oldest code that runs on the schema this run left (receiver.db.migrate's
+    `Schema` reads it), once the table for it exists."""
+    revision = context.get_context().get_current_revision()
+    if (
+        revision is None
+        or connection.scalar(text("SELECT to_regclass('schema_compatibility')")) is None
+    ):
+        return
+    connection.execute(
+        text(
+            "INSERT INTO schema_compatibility (revision, oldest_code) VALUES (:revision, :oldest)"
+            " ON CONFLICT (revision) DO UPDATE SET oldest_code = EXCLUDED.oldest_code,"
+            " migrated_at = now()"
+        ),
+        {"revision": revision, "oldest": oldest_code(context.script, revision)},
+    )
 
 
 async def _run_online() -> None:

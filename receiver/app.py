@@ -22,7 +22,6 @@ from receiver.api.routes import api_routes
 from receiver.background import destinations, projector, work_of
 from receiver.console import console_routes
 from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
-from receiver.db.migrate import head_revision
 from receiver.health import Readiness, healthz
 from receiver.http import (
     BodyLimit,
@@ -160,7 +159,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route(webhook_path, endpoint.receive, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", Readiness(head_revision()).readyz, methods=["GET"]),
+        Route("/readyz", Readiness().readyz, methods=["GET"]),
         Route(
             "/metrics",
             MetricsEndpoint(

@@ -1,11 +1,11 @@
-"""`/healthz`: the process answers. `/readyz`: the database answers and its schema is current."""
+"""`/healthz`: the process answers. `/readyz`: the database answers, at a schema this code
+runs on."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,31 +21,22 @@ async def healthz(request: Request) -> Response:
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
-    """Readiness against the schema revision this code was written for."""
+    """Readiness: the database answers, at a schema this code runs on (its own head, or
+    a newer one whose migrations recorded that this code runs on it)."""
 
-    head: str
     timeout: float = 2.0
 
     async def readyz(self, request: Request) -> Response:
-        """200 when the database answers at the expected schema revision, 503 otherwise."""
+        """200 when the database answers at a schema this code runs on, 503 otherwise."""
         try:
             async with asyncio.timeout(self.timeout), request.state.pool.acquire() as conn:
-                revision = await conn.fetchval("SELECT version_num FROM alembic_version")
-        except asyncpg.exceptions.UndefinedTableError:
-            return _unready("the database has no schema: run `receiver migrate`")
+                schema = await migrate.read_schema(conn)
         except UNAVAILABLE_ERRORS:
             return _unready("the database is unavailable")
-        if revision != self.head:
-            if not migrate.known(revision):
-                return _unready(
-                    f"the schema is at revision {revision}, which this code ({self.head}) does"
-                    " not know: a newer release migrated it"
-                )
-            return _unready(
-                f"the schema is at revision {revision}, this code expects {self.head}: "
-                "run `receiver migrate`"
-            )
-        return JSONResponse({"status": "ready", "schema": revision})
+        problem = schema.problem()
+        if problem is not None:
+            return _unready(f"the database {problem}")
+        return JSONResponse({"status": "ready", "schema": schema.revision, "head": schema.head})
 
 
 def _unready(reason: str) -> Response:

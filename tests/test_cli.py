@@ -167,7 +167,8 @@ def test_a_database_a_newer_release_migrated_is_left_alone(empty_database_url: s
     said = (
         f"receiver: the database {describe(empty_database_url)} is at schema revision"
         f" from_a_newer_release, which this receiver ({migrate.head_revision()}) does not"
-        " know: a newer release migrated it; run that release\n"
+        " know: a newer release migrated it and recorded no older code that runs on it;"
+        " run that release\n"
     )
     # `migrate` was alembic's traceback; the others told to run `migrate`.
     for command in [("migrate",), ("handlers", "list")]:
@@ -311,7 +312,7 @@ def test_a_database_that_never_answers_is_named_with_the_timeout(
         silent.listen()
         url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/receiver"
         with pytest.raises(database.DatabaseNotReady) as refused:
-            asyncio.run(database._schema_revision(url))
+            database.upgrade(url)
     assert str(refused.value) == f"cannot reach the database {url}: TimeoutError"
 
 

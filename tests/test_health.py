@@ -16,7 +16,8 @@ async def test_readyz_is_ready_at_the_schema_head(make_settings: SettingsFactory
     async with running(create_app(make_settings())) as client:
         response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "schema": migrate.head_revision()}
+    head = migrate.head_revision()
+    assert response.json() == {"status": "ready", "schema": head, "head": head}
 
 
 async def test_readyz_is_unready_without_a_schema(
@@ -43,6 +44,7 @@ async def test_readyz_says_when_a_newer_release_migrated_the_database(
     assert response.status_code == 503
     assert response.json() == {
         "status": "unready",
-        "reason": "the schema is at revision from_a_newer_release, which this code"
-        f" ({migrate.head_revision()}) does not know: a newer release migrated it",
+        "reason": "the database is at schema revision from_a_newer_release, which this code"
+        f" ({migrate.head_revision()}) does not know: a newer release migrated it and"
+        " recorded no older code that runs on it; run that release",
     }

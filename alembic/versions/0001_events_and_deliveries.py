@@ -15,6 +15,8 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Not: the first: no release ran before it.
+backward_compatible = False
 
 
 def upgrade() -> None:

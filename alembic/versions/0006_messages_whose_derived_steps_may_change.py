@@ -14,6 +14,8 @@ revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The release before runs on the schema this leaves: it only adds.
+backward_compatible = True
 
 
 def upgrade() -> None:

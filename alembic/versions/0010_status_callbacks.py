@@ -16,6 +16,9 @@ revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Not: it drops forwards' unique event_id, which the release before's ON CONFLICT
+# names.
+backward_compatible = False
 
 _LIVE = sa.text("state IN ('pending', 'in_flight')")
 

@@ -17,6 +17,8 @@ revision: str = "0011"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The release before runs on the schema this leaves: it only adds.
+backward_compatible = True
 
 
 # What a page of a number search needs, read from the index alone.

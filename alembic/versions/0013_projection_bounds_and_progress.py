@@ -21,6 +21,8 @@ revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The release before runs on the schema this leaves: it only adds.
+backward_compatible = True
 
 
 def upgrade() -> None:

@@ -23,6 +23,9 @@ revision: str = "0018"
 down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The release before runs on the schema this leaves (its projectors and these take
+# turns, above).
+backward_compatible = True
 
 PARTS = 16
 

@@ -33,6 +33,9 @@ revision: str = "0019"
 down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Not: it drops sends' unique idempotency key, which keeps a key to one send in the
+# release before.
+backward_compatible = False
 
 _OWN_FORM = """(
     e.type LIKE 'receiver.%' OR e.type LIKE 'callr.api.%'

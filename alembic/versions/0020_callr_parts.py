@@ -22,6 +22,8 @@ revision: str = "0020"
 down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The release before runs on the schema this leaves: it changes data only.
+backward_compatible = True
 
 
 def upgrade() -> None:

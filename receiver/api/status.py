@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from receiver.api.models import ServiceStatus, answer
 from receiver.db.engine import Record
+from receiver.db.migrate import read_schema
 from receiver.forwarding.watch import silence, troubled_handlers
 from receiver.projection.backlog import backlog
 
@@ -32,11 +33,12 @@ def _handler(row: Record) -> dict[str, object]:
 
 async def status(request: Request) -> Response:
     """The projection's backlog and whether it is stalled, the handlers failing or disabled,
-    whether CALLR has gone silent, the schema revision and this release."""
+    whether CALLR has gone silent, the schema revision (and whether this release runs on
+    it) and this release."""
     settings = request.app.state.settings
     async with request.state.api_pool.acquire() as conn:
         behind = await backlog(conn)
-        schema = await conn.fetchval("SELECT version_num FROM alembic_version")
+        schema = await read_schema(conn)
         troubled = await troubled_handlers(conn)
         quiet = await silence(conn, settings.webhooks_silent_after)
     now = datetime.now(UTC)
@@ -62,7 +64,9 @@ async def status(request: Request) -> Response:
                 "last_report_at": _iso(quiet.last_report_at),
                 "unreported_sends": quiet.unreported,
             },
-            "schema": schema,
+            "schema": schema.revision,
+            "schema_head": schema.head,
+            "schema_compatible": schema.compatible,
             "version": version("receiver"),
         },
     )

@@ -55,47 +55,40 @@ def open_migrated_database(settings: Settings) -> Database:
     """`open_database` for a command that reads or writes the tables.
 
     The embedded database is brought to the latest schema, as `serve` does; an
-    external one must already be there (`receiver migrate` is never implicit for
-    it). Raises `DatabaseNotReady`, saying what to do, when it cannot be used.
+    external one must already be at a schema this code runs on (`receiver migrate`
+    is never implicit for it). Raises `DatabaseNotReady`, saying what to do, when it
+    cannot be used.
     """
     database = open_database(settings)
-    head = migrate.head_revision()
-    revision = asyncio.run(_schema_revision(database.url))
-    if revision == head:
+    schema = asyncio.run(_schema(database.url))
+    if schema.compatible:
         return database
-    if revision is not None:
-        _refuse_newer(database.url, revision)
-    if database.embedded:
+    if database.embedded and not schema.newer:
         migrate.upgrade(database.url)
         return database
-    where = describe(database.url)
-    if revision is None:
-        raise DatabaseNotReady(f"the database {where} has no schema: run `receiver migrate`")
-    raise DatabaseNotReady(
-        f"the database {where} is at schema revision {revision}, this receiver needs {head}:"
-        " run `receiver migrate`"
-    )
+    raise DatabaseNotReady(_refusal(database.url, schema))
 
 
-def upgrade(url: str) -> None:
-    """Bring the schema to this code's head; refuses a schema a newer release made."""
-    revision = asyncio.run(_schema_revision(url))
-    if revision is not None:
-        _refuse_newer(url, revision)
+def upgrade(url: str) -> str:
+    """Bring the schema to this code's head, and say the revision it is at. A newer
+    release's schema is left as it is: nothing to do when this code runs on it,
+    refused when it does not."""
+    schema = asyncio.run(_schema(url))
+    if schema.newer:
+        if not schema.compatible:
+            raise DatabaseNotReady(_refusal(url, schema))
+        assert schema.revision is not None  # a newer one is one
+        return schema.revision
     migrate.upgrade(url)
+    return schema.head
 
 
-def _refuse_newer(url: str, revision: str) -> None:
-    if not migrate.known(revision):
-        raise DatabaseNotReady(
-            f"the database {describe(url)} is at schema revision {revision}, which this"
-            f" receiver ({migrate.head_revision()}) does not know: a newer release migrated"
-            " it; run that release"
-        )
+def _refusal(url: str, schema: migrate.Schema) -> str:
+    return f"the database {describe(url)} {schema.problem(who='this receiver')}"
 
 
-async def _schema_revision(url: str) -> str | None:
-    """The database's alembic revision; None when it has no schema."""
+async def _schema(url: str) -> migrate.Schema:
+    """The database's schema beside this code's."""
     try:
         conn = await asyncpg.connect(asyncpg_dsn(url), timeout=CONNECT_TIMEOUT)
     except UNAVAILABLE_OR_REFUSED as error:
@@ -103,9 +96,6 @@ async def _schema_revision(url: str) -> str | None:
             f"cannot reach the database {describe(url)}: {str(error) or type(error).__name__}"
         ) from None
     try:
-        revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
-    except asyncpg.exceptions.UndefinedTableError:
-        return None
+        return await migrate.read_schema(conn)
     finally:
         await conn.close()
-    return revision

@@ -29,7 +29,6 @@ from receiver.cli.database import (
     open_database,
     upgrade,
 )
-from receiver.db import migrate
 from receiver.db.engine import (
     UNAVAILABLE_OR_REFUSED,
     asyncpg_dsn,
@@ -135,8 +134,8 @@ def run_migrations(args: argparse.Namespace) -> int:
     """Bring the database schema to the latest revision."""
     settings = configured()
     database = open_database(settings)
-    upgrade(database.url)
-    log.info("migrated", database=describe(database.url), revision=migrate.head_revision())
+    revision = upgrade(database.url)
+    log.info("migrated", database=describe(database.url), revision=revision)
     return 0
 
 

@@ -1,15 +1,19 @@
-"""Alembic, driven from code: upgrade, check for drift, and read the head revision."""
+"""Alembic, driven from code: upgrade, check for drift, read the head revision, and
+tell whether this code runs on the database's schema."""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import receiver
+from receiver.db.engine import Connection
 
 _PACKAGE_DIR = Path(receiver.__file__).resolve().parent
 
@@ -65,3 +69,76 @@ def known(revision: str) -> bool:
 def _revisions() -> frozenset[str]:
     script = ScriptDirectory.from_config(alembic_config(""))
     return frozenset(each.revision for each in script.walk_revisions())
+
+
+def oldest_code(script: ScriptDirectory, revision: str) -> str:
+    """The oldest code revision that runs on the schema `revision` leaves: back from it
+    for as long as each migration declares that the code before it runs on what it
+    leaves (`backward_compatible`; a migration that does not say is taken for no)."""
+    oldest = revision
+    migration = script.get_revision(revision)
+    while (
+        migration is not None
+        and getattr(migration.module, "backward_compatible", False) is True
+        and isinstance(migration.down_revision, str)
+    ):
+        oldest = migration.down_revision
+        migration = script.get_revision(oldest)
+    return oldest
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """The database's schema revision beside this code's, and whether this code runs on it."""
+
+    revision: str | None
+    head: str
+    oldest_code: str | None = None
+    """What the migrations recorded of `revision`: the oldest code that runs on it."""
+
+    @property
+    def newer(self) -> bool:
+        """A newer release migrated it: a revision this code does not know."""
+        return self.revision is not None and not known(self.revision)
+
+    @property
+    def compatible(self) -> bool:
+        """This code runs on it: its own head, or a newer revision whose record names
+        code at or before this code's head (the migrations are one line)."""
+        if self.revision == self.head:
+            return True
+        return self.newer and self.oldest_code is not None and known(self.oldest_code)
+
+    def problem(self, *, who: str = "this code") -> str | None:
+        """Why this code cannot serve on the schema, saying what to do; None when it can."""
+        if self.revision is None:
+            return "has no schema: run `receiver migrate`"
+        if self.compatible:
+            return None
+        if not self.newer:
+            return (
+                f"is at schema revision {self.revision}, {who} needs {self.head}:"
+                " run `receiver migrate`"
+            )
+        said = (
+            f"is at schema revision {self.revision}, which {who} ({self.head}) does not know:"
+            " a newer release migrated it"
+        )
+        if self.oldest_code is None:
+            return said + " and recorded no older code that runs on it; run that release"
+        return said + f" for code from {self.oldest_code} on; run that release"
+
+
+async def read_schema(conn: Connection) -> Schema:
+    """The database's `Schema` for this code, read on `conn`."""
+    head = head_revision()
+    try:
+        revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
+    except asyncpg.exceptions.UndefinedTableError:
+        return Schema(None, head)
+    oldest: str | None = None
+    if revision != head and await conn.fetchval("SELECT to_regclass('schema_compatibility')"):
+        oldest = await conn.fetchval(
+            "SELECT oldest_code FROM schema_compatibility WHERE revision = $1", revision
+        )
+    return Schema(revision, head, oldest)

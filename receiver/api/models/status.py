@@ -84,4 +84,9 @@ class ServiceStatus(Answer):
     handlers: HandlersHealth
     webhooks: WebhooksHealth
     schema_: str | None = Field(alias="schema", description="the database's schema revision")
+    schema_head: str = Field(description="the schema revision this release was written for")
+    schema_compatible: bool = Field(
+        description="this release runs on the database's schema: its own head, or a newer"
+        " revision whose migrations recorded that it does"
+    )
     version: str = Field(description="this release of the receiver")

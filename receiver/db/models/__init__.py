@@ -14,6 +14,7 @@ from receiver.db.models.forwarding import (
     HandlerNotice,
 )
 from receiver.db.models.messages import Message, Observation, Transition
+from receiver.db.models.schema import SchemaCompatibility
 from receiver.db.models.sending import Send, SendClaim
 from receiver.db.models.stats import Prune, StatsChange, StatsDay, StatsRow
 
@@ -40,6 +41,7 @@ __all__ = [
     "ProjectionProgress",
     "Prune",
     "Reconciliation",
+    "SchemaCompatibility",
     "Send",
     "SendClaim",
     "StatsChange",
