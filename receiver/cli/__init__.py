@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 
 from receiver.cli.arguments import whole
+from receiver.cli.backup import add_backup_commands
 from receiver.cli.callr import add_callr_commands
 from receiver.cli.database import DatabaseNotReady
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_callr_commands(commands)
     add_token_commands(commands)
     add_send_command(commands)
+    add_backup_commands(commands)
     return parser
 
 

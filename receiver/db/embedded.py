@@ -39,6 +39,16 @@ def _import_pgserver() -> ModuleType:
     return pgserver
 
 
+def embedded_bindir() -> Path | None:
+    """Where the embedded server's own programs are; None when it is not installed."""
+    try:
+        pgserver = _import_pgserver()
+    except SettingsError:
+        return None
+    folder = Path(str(pgserver.__file__)).parent / "pginstall" / "bin"
+    return folder if folder.is_dir() else None
+
+
 def start_embedded(data_dir: Path, *, cleanup: str = "stop") -> PostgresServer:
     """Start (or join) the embedded server for `data_dir`; it stops when this process exits."""
     pgserver = _import_pgserver()
