@@ -1,5 +1,6 @@
-"""Trying again: how long to wait (one value for every retry of the receiver), and how a
-batch that one item made fail gets the others through.
+"""Trying again: how long to wait (one value for every retry of the receiver), how a
+batch that one item made fail gets the others through, and how failures in a row are
+said (once a minute, and once more when they end).
 
 Forwards to handlers, sends to CALLR, calls to CALLR's API, the projector after a
 failed batch and LISTEN after a lost connection each name a `Backoff`; none computes
@@ -9,9 +10,12 @@ its own waits.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
+
+import structlog
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -65,3 +69,46 @@ async def isolating(
             for half in halves
         ]
         return join(first, second)
+
+
+class Failures:
+    """Failures in a row of one path (a loop, the webhook's writer): the first said at
+    once, the next at most once every `every` seconds with how many came between (an
+    outage is a line a minute, not one a request or a traceback a second), and a line
+    when one succeeds again; with a `backoff`, the pause before the next try."""
+
+    def __init__(self, logger: str, *, backoff: Backoff | None = None, every: float = 60.0) -> None:
+        self._log = structlog.get_logger(logger)
+        self._backoff = backoff
+        self._every = every
+        self.count = 0
+        self._unsaid = 0
+        self._said_at = -every
+
+    def add(
+        self, event: str, error: BaseException, *, traceback: bool = False, **fields: object
+    ) -> None:
+        self.count += 1
+        self._unsaid += 1
+        now = time.monotonic()
+        if now - self._said_at < self._every:
+            return
+        said = {"error": repr(error), "failures": self._unsaid, **fields}
+        if self._backoff is not None:
+            said["retry_in"] = self.pause()
+        if traceback:
+            self._log.error(event, exc_info=error, **said)
+        else:
+            self._log.warning(event, **said)
+        self._said_at, self._unsaid = now, 0
+
+    def pause(self) -> float:
+        assert self._backoff is not None, "no backoff given"
+        return self._backoff.delay(self.count)
+
+    def clear(self, event: str) -> None:
+        """A success: said (`event`, with how many failures it ends) after failures."""
+        if self.count:
+            self._log.info(event, failures=self.count)
+        self.count = self._unsaid = 0
+        self._said_at = -self._every

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -32,6 +34,9 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.InternalServerError,
+    # Several hosts, none writable (a failover under way), or one that became read-only.
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 # The database away, or refusing what was asked (not migrated, a statement cancelled):
@@ -64,19 +69,90 @@ async def one_row(conn: Connection, sql: str, *args: object) -> asyncpg.Record:
     return row
 
 
+# A libpq URL: `postgresql://user:password@h1:5432,h2:5432/db?target_session_attrs=...`;
+# several hosts are written as libpq and asyncpg read them, which SQLAlchemy's URL does
+# not: they are moved to its `host` query parameters for it alone.
+_URL = re.compile(
+    r"^(?P<scheme>[A-Za-z][\w+.-]*)://(?:(?P<userinfo>[^@/?#]*)@)?(?P<hosts>[^/?#]*)(?P<rest>.*)$",
+    re.DOTALL,
+)
+
+
+def _parts(url: str) -> re.Match[str]:
+    found = _URL.match(url)
+    if found is None:
+        raise ValueError("not a postgresql:// URL")
+    return found
+
+
+def _listed(url: str) -> tuple[re.Match[str], list[tuple[str, int]], list[tuple[str, str]]]:
+    """The URL's parts, every host it names (in the authority or `host` parameters,
+    comma-separated or repeated; Unix socket folders included) with its port, and its
+    other query parameters."""
+    parts = _parts(url)
+    query = parse_qsl(urlsplit(parts["rest"]).query, keep_blank_values=True)
+    named = [h for h in parts["hosts"].split(",") if h]
+    named += [h for key, value in query if key == "host" for h in value.split(",") if h]
+    ports = [p for key, value in query if key == "port" for p in value.split(",") if p]
+    found = []
+    for i, each in enumerate(named):
+        host, port = each, ""
+        if not each.startswith("/"):
+            head, colon, tail = each.rpartition(":")
+            if (
+                colon
+                and not tail.endswith("]")
+                and (not head.startswith("[") or head.endswith("]"))
+            ):
+                host, port = head, tail
+        port = port or (ports[min(i, len(ports) - 1)] if ports else "5432")
+        found.append((unquote(host).strip("[]"), int(port)))
+    others = [(key, value) for key, value in query if key not in ("host", "port")]
+    return parts, found, others
+
+
+def hosts(url: str) -> list[tuple[str, int]]:
+    """The hosts and ports `url` names over TCP, in order (Unix sockets left out)."""
+    return [(host, port) for host, port in _listed(url)[1] if not host.startswith("/")]
+
+
 def sqlalchemy_url(url: str) -> str:
-    """The same database as `url`, spelled for SQLAlchemy's asyncpg dialect."""
+    """The same database as `url`, spelled for SQLAlchemy's asyncpg dialect (several
+    hosts as its `host` parameters, each with its port)."""
+    parts, listed, others = _listed(url)
+    if len(listed) > 1:
+        userinfo = f"{parts['userinfo']}@" if parts["userinfo"] is not None else ""
+        query = urlencode([*(("host", f"{h}:{p}") for h, p in listed), *others])
+        url = f"{parts['scheme']}://{userinfo}{urlsplit(parts['rest']).path}?{query}"
     return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
 def describe(url: str) -> str:
     """The URL with its password masked, for logs and messages."""
-    return make_url(url).render_as_string(hide_password=True)
+    parts = _parts(url)
+    userinfo = parts["userinfo"]
+    if userinfo is None:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***" if colon else user
+    return f"{parts['scheme']}://{masked}@{parts['hosts']}{parts['rest']}"
 
 
 def asyncpg_dsn(url: str) -> str:
-    """The URL in the form asyncpg reads (`postgresql://`, no driver suffix)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The URL in the form asyncpg reads (`postgresql://`, no driver suffix; several
+    hosts as written)."""
+    parts = _parts(url)
+    return "postgresql://" + url[len(parts["scheme"]) + 3 :]
+
+
+def password_apart(url: str) -> tuple[str, str | None]:
+    """`url` without its password, and the password (for PGPASSWORD, never argv)."""
+    parts = _parts(url)
+    userinfo = parts["userinfo"]
+    if userinfo is None or ":" not in userinfo:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    return f"{parts['scheme']}://{user}@{parts['hosts']}{parts['rest']}", unquote(password)
 
 
 async def create_pool(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from receiver.retry import Backoff
+from receiver.retry import Backoff, Failures
 
 log = structlog.get_logger("receiver.listen")
 
@@ -22,25 +22,26 @@ RECONNECT_BACKOFF = Backoff(first=0.5, cap=10.0)
 
 async def listen(dsn: str, channel: str, wake: Callable[[], None]) -> None:
     """Call `wake` on every NOTIFY on `channel` until cancelled; reconnect after errors."""
-    failures = 0
+    failures = Failures("receiver.listen", backoff=RECONNECT_BACKOFF)
     while True:
         try:
-            await _listen_once(dsn, channel, wake)
-            failures = 0
+            await _listen_once(dsn, channel, wake, failures)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            failures += 1
-            log.warning("listen_failed", channel=channel, error=repr(error))
-        await asyncio.sleep(RECONNECT_BACKOFF.delay(max(failures, 1)))
+            failures.add("listen_failed", error, channel=channel)
+        await asyncio.sleep(failures.pause() if failures.count else RECONNECT_BACKOFF.delay(1))
 
 
-async def _listen_once(dsn: str, channel: str, wake: Callable[[], None]) -> None:
+async def _listen_once(
+    dsn: str, channel: str, wake: Callable[[], None], failures: Failures
+) -> None:
     lost = asyncio.Event()
     conn = await asyncpg.connect(dsn)
     try:
         conn.add_termination_listener(lambda _: lost.set())
         await conn.add_listener(channel, lambda *_: wake())
+        failures.clear("listen_resumed")
         wake()  # catch up on what was notified while away
         await lost.wait()
     finally:

@@ -16,10 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from receiver.db.embedded import embedded_bindir
-from receiver.db.engine import asyncpg_dsn
+from receiver.db.engine import asyncpg_dsn, password_apart
 
 
 class ProgramMissing(Exception):
@@ -87,8 +85,8 @@ def _program(path: Path) -> Program | None:
 def libpq(url: str) -> tuple[str, dict[str, str]]:
     """`url` as PostgreSQL's programs read it, and the environment to run them in: the
     password in PGPASSWORD, never on a command line that `ps` shows."""
-    parsed = make_url(asyncpg_dsn(url))
+    dsn, password = password_apart(asyncpg_dsn(url))
     env = dict(os.environ)
-    if parsed.password:
-        env["PGPASSWORD"] = str(parsed.password)
-    return parsed.set(password=None).render_as_string(hide_password=False), env
+    if password:
+        env["PGPASSWORD"] = password
+    return dsn, env

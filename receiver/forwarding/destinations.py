@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from receiver.db.engine import hosts
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -164,23 +166,19 @@ async def _resolve(host: str, port: int) -> set[IPAddress]:
 
 
 def _database_endpoint(url: str | None) -> tuple[tuple[frozenset[IPAddress], int], ...]:
-    """The database's addresses and port, when it is reached over TCP (not a Unix socket)."""
+    """The database's addresses and port for each host it names over TCP (Unix sockets
+    left out; several hosts: a primary and its standbys)."""
     if not url:
         return ()
-    parts = urlsplit(url)
-    host = parts.hostname
-    if not host or host.startswith("/"):
-        return ()
-    port = parts.port or 5432
-    literal = _literal(host)
-    if literal is not None:
-        addresses = {literal}
-    else:
+    found = []
+    for host, port in hosts(url):
+        literal = _literal(host)
+        if literal is not None:
+            found.append((frozenset({literal}), port))
+            continue
         try:
-            addresses = {
-                ipaddress.ip_address(info[4][0])
-                for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            }
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError:
-            return ()
-    return ((frozenset(addresses), port),)
+            continue
+        found.append((frozenset(ipaddress.ip_address(info[4][0]) for info in infos), port))
+    return tuple(found)

@@ -42,6 +42,7 @@ from receiver.forwarding.handlers import ANYWHERE, NOTICE
 from receiver.forwarding.health import HandlerHealth
 from receiver.forwarding.policy import RetryPolicy, Verdict
 from receiver.forwarding.routing import NOTIFY_CHANNEL, wake_dispatchers
+from receiver.retry import Failures
 
 log = structlog.get_logger("receiver.dispatcher")
 
@@ -188,6 +189,7 @@ class Dispatcher:
         self._policy = policy
         self._concurrency = concurrency
         self._loop = WorkLoop("dispatcher", self._dsn, NOTIFY_CHANNEL, poll_interval)
+        self._outage = Failures("receiver.dispatcher")
         # Requests in flight by handler: one handler takes at most half the slots.
         self._per_handler: Counter[int] = Counter()
         self._handler_share = max(1, concurrency // 2)
@@ -222,7 +224,7 @@ class Dispatcher:
                     _CLAIM, room, _LEASE_MARGIN_SECONDS, min(room, _SHARE), full
                 )
         except UNAVAILABLE_ERRORS as error:
-            log.warning("dispatcher_database_unavailable", error=repr(error))
+            self._outage.add("dispatcher_database_unavailable", error)
             return
         # Not migrated yet, a statement cancelled, a bug: tried again at the next poll.
         # Ending here would stop every forward while the service looks healthy.
@@ -232,6 +234,7 @@ class Dispatcher:
         except Exception:
             log.exception("dispatcher_claim_failed")
             return
+        self._outage.clear("dispatcher_database_available")
         for record in records:
             claim = Claim(
                 forward_id=record["id"],

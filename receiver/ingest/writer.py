@@ -35,7 +35,7 @@ from receiver.db.engine import RETRYABLE_ERRORS, TRANSACTION_TRIES, UNAVAILABLE_
 from receiver.projection.apply import caused_by_event
 from receiver.projection.store import Incoming, Outcome, store_batch, stored_reports
 from receiver.reports import Applicable
-from receiver.retry import isolating
+from receiver.retry import Failures, isolating
 
 log = structlog.get_logger("receiver.writer")
 
@@ -95,6 +95,8 @@ class GroupCommitWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Set while the first writer's batch has run longer than HELP_AFTER.
         self._overdue = asyncio.Event()
+        # The database away: a line when it goes, a minute's worth at most, one when back.
+        self._outage = Failures("receiver.writer")
 
     async def start(self) -> None:
         """Start the writer tasks (and, with an ack timeout, the task that enforces it)."""
@@ -216,11 +218,13 @@ class GroupCommitWriter:
     async def _store_all(self, items: Sequence[Incoming]) -> list[Outcome]:
         for attempt in range(1, TRANSACTION_TRIES + 1):
             try:
-                return await self._transaction(items)
+                outcomes = await self._transaction(items)
+                self._outage.clear("database_available")
+                return outcomes
             except RETRYABLE_ERRORS as error:
                 log.warning("batch_retried", size=len(items), attempt=attempt, error=str(error))
             except UNAVAILABLE_ERRORS as error:
-                log.error("database_unavailable", size=len(items), error=repr(error))
+                self._outage.add("database_unavailable", error, size=len(items))
                 raise DatabaseUnavailable(repr(error)) from error
             except asyncpg.PostgresError as error:
                 # The same rule as the projection's (receiver.projection.apply): only

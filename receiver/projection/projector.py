@@ -65,7 +65,7 @@ from receiver.db.loop import Next, WorkLoop
 from receiver.projection.apply import apply
 from receiver.projection.store import PARTS, PENDING_CHANNEL
 from receiver.reports import Applicable, report_of
-from receiver.retry import Backoff
+from receiver.retry import Backoff, Failures
 
 log = structlog.get_logger("receiver.projector")
 
@@ -130,8 +130,6 @@ _STANDBY_PAUSE = 0.05
 # After a failed batch: the pause before the next, 0.5 s doubled at each failure up to
 # 30 s (no jitter: one projector per partition, nobody to spread out from).
 _FAILED_BATCH_BACKOFF = Backoff(first=0.5, cap=30.0, jitter=0.0)
-# A failure that repeats is said at most this often, with how often it happened.
-_SAY_EVERY = 60.0
 
 
 class Turn(NamedTuple):
@@ -169,7 +167,7 @@ class Projector:
         # the database like the events of other processes): the oldest go first.
         self._parsed: dict[str, Applicable] = {}
         self._keep = 4 * batch_max
-        self._failures = _Failures()
+        self._failures = Failures("receiver.projector", backoff=_FAILED_BATCH_BACKOFF)
 
     def wake(self) -> None:
         """There are new pending events (another process committed some)."""
@@ -249,7 +247,7 @@ class Projector:
         except Exception as error:
             self._failures.add("projector_batch_failed", error, traceback=True)
             return None
-        self._failures.clear()
+        self._failures.clear("projector_recovered")
         return turn
 
     async def project_batch(self) -> Turn:
@@ -332,34 +330,3 @@ async def _parse(rows: Sequence[Any]) -> tuple[list[Applicable], list[tuple[str,
                 reports.append(report)
         await asyncio.sleep(0)
     return reports, refused
-
-
-class _Failures:
-    """Failed batches in a row: the pause before the next try, and a log line a minute."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.unsaid = 0
-        self.said_at = -_SAY_EVERY
-
-    def add(self, event: str, error: BaseException, *, traceback: bool) -> None:
-        self.count += 1
-        self.unsaid += 1
-        now = time.monotonic()
-        if now - self.said_at < _SAY_EVERY:
-            return
-        fields = {"error": repr(error), "failures": self.unsaid, "retry_in": self.pause()}
-        if traceback:
-            log.error(event, exc_info=error, **fields)
-        else:
-            log.warning(event, **fields)
-        self.said_at, self.unsaid = now, 0
-
-    def pause(self) -> float:
-        return _FAILED_BATCH_BACKOFF.delay(self.count)
-
-    def clear(self) -> None:
-        if self.count:
-            log.info("projector_recovered", failures=self.count)
-        self.count = self.unsaid = 0
-        self.said_at = -_SAY_EVERY

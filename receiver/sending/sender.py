@@ -47,7 +47,7 @@ from receiver.callr.gsm import use_callr_table
 from receiver.callr.sends import Step
 from receiver.db.engine import UNAVAILABLE_ERRORS, Pool, Record
 from receiver.db.loop import Next, WorkLoop
-from receiver.retry import Backoff
+from receiver.retry import Backoff, Failures
 from receiver.sending.lookup import LostAnswers
 from receiver.sending.requests import NOTIFY_CHANNEL, message_of
 
@@ -119,6 +119,7 @@ class Sender(LostAnswers):
         # Longer than a turn at CALLR's rate and the call: a live sender keeps its claim.
         self._lease = 120.0 + 2 * timeout
         self._forgotten_at = 0.0
+        self._outage = Failures("receiver.sender")
 
     async def run(self) -> None:
         """Claim and send until cancelled; survives database and CALLR outages."""
@@ -146,11 +147,12 @@ class Sender(LostAnswers):
                     await conn.execute(_FORGET_CLAIMS)
                     self._forgotten_at = time.monotonic()
         except UNAVAILABLE_ERRORS as error:
-            log.warning("sender_database_unavailable", error=repr(error))
+            self._outage.add("sender_database_unavailable", error)
             return None
         except asyncpg.PostgresError as error:
             log.error("sender_claim_failed", error=repr(error))
             return None
+        self._outage.clear("sender_database_available")
         for row in rows:
             self._loop.start(self._step(api, row), name=f"send-{row['id']}")
         return None
@@ -165,7 +167,7 @@ class Sender(LostAnswers):
             raise
         except UNAVAILABLE_ERRORS as error:
             # The claim lapses and the send is taken again: its steps say where it is.
-            log.warning("sender_database_unavailable", send_id=row["id"], error=repr(error))
+            self._outage.add("sender_database_unavailable", error, send_id=row["id"])
         except Exception:
             log.exception("send_step_failed", send_id=row["id"])
 
