@@ -31,7 +31,7 @@ def _bindir() -> Path:
         raise RuntimeError("no PostgreSQL programs (initdb, pg_ctl) on this machine") from None
 
 
-def _user() -> str | None:
+def server_user() -> str | None:
     """Whom the servers run as: None (this user) unless this is root."""
     if os.geteuid() != 0:
         return None
@@ -56,7 +56,7 @@ class Server:
     name: str
     port: int = field(default_factory=free_port)
     bindir: Path = field(default_factory=_bindir)
-    user: str | None = field(default_factory=_user)
+    user: str | None = field(default_factory=server_user)
 
     @property
     def data(self) -> Path:
@@ -142,7 +142,7 @@ async def execute(url: str, sql: str) -> None:
 def cluster_folder() -> Iterator[Path]:
     """A folder the servers' user may write in (under /tmp: traversable by it)."""
     root = Path(tempfile.mkdtemp(prefix="receiver-cluster-"))
-    user = _user()
+    user = server_user()
     if user is not None:
         shutil.chown(root, user)
     try:

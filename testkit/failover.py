@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -50,6 +51,11 @@ class Failover:
     tracebacks: int = 0
     unavailable_lines: int = 0
     log: str = ""
+
+    def read_log(self, log: Path) -> None:
+        self.log = log.read_text()
+        self.tracebacks = self.log.count("Traceback")
+        self.unavailable_lines = sum("unavailable" in line for line in self.log.splitlines())
 
     @property
     def lost(self) -> int:
@@ -92,14 +98,10 @@ async def run_failover(
                 "/receiver?target_session_attrs=read-write"
             )
             result = Failover(synchronous)
-            async with _serving(url, folder) as (base, log):
+            async with serving(url, folder) as (base, log):
                 await _traffic(base, result, primary, standby, rate, before, after, detect)
-                result.drained = await _drained(standby.url("receiver"))
-            result.log = log.read_text()
-            result.tracebacks = result.log.count("Traceback")
-            result.unavailable_lines = sum(
-                "unavailable" in line for line in result.log.splitlines()
-            )
+                result.drained = await drained(standby.url("receiver"))
+            result.read_log(log)
             return result
         finally:
             for server in (primary, standby):
@@ -111,28 +113,51 @@ async def _traffic(
     base: str, result: Failover, primary: Server, standby: Server,
     rate: float, before: float, after: float, detect: float,
 ) -> None:  # fmt: skip
-    answered: list[str] = []
-    times: list[float] = []
-    stopped_at: list[float] = []
-
     async def fail_over() -> None:
-        await asyncio.sleep(before)
-        stopped_at.append(time.monotonic())
         await asyncio.to_thread(primary.stop, "immediate")
         await asyncio.sleep(detect)
         await asyncio.to_thread(standby.promote)
 
+    answered = await under_load(
+        base, result, fail_over, rate=rate, before=before, seconds=before + detect + after
+    )
+    result.found = await found(standby.url("receiver"), answered)
+
+
+async def under_load(
+    base: str,
+    result: Failover,
+    fail_over: Callable[[], Awaitable[None]],
+    *,
+    rate: float,
+    before: float,
+    seconds: float,
+    token: str = TOKEN,
+) -> list[str]:
+    """Webhooks to `base` at `rate` a second, one after the other, for `seconds`;
+    `fail_over` started `before` seconds in. Counts into `result`; the ids of the
+    events answered 2xx."""
+    answered: list[str] = []
+    times: list[float] = []
+    stopped_at: list[float] = []
+
+    async def later() -> None:
+        await asyncio.sleep(before)
+        stopped_at.append(time.monotonic())
+        await fail_over()
+
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    prefix = f"fo{time.time_ns() % 10**9}-"
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        switch = asyncio.create_task(fail_over())
+        switch = asyncio.create_task(later())
         started = time.monotonic()
         n = 0
-        while time.monotonic() - started < before + detect + after:
-            event_id = f"fo{n:06d}"
-            body = v1_event(event_id, f"s{n:07d}", [Step(Status.CREATED, at)])
+        while time.monotonic() - started < seconds:
+            event_id = f"{prefix}{n:06d}"
+            body = v1_event(event_id, f"{prefix}{n:06d}", [Step(Status.CREATED, at)])
             result.sent += 1
             try:
-                answer = await client.post(f"/webhooks/callr/{TOKEN}", content=body)
+                answer = await client.post(f"/webhooks/callr/{token}", content=body)
             except httpx.TransportError:
                 result.others[0] += 1
             else:
@@ -150,16 +175,23 @@ async def _traffic(
     # The longest stretch between two 2xx answers: the failover's (traffic never stops).
     ends = [stopped_at[0], *times]
     result.seconds_without_2xx = max(b - a for a, b in pairwise(sorted(ends)))
-    conn = await asyncpg.connect(standby.url("receiver"))
+    return answered
+
+
+async def found(url: str, event_ids: list[str]) -> int:
+    """How many of `event_ids` the database at `url` holds."""
+    conn = await asyncpg.connect(url)
     try:
-        result.found = await conn.fetchval(
-            "SELECT count(*) FROM events WHERE event_id = ANY($1::text[])", answered
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE event_id = ANY($1::text[])", event_ids
         )
+        return count
     finally:
         await conn.close()
 
 
-async def _drained(url: str, seconds: float = 30.0) -> bool:
+async def drained(url: str, seconds: float = 30.0) -> bool:
+    """Whether the projection's queue at `url` empties within `seconds`."""
     conn = await asyncpg.connect(url)
     try:
         deadline = time.monotonic() + seconds
@@ -172,11 +204,11 @@ async def _drained(url: str, seconds: float = 30.0) -> bool:
         await conn.close()
 
 
-class _serving:
+class serving:
     """`receiver serve` on a free port against `url`: its base URL and its log."""
 
-    def __init__(self, url: str, folder: Path) -> None:
-        self.url, self.folder = url, folder
+    def __init__(self, url: str, folder: Path, token: str = TOKEN) -> None:
+        self.url, self.folder, self.token = url, folder, token
         self.process: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> tuple[str, Path]:
@@ -202,7 +234,7 @@ class _serving:
                 env={
                     **os.environ,
                     "RECEIVER_DATABASE_URL": self.url,
-                    "RECEIVER_CALLR_URL_TOKEN": TOKEN,
+                    "RECEIVER_CALLR_URL_TOKEN": self.token,
                     "RECEIVER_LOG_FORMAT": "json",
                     "RECEIVER_DATA_DIR": str(self.folder / "data"),
                 },

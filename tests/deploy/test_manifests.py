@@ -85,10 +85,11 @@ def _receiver_command_lines() -> list[tuple[str, list[str]]]:
             text = json.dumps(document)
             for args in re.findall(r'"args": (\[[^\]]*\])', text):
                 found.append((path.name, json.loads(args)))
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    for name, service in compose["services"].items():
-        if "command" in service:
-            found.append((f"compose {name}", service["command"]))
+    for prefix, file in (("compose", "compose.yaml"), ("patroni", "patroni/compose.yaml")):
+        compose = yaml.safe_load((DEPLOY / file).read_text())
+        for name, service in compose["services"].items():
+            if "command" in service and name != "etcd":  # etcd's is etcd's own
+                found.append((f"{prefix} {name}", service["command"]))
     for unit in (DEPLOY / "systemd").glob("*.service"):
         text = unit.read_text().replace("\\\n", " ")
         for line in re.findall(r"^ExecStart=/opt/receiver/bin/receiver (.*)$", text, re.M):
@@ -105,7 +106,14 @@ COMMAND_LINES = _receiver_command_lines()
 
 def test_every_place_that_runs_receiver_was_found() -> None:
     places = {place for place, _ in COMMAND_LINES}
-    assert {"deployment.yaml", "compose receiver", "receiver.service", "Dockerfile"} <= places
+    assert {
+        "deployment.yaml",
+        "compose receiver",
+        "patroni receiver",
+        "patroni migrate",
+        "receiver.service",
+        "Dockerfile",
+    } <= places
     assert len(COMMAND_LINES) >= 9
 
 
