@@ -22,6 +22,7 @@ from receiver.api.routes import api_routes
 from receiver.background import destinations, projector, work_of
 from receiver.console import console_routes
 from receiver.db.engine import UNAVAILABLE_ERRORS, create_pool
+from receiver.db.replica import Reads
 from receiver.health import Readiness, healthz
 from receiver.http import (
     BodyLimit,
@@ -49,6 +50,8 @@ class State(TypedDict):
     writer: GroupCommitWriter
     writer_pool: asyncpg.Pool
     api_pool: asyncpg.Pool
+    reads: Reads
+    """Where the read pages read: the replica while it is in time, else `api_pool`."""
 
 
 async def _opened_pool(opened: AsyncExitStack, url: str, **options: Any) -> asyncpg.Pool:
@@ -123,6 +126,17 @@ def create_app(settings: Settings) -> Starlette:
                 # Stats group millions of rows: enough memory to do it without temp files.
                 work_mem="64MB",
             )
+            replica = None
+            if settings.read_database_url:
+                replica = await _opened_pool(
+                    opened,
+                    settings.read_database_url,
+                    size=settings.api_pool_size,
+                    command_timeout=settings.api_statement_timeout + 1,
+                    statement_timeout=settings.api_statement_timeout,
+                    work_mem="64MB",
+                )
+            reads = Reads(api_pool, replica, max_lag=settings.read_replica_max_lag.total_seconds())
             writer = GroupCommitWriter(
                 writer_pool,
                 batch_max=settings.writer_batch_max,
@@ -137,12 +151,21 @@ def create_app(settings: Settings) -> Starlette:
             opened.push_async_callback(writer.stop)
             work = work_of(settings, pool, projecting=projecting, allowed=allowed)
             work["daily-stats"] = lambda: keep(api_pool, every=settings.stats_keep_interval)
+            if replica is not None:
+                await reads.check()
+                work["read-replica"] = reads.run
             if not await tokens.load_key(api_pool):
                 # Started before the migrations: the key is read once they ran.
                 work["deployment-key"] = lambda: tokens.keep_trying_key(api_pool)
             heap.settle_after_startup()
             await opened.enter_async_context(background.running(work))
-            yield {"pool": pool, "writer": writer, "writer_pool": writer_pool, "api_pool": api_pool}
+            yield {
+                "pool": pool,
+                "writer": writer,
+                "writer_pool": writer_pool,
+                "api_pool": api_pool,
+                "reads": reads,
+            }
 
     tokens = Tokens(
         readers=settings.api_tokens, admins=settings.admin_tokens, senders=settings.send_tokens

@@ -134,6 +134,12 @@ POOL = Gauge(
     ["pool", "state"],
     multiprocess_mode="livesum",
 )
+READ_REPLICA_LAG = Gauge(
+    "receiver_read_replica_lag_seconds",
+    "How far RECEIVER_READ_DATABASE_URL's standby replays behind the primary, as last"
+    " checked (-1: it does not answer; 0 when no replica is set).",
+    multiprocess_mode="max",
+)
 CONSOLE_SIGN_INS = Counter(
     "receiver_console_sign_ins",
     "Console sign-ins, by outcome: ok, refused (a token that opens nothing), throttled"

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     data_dir: Path = Path(".receiver")
+    # A streaming standby for the read pages (docs/configuration.md), used while it is
+    # within `read_replica_max_lag` of the primary.
+    read_database_url: str | None = None
+    read_replica_max_lag: timedelta = Field(default="30s", validate_default=True)
 
     callr_hmac_secrets: Annotated[tuple[str, ...], NoDecode] = ()
     callr_hmac_algorithm: HmacAlgorithm = "sha256"
@@ -191,6 +195,7 @@ class Settings(BaseSettings):
         "send_unknown_after",
         "handler_disable_after",
         "webhooks_silent_after",
+        "read_replica_max_lag",
         mode="before",
     )
     @classmethod
@@ -205,6 +210,7 @@ class Settings(BaseSettings):
         "send_unknown_after",
         "handler_disable_after",
         "webhooks_silent_after",
+        "read_replica_max_lag",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -226,6 +232,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "database_url",
+        "read_database_url",
         "callr_url_token",
         "callr_basic_auth",
         "callr_api_login",
@@ -241,7 +248,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "read_database_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):

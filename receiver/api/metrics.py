@@ -29,7 +29,7 @@ from starlette.responses import Response
 from receiver.db.engine import UNAVAILABLE_ERRORS, Pool, Record
 from receiver.forwarding.watch import Silence, silence, troubled_handlers
 from receiver.http import error_response
-from receiver.metrics import POOL
+from receiver.metrics import POOL, READ_REPLICA_LAG
 from receiver.projection.backlog import Backlog, backlog
 
 # Kept short: every status of every message of the last day is counted per scrape.
@@ -186,5 +186,9 @@ class MetricsEndpoint:
         observe_pool("writer", request.state.writer_pool)
         observe_pool("background", request.state.pool)
         observe_pool("api", request.state.api_pool)
+        replica = request.state.reads.state
+        if replica is not None:
+            lag = replica.lag_seconds
+            READ_REPLICA_LAG.set(-1 if lag is None else lag)
         text = generate_latest(self.registry) + generate_latest(self.database_registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)

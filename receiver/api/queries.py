@@ -206,14 +206,14 @@ class Queries:
 
     async def message(self, request: Request) -> Response:
         sms_id = request.path_params["sms_id"]
-        async with request.state.api_pool.acquire() as conn:
+        async with request.state.reads.acquire() as conn:
             found = await message_detail(conn, sms_id)
         if found is None:
             return error_response(404, f"no message {sms_id.strip().lower()!r}")
         return answer(MessageDetail, found)
 
     async def messages(self, request: Request) -> Response:
-        async with request.state.api_pool.acquire() as conn:
+        async with request.state.reads.acquire() as conn:
             return answer(MessagePage, await self.messages_page(conn, request.query_params))
 
     async def messages_page(self, conn: Connection, query: QueryParams) -> Page:
@@ -246,7 +246,7 @@ class Queries:
         return {"items": items, "next_cursor": next_cursor}
 
     async def events(self, request: Request) -> Response:
-        async with request.state.api_pool.acquire() as conn:
+        async with request.state.reads.acquire() as conn:
             return answer(EventPage, await self.events_page(conn, request.query_params))
 
     async def events_page(self, conn: Connection, query: QueryParams) -> Page:
@@ -264,14 +264,14 @@ class Queries:
 
     async def event(self, request: Request) -> Response:
         event_id = request.path_params["event_id"]
-        async with request.state.api_pool.acquire() as conn:
+        async with request.state.reads.acquire() as conn:
             found = await event_detail(conn, event_id)
         if found is None:
             return error_response(404, f"no event {event_id!r}")
         return answer(EventDetail, found)
 
     async def forwards(self, request: Request) -> Response:
-        async with request.state.api_pool.acquire() as conn:
+        async with request.state.reads.acquire() as conn:
             return answer(ForwardPage, await self.forwards_page(conn, request.query_params))
 
     async def forwards_page(self, conn: Connection, query: QueryParams) -> Page:

@@ -38,7 +38,7 @@ async def stats(request: Request) -> Response:
     if until - since > _MAX_WINDOW:
         raise BadParameter("since", "the window may span at most 366 days")
     group = q.group_by
-    async with request.state.api_pool.acquire() as conn:
+    async with request.state.reads.acquire() as conn:
         body = await stats_of(conn, since, until, group)
     return answer(Stats, body)
 

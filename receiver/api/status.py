@@ -64,6 +64,9 @@ async def status(request: Request) -> Response:
                 "last_report_at": _iso(quiet.last_report_at),
                 "unreported_sends": quiet.unreported,
             },
+            "read_replica": None
+            if request.state.reads.state is None
+            else request.state.reads.state.to_json(),
             "schema": schema.revision,
             "schema_head": schema.head,
             "schema_compatible": schema.compatible,

@@ -21,6 +21,8 @@ from receiver.api.params import BadParameter
 from receiver.console.chart import COLOURS
 from receiver.console.mask import Mask
 from receiver.console.session import Session, Sessions
+from receiver.db.engine import Pool
+from receiver.db.replica import Reads
 from receiver.http import whole_number
 
 Page = Callable[[Request, Session], Awaitable[Response]]
@@ -205,6 +207,16 @@ def back_to_form(form: QueryParams, notice: tuple[str, int]) -> Response:
     separator = "&" if "?" in target else "?"
     code, n = notice
     return RedirectResponse(f"{target}{separator}notice={code}&n={n}", 303)
+
+
+def read_pool(request: Request) -> Reads | Pool:
+    """Where a page reads: the replica while it is in time (receiver.db.replica), but the
+    primary for the page a form returns to (`?notice=`), which must show its change."""
+    if "notice" in request.query_params:
+        pool: Pool = request.state.api_pool
+        return pool
+    reads: Reads = request.state.reads
+    return reads
 
 
 def next_page(query: QueryParams, cursor: str | None) -> str | None:

@@ -29,7 +29,7 @@ from receiver.console import reads
 from receiver.console.chart import stacked_bars
 from receiver.console.handlers import HandlerForms
 from receiver.console.mask import Mask
-from receiver.console.pages import back_to_form, in_utc, next_page
+from receiver.console.pages import back_to_form, in_utc, next_page, read_pool
 from receiver.console.session import Session, Sessions
 from receiver.forwarding.handlers import (
     list_handlers,
@@ -78,7 +78,7 @@ class Console(HandlerForms):
         asked = request.query_params.get("window", "hour")
         window = reads.WINDOWS.get(asked, reads.WINDOWS["hour"])
         now = datetime.now(UTC)
-        async with request.state.api_pool.acquire() as conn:
+        async with read_pool(request).acquire() as conn:
             traffic = await self.traffic.read(conn, window, now)
             figures = await stats_of(
                 conn, now - window.span, now, "network", overall=True, traffic=False
@@ -128,13 +128,13 @@ class Console(HandlerForms):
                 searched = "number"
                 searched_as = self._number_hint(q)
             else:
-                async with request.state.api_pool.acquire() as conn:
+                async with read_pool(request).acquire() as conn:
                     found = await message_id(conn, q)
                 if found is not None:
                     return RedirectResponse(f"/console/messages/{quote(found)}", 303)
                 params.append(("user_data", q))
                 searched = "user_data"
-        async with request.state.api_pool.acquire() as conn:
+        async with read_pool(request).acquire() as conn:
             page = await self.queries.messages_page(conn, QueryParams(params))
         return self.render(
             request,
@@ -169,7 +169,7 @@ class Console(HandlerForms):
         )
 
     async def message(self, request: Request, session: Session) -> Response:
-        async with request.state.api_pool.acquire() as conn:
+        async with read_pool(request).acquire() as conn:
             found = await message_detail(conn, request.path_params["sms_id"])
             if found is None:
                 return self.render(
@@ -203,7 +203,7 @@ class Console(HandlerForms):
         kind = query.get("kind", "invalid")
         if kind == "conflict":
             q = read_query(ConflictsQuery, query)
-            async with request.state.api_pool.acquire() as conn:
+            async with read_pool(request).acquire() as conn:
                 rows = await reads.conflicts(conn, q.since, q.until, q.before, 101)
             next_url = None
             if len(rows) > 100:
@@ -223,7 +223,7 @@ class Console(HandlerForms):
         if kind not in ("invalid", "unhandled"):
             raise BadParameter("kind", "kind must be invalid, unhandled or conflict")
         params = [(k, v) for k, v in query.multi_items() if k != "kind" and v.strip()]
-        async with request.state.api_pool.acquire() as conn:
+        async with read_pool(request).acquire() as conn:
             page = await self.queries.events_page(
                 conn, QueryParams([*params, ("state", kind), ("limit", "100")])
             )
@@ -240,7 +240,7 @@ class Console(HandlerForms):
         )
 
     async def event(self, request: Request, session: Session) -> Response:
-        async with request.state.api_pool.acquire() as conn:
+        async with read_pool(request).acquire() as conn:
             found = await event_detail(conn, request.path_params["event_id"])
         if found is None:
             return self.render(request, session, "error.html", 404, message="No such event.")
@@ -249,7 +249,7 @@ class Console(HandlerForms):
     async def forwards(self, request: Request, session: Session) -> Response:
         query = request.query_params
         params = [(k, v) for k, v in query.multi_items() if v.strip()]
-        async with request.state.api_pool.acquire() as conn:
+        async with read_pool(request).acquire() as conn:
             page = await self.queries.forwards_page(conn, QueryParams(params))
             handlers = {h.id: h for h in await list_handlers(conn, query_values=session.admin)}
             counts = await reads.forward_counts(conn)

@@ -117,7 +117,10 @@ def test_an_answer_with_a_field_the_contract_lacks_is_refused() -> None:
             "last_report_at": None,
             "unreported_sends": 0,
         },
+        "read_replica": None,
         "schema": "0018",
+        "schema_head": "0018",
+        "schema_compatible": True,
         "version": "0.1.0",
     }
     assert models.answer(models.ServiceStatus, status).status_code == 200

@@ -79,10 +79,19 @@ class WebhooksHealth(Answer):
     unreported_sends: int = Field(description="SMS accepted since the last report")
 
 
+class ReadReplica(Answer):
+    lag_seconds: float | None = Field(description="how far its replay is behind the primary")
+    used: bool = Field(description="the read pages read there now")
+    reason: str | None = Field(description="why not, when not: its lag, or it does not answer")
+
+
 class ServiceStatus(Answer):
     projection: Projection
     handlers: HandlersHealth
     webhooks: WebhooksHealth
+    read_replica: ReadReplica | None = Field(
+        description="RECEIVER_READ_DATABASE_URL's standby; null when none is set"
+    )
     schema_: str | None = Field(alias="schema", description="the database's schema revision")
     schema_head: str = Field(description="the schema revision this release was written for")
     schema_compatible: bool = Field(
