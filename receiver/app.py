@@ -12,6 +12,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from receiver import background, heap
@@ -181,6 +182,8 @@ def create_app(settings: Settings) -> Starlette:
     webhook_path = f"{WEBHOOK_PATH}/{{token}}" if auth.url_token else WEBHOOK_PATH
     routes = [
         Route(webhook_path, endpoint.receive, methods=["POST"]),
+        # A person who opens the service's address gets the console, not a 404.
+        Route("/", lambda request: RedirectResponse("/console", 307), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness().readyz, methods=["GET"]),
         Route(

@@ -48,3 +48,9 @@ async def test_readyz_says_when_a_newer_release_migrated_the_database(
         f" ({migrate.head_revision()}) does not know: a newer release migrated it and"
         " recorded no older code that runs on it; run that release",
     }
+
+
+async def test_the_service_s_address_opens_the_console(make_settings: SettingsFactory) -> None:
+    async with running(create_app(make_settings())) as client:
+        response = await client.get("/")
+    assert (response.status_code, response.headers["location"]) == (307, "/console")
