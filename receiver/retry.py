@@ -108,7 +108,8 @@ class Failures:
 
     def clear(self, event: str) -> None:
         """A success: said (`event`, with how many failures it ends) after failures."""
-        if self.count:
-            self._log.info(event, failures=self.count)
+        if not self.count:
+            return  # the usual case, on every batch of the answer path: nothing to do
+        self._log.info(event, failures=self.count)
         self.count = self._unsaid = 0
         self._said_at = -self._every

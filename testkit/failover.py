@@ -49,13 +49,11 @@ class Failover:
     drained: bool = False
     """The projection's queue emptied on the new primary afterwards."""
     tracebacks: int = 0
-    unavailable_lines: int = 0
     log: str = ""
 
     def read_log(self, log: Path) -> None:
         self.log = log.read_text()
         self.tracebacks = self.log.count("Traceback")
-        self.unavailable_lines = sum("unavailable" in line for line in self.log.splitlines())
 
     @property
     def lost(self) -> int:

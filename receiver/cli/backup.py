@@ -13,11 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import asyncpg
-
 from receiver.cli.arguments import Commands, configured
-from receiver.cli.database import CONNECT_TIMEOUT, DatabaseNotReady, open_database, upgrade
-from receiver.db.engine import UNAVAILABLE_OR_REFUSED, asyncpg_dsn, describe
+from receiver.cli.database import connected, open_database, upgrade
+from receiver.db.engine import describe
 from receiver.db.programs import ProgramMissing, find, libpq
 
 # What pg_dump's custom format starts with.
@@ -119,13 +117,7 @@ def restore_command(args: argparse.Namespace) -> int:
 
 async def _server(url: str) -> tuple[int, str | None, int]:
     """The server's major version, the schema's revision, and how many tables it holds."""
-    try:
-        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=CONNECT_TIMEOUT)
-    except UNAVAILABLE_OR_REFUSED as error:
-        raise DatabaseNotReady(
-            f"cannot reach the database {describe(url)}: {str(error) or type(error).__name__}"
-        ) from None
-    try:
+    async with connected(url) as conn:
         tables = await conn.fetchval(
             "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog',"
             " 'information_schema')"
@@ -134,8 +126,6 @@ async def _server(url: str) -> tuple[int, str | None, int]:
         if await conn.fetchval("SELECT to_regclass('alembic_version')"):
             revision = await conn.fetchval("SELECT version_num FROM alembic_version")
         return conn.get_server_version().major, revision, tables
-    finally:
-        await conn.close()
 
 
 def _size(size: int) -> str:

@@ -5,6 +5,8 @@ data folder; migrated, and refused when its schema is newer than this release's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,8 +89,10 @@ def _refusal(url: str, schema: migrate.Schema) -> str:
     return f"the database {describe(url)} {schema.problem(who='this receiver')}"
 
 
-async def _schema(url: str) -> migrate.Schema:
-    """The database's schema beside this code's."""
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    """A connection of a command's own to `url`; `DatabaseNotReady`, saying which
+    database, when it cannot be reached within CONNECT_TIMEOUT."""
     try:
         conn = await asyncpg.connect(asyncpg_dsn(url), timeout=CONNECT_TIMEOUT)
     except UNAVAILABLE_OR_REFUSED as error:
@@ -96,6 +100,12 @@ async def _schema(url: str) -> migrate.Schema:
             f"cannot reach the database {describe(url)}: {str(error) or type(error).__name__}"
         ) from None
     try:
-        return await migrate.read_schema(conn)
+        yield conn
     finally:
         await conn.close()
+
+
+async def _schema(url: str) -> migrate.Schema:
+    """The database's schema beside this code's."""
+    async with connected(url) as conn:
+        return await migrate.read_schema(conn)

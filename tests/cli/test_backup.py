@@ -7,10 +7,8 @@ pg_restore behind them), a real handler server on loopback and the CALLR double.
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from testkit.support import example, fetch, running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 from tests.forwarding.conftest import FAST, register
 from tests.sending.test_sending import QUICK, TO, post, until_state
+from tests.test_cli import receiver_command
 
 WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
 # What a restore must give back, row for row.
@@ -45,17 +44,9 @@ TABLES = {
 
 
 def receiver(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "receiver", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "RECEIVER_DATABASE_URL": database_url,
-            "RECEIVER_CALLR_URL_TOKEN": TEST_URL_TOKEN,
-        },
-        check=False,
+    return receiver_command(
+        *args,
+        env={"RECEIVER_DATABASE_URL": database_url, "RECEIVER_CALLR_URL_TOKEN": TEST_URL_TOKEN},
     )
 
 

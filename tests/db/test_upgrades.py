@@ -29,7 +29,7 @@ from receiver.status import Status
 from testkit.callr_events import Step, v1_event
 from testkit.support import fetch, running
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
-from tests.test_cli import free_port, wait_ready
+from tests.test_cli import free_port, start_serve, wait_ready
 
 WEBHOOK = f"/webhooks/callr/{TEST_URL_TOKEN}"
 NEXT = "next_release"
@@ -96,7 +96,13 @@ async def test_this_release_serves_through_a_compatible_migration_and_beside_the
 
     # Both releases serve side by side: the next one in a process of its own.
     port = free_port()
-    process = _serve(folder, port, database_url)
+    process = start_serve(
+        folder,
+        port,
+        RECEIVER_DATABASE_URL=database_url,
+        RECEIVER_CALLR_URL_TOKEN=TEST_URL_TOKEN,
+        RECEIVER_SENDER="false",
+    )
     try:
         await asyncio.to_thread(wait_ready, port, process)
         settings = make_settings(api_tokens=_READ)
@@ -204,22 +210,6 @@ def _command(
         )
 
     return run
-
-
-def _serve(folder: Path, port: int, database_url: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "receiver", "serve", "--port", str(port)],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={
-            **os.environ,
-            "RECEIVER_DATABASE_URL": database_url,
-            "RECEIVER_CALLR_URL_TOKEN": TEST_URL_TOKEN,
-            "RECEIVER_SENDER": "false",
-        },
-    )
 
 
 def _next_release(tmp_path: Path, *, compatible: bool | None) -> Path:
