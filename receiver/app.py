@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
             pool = await _opened_pool(
                 opened,
                 database_url,
+                pooled=settings.pooled,
                 size=settings.db_pool_size,
                 command_timeout=settings.db_command_timeout,
                 session_state=False,
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> Starlette:
             writer_pool = await _opened_pool(
                 opened,
                 database_url,
+                pooled=settings.pooled,
                 size=settings.writer_concurrency,
                 command_timeout=settings.db_command_timeout,
                 session_state=False,
@@ -121,6 +123,7 @@ def create_app(settings: Settings) -> Starlette:
             api_pool = await _opened_pool(
                 opened,
                 database_url,
+                pooled=settings.pooled,
                 size=settings.api_pool_size,
                 command_timeout=settings.api_statement_timeout + 1,
                 statement_timeout=settings.api_statement_timeout,
@@ -132,6 +135,7 @@ def create_app(settings: Settings) -> Starlette:
                 replica = await _opened_pool(
                     opened,
                     settings.read_database_url,
+                    pooled=settings.pooled,
                     size=settings.api_pool_size,
                     command_timeout=settings.api_statement_timeout + 1,
                     statement_timeout=settings.api_statement_timeout,

@@ -32,16 +32,16 @@ Work = Callable[[], Coroutine[Any, Any, object]]
 
 def destinations(settings: Settings) -> Destinations:
     """Where the settings let forwards go."""
-    return Destinations.of(settings.handler_allowed_networks, settings.database_url)
+    return Destinations.of(settings.handler_allowed_networks, *settings.database_urls)
 
 
 def dispatcher(settings: Settings, pool: Pool, allowed: Destinations | None = None) -> Dispatcher:
     """The forward dispatcher the settings describe, on `pool` (`allowed`: the settings'
     destinations, when the caller has worked them out already)."""
-    assert settings.database_url is not None
+    assert settings.session_database_url is not None
     return Dispatcher(
         pool,
-        settings.database_url,
+        settings.session_database_url,
         destinations=allowed or destinations(settings),
         policy=RetryPolicy(
             max_attempts=settings.forward_max_attempts,
@@ -57,7 +57,7 @@ def projector(settings: Settings, pool: Pool) -> Projector:
     """The projector the settings describe, on `pool`."""
     return Projector(
         pool,
-        settings.database_url,
+        settings.session_database_url,
         batch_max=settings.projector_batch_max,
         batch_bytes=settings.projector_batch_bytes,
         poll_interval=settings.projector_poll_interval,
@@ -67,10 +67,10 @@ def projector(settings: Settings, pool: Pool) -> Projector:
 
 def sender(settings: Settings, pool: Pool) -> Sender:
     """The sender the settings describe, on `pool` (sending must be configured)."""
-    assert settings.database_url is not None
+    assert settings.session_database_url is not None
     return Sender(
         pool,
-        settings.database_url,
+        settings.session_database_url,
         lambda: api_client(settings, pool, sending=True),
         can_list=frozenset(
             api

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 HmacAlgorithm = Literal["sha256", "sha512", "md5"]
@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # within `read_replica_max_lag` of the primary.
     read_database_url: str | None = None
     read_replica_max_lag: timedelta = Field(default="30s", validate_default=True)
+    # The server itself when `database_url` is a pooler in transaction mode
+    # (docs/configuration.md): what needs a session of its own (LISTEN, the migration's
+    # lock, a command's connection) connects here.
+    direct_database_url: str | None = None
 
     callr_hmac_secrets: Annotated[tuple[str, ...], NoDecode] = ()
     callr_hmac_algorithm: HmacAlgorithm = "sha256"
@@ -233,6 +237,7 @@ class Settings(BaseSettings):
     @field_validator(
         "database_url",
         "read_database_url",
+        "direct_database_url",
         "callr_url_token",
         "callr_basic_auth",
         "callr_api_login",
@@ -248,7 +253,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("database_url", "read_database_url")
+    @field_validator("database_url", "read_database_url", "direct_database_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
@@ -272,6 +277,33 @@ class Settings(BaseSettings):
             if not sep or not user or not password:
                 raise ValueError("must be user:password, both non-empty")
         return value
+
+    @model_validator(mode="after")
+    def _direct_beside_a_pooler(self) -> Settings:
+        if self.direct_database_url is not None and self.database_url is None:
+            raise ValueError(
+                "RECEIVER_DIRECT_DATABASE_URL is the server behind the pooler that"
+                " RECEIVER_DATABASE_URL names: set RECEIVER_DATABASE_URL too"
+            )
+        return self
+
+    @property
+    def pooled(self) -> bool:
+        """Whether `database_url` is a connection pooler in transaction mode (a direct URL
+        to the server is given beside it)."""
+        return self.direct_database_url is not None
+
+    @property
+    def database_urls(self) -> tuple[str | None, ...]:
+        """Every database URL set: the primary (or its pooler), the server behind the
+        pooler, the read replica."""
+        return (self.database_url, self.direct_database_url, self.read_database_url)
+
+    @property
+    def session_database_url(self) -> str | None:
+        """Where a connection that keeps a session of its own goes (LISTEN, session locks,
+        a command's own connection): the server itself."""
+        return self.direct_database_url or self.database_url
 
     @property
     def callr_api_configured(self) -> bool:
@@ -315,6 +347,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as error:
         lines = [f"invalid configuration ({error.error_count()} problem(s)):"]
         for problem in error.errors():
+            if not problem["loc"]:  # a rule between settings, which its message names
+                lines.append(f"  {problem['msg']}")
+                continue
             name = "RECEIVER_" + "_".join(str(part) for part in problem["loc"]).upper()
             lines.append(f"  {name}: {problem['msg']}")
         raise SettingsError("\n".join(lines)) from None

@@ -106,3 +106,14 @@ def test_a_short_metrics_token_is_refused_and_an_empty_one_is_unset(
     assert "RECEIVER_METRICS_TOKEN: Value error, shorter than 20 characters" in str(refused.value)
     monkeypatch.setenv("RECEIVER_METRICS_TOKEN", "")
     assert load_settings().metrics_token is None
+
+
+def test_a_direct_url_needs_the_pooler_it_stands_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECEIVER_DIRECT_DATABASE_URL", "postgresql://receiver@db:5432/receiver")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "RECEIVER_DIRECT_DATABASE_URL is the server behind the pooler" in str(raised.value)
+    monkeypatch.setenv("RECEIVER_DATABASE_URL", "postgresql://receiver@pgbouncer:6432/receiver")
+    settings = load_settings()
+    assert settings.pooled
+    assert settings.session_database_url == "postgresql://receiver@db:5432/receiver"

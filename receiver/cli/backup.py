@@ -30,12 +30,12 @@ def backup_command(args: argparse.Namespace) -> int:
     if not target.parent.is_dir():
         return _fail("backup", f"no folder {str(target.parent)!r} to write {target.name} in")
     database = open_database(configured())
-    major, revision, _ = asyncio.run(_server(database.url))
+    major, revision, _ = asyncio.run(_server(database.session))
     try:
         program = find("pg_dump", major)
     except ProgramMissing as error:
         return _fail("backup", str(error))
-    dsn, env = libpq(database.url)
+    dsn, env = libpq(database.session)
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
     # Made before pg_dump writes into it: the backup holds secrets, for its owner only.
@@ -54,7 +54,7 @@ def backup_command(args: argparse.Namespace) -> int:
         return _fail("backup", f"pg_dump failed: {done.stderr.strip()}")
     os.replace(partial, target)
     print(
-        f"backed up {describe(database.url)} (schema {revision}) to {target}:"
+        f"backed up {describe(database.session)} (schema {revision}) to {target}:"
         f" {_size(target.stat().st_size)} in {time.monotonic() - started:.1f} s"
         f" ({program.version}, {program.path})"
     )
@@ -72,18 +72,18 @@ def restore_command(args: argparse.Namespace) -> int:
     if head != _MAGIC:
         return _fail("restore", f"{source} is not a backup made by `receiver backup`")
     database = open_database(configured())
-    major, _, tables = asyncio.run(_server(database.url))
+    major, _, tables = asyncio.run(_server(database.session))
     if tables and not args.force:
         return _fail(
             "restore",
-            f"the database {describe(database.url)} is not empty ({tables} tables): restore"
+            f"the database {describe(database.session)} is not empty ({tables} tables): restore"
             " into an empty one, or give --force to replace what it holds",
         )
     try:
         program = find("pg_restore", major, newest=True)
     except ProgramMissing as error:
         return _fail("restore", str(error))
-    dsn, env = libpq(database.url)
+    dsn, env = libpq(database.session)
     replace = ["--clean", "--if-exists"] if args.force else []
     started = time.monotonic()
     # PostgreSQL's own program, found on disk; our arguments, no shell.
@@ -107,9 +107,9 @@ def restore_command(args: argparse.Namespace) -> int:
     if done.returncode != 0:
         return _fail("restore", f"pg_restore failed, nothing was loaded: {done.stderr.strip()}")
     loaded = time.monotonic() - started
-    revision = upgrade(database.url)
+    revision = upgrade(database.session)
     print(
-        f"restored {source} into {describe(database.url)} in {loaded:.1f} s; the schema is"
+        f"restored {source} into {describe(database.session)} in {loaded:.1f} s; the schema is"
         f" at {revision}"
     )
     return 0

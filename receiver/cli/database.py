@@ -27,20 +27,30 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """The database the service will use, and the embedded server behind it if any."""
+    """The database the service will use, and the embedded server behind it if any.
+
+    `url` is where the service's pools connect (a pooler, when `direct` is given);
+    `session`, where a connection that keeps a session goes: a command's own, LISTEN,
+    the migration and its lock.
+    """
 
     url: str
     server: PostgresServer | None = None
+    direct: str | None = None
 
     @property
     def embedded(self) -> bool:
         return self.server is not None
 
+    @property
+    def session(self) -> str:
+        return self.direct or self.url
+
 
 def open_database(settings: Settings) -> Database:
     """RECEIVER_DATABASE_URL when set; otherwise the embedded server in the data folder."""
     if settings.database_url is not None:
-        return Database(url=settings.database_url)
+        return Database(url=settings.database_url, direct=settings.direct_database_url)
     server = start_embedded(settings.data_dir)
     return Database(url=embedded_database_url(server), server=server)
 
@@ -62,13 +72,13 @@ def open_migrated_database(settings: Settings) -> Database:
     cannot be used.
     """
     database = open_database(settings)
-    schema = asyncio.run(_schema(database.url))
+    schema = asyncio.run(_schema(database.session))
     if schema.compatible:
         return database
     if database.embedded and not schema.newer:
         migrate.upgrade(database.url)
         return database
-    raise DatabaseNotReady(_refusal(database.url, schema))
+    raise DatabaseNotReady(_refusal(database.session, schema))
 
 
 def upgrade(url: str) -> str:

@@ -40,7 +40,7 @@ def _run_with_connection(operation: Callable[[Any], Awaitable[int]]) -> int:
     database = open_migrated_database(settings)
 
     async def run() -> int:
-        conn = await asyncpg.connect(asyncpg_dsn(database.url))
+        conn = await asyncpg.connect(asyncpg_dsn(database.session))
         try:
             return await operation(conn)
         finally:
@@ -69,7 +69,7 @@ def handlers_add(args: argparse.Namespace) -> int:
     )
 
     settings = configured()
-    destinations = Destinations.of(settings.handler_allowed_networks, settings.database_url)
+    destinations = Destinations.of(settings.handler_allowed_networks, *settings.database_urls)
 
     async def add(conn: Connection) -> int:
         try:
@@ -104,7 +104,7 @@ def handlers_update(args: argparse.Namespace) -> int:
         print("receiver: nothing to change: give one of the options (see --help)", file=sys.stderr)
         return 2
     settings = configured()
-    destinations = Destinations.of(settings.handler_allowed_networks, settings.database_url)
+    destinations = Destinations.of(settings.handler_allowed_networks, *settings.database_urls)
 
     async def update(conn: Connection) -> int:
         try:

@@ -175,7 +175,10 @@ def run_with_database(
     """Run `command(pool, settings, stop)` on the migrated database; Ctrl-C sets `stop`."""
     settings = configured()
     database = open_migrated_database(settings)
-    settings = settings.model_copy(update={"database_url": database.url})
+    # A command's connections are its own sessions, on the server itself.
+    settings = settings.model_copy(
+        update={"database_url": database.session, "direct_database_url": None}
+    )
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -184,7 +187,7 @@ def run_with_database(
             # Stop after the page in hand: what is committed stays, a rerun finishes.
             loop.add_signal_handler(signum, stop.set)
         pool = await create_pool(
-            database.url,
+            database.session,
             size=connections,
             command_timeout=_command_timeout(settings),
         )

@@ -62,7 +62,7 @@ def serve(args: argparse.Namespace) -> int:
         given.model_copy(update={"database_url": database.url}), embedded=database.embedded
     )
     if database.embedded or args.migrate:
-        upgrade(database.url)
+        upgrade(database.session)
     if not settings.callr_url_token:
         token_source = None
     elif given.callr_url_token:
@@ -134,8 +134,8 @@ def run_migrations(args: argparse.Namespace) -> int:
     """Bring the database schema to the latest revision."""
     settings = configured()
     database = open_database(settings)
-    revision = upgrade(database.url)
-    log.info("migrated", database=describe(database.url), revision=revision)
+    revision = upgrade(database.session)
+    log.info("migrated", database=describe(database.session), revision=revision)
     return 0
 
 
@@ -159,7 +159,10 @@ def worker(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         pool = await create_pool(
-            database.url, size=settings.db_pool_size, command_timeout=settings.db_command_timeout
+            database.url,
+            size=settings.db_pool_size,
+            command_timeout=settings.db_command_timeout,
+            pooled=settings.pooled,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -200,9 +203,11 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _settle_access(settings: Settings, *, embedded: bool) -> Access:
     """Who can open the console, as the database says; an external database that is away
     or not migrated yet does not stop the start (its tokens are then not known here)."""
-    assert settings.database_url is not None
+    assert settings.session_database_url is not None
     try:
-        conn = await asyncpg.connect(asyncpg_dsn(settings.database_url), timeout=CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(
+            asyncpg_dsn(settings.session_database_url), timeout=CONNECT_TIMEOUT
+        )
         try:
             return await settle_access(conn, settings, embedded=embedded)
         finally:

@@ -164,12 +164,23 @@ async def create_pool(
     work_mem: str | None = None,
     session_state: bool = True,
     generic_plans: bool = False,
+    pooled: bool = False,
 ) -> Pool:
     """A pool that opens connections lazily, so the service starts while the database is away.
 
     `statement_timeout` (seconds), when given, makes PostgreSQL itself cancel longer
-    statements.
+    statements. `pooled`: `url` is a connection pooler in transaction mode (see
+    `POOLED`).
     """
+    if pooled:
+        return await asyncpg.create_pool(
+            asyncpg_dsn(url),
+            min_size=0,
+            max_size=size,
+            command_timeout=command_timeout,
+            max_inactive_connection_lifetime=60,
+            **POOLED,
+        )
     settings = {
         "application_name": "receiver",
         # Prepared statements would otherwise settle on a generic plan made
@@ -208,6 +219,24 @@ async def _keep_session(connection: Any) -> None:
     return None
 
 
+# Behind a pooler in transaction mode (PgBouncer's `pool_mode = transaction`), each
+# transaction, or each statement outside one, may run on another server connection:
+# - no statement is kept prepared (a named one would be missing on the next server
+#   connection): asyncpg prepares each unnamed, in the same round trip as its run,
+#   and PostgreSQL plans it for its own values;
+# - the only startup parameter is one poolers keep (PgBouncer refuses the others), so
+#   the server's or the role's own settings apply: `jit`, `statement_timeout` and
+#   `work_mem` are set on the role (docs/configuration.md); the query API's statements
+#   are still cut at its timeout, by the client's cancel one second later;
+# - no reset query (it would run on whichever server connection is free).
+# The transaction-level settings (`SET LOCAL`, as in `batch_transaction`) hold as before.
+POOLED: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "server_settings": {"application_name": "receiver"},
+    "reset": _keep_session,
+}
+
+
 # A batch's statements are planned once per connection, not once per batch: planning
 # them took a third of PostgreSQL's time a batch (bench/batch_cost.py). A plan kept
 # must stay right as the tables grow, so it is made without whole-table scans: every
@@ -218,8 +247,9 @@ async def _keep_session(connection: Any) -> None:
 # for the transaction only, in BEGIN's round trip, so that the dispatcher's queries
 # on the same pool are planned as before.
 GENERIC_PLANS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
+# JIT off in the transaction too: behind a pooler, the session's setting is the server's.
 _BEGIN = "BEGIN; " + "; ".join(
-    f"SET LOCAL {name} = {value}" for name, value in GENERIC_PLANS.items()
+    f"SET LOCAL {name} = {value}" for name, value in {**GENERIC_PLANS, "jit": "off"}.items()
 )
 # What the projector writes is derived from events already durable: its COMMIT need
 # not wait for the WAL to reach the disk. If the server crashes first, the whole

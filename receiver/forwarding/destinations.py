@@ -61,10 +61,12 @@ class Destinations:
     """The database's addresses and port: no forward goes there."""
 
     @classmethod
-    def of(cls, allowed: Iterable[str], database_url: str | None) -> Destinations:
-        """The rules from the settings: the allowed networks and the database's URL."""
+    def of(cls, allowed: Iterable[str], *database_urls: str | None) -> Destinations:
+        """The rules from the settings: the allowed networks and the database's URLs (the
+        primary, a pooler's server, a replica)."""
         networks = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in allowed)
-        return cls(allowed=networks, database=_database_endpoint(database_url))
+        database = tuple(e for url in database_urls for e in _database_endpoint(url))
+        return cls(allowed=networks, database=database)
 
     def refusal(self, address: IPAddress, port: int) -> str | None:
         """Why a forward may not go to `address`:`port`; None when it may. An IPv6

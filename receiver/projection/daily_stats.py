@@ -25,10 +25,12 @@ finds them ready.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 import structlog
 
 from receiver.db.engine import UNAVAILABLE_OR_REFUSED, Connection, Pool, Record, one_row
@@ -38,8 +40,12 @@ log = structlog.get_logger(__name__)
 DAY = timedelta(days=1)
 GROUPS = ("network", "user_data", "hour", "day")
 TRAFFIC = ("events", "deliveries", "retries", "conflicts")
-# One refresh or compaction at a time, across every process on the database.
-_LOCK = 7_263_110_401
+# One refresh or compaction at a time, across every process on the database: a lock on
+# the table only they write, taken first in their transaction. A lock statement takes
+# no snapshot, so a refresh that waited reads what the one before it committed; and a
+# lock of the transaction holds behind a pooler in transaction mode, where a session's
+# (an advisory lock) would not. EXCLUSIVE lets the pages read the table meanwhile.
+_LOCK = "LOCK TABLE stats_rows IN EXCLUSIVE MODE"
 
 
 def utc_day(at: datetime) -> date:
@@ -224,7 +230,11 @@ async def window(
     stale: list[date] = []
     if first < end:
         stale = [row["day"] for row in await conn.fetch(_STALE, first, end)]
-        if len(stale) <= REFRESH_IN_REQUEST:
+        if stale and await conn.fetchval("SELECT pg_is_in_recovery()"):
+            # A read replica (receiver.db.replica) counts them live, and leaves them to
+            # the primary's `keep`.
+            pass
+        elif len(stale) <= REFRESH_IN_REQUEST:
             await refresh(conn, stale)
             stale = []
         else:
@@ -260,18 +270,15 @@ def _ranges(days: Sequence[date]) -> list[tuple[datetime, datetime]]:
 async def refresh(conn: Connection, days: Sequence[date]) -> None:
     """Recompute these days' rows, each in a snapshot of its own; one day at a time."""
     for day in days:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK)
-        try:
-            await _refresh_day(conn, day)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
+        await _refresh_day(conn, day)
 
 
 async def _refresh_day(conn: Connection, day: date) -> None:
     start, stop = day_start(day), day_start(day) + DAY
-    # The snapshot is taken by the first statement, after the lock: whatever an
-    # earlier refresh committed is in it.
+    # The snapshot is taken by the first statement after the lock: whatever an earlier
+    # refresh committed is in it.
     async with conn.transaction(isolation="repeatable_read"):
+        await conn.execute(_LOCK)
         await conn.execute(_HASH_ONLY)
         if await conn.fetchval(_IS_FRESH, day):
             return
@@ -287,11 +294,10 @@ async def maintain(conn: Connection) -> int:
     Returns how many days were counted; another process doing the same meanwhile
     makes it skip the compaction, and the days that process counted.
     """
-    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK):
-        try:
+    with contextlib.suppress(asyncpg.LockNotAvailableError):
+        async with conn.transaction():
+            await conn.execute(_LOCK + " NOWAIT")
             await conn.execute(_COMPACT)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK)
     days = [row["day"] for row in await conn.fetch(_TO_COUNT, utc_day(datetime.now(UTC)))]
     await refresh(conn, days)
     return len(days)

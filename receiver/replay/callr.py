@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import orjson
 import structlog
 
@@ -24,7 +25,7 @@ from receiver.callr.api import CallrApi, CallrApiError, CallrNotFound
 from receiver.callr.envelope import Envelope
 from receiver.callr.own import api_sms_event
 from receiver.callr.sms import SmsInvalid
-from receiver.db.engine import Pool, Record
+from receiver.db.engine import Connection, Pool, Record, asyncpg_dsn
 from receiver.db.rate import SharedRate
 from receiver.projection.apply import store_and_apply
 
@@ -226,9 +227,20 @@ async def _failed_check(
 
 
 @contextlib.asynccontextmanager
-async def reconcile_turn(pool: Pool) -> AsyncIterator[bool]:
-    """Whether this process is the one to reconcile now (one at a time across processes)."""
-    async with pool.acquire() as conn:
+async def reconcile_turn(pool: Pool, direct: str | None = None) -> AsyncIterator[bool]:
+    """Whether this process is the one to reconcile now (one at a time across processes).
+
+    The lock is a session's, held for the whole reconcile: on a connection of the pool,
+    or on one of its own to `direct` when the pool's are a pooler's (receiver.db.engine's
+    `POOLED`), where a session lock would not hold.
+    """
+    async with contextlib.AsyncExitStack() as held:
+        conn: Connection
+        if direct is None:
+            conn = await held.enter_async_context(pool.acquire())
+        else:
+            conn = await asyncpg.connect(asyncpg_dsn(direct), timeout=10)
+            held.push_async_callback(conn.close)
         taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RECONCILE_LOCK)
         try:
             yield bool(taken)
@@ -245,7 +257,7 @@ async def reconcile_forever(pool: Pool, settings: Any) -> None:
     await asyncio.sleep(min(60.0, settings.reconcile_interval.total_seconds()))
     while True:
         try:
-            async with reconcile_turn(pool) as mine:
+            async with reconcile_turn(pool, settings.direct_database_url) as mine:
                 if mine:
                     async with api_client(settings, pool) as api:
                         summary = await reconcile(

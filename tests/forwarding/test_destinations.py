@@ -192,3 +192,18 @@ async def test_a_forward_whose_address_is_refused_when_sent_says_why(
     assert attempt["status_code"] is None
     assert attempt["error"].startswith("refused: the handler's address 127.0.0.1")
     assert handler.received == []
+
+
+def test_every_database_the_settings_name_is_refused(make_settings: SettingsFactory) -> None:
+    """The pooler, the server behind it and the read replica: each is the receiver's own."""
+    settings = make_settings(
+        database_url="postgresql://receiver@10.1.2.3:6432/receiver",
+        direct_database_url="postgresql://receiver@10.1.2.4:5432/receiver",
+        read_database_url="postgresql://receiver@10.1.2.5:5432/receiver",
+    )
+    allowed = Destinations.of((), *settings.database_urls)
+    for address in ("10.1.2.3:6432", "10.1.2.4:5432", "10.1.2.5:5432"):
+        with pytest.raises(DestinationRefused) as refused:
+            allowed.check(f"http://{address}/replies")
+        assert f"{address} is the receiver's own database" in str(refused.value)
+    allowed.check("http://10.1.2.4:8080/replies")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from receiver.projection.records import project
 from receiver.reports import Report
 from receiver.status import Status
 from testkit.callr_events import BASE_TIME, lifecycle, mo_event, v1_event, v2_event
-from testkit.support import fetch, running, until_projected
+from testkit.support import fetch, running, until_a_lock_wait, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
 
 TOKEN = "dashboards-token-for-tests"
@@ -259,6 +260,33 @@ async def test_a_change_the_refresh_did_not_see_keeps_the_day_stale(
     finally:
         await writer.close()
         await refresher.close()
+    await assert_exact(client, database_url)
+
+
+async def test_a_refresh_that_waited_for_another_counts_what_was_committed_meanwhile(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """Refreshes take turns on a lock of their transaction (it holds behind a pooler);
+    the one that waited reads a snapshot taken after its wait, not before it."""
+    await traffic(client)
+    await keep_up(database_url)
+    day = utc_day(DAY0 + timedelta(days=1))
+    first, waiting = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        async with first.transaction(isolation="repeatable_read"):
+            # Another refresh holds the turn ...
+            await first.execute("LOCK TABLE stats_rows IN EXCLUSIVE MODE")
+            await waiting.execute("INSERT INTO stats_changes (day) VALUES ($1)", day)
+            refreshing = asyncio.create_task(refresh(waiting, [day]))
+            await until_a_lock_wait(first, waiting.get_server_pid())
+            # ... while a late report for the day is committed.
+            late = lifecycle(C, S, F, start=day_start(day) + timedelta(hours=4))
+            await send(client, v2_event("late-while-waiting", "day00015", late))
+        await refreshing
+    finally:
+        await first.close()
+        await waiting.close()
+    assert await window_days(database_url) == (3, 0)
     await assert_exact(client, database_url)
 
 
