@@ -24,8 +24,14 @@ log = structlog.get_logger("receiver.replica")
 
 # How far behind the primary the standby's replay is: nothing when it has replayed all
 # it received (an idle primary is no lag), else the age of the last commit replayed.
+# That holds only while it receives: one cut off from its primary has replayed all it
+# got, and falls behind with a lag of 0. Its WAL receiver says whether it streams (a
+# role without pg_read_all_stats sees only the receiver's pid: a receiver is running).
 _LAG = """
 SELECT pg_is_in_recovery() AS standby,
+       EXISTS (SELECT 1 FROM pg_stat_wal_receiver
+               WHERE pid IS NOT NULL AND (status IS NULL OR status = 'streaming'))
+           AS receiving,
        CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
             THEN 0
             ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
@@ -78,6 +84,12 @@ class Reads:
             lag = float(row["lag"])
             if not row["standby"]:
                 state = ReplicaState(False, lag, "it is not a standby (promoted?)")
+            elif not row["receiving"]:
+                state = ReplicaState(
+                    False,
+                    None,
+                    "it receives nothing from the primary (its WAL receiver is not streaming)",
+                )
             elif lag > self.max_lag:
                 state = ReplicaState(False, lag, f"{lag:.1f} s behind, past {self.max_lag:g} s")
             else:

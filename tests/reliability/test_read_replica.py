@@ -18,6 +18,8 @@ import pytest
 
 from receiver.app import create_app
 from receiver.db import migrate
+from receiver.db.engine import create_pool
+from receiver.db.replica import Reads, ReplicaState
 from receiver.status import Status
 from testkit.callr_events import Step, v1_event
 from testkit.cluster import Server, cluster_folder, execute
@@ -123,3 +125,40 @@ async def _until_listed(client: httpx.AsyncClient, name: str) -> None:
             if name in await _listed(client):
                 return
             await asyncio.sleep(0.1)
+
+
+async def test_a_replica_cut_off_from_its_primary_is_left_though_its_lag_reads_0() -> None:
+    """A standby that receives nothing has replayed all it got: its lag reads 0 while
+    the primary goes on without it. Its WAL receiver tells."""
+    with cluster_folder() as root:
+        primary, standby = Server(root, "primary"), Server(root, "standby")
+        primary.init()
+        primary.start()
+        try:
+            standby.standby_of(primary)
+            standby.start()
+            pool = await create_pool(standby.url(), size=2, command_timeout=5)
+            try:
+                reads = Reads(pool, pool, max_lag=30)
+                state = await _until_used(reads, True)
+                primary.stop("immediate")
+                state = await _until_used(reads, False)
+                assert state.reason is not None
+                assert "receives nothing from the primary" in state.reason, state
+            finally:
+                await pool.close()
+        finally:
+            for server in (standby, primary):
+                if server.running():
+                    server.stop("immediate")
+
+
+async def _until_used(reads: Reads, used: bool) -> ReplicaState:
+    """The replica's state once `reads` uses it (or leaves it), checked every 0.2 s."""
+    async with asyncio.timeout(15):
+        while True:
+            state = await reads.check()
+            assert state is not None
+            if state.used is used:
+                return state
+            await asyncio.sleep(0.2)
