@@ -83,7 +83,10 @@ async def stats_of(
         body["group_by"] = group
         body["groups"] = groups
         if overall:
-            whole, _ = _groups(counted.rows, grouped=False)
+            # From the ungrouped rows, as `/api/v1/stats` without group_by answers: by
+            # network or user_data the latencies are bucketed.
+            ungrouped = await window(conn, since, until, None, traffic=False)
+            whole, _ = _groups(ungrouped.rows, grouped=False)
             body["outbound"] = whole[0] if whole else _group(None, None, {})
     return body
 
@@ -165,4 +168,5 @@ def _percentile(counts: dict[float, int], fraction: float) -> float:
         return values[-1]
 
     low, high = ranked(lower), ranked(min(lower + 1, total - 1))
-    return low + (high - low) * (position - lower)
+    # To the millisecond (CALLR's times are to the second): no float noise in answers.
+    return round(low + (high - low) * (position - lower), 3)

@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
+from receiver.api.stats import stats_of
 from receiver.app import create_app
 from receiver.callr.envelope import Envelope, parse_envelope
 from receiver.projection.daily_stats import AHEAD, day_start, maintain, refresh, utc_day
@@ -316,7 +317,9 @@ async def test_upkeep_compacts_markers_and_counts_marked_and_recent_days(
     await assert_exact(client, database_url)
 
 
-async def test_latency_by_network_or_user_data_is_bucketed(client: httpx.AsyncClient) -> None:
+async def test_latency_by_network_or_user_data_is_bucketed(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
     """Exact seconds without grouping; bucket lower bounds per network and user_data."""
     for n, gap in enumerate((3, 17, 95, 400, 4000)):
         start = DAY0 + timedelta(days=1, hours=n)
@@ -336,3 +339,15 @@ async def test_latency_by_network_or_user_data_is_bucketed(client: httpx.AsyncCl
         assert exact["p50"] == 95
         assert by_network["p50"] == by_user_data["p50"] == 90
         assert by_network["p99"] == pytest.approx(300 + (3600 - 300) * 0.96)
+        # The overview's overall figures beside its table by network: the API's own,
+        # exact seconds, not a sum of the buckets.
+        since, until = (datetime.fromisoformat(window[k]) for k in ("since", "until"))
+        conn = await asyncpg.connect(database_url)
+        try:
+            overview = await stats_of(conn, since, until, "network", overall=True, traffic=False)
+        finally:
+            await conn.close()
+        outbound: Any = overview["outbound"]
+        assert outbound["latency_seconds"] == exact
+    # Percentiles to the millisecond, with no float noise.
+    assert all(round(v, 3) == v for v in exact.values())
