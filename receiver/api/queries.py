@@ -15,6 +15,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from receiver.api.export import Selection, export_response
 from receiver.api.models import (
     EventDetail,
     EventPage,
@@ -23,9 +24,11 @@ from receiver.api.models import (
     ForwardsQuery,
     MessageDetail,
     MessagePage,
+    MessagesExportQuery,
     MessagesQuery,
     answer,
 )
+from receiver.api.models.queries import MessageFilters
 from receiver.api.models.reads import Message, MessageFound, Page
 from receiver.api.numbers import number_prefix
 from receiver.api.params import BadParameter, Cursors, read_query
@@ -219,15 +222,37 @@ class Queries:
     async def messages_page(self, conn: Connection, query: QueryParams) -> Page:
         """A page of messages for the filters in `query`; raises `BadParameter`."""
         q = read_query(MessagesQuery, query)
+        sql, keys = self._chosen(q)
+        limit = q.limit
+        after = self._position(q.cursor)
+        rows = await conn.fetch(sql, *keys, *after, limit + 1)
+        items = [_message(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = self._cursors.encode([last["status_at"].isoformat(), last["sms_id"]])
+        return {"items": items, "next_cursor": next_cursor}
+
+    async def export(self, request: Request) -> Response:
+        form, selection = self.messages_export(request.query_params)
+        return export_response(request, request.state.reads, selection, form)
+
+    def messages_export(self, query: QueryParams) -> tuple[str, Selection]:
+        """The format and the selection of every message the filters in `query` choose
+        (the pages' own statement, with no page); raises `BadParameter`."""
+        q = read_query(MessagesExportQuery, query)
+        sql, keys = self._chosen(q)
+        return q.format, Selection(sql, (*keys, None, None, None))
+
+    def _chosen(self, q: MessageFilters) -> tuple[str, tuple[object, ...]]:
+        """The statement that lists the messages `q` chooses, and its arguments but the
+        position and the limit."""
         direction, user_data, network, number = q.direction, q.user_data, q.network, q.number
         statuses = [status.value for status in q.status]
         numbers = (q.from_, q.to)
-        since, until, limit = q.since, q.until, q.limit
-        after = self._position(q.cursor)
         if number is not None:
             if any(numbers):
                 raise BadParameter("number", "number searches both from and to: give one")
-            sql = _MESSAGES_BY_NUMBER
             keys: tuple[object, ...] = (
                 *number_prefix(number, self.region),
                 direction,
@@ -235,15 +260,8 @@ class Queries:
                 user_data,
                 network,
             )
-        else:
-            sql, keys = _MESSAGES, (direction, statuses, user_data, *numbers, network)
-        rows = await conn.fetch(sql, *keys, since, until, *after, limit + 1)
-        items = [_message(row) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = self._cursors.encode([last["status_at"].isoformat(), last["sms_id"]])
-        return {"items": items, "next_cursor": next_cursor}
+            return _MESSAGES_BY_NUMBER, (*keys, q.since, q.until)
+        return _MESSAGES, (direction, statuses, user_data, *numbers, network, q.since, q.until)
 
     async def events(self, request: Request) -> Response:
         async with request.state.reads.acquire() as conn:

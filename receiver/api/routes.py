@@ -66,6 +66,20 @@ def api_routes(tokens: Tokens, *, region: str | None = None) -> list[BaseRoute]:
             ),
         ),
         ApiRoute(
+            "/api/v1/messages/export",
+            tokens,
+            (
+                Operation(
+                    "get",
+                    "Every message the filters choose, as a file: CSV (text/csv, a header row)"
+                    " or NDJSON (application/x-ndjson, one object a line), streamed",
+                    {200: (None, "the file, named in Content-Disposition")},
+                    query=m.MessagesExportQuery,
+                ),
+                queries.export,
+            ),
+        ),
+        ApiRoute(
             "/api/v1/messages/{sms_id:path}",
             tokens,
             (

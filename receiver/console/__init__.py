@@ -48,6 +48,7 @@ def console_routes(settings: Settings, tokens: Tokens, refusals: MinuteCounts) -
         Route("/console/logout", action(signing.logout, admin=False), methods=["POST"]),
         Route("/console/logout-everywhere", action(signing.logout_everywhere), methods=["POST"]),
         Route("/console/messages", page(console.messages), methods=["GET"]),
+        Route("/console/messages/export", page(console.export), methods=["GET"]),
         Route("/console/messages/{sms_id:path}", page(console.message), methods=["GET"]),
         Route("/console/events", page(console.events), methods=["GET"]),
         Route("/console/events/{event_id:path}", page(console.event), methods=["GET"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import quote, urlencode
 
 import structlog
@@ -12,6 +12,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from receiver.api.export import Row, export_response
 from receiver.api.models import Position, Query, QueryTime
 from receiver.api.numbers import number_prefix
 from receiver.api.params import BadParameter, read_query
@@ -43,6 +44,13 @@ log = structlog.get_logger("receiver.console")
 
 # A number search: digits, an optional leading +, the usual spacing; at most E.164's 15.
 _LOOKS_LIKE_NUMBER = re.compile(r"\+?[0-9 ().-]{1,24}")
+# A page's place and the page's own notices: not what chooses the messages.
+_NOT_FILTERS = ("cursor", "limit", "notice", "n")
+
+
+def _is_number(q: str) -> bool:
+    """Whether the search box's text is read as a phone number (or its start)."""
+    return bool(_LOOKS_LIKE_NUMBER.fullmatch(q)) and any(c.isdigit() for c in q)
 
 
 class ConflictsQuery(Query):
@@ -123,7 +131,7 @@ class Console(HandlerForms):
         params = [(k, v) for k, v in query.multi_items() if k != "q" and v.strip()]
         searched, searched_as = "", None
         if q:
-            if _LOOKS_LIKE_NUMBER.fullmatch(q) and any(c.isdigit() for c in q):
+            if _is_number(q):
                 params.append(("number", q))
                 searched = "number"
                 searched_as = self._number_hint(q)
@@ -147,7 +155,29 @@ class Console(HandlerForms):
             filters=dict(query),
             statuses=STATUSES,
             next_url=next_page(query, page["next_cursor"]),
+            export_url="/console/messages/export?"
+            + urlencode([(k, v) for k, v in query.multi_items() if k not in _NOT_FILTERS]),
         )
+
+    async def export(self, request: Request, session: Session) -> Response:
+        """The search shown on the Messages page, every page of it, as CSV, masked as
+        the page masks (receiver.api.export)."""
+        query = in_utc(request.query_params)
+        params = [
+            (k, v) for k, v in query.multi_items() if k not in ("q", *_NOT_FILTERS) and v.strip()
+        ]
+        q = (query.get("q") or "").strip()
+        if q:
+            params.append(("number" if _is_number(q) else "user_data", q))
+        form, selection = self.queries.messages_export(QueryParams([*params, ("format", "csv")]))
+        return export_response(request, read_pool(request), selection, form, shown=self._masked)
+
+    def _masked(self, row: Row) -> Row:
+        mask = self.mask
+        for name in ("from", "to", "user_data"):
+            row[name] = mask.number(cast(str | None, row[name]))
+        row["text"] = mask.message_text(cast(str | None, row["text"]))
+        return row
 
     def _number_hint(self, q: str) -> str | None:
         """What to tell of a number searched without its +: how it was read."""

@@ -98,7 +98,9 @@ _CURSOR = "next_cursor of the previous page"
 _LIMIT = "items a page"
 
 
-class MessagesQuery(Query):
+class MessageFilters(Query):
+    """What chooses messages: a page's (MessagesQuery) and an export's alike."""
+
     direction: Literal["outbound", "inbound"] | None = None
     status: list[StatusName] = Field([], description="repeatable")
     user_data: QueryText | None = None
@@ -113,8 +115,17 @@ class MessagesQuery(Query):
     network: QueryText | None = Field(None, description="MCC+MNC")
     since: QueryTime | None = Field(None, description=_SINCE)
     until: QueryTime | None = Field(None, description=_UNTIL)
+
+
+class MessagesQuery(MessageFilters):
     limit: Limit = Field(100, description=_LIMIT)
     cursor: QueryText | None = Field(None, description=_CURSOR)
+
+
+class MessagesExportQuery(MessageFilters):
+    format: Literal["csv", "ndjson"] = Field(
+        "csv", description="csv (a header row, then one row an SMS) or ndjson (one object a line)"
+    )
 
 
 class EventsQuery(Query):
