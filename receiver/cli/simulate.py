@@ -67,7 +67,8 @@ def _print(summary: Summary) -> None:
         print(f"NOT acknowledged after every try: {summary['unacknowledged']:,} deliveries")
     expected = summary["expected"]
     print(
-        f"expected   {expected['events']:,} distinct events, {expected['messages']:,} messages"
+        f"expected   {expected['events']:,} distinct events ({expected['invalid']:,} invalid,"
+        f" {expected['unhandled']:,} unhandled), {expected['messages']:,} messages"
         f" ({expected['outbound']:,} outbound, {expected['inbound']:,} inbound)"
     )
     finals = ", ".join(f"{k} {v:,}" for k, v in expected["final_statuses"].items())

@@ -4,7 +4,12 @@ The traffic is a plan of SMS, each with the events CALLR would send for it:
 outbound SMS going through their lifecycles (v1 or v2, with or without their
 status history; some failing or expiring), MO replies to some of them, and the
 irregularities of real delivery: repeats, retries with a higher `try`, the same
-event through a second subscription, updates that arrive out of order.
+event through a second subscription, updates that arrive out of order; and now and
+then an event the receiver keeps without applying it (invalid, or of a type it does
+not handle), so that the Events page shows what they look like.
+
+Every time in an event is at most the moment the plan is made (the end of its
+window): no SMS is reported created, sent or answered in the future.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from receiver.callr.sms import V1_NAMES
 from receiver.status import Status
@@ -27,6 +33,9 @@ C, P, S, Q, D, F, E = (
     Status.FAILED,
     Status.EXPIRED,
 )
+# The plan's SMS are created in this many seconds before the plan is made, and every
+# step of each (its reply included) falls in it too.
+WINDOW = 1800
 DELIVERED_PATHS = [(C, P, S, D), (C, P, S, Q, D), (C, S, D)]
 FAILED_PATHS = [(C, P, S, F), (C, P, S, Q, E)]
 
@@ -43,6 +52,9 @@ class Mix:
     retries: float = 0.05
     second_subscription: float = 0.02
     out_of_order: float = 0.1
+    # SMS followed by an event the receiver keeps without applying it: invalid and of
+    # a type it does not handle, in turn.
+    odd: float = 0.02
 
 
 def parse_mix(text: str) -> Mix:
@@ -69,11 +81,13 @@ class Delivery:
     """One planned request: an event of one SMS, and what it tells about that SMS."""
 
     event_id: str
-    sms_id: str
+    sms_id: str | None
+    """None for an event that is about no SMS the receiver keeps (`kind` says why)."""
     outbound: bool
     step: int
     status: Status
     document: dict[str, object]
+    kind: Literal["sms", "invalid", "unhandled"] = "sms"
 
     def tried(self, attempt: int) -> dict[str, object]:
         """The document as CALLR sends it on its `attempt`-th retry (`try` counted on)."""
@@ -93,7 +107,7 @@ class Plan:
         self.rng = random.Random(seed)  # noqa: S311 - traffic, not secrets
         self.run = secrets.token_hex(3) if seed is None else f"{seed:06x}"[-6:]
         # With the same seed and start, the same traffic to the byte.
-        self.start = start or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+        self.start = start or datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=WINDOW)
 
     def deliveries(self) -> Iterator[Delivery]:
         """Each SMS's events, SMS after SMS, with the mix's irregularities."""
@@ -104,10 +118,15 @@ class Plan:
         rng, mix = self.rng, self.mix
         sms_id = f"sim{self.run}{n:08d}"
         path = rng.choice(FAILED_PATHS if rng.random() < mix.failures else DELIVERED_PATHS)
-        created = self.start + timedelta(seconds=rng.randrange(1800))
+        gaps = [rng.randint(1, 20) for _ in path[1:]]
+        replied = path[-1] is D and rng.random() < mix.mo
+        reply_after = rng.randint(5, 120) if replied else 0
+        # The SMS's whole life, reply included, inside the window.
+        span = sum(gaps) + reply_after
+        created = self.start + timedelta(seconds=rng.randrange(max(1, WINDOW - span)))
         times = [created]
-        for _ in path[1:]:
-            times.append(times[-1] + timedelta(seconds=rng.randint(1, 20)))
+        for gap in gaps:
+            times.append(times[-1] + timedelta(seconds=gap))
         v2 = rng.random() < mix.v2
         events = [
             Delivery(
@@ -126,9 +145,9 @@ class Plan:
             )
             for k in range(1, len(path))
         ]
-        if path[-1] is D and rng.random() < mix.mo:
+        if replied:
             reply_id = f"mo{self.run}{n:08d}"
-            at = times[-1] + timedelta(seconds=rng.randint(5, 120))
+            at = times[-1] + timedelta(seconds=reply_after)
             events.append(
                 Delivery(
                     event_id=f"{reply_id}-0",
@@ -151,7 +170,32 @@ class Plan:
                 planned.append(_with(event, attempt=1))
             if rng.random() < mix.second_subscription:
                 planned.append(_with(event, subscription="second"))
+        if rng.random() < mix.odd:
+            planned.append(_odd(f"odd{self.run}{n:08d}", times[-1], invalid=n % 2 == 1))
         return planned
+
+
+def _odd(event_id: str, at: datetime, *, invalid: bool) -> Delivery:
+    """An event the receiver keeps without applying it: a status update with no SMS id
+    (invalid: answered 400, kept with its reason), or a billing event (of a type it does
+    not handle)."""
+    if invalid:
+        document = _v1(event_id, "sim000000000000", (C, S), [at, at], history=False)
+        data = document["data"]
+        assert isinstance(data, dict)
+        del data["hash"]
+    else:
+        document = {
+            "event_id": event_id,
+            "event_at": at.isoformat().replace("+00:00", "Z"),
+            "hook_hash": "SIMHOOK3",
+            "try": 0,
+            "type": "billing.credit",
+            "data": {"amount": "12.00", "currency": "EUR"},
+        }
+    return Delivery(
+        event_id, None, True, 0, C, document, kind="invalid" if invalid else "unhandled"
+    )
 
 
 def _with(delivery: Delivery, *, attempt: int = 0, subscription: str | None = None) -> Delivery:
@@ -166,6 +210,7 @@ def _with(delivery: Delivery, *, attempt: int = 0, subscription: str | None = No
         delivery.step,
         delivery.status,
         document,
+        delivery.kind,
     )
 
 

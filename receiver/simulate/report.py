@@ -14,6 +14,9 @@ class Expected(TypedDict):
     """What the receiver should hold after the simulation."""
 
     events: int
+    """Distinct events stored, the two kinds below included."""
+    invalid: int
+    unhandled: int
     messages: int
     outbound: int
     inbound: int
@@ -47,9 +50,14 @@ class Report:
     # The furthest step acknowledged per SMS, with its status; and which are outbound.
     reached: dict[str, tuple[int, Status]] = field(default_factory=dict)
     outbound: set[str] = field(default_factory=set)
+    odd: dict[str, set[str]] = field(default_factory=lambda: {"invalid": set(), "unhandled": set()})
 
     def acknowledge(self, delivery: Delivery) -> None:
+        """`delivery` answered as expected: stored (an invalid one refused and kept)."""
         self.acknowledged.add(delivery.event_id)
+        if delivery.sms_id is None:
+            self.odd[delivery.kind].add(delivery.event_id)
+            return
         best = self.reached.get(delivery.sms_id)
         if best is None or delivery.step > best[0]:
             self.reached[delivery.sms_id] = (delivery.step, delivery.status)
@@ -62,6 +70,8 @@ class Report:
         )
         return {
             "events": len(self.acknowledged),
+            "invalid": len(self.odd["invalid"]),
+            "unhandled": len(self.odd["unhandled"]),
             "messages": len(self.reached),
             "outbound": len(self.outbound),
             "inbound": len(self.reached) - len(self.outbound),

@@ -38,6 +38,13 @@ class Signer:
         return headers
 
 
+def _kept(response: httpx.Response) -> bool:
+    try:
+        return bool(response.json().get("stored"))
+    except ValueError:
+        return False
+
+
 async def simulate(
     url: str,
     plan: Plan,
@@ -72,7 +79,10 @@ async def simulate(
                 report.requests += 1
                 report.latencies.append(time.perf_counter() - sent)
                 report.answers[answer] += 1
-                if answer.startswith("2"):
+                if answer.startswith("2") or (
+                    # An invalid event is refused and kept: that is its acknowledgement.
+                    delivery.kind == "invalid" and answer == "400" and _kept(response)
+                ):
                     report.acknowledge(delivery)
                     return
                 if time.perf_counter() - first > retry_within or attempt + 1 == max_tries:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 
 from receiver.app import create_app
 from receiver.simulate import Mix, Plan, Signer, parse_mix, simulate
+from receiver.simulate.plan import WINDOW
 from testkit.support import fetch, serving, until_projected
 from tests.conftest import SettingsFactory
 
@@ -27,6 +30,7 @@ ROUGH = Mix(
     retries=0.3,
     second_subscription=0.3,
     out_of_order=0.5,
+    odd=0.1,
 )
 
 
@@ -34,11 +38,15 @@ async def holdings(database_url: str) -> dict[str, Any]:
     """What the receiver holds once its projector has caught up."""
     await until_projected(database_url)
     events = await fetch(database_url, "SELECT count(*) AS n FROM events")
+    kept = await fetch(database_url, "SELECT state::text, count(*) AS n FROM events GROUP BY 1")
+    states = {row["state"]: row["n"] for row in kept}
     messages = await fetch(
         database_url, "SELECT direction, status::text, count(*) AS n FROM messages GROUP BY 1, 2"
     )
     return {
         "events": events[0]["n"],
+        "invalid": states.get("invalid", 0),
+        "unhandled": states.get("unhandled", 0),
         "messages": sum(r["n"] for r in messages),
         "outbound": sum(r["n"] for r in messages if r["direction"] == "outbound"),
         "inbound": sum(r["n"] for r in messages if r["direction"] == "inbound"),
@@ -66,7 +74,10 @@ async def test_the_receiver_holds_what_the_simulator_expects(
     )
     summary = report.summary()
     assert summary["unacknowledged"] == 0
-    assert set(summary["answers"]) == {"200"}
+    # The invalid events are refused (400) and kept; the rest stored.
+    assert set(summary["answers"]) == {"200", "400"}
+    assert summary["expected"]["invalid"] > 0
+    assert summary["expected"]["unhandled"] > 0
     # Repeats, retries and second subscriptions were sent: more requests than events.
     assert summary["requests"] > summary["expected"]["events"] * 1.3
     assert summary["expected"]["inbound"] > 0
@@ -168,3 +179,30 @@ def test_a_mix_is_read_and_checked(bad: str, says: str) -> None:
     assert parse_mix("").v2 == Mix().v2
     with pytest.raises(ValueError, match=says):
         parse_mix(bad)
+
+
+def _times(value: object) -> list[datetime]:
+    """Every time written anywhere in an event (v1's and v2's forms)."""
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _times(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _times(v)]
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d.*", value):
+        if value.startswith("0000"):
+            return []
+        return [datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=UTC)]
+    return []
+
+
+def test_no_event_tells_of_a_time_after_it_was_planned() -> None:
+    """Sent at once, no event says an SMS was created, sent, delivered or answered in
+    the future; the window of the last half hour is used whole."""
+    made = datetime.now(UTC)
+    deliveries = list(Plan(2000, ROUGH, seed=5).deliveries())
+    times = [t for d in deliveries for t in _times(d.document)]
+    assert len(times) > 10_000
+    assert max(times) <= made
+    assert min(times) >= made - timedelta(seconds=WINDOW + 1)
+    replies = [d for d in deliveries if not d.outbound]
+    assert replies
+    assert {d.kind for d in deliveries} == {"sms", "invalid", "unhandled"}
