@@ -231,7 +231,9 @@ class Queries:
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = self._cursors.encode([last["status_at"].isoformat(), last["sms_id"]])
-        return {"items": items, "next_cursor": next_cursor}
+        # The number as searched: what a national one was read as.
+        searched = None if q.number is None else number_prefix(q.number, self.region)[0]
+        return {"items": items, "next_cursor": next_cursor, "number_searched": searched}
 
     async def export(self, request: Request) -> Response:
         form, selection = self.messages_export(request.query_params)

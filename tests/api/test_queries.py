@@ -275,8 +275,15 @@ async def test_a_national_number_finds_its_sms_with_a_default_region(
         await client.post(WEBHOOK, content=body)
         await until_projected(client)
         found = await client.get("/api/v1/messages", params={"number": "0612340001"}, headers=AUTH)
+        start = await client.get("/api/v1/messages", params={"number": "06 12"}, headers=AUTH)
+        plain = await client.get("/api/v1/messages", headers=AUTH)
         await console_sign_in(client, TOKEN)
         page = await client.get("/console/messages", params={"q": "06 12 34 00 01"})
     assert [m["id"] for m in found.json()["items"]] == ["national1"]
+    # The answer says how it read the number.
+    assert found.json()["number_searched"] == "+33612340001"
+    assert start.json()["number_searched"] == "+33612"
+    assert [m["id"] for m in start.json()["items"]] == ["national1"]
+    assert plain.json()["number_searched"] is None
     assert "Read as a number of FR: +33612340001." in page.text
     assert "national1" in page.text

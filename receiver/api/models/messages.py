@@ -109,6 +109,11 @@ class MessageDetail(Message):
 class MessagePage(Answer):
     items: list[Message]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+    number_searched: str | None = Field(
+        None,
+        description="with `number`: the start of the E.164 numbers searched (a national"
+        " number read by RECEIVER_DEFAULT_REGION's rules, e.g. `06 12` in FR as `+33612`)",
+    )
 
 
 # -------------------------------------------------------------------- events

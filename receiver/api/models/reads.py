@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class Page(TypedDict):
@@ -13,6 +13,7 @@ class Page(TypedDict):
 
     items: Sequence[Mapping[str, object]]
     next_cursor: str | None
+    number_searched: NotRequired[str | None]
 
 
 # A message as the API answers it (`from` is a keyword: the functional form names it).
