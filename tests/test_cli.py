@@ -121,6 +121,8 @@ def test_numbers_and_urls_that_make_no_sense_are_refused_up_front(
 TABLE_COMMANDS = [
     ("handlers", "list"),
     ("forwards", "list"),
+    ("tokens", "list"),
+    ("sends", "list"),
     ("replay", "--dry-run"),
     ("prune", "--events-older-than", "90d", "--dry-run"),
 ]
@@ -193,7 +195,7 @@ def test_a_command_before_the_first_serve_migrates_the_embedded_database(tmp_pat
     added = receiver_command(
         "handlers", "add", "--default", "--url", "http://127.0.0.1:9/replies", cwd=tmp_path
     )
-    listed = receiver_command("handlers", "list", cwd=tmp_path)
+    listed = receiver_command("handlers", "list", "--json", cwd=tmp_path)
 
     assert added.returncode == 0, added.stderr
     assert listed.returncode == 0, listed.stderr

@@ -13,7 +13,7 @@ from receiver.cli.callr import add_callr_commands
 from receiver.cli.database import DatabaseNotReady
 from receiver.cli.forwarding import add_forward_commands, add_handler_commands
 from receiver.cli.replay import add_replay_commands
-from receiver.cli.send import add_send_command
+from receiver.cli.send import add_send_command, add_sends_commands
 from receiver.cli.service import run_migrations, serve, worker
 from receiver.cli.simulate import add_simulate_command
 from receiver.cli.tokens import add_token_commands
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_callr_commands(commands)
     add_token_commands(commands)
     add_send_command(commands)
+    add_sends_commands(commands)
     add_backup_commands(commands)
     return parser
 

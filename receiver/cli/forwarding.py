@@ -15,6 +15,7 @@ import orjson
 from receiver.cli.arguments import Commands, configured, timestamp, whole
 from receiver.cli.callr import duration
 from receiver.cli.database import open_migrated_database
+from receiver.cli.listing import add_json_flag, print_listing
 from receiver.db.engine import Connection, asyncpg_dsn
 from receiver.db.models import ForwardState
 from receiver.forwarding.destinations import Destinations
@@ -159,12 +160,34 @@ def statuses(text: str) -> tuple[int, ...]:
     return found
 
 
+_HANDLER_COLUMNS = [
+    ("id", "id"),
+    ("user_data", "user_data"),
+    ("default", "default"),
+    ("url", "url"),
+    ("enabled", "enabled"),
+    ("failing since (UTC)", "failing_since"),
+    ("disabled because", "disabled_reason"),
+    ("created (UTC)", "created_at"),
+]
+_FORWARD_COLUMNS = [
+    ("id", "id"),
+    ("state", "state"),
+    ("attempts", "attempts"),
+    ("handler", "handler_id"),
+    ("sms", "sms_id"),
+    ("user_data", "user_data"),
+    ("created (UTC)", "created_at"),
+    ("last error", "last_error"),
+]
+
+
 def handlers_list(args: argparse.Namespace) -> int:
-    """Print every handler, one JSON object per line."""
+    """Print every handler: a table, or (--json) one JSON object a line."""
 
     async def show(conn: Connection) -> int:
-        for handler in await list_handlers(conn):
-            print(_json(handler.to_json()))
+        rows = [handler.to_json() for handler in await list_handlers(conn)]
+        print_listing(rows, _HANDLER_COLUMNS, as_json=args.json, nothing="no handler")
         return 0
 
     return _run_with_connection(show)
@@ -224,7 +247,8 @@ def forwards_retry(args: argparse.Namespace) -> int:
 
 
 def forwards_list(args: argparse.Namespace) -> int:
-    """Print forwards (newest first), optionally of one state, one JSON object per line."""
+    """Print forwards (newest first), optionally of one state: a table, or (--json) one
+    JSON object a line."""
 
     async def show(conn: Connection) -> int:
         rows = await conn.fetch(
@@ -234,8 +258,9 @@ def forwards_list(args: argparse.Namespace) -> int:
             args.state,
             args.limit,
         )
-        for row in rows:
-            print(_json(dict(row)))
+        print_listing(
+            [dict(row) for row in rows], _FORWARD_COLUMNS, as_json=args.json, nothing="no forward"
+        )
         return 0
 
     return _run_with_connection(show)
@@ -314,7 +339,9 @@ def add_handler_commands(commands: Commands) -> None:
         help="how long forwards carry both signatures (default 24h)",
     )
     rotate.set_defaults(run=handlers_rotate_secret)
-    sub.add_parser("list", help="list the handlers").set_defaults(run=handlers_list)
+    handlers_listing = sub.add_parser("list", help="list the handlers")
+    add_json_flag(handlers_listing)
+    handlers_listing.set_defaults(run=handlers_list)
     for name, helptext, handler, extra in (
         ("remove", "remove a handler", handlers_remove, {}),
         ("disable", "stop forwarding to a handler", handlers_toggle, {"enabled": False}),
@@ -359,6 +386,7 @@ def add_forward_commands(commands: Commands) -> None:
         "--state", choices=[state.value for state in ForwardState], help="only this state"
     )
     listing.add_argument("--limit", type=whole(1, 10_000), default=100, help="at most this many")
+    add_json_flag(listing)
     listing.set_defaults(run=forwards_list)
     retry = sub.add_parser("retry", help="queue forwards for delivery now (dead ones by default)")
     retry.add_argument("--state", choices=RETRYABLE_STATES, default="dead")

@@ -11,12 +11,15 @@ from datetime import timedelta
 import orjson
 
 from receiver.callr.gsm import ENCODINGS
-from receiver.cli.arguments import Commands
+from receiver.callr.sends import SendState
+from receiver.cli.arguments import Commands, whole
+from receiver.cli.listing import add_json_flag, print_listing
 from receiver.cli.replay import run_with_database
 from receiver.db.engine import Pool
 from receiver.sending.requests import (
     NATURES,
     OWNER_CLI,
+    WITH_BILLED,
     Conflict,
     Invalid,
     find,
@@ -81,6 +84,53 @@ def send(args: argparse.Namespace) -> int:
         return 0 if row["state"] != "rejected" else 1
 
     return run_with_database(run, connections=1)
+
+
+_SEND_COLUMNS = [
+    ("id", "id"),
+    ("state", "state"),
+    ("to", "to"),
+    ("user_data", "user_data"),
+    ("attempts", "attempts"),
+    ("sms", "sms_id"),
+    ("requested (UTC)", "requested_at"),
+    ("decided (UTC)", "decided_at"),
+    ("error", "error"),
+]
+_LIST_SENDS = (
+    WITH_BILLED
+    + """
+WHERE $1::text IS NULL OR s.state = $1
+ORDER BY s.requested_at DESC, s.id DESC LIMIT $2
+"""
+)
+
+
+def sends_list(args: argparse.Namespace) -> int:
+    """Print sends (newest first), optionally of one state: a table, or (--json) one
+    JSON object a line, each as `GET /api/v1/sms/{id}` shows it."""
+
+    async def show(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_LIST_SENDS, args.state, args.limit)
+        print_listing(
+            [view(row) for row in rows], _SEND_COLUMNS, as_json=args.json, nothing="no send"
+        )
+        return 0
+
+    return run_with_database(show, connections=1)
+
+
+def add_sends_commands(commands: Commands) -> None:
+    sends = commands.add_parser("sends", help="the SMS sent through the receiver (listed)")
+    sub = sends.add_subparsers(dest="action", required=True)
+    listing = sub.add_parser("list", help="list sends, newest first")
+    listing.add_argument(
+        "--state", choices=[state.value for state in SendState], help="only this state"
+    )
+    listing.add_argument("--limit", type=whole(1, 10_000), default=100, help="at most this many")
+    add_json_flag(listing)
+    listing.set_defaults(run=sends_list)
 
 
 def add_send_command(commands: Commands) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import datetime
 
 from receiver.api.auth import SCOPES
 from receiver.api.tokens import TokenError, add_token, list_tokens, revoke_token
 from receiver.cli.arguments import Commands
+from receiver.cli.listing import add_json_flag, print_listing
 from receiver.cli.replay import run_with_database
 from receiver.db.engine import Pool
 from receiver.settings import Settings
@@ -47,19 +47,26 @@ def tokens_list(args: argparse.Namespace) -> int:
     async def show(pool: Pool, settings: Settings, stop: asyncio.Event) -> int:
         async with pool.acquire() as conn:
             kept = await list_tokens(conn, revoked=args.revoked)
-        print(
-            f"{'name':<24} {'scope':<6} {'created (UTC)':<20} {'last used (UTC)':<20}"
-            f" {'revoked':<20} limits"
-        )
-        for token in kept:
-            print(
-                f"{token.name:<24} {token.scope:<6} {_when(token.created_at):<20}"
-                f" {_when(token.last_used_at):<20} {_when(token.revoked_at):<20}"
-                f" {_limits(token.user_data_prefix, token.senders)}".rstrip()
-            )
+        rows = [
+            {
+                "name": token.name,
+                "scope": token.scope,
+                "created_at": token.created_at,
+                "last_used_at": token.last_used_at,
+                "revoked_at": token.revoked_at,
+                "user_data_prefix": token.user_data_prefix,
+                "senders": list(token.senders),
+                "limits": _limits(token.user_data_prefix, token.senders) or None,
+            }
+            for token in kept
+        ]
+        print_listing(rows, _TOKEN_COLUMNS, as_json=args.json, nothing="no token kept")
         env = [name for name, on in _environment(settings) if on]
         if env:
-            print(f"(and the tokens of {' and '.join(env)}, which are not listed)")
+            print(
+                f"(and the tokens of {' and '.join(env)}, which are not listed)",
+                file=sys.stderr if args.json else sys.stdout,
+            )
         return 0
 
     return run_with_database(show, connections=1)
@@ -88,8 +95,14 @@ def _environment(settings: Settings) -> list[tuple[str, bool]]:
     ]
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+_TOKEN_COLUMNS = [
+    ("name", "name"),
+    ("scope", "scope"),
+    ("created (UTC)", "created_at"),
+    ("last used (UTC)", "last_used_at"),
+    ("revoked (UTC)", "revoked_at"),
+    ("limits", "limits"),
+]
 
 
 def _limits(prefix: str | None, senders: list[str]) -> str:
@@ -122,6 +135,7 @@ def add_token_commands(commands: Commands) -> None:
     add.set_defaults(run=tokens_add)
     listing = sub.add_parser("list", help="list the tokens (never the tokens themselves)")
     listing.add_argument("--revoked", action="store_true", help="the revoked ones too")
+    add_json_flag(listing)
     listing.set_defaults(run=tokens_list)
     revoke = sub.add_parser("revoke", help="revoke a token: it opens nothing within seconds")
     revoke.add_argument("name")

@@ -142,10 +142,15 @@ def test_the_cli_adds_and_lists_handlers(database_url: str) -> None:
     assert duplicate.returncode == 2
     assert "a handler for '42' is already registered" in duplicate.stderr
     assert receiver("handlers", "disable", str(handler["id"])).returncode == 0
-    listed = receiver("handlers", "list")
+    listed = receiver("handlers", "list", "--json")
     assert [json.loads(line)["enabled"] for line in listed.stdout.splitlines()] == [False]
+    table = receiver("handlers", "list").stdout.splitlines()
+    assert table[0].split()[:3] == ["id", "user_data", "default"]
+    assert "http://127.0.0.1:9/h" in table[1]
     assert receiver("handlers", "remove", str(handler["id"])).returncode == 0
-    assert receiver("handlers", "list").stdout == ""
+    assert receiver("handlers", "list", "--json").stdout == ""
+    empty = receiver("handlers", "list")
+    assert (empty.stdout, empty.stderr) == ("", "no handler\n")
     news = receiver(
         "handlers",
         "add",
