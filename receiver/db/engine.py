@@ -127,15 +127,21 @@ def sqlalchemy_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
+# A password given as a query parameter (`?password=...`, as libpq reads it).
+_QUERY_PASSWORD = re.compile(r"([?&])password=([^&#]*)")
+
+
 def describe(url: str) -> str:
-    """The URL with its password masked, for logs and messages."""
+    """The URL with its password masked (in its user part or its query), for logs and
+    messages."""
     parts = _parts(url)
+    rest = _QUERY_PASSWORD.sub(r"\1password=***", parts["rest"])
     userinfo = parts["userinfo"]
     if userinfo is None:
-        return url
+        return f"{parts['scheme']}://{parts['hosts']}{rest}"
     user, colon, _ = userinfo.partition(":")
     masked = f"{user}:***" if colon else user
-    return f"{parts['scheme']}://{masked}@{parts['hosts']}{parts['rest']}"
+    return f"{parts['scheme']}://{masked}@{parts['hosts']}{rest}"
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -146,13 +152,22 @@ def asyncpg_dsn(url: str) -> str:
 
 
 def password_apart(url: str) -> tuple[str, str | None]:
-    """`url` without its password, and the password (for PGPASSWORD, never argv)."""
+    """`url` without its password (in its user part or its query), and the password
+    (for PGPASSWORD, never argv)."""
     parts = _parts(url)
+    rest, password = parts["rest"], None
+    given = _QUERY_PASSWORD.search(rest)
+    if given is not None:
+        password = unquote(given[2])
+        rest = rest[: given.start()] + rest[given.end() :]
+        if given[1] == "?" and rest.startswith("&", given.start()):
+            rest = rest[: given.start()] + "?" + rest[given.start() + 1 :]
     userinfo = parts["userinfo"]
-    if userinfo is None or ":" not in userinfo:
-        return url, None
-    user, _, password = userinfo.partition(":")
-    return f"{parts['scheme']}://{user}@{parts['hosts']}{parts['rest']}", unquote(password)
+    if userinfo is not None and ":" in userinfo:
+        user, _, written = userinfo.partition(":")
+        userinfo, password = user, unquote(written)
+    at = f"{userinfo}@" if userinfo is not None else ""
+    return f"{parts['scheme']}://{at}{parts['hosts']}{rest}", password
 
 
 async def create_pool(

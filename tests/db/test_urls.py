@@ -38,6 +38,42 @@ def test_every_reader_of_the_url_sees_every_host() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "without", "password"),
+    [
+        ("postgresql://u:s%40cret@h/db", "postgresql://u@h/db", "s@cret"),
+        ("postgresql://u@h/db?password=s%40cret", "postgresql://u@h/db", "s@cret"),
+        (
+            "postgresql://u@h/db?password=x&sslmode=require",
+            "postgresql://u@h/db?sslmode=require",
+            "x",
+        ),
+        (
+            "postgresql://u@h/db?sslmode=require&password=x",
+            "postgresql://u@h/db?sslmode=require",
+            "x",
+        ),
+        ("postgresql://h/db?a=1&password=x&b=2", "postgresql://h/db?a=1&b=2", "x"),
+        ("postgresql://u@h1,h2/db?password=x", "postgresql://u@h1,h2/db", "x"),
+        ("postgresql://u@h/db", "postgresql://u@h/db", None),
+    ],
+)
+def test_a_password_is_never_shown_wherever_the_url_carries_it(
+    url: str, without: str, password: str | None
+) -> None:
+    """In the user part or as a query parameter (libpq reads both): masked in what is
+    logged and printed, moved to PGPASSWORD for PostgreSQL's programs."""
+    assert password_apart(url) == (without, password)
+    dsn, env = libpq(url)
+    assert dsn == without
+    assert env.get("PGPASSWORD") == password
+    shown = describe(url)
+    if password is not None:
+        assert password not in shown
+        assert "s%40cret" not in shown
+        assert "***" in shown
+
+
+@pytest.mark.parametrize(
     ("url", "expected"),
     [
         ("postgresql://u@h", [("h", 5432)]),
