@@ -43,7 +43,7 @@ _STORE_BATCH = 2000
 
 async def fill(url: str, events: int) -> int:
     """Store the first `events` deliveries of a plan large enough; how many are pending."""
-    plan = Plan(events // 3 + 1, Mix(), seed=31)
+    plan = Plan(events // 3 + 1, Mix(odd=0), seed=31)
     pool = await create_pool(url, size=2, command_timeout=600)
     try:
         chunk: list[Incoming] = []

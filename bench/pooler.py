@@ -82,7 +82,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="receiver-pooler-"))
-    deliveries = list(Plan(60_000, Mix(), seed=13).deliveries())
+    deliveries = list(Plan(60_000, Mix(odd=0), seed=13).deliveries())
     step = len(deliveries) // args.slices
     files = []
     for n in range(args.slices):

@@ -69,7 +69,7 @@ def main() -> None:
         parser.error("--projector and --worker are two ways to run the projector: choose one")
     projecting = args.projector or args.worker
     folder = Path(tempfile.mkdtemp(prefix="receiver-ratio-"))
-    deliveries = list(Plan(60_000, Mix(), seed=13).deliveries())
+    deliveries = list(Plan(60_000, Mix(odd=0), seed=13).deliveries())
     # One file a slice, each starting further into the plan (the receiver's answers to
     # a slice's first lines must be new events, not repeats of the last slice's).
     step = len(deliveries) // args.slices

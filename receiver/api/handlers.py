@@ -127,7 +127,15 @@ def new_handler(document: object) -> NewHandler:
     )
 
 
-POLICY = ("final_statuses", "max_in_flight", "rate", "attempts", "first_retry", "notify_url")
+POLICY = (
+    "final_statuses",
+    "max_in_flight",
+    "rate",
+    "attempts",
+    "first_retry",
+    "notify_url",
+    "name",
+)
 
 
 async def patch(request: Request) -> Response:
@@ -147,7 +155,7 @@ async def patch(request: Request) -> Response:
                 conn, handler_id, changes, request.app.state.destinations
             )
     except HandlerError as error:
-        return error_response(400, str(error))
+        return error_response(409 if isinstance(error, HandlerExists) else 400, str(error))
     if handler is None:
         return error_response(404, "no such handler")
     return answer(Handler, handler.to_json())
@@ -208,7 +216,11 @@ def routes(tokens: Tokens) -> list[ApiRoute]:
                     "Register a handler (waiting forwards are routed to it)",
                     {
                         201: (m.NewHandlerAnswer, "registered"),
-                        409: (m.Error, "a handler for this user_data (or the default) exists"),
+                        409: (
+                            m.Error,
+                            "a handler for this user_data (or the default), or of this name,"
+                            " exists",
+                        ),
                     },
                     body=m.NewHandler,
                     scope=ADMIN,
@@ -232,9 +244,13 @@ def routes(tokens: Tokens) -> list[ApiRoute]:
             (
                 Operation(
                     "patch",
-                    "Change a handler in place (its id, user_data and forwards kept): its URL,"
-                    " secret, events, timeout and policy",
-                    {200: (m.Handler, "the handler as it is now"), 404: _NO_HANDLER},
+                    "Change a handler in place (its id, user_data and forwards kept): its name,"
+                    " URL, secret, events, timeout and policy",
+                    {
+                        200: (m.Handler, "the handler as it is now"),
+                        404: _NO_HANDLER,
+                        409: (m.Error, "another handler has that name"),
+                    },
                     path_params=_HANDLER_ID,
                     body=m.HandlerChanges,
                     scope=ADMIN,

@@ -67,6 +67,7 @@ def handlers_add(args: argparse.Namespace) -> int:
         attempts=args.attempts,
         first_retry=args.first_retry,
         notify_url=args.notify_url,
+        name=args.name,
     )
 
     settings = configured()
@@ -162,6 +163,7 @@ def statuses(text: str) -> tuple[int, ...]:
 
 _HANDLER_COLUMNS = [
     ("id", "id"),
+    ("name", "name"),
     ("user_data", "user_data"),
     ("default", "default"),
     ("url", "url"),
@@ -323,6 +325,7 @@ def add_handler_commands(commands: Commands) -> None:
             "first_retry",
             "notify_url",
             "secret",
+            "name",
         ),
         help="set a field back to its default (repeatable)",
     )
@@ -353,6 +356,7 @@ def add_handler_commands(commands: Commands) -> None:
 
 
 def _policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="what people call it (unique), shown instead of its number")
     parser.add_argument(
         "--final-statuses",
         type=statuses,

@@ -64,6 +64,8 @@ class HandlerForms(Pages):
     async def add_handler(self, request: Request, session: Session) -> Response:
         form: QueryParams = request.state.form
         document: dict[str, object] = {"url": form.get("url", "").strip()}
+        if form.get("name", "").strip():
+            document["name"] = form["name"].strip()
         if form.get("default"):
             document["default"] = True
         else:
@@ -155,6 +157,7 @@ class HandlerForms(Pages):
 
 
 _EDITABLE: dict[str, Callable[[str], object]] = {
+    "name": str,
     "url": str,
     "timeout": float,
     "final_statuses": tuple,

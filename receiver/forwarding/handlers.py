@@ -20,12 +20,12 @@ from receiver.forwarding.signing import SecretInvalid, new_secret, secret_key
 # Assembled once, at import, from the constant column list: no input reaches the text.
 _COLUMNS = """id, match, prefix, is_default, url, secret, timeout, enabled, created_at, replies,
     statuses, terminal_only, final_statuses, max_in_flight, rate, attempts, first_retry,
-    notify_url, disabled_reason, disabled_at, failing_since, previous_secret_until"""
+    notify_url, disabled_reason, disabled_at, failing_since, previous_secret_until, name"""
 _INSERT = f"""
 INSERT INTO handlers (match, prefix, is_default, url, secret, timeout, replies, statuses,
                       terminal_only, final_statuses, max_in_flight, rate, attempts, first_retry,
-                      notify_url)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                      notify_url, name)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 RETURNING {_COLUMNS}
 """
 _LIST = f"SELECT {_COLUMNS} FROM handlers ORDER BY is_default, match, prefix, id"
@@ -41,7 +41,7 @@ RETURNING {_COLUMNS}
 _UPDATE = f"""
 UPDATE handlers SET url = $2, secret = $3, timeout = $4, replies = $5, statuses = $6,
     terminal_only = $7, final_statuses = $8, max_in_flight = $9, rate = $10, attempts = $11,
-    first_retry = $12, notify_url = $13
+    first_retry = $12, notify_url = $13, name = $14
 WHERE id = $1
 RETURNING {_COLUMNS}
 """
@@ -87,6 +87,7 @@ DEFAULT_OVERLAP = 86400
 """Seconds the secret before a rotation keeps signing, unless told otherwise."""
 # The fields `update_handler` changes, as the CLI and the API name them.
 CHANGEABLE = (
+    "name",
     "url",
     "secret",
     "timeout",
@@ -100,6 +101,11 @@ CHANGEABLE = (
     "notify_url",
 )
 
+
+# A handler's name: printable, not blank at either end, not `#n` (how ids are shown).
+_NAME = re.compile(
+    r"(?=.{1,64}$)[^#\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?"
+)
 
 # What a handler URL must not hold; the OpenAPI description's NewHandler.url says the same.
 _NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
@@ -150,10 +156,17 @@ class HandlerView:
     disabled_at: datetime | None = None
     failing_since: datetime | None = None
     previous_secret_until: datetime | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How people call it: its name, else its number."""
+        return self.name or f"#{self.id}"
 
     def to_json(self) -> dict[str, object]:
         return {
             "id": self.id,
+            "name": self.name,
             "user_data": self.user_data,
             "default": self.default,
             "url": self.url,
@@ -197,6 +210,7 @@ class NewHandler:
     attempts: int | None = None
     first_retry: float | None = None
     notify_url: str | None = None
+    name: str | None = None
 
     def validated(
         self, destinations: Destinations = ANYWHERE, *, check_url: bool = True
@@ -205,6 +219,11 @@ class NewHandler:
         False: its URL is one already kept (a change that leaves it as it is must not be
         refused by a rule the URL predates)."""
         self._policy_checked()
+        if self.name is not None and not _NAME.fullmatch(self.name):
+            raise HandlerError(
+                "name must be 1 to 64 characters, printable, not only spaces, and not start"
+                " with # (numbers are the handlers' ids)"
+            )
         if self.notify_url is not None:
             _url_checked("notify_url", self.notify_url, destinations)
         if not self.events or not set(self.events) <= set(EVENTS):
@@ -294,7 +313,9 @@ async def add_handler(
         match = new.user_data[:-1] if prefix else new.user_data
     try:
         row = await one_row(conn, _INSERT, match, prefix, new.default, *_columns(new))
-    except asyncpg.UniqueViolationError:
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name == "ix_handlers_name":
+            raise HandlerExists(f"a handler named {new.name!r} is already registered") from None
         which = "a default handler" if new.default else f"a handler for {new.user_data!r}"
         raise HandlerExists(f"{which} is already registered") from None
     return _view(row), await route_unrouted(conn)
@@ -378,6 +399,7 @@ class HandlerFields(TypedDict, total=False):
     attempts: int | None
     first_retry: float | None
     notify_url: str | None
+    name: str | None
 
 
 def handler_fields(document: Mapping[str, object]) -> HandlerFields:
@@ -425,6 +447,8 @@ def handler_fields(document: Mapping[str, object]) -> HandlerFields:
         found["first_retry"] = _number("first_retry", document["first_retry"])
     if "notify_url" in document:
         found["notify_url"] = _text("notify_url", document["notify_url"])
+    if "name" in document:
+        found["name"] = _text("name", document["name"])
     return found
 
 
@@ -474,6 +498,7 @@ async def update_handler(
         attempts=current.attempts,
         first_retry=current.first_retry,
         notify_url=row["notify_url"],
+        name=current.name,
     )
     if "events" in fields:
         if "status" in fields["events"] and "status_filter" not in fields:
@@ -485,7 +510,10 @@ async def update_handler(
         refused = await destinations.check_now(new.url, unresolved_ok=True)
         if refused is not None:
             raise HandlerError(f"url: {refused}")
-    updated = await conn.fetchrow(_UPDATE, handler_id, *_columns(new))
+    try:
+        updated = await conn.fetchrow(_UPDATE, handler_id, *_columns(new))
+    except asyncpg.UniqueViolationError:
+        raise HandlerExists(f"a handler named {new.name!r} is already registered") from None
     if "url" in changes:
         # A URL put right: what waits for a retry is tried there now, not at its turn.
         await conn.execute(_DUE_NOW, handler_id)
@@ -506,7 +534,7 @@ async def rotate_secret(
 
 
 def _columns(new: NewHandler) -> tuple[object, ...]:
-    """The columns from `url` to `notify_url`, in the order _INSERT and _UPDATE take them."""
+    """The columns from `url` to `name`, in the order _INSERT and _UPDATE take them."""
     return (
         new.url,
         new.secret,
@@ -520,6 +548,7 @@ def _columns(new: NewHandler) -> tuple[object, ...]:
         new.attempts,
         new.first_retry,
         new.notify_url,
+        new.name,
     )
 
 
@@ -550,4 +579,5 @@ def _view(row: Record) -> HandlerView:
         disabled_at=row["disabled_at"],
         failing_since=row["failing_since"],
         previous_secret_until=row["previous_secret_until"],
+        name=row["name"],
     )

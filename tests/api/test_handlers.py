@@ -145,7 +145,7 @@ def test_the_cli_adds_and_lists_handlers(database_url: str) -> None:
     listed = receiver("handlers", "list", "--json")
     assert [json.loads(line)["enabled"] for line in listed.stdout.splitlines()] == [False]
     table = receiver("handlers", "list").stdout.splitlines()
-    assert table[0].split()[:3] == ["id", "user_data", "default"]
+    assert table[0].split()[:3] == ["id", "name", "user_data"]
     assert "http://127.0.0.1:9/h" in table[1]
     assert receiver("handlers", "remove", str(handler["id"])).returncode == 0
     assert receiver("handlers", "list", "--json").stdout == ""
@@ -337,3 +337,58 @@ async def test_a_handler_urls_query_values_are_hidden_from_read_tokens(
     (listed,) = as_reader.json()["items"]
     assert listed["url"] == "http://127.0.0.1:9/hook?password=***&api_key=***&flag"
     assert as_admin.json()["items"][0]["url"] == url
+
+
+async def test_a_handler_is_named_and_shown_by_its_name(make_settings: SettingsFactory) -> None:
+    async with running(
+        create_app(make_settings(admin_tokens=TOKEN, api_tokens="read-token-for-names-0123"))
+    ) as client:
+        named = await client.post(
+            "/api/v1/handlers",
+            headers=AUTH,
+            json={"user_data": "billing-*", "url": "http://127.0.0.1:9/b", "name": "Billing"},
+        )
+        same = await client.post(
+            "/api/v1/handlers",
+            headers=AUTH,
+            json={"user_data": "other", "url": "http://127.0.0.1:9/o", "name": "billing"},
+        )
+        bad = [
+            await client.post(
+                "/api/v1/handlers",
+                headers=AUTH,
+                json={"user_data": f"bad-{n}", "url": "http://127.0.0.1:9/x", "name": name},
+            )
+            for n, name in enumerate(["#2", " padded", "", "x" * 65, "tab\there"])
+        ]
+        unnamed = await client.post(
+            "/api/v1/handlers", headers=AUTH, json={"default": True, "url": "http://127.0.0.1:9/d"}
+        )
+        handler_id = named.json()["id"]
+        renamed = await client.patch(
+            f"/api/v1/handlers/{handler_id}", headers=AUTH, json={"name": "Billing replies"}
+        )
+        taken = await client.patch(
+            f"/api/v1/handlers/{unnamed.json()['id']}",
+            headers=AUTH,
+            json={"name": "BILLING REPLIES"},
+        )
+        await console_sign_in(client, TOKEN)
+        page = await client.get("/console/handlers")
+        forwards = await client.get("/console/forwards")
+        cleared = await client.patch(
+            f"/api/v1/handlers/{handler_id}", headers=AUTH, json={"name": None}
+        )
+    assert named.status_code == 201, named.text
+    assert named.json()["name"] == "Billing"
+    assert same.status_code == 409
+    assert same.json()["error"] == "a handler named 'billing' is already registered"
+    for answer in bad:
+        assert answer.status_code == 400, answer.text
+    assert unnamed.json()["name"] is None
+    assert renamed.json()["name"] == "Billing replies"
+    assert taken.status_code == 409
+    assert "<strong>Billing replies</strong>" in page.text
+    assert f"#{unnamed.json()['id']}" in page.text
+    assert "Billing replies (billing-*)" in forwards.text
+    assert cleared.json()["name"] is None

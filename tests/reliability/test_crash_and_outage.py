@@ -115,8 +115,9 @@ async def test_killed_twice_mid_load_nothing_acknowledged_is_lost(
     summary = report.summary()
     assert receiver.starts == 3
     assert summary["unacknowledged"] == 0, summary
-    # The kills were felt: connections broke and deliveries were sent again.
-    assert set(summary["answers"]) - {"200"}, summary["answers"]
+    # The kills were felt: connections broke and deliveries were sent again (a 400 is
+    # the simulator's invalid events, refused and kept).
+    assert set(summary["answers"]) - {"200", "400"}, summary["answers"]
     assert "500" not in summary["answers"]
     assert behind_at_kills[0] > 0, behind_at_kills
     # The restarted receiver's projector catches up: every event stored exactly once
@@ -158,8 +159,9 @@ async def test_a_database_outage_gets_503s_then_recovers_with_nothing_lost(
     assert summary["unacknowledged"] == 0, summary
     answers = summary["answers"]
     assert answers.get("503", 0) > 0, answers
-    # Every refusal was a 503 with Retry-After: no 500, no hang.
-    assert set(answers) <= {"200", "503"}, answers
+    # Every refusal was a 503 with Retry-After (or the 400 of an invalid event, kept):
+    # no 500, no hang.
+    assert set(answers) <= {"200", "400", "503"}, answers
     assert max(report.latencies) < 2 + 3, max(report.latencies)
     assert max(recoveries) < 5, recoveries
     await until_projected(own_postgres.url, seconds=120)

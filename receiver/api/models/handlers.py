@@ -25,6 +25,7 @@ HandlerEvents = Literal["replies", "status"]
 
 class Handler(Answer):
     id: int
+    name: str | None = Field(None, description="what people call it (shown instead of #id)")
     user_data: str | None = Field(None, description="a final * matches a prefix")
     default: bool
     url: str
@@ -64,6 +65,9 @@ class HandlerList(Answer):
     items: list[Handler]
 
 
+# receiver.forwarding.handlers checks the same: printable, not blank at either end, no #.
+_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+_NAME = f"^[^#\\s{_CONTROL}]([^{_CONTROL}]*[^\\s{_CONTROL}])?$"
 _NO_NUL_AND_NOT_ONLY_STAR = "^[^\\u0000]*[^*\\u0000][^\\u0000]*$"
 _URL = "^https?://[^/?#\\s\\u0000-\\u001f\\u007f-\\u009f][^\\s\\u0000-\\u001f\\u007f-\\u009f]*$"
 # A pattern, not a secret:
@@ -90,6 +94,11 @@ class HandlerChanges(Body):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    name: str | None = Field(
+        None,
+        description="what people call it, unique in any case; null: none (shown as #id)",
+        json_schema_extra=_or_null({"minLength": 1, "maxLength": 64, "pattern": _NAME}),
+    )
     url: str | None = Field(None, json_schema_extra=_or_null({"format": "uri", "pattern": _URL}))
     secret: str | None = Field(
         None,

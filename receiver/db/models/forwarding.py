@@ -86,6 +86,8 @@ class Handler(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     notify_url: Mapped[str | None] = mapped_column(Text)
+    # What people call it (unique in any case), shown instead of its number.
+    name: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("is_default = (match IS NULL)", name="default_has_no_match"),
@@ -97,6 +99,12 @@ class Handler(Base):
         CheckConstraint("first_retry > 0", name="first_retry_positive"),
         Index(None, "match", "prefix", unique=True, postgresql_where=sql_text("NOT is_default")),
         Index(None, "is_default", unique=True, postgresql_where=sql_text("is_default")),
+        Index(
+            "ix_handlers_name",
+            sql_text("lower(name)"),
+            unique=True,
+            postgresql_where=sql_text("name IS NOT NULL"),
+        ),
     )
 
 
