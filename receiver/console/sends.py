@@ -51,6 +51,7 @@ class SendPages:
             state=state,
             states=STATES,
             counts=counts,
+            sending_api=request.app.state.settings.sending_api,
         )
 
     async def page(

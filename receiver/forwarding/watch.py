@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from receiver.db.engine import Connection, Record, one_row
 
 _HANDLERS = """
-SELECT h.id,
+SELECT h.id, h.name,
     CASE WHEN h.is_default THEN NULL
          ELSE h.match || CASE WHEN h.prefix THEN '*' ELSE '' END END AS user_data,
     h.is_default AS "default", h.enabled, h.failing_since, h.disabled_reason, h.disabled_at,

@@ -306,7 +306,7 @@ async def test_a_dead_forward_is_sent_again_and_delivered(
     assert "200" in attempts
 
     await site.go("/console/handlers")
-    assert "1 delivered" in await site.text("table")
+    assert "1 done" in await site.text("table")
     await site.screenshot("handlers")
     await site.go("/console/events?kind=invalid")
     assert "body is not valid JSON" in await site.text("table")

@@ -585,3 +585,33 @@ async def test_the_sends_pages_mask_as_the_others_do(make_settings: SettingsFact
         for secret in ("99887766", "0612345678", "482913", "70011223"):
             assert secret not in page.text, secret
     assert "[hidden: 11 characters]" in pages[1].text
+
+
+async def test_an_mo_is_received_and_the_sends_page_says_sending_is_off(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_in(client, READ)
+    mo = await client.get("/console/messages/2d2f3b0a5d2e4f60718293a4b5c6d7e9")
+    mt = await client.get(f"/console/messages/{MT_ID}")
+    sends = await client.get("/console/sends")
+    header = re.search(r"<h1>.*?</h1>", mo.text, re.DOTALL)
+    assert header is not None
+    assert ">received</span>" in header.group(0)
+    mt_header = re.search(r"<h1>.*?</h1>", mt.text, re.DOTALL)
+    assert mt_header is not None
+    assert "received" not in mt_header.group(0)
+    assert "Sending is not configured" in sends.text
+    assert "RECEIVER_CALLR_API_KEY" in sends.text
+
+
+async def test_the_sends_page_says_nothing_of_sending_when_it_is_on(
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(
+        api_tokens=READ, callr_api_login="login", callr_api_password="password", sender=False
+    )
+    async with running(create_app(settings)) as client:
+        await sign_in(client, READ)
+        sends = await client.get("/console/sends")
+    assert sends.status_code == 200
+    assert "Sending is not configured" not in sends.text
