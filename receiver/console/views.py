@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import quote, urlencode
 
 import structlog
@@ -33,6 +34,7 @@ from receiver.console.mask import Mask
 from receiver.console.pages import back_to_form, in_utc, next_page, read_pool
 from receiver.console.session import Session, Sessions
 from receiver.forwarding.handlers import (
+    HandlerView,
     list_handlers,
 )
 from receiver.forwarding.outbox import retry_forwards_by_id
@@ -225,6 +227,8 @@ class Console(HandlerForms):
             replies=replies,
             attempts=attempts,
             handlers=handlers,
+            late_handler=_late_status_handler(found, handlers.values()),
+            unchanging=_unchanging_events(found),
             back=request.url.path,
         )
 
@@ -304,3 +308,30 @@ class Console(HandlerForms):
         refused = found - queued
         notice = ("not-retried", refused) if refused and not queued else ("retried", queued)
         return back_to_form(form, notice)
+
+
+def _late_status_handler(
+    message: Mapping[str, Any], handlers: Iterable[HandlerView]
+) -> HandlerView | None:
+    """For an MT with no status callback: a handler that takes its user_data's status
+    news but was added after its last change (callbacks go out for changes after a
+    handler is added, never for the ones before)."""
+    if message["direction"] != "outbound" or message["forwards"] or not message["user_data"]:
+        return None
+    user_data = str(message["user_data"])
+    for handler in handlers:
+        if "status" not in handler.events or handler.user_data is None:
+            continue
+        wanted = handler.user_data
+        matches = user_data.startswith(wanted[:-1]) if wanted.endswith("*") else user_data == wanted
+        if matches and handler.created_at > message["status_at"]:
+            return handler
+    return None
+
+
+def _unchanging_events(message: Mapping[str, Any]) -> set[str]:
+    """The processed events of a message that changed nothing on its record: no step of
+    its history is theirs, and none is the first, which made the record."""
+    stepped = {step["event_id"] for step in message["history"]}
+    processed = [e for e in message["events"] if e["state"] == "processed"]
+    return {str(e["event_id"]) for e in processed[1:] if e["event_id"] not in stepped}

@@ -615,3 +615,27 @@ async def test_the_sends_page_says_nothing_of_sending_when_it_is_on(
         sends = await client.get("/console/sends")
     assert sends.status_code == 200
     assert "Sending is not configured" not in sends.text
+
+
+async def test_a_message_says_why_no_callback_went_and_which_reports_changed_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    # A late report of a step the SMS is past: stored, applied, and it changes nothing.
+    late = v1_event("mt-late", MT_ID.upper(), lifecycle(Status.CREATED), user_data="booking-7")
+    assert (await client.post(WEBHOOK, content=late)).status_code == 200
+    await until_projected(client)
+    # A handler for its status news, added after its last change.
+    added = await client.post(
+        "/api/v1/handlers",
+        headers={"authorization": f"Bearer {ADMIN}"},
+        json={"user_data": "booking-*", "url": "http://127.0.0.1:9/s", "events": ["status"]},
+    )
+    assert added.status_code == 201, added.text
+    await sign_in(client, READ)
+    page = await client.get(f"/console/messages/{MT_ID}")
+    assert f"handler #{added.json()['id']} takes the status news of" in page.text
+    assert "after this SMS's last change" in page.text
+    late_event = page.text.split('id="event-mt-late"', 1)[1].split("</article>", 1)[0]
+    assert "It changed nothing" in late_event
+    first_event = page.text.split('id="event-mt-1"', 1)[1].split("</article>", 1)[0]
+    assert "It changed nothing" not in first_event
