@@ -28,6 +28,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ratio import slice_files
 from bench.throughput import (
     catch_up,
     free_port,
@@ -35,10 +36,8 @@ from bench.throughput import (
     serve_receiver,
     stop,
     wait_ready,
-    write_requests,
 )
 from receiver.db import migrate
-from receiver.simulate import Mix, Plan
 from testkit.cluster import Server, cluster_folder, execute
 from testkit.pooler import PgBouncer
 
@@ -82,13 +81,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="receiver-pooler-"))
-    deliveries = list(Plan(60_000, Mix(odd=0), seed=13).deliveries())
-    step = len(deliveries) // args.slices
-    files = []
-    for n in range(args.slices):
-        path = folder / f"slice-{n}.tsv"
-        write_requests(deliveries[n * step :] + deliveries[: n * step], path)
-        files.append(path)
+    files = slice_files(folder, args.slices)
     with cluster_folder() as root:
         server = Server(root, "server")
         server.init()

@@ -49,6 +49,20 @@ from receiver.simulate import Mix, Plan
 from testkit.support import bench_server, scratch_database
 
 
+def slice_files(folder: Path, slices: int) -> list[Path]:
+    """wrk's request files of `slices` slices of the simulator's plan, each starting
+    further into it (the receiver's answers to a slice's first lines must be new events,
+    not repeats of the last slice's)."""
+    deliveries = list(Plan(60_000, Mix(odd=0), seed=13).deliveries())
+    step = len(deliveries) // slices
+    files = []
+    for n in range(slices):
+        path = folder / f"slice-{n}.tsv"
+        write_requests(deliveries[n * step :] + deliveries[: n * step], path)
+        files.append(path)
+    return files
+
+
 def serve_worker(database_url: str, log: Path) -> subprocess.Popen[bytes]:
     """`receiver worker` on the receiver's database: its projector, dispatcher and sender."""
     env = {**os.environ, "RECEIVER_DATABASE_URL": database_url, "RECEIVER_LOG_FORMAT": "json"}
@@ -69,15 +83,7 @@ def main() -> None:
         parser.error("--projector and --worker are two ways to run the projector: choose one")
     projecting = args.projector or args.worker
     folder = Path(tempfile.mkdtemp(prefix="receiver-ratio-"))
-    deliveries = list(Plan(60_000, Mix(odd=0), seed=13).deliveries())
-    # One file a slice, each starting further into the plan (the receiver's answers to
-    # a slice's first lines must be new events, not repeats of the last slice's).
-    step = len(deliveries) // args.slices
-    files = []
-    for n in range(args.slices):
-        path = folder / f"slice-{n}.tsv"
-        write_requests(deliveries[n * step :] + deliveries[: n * step], path)
-        files.append(path)
+    files = slice_files(folder, args.slices)
     env = {} if args.projector else {"RECEIVER_PROJECTOR": "false"}
     worker: subprocess.Popen[bytes] | None = None
     totals = {"receiver": [0.0, 0.0], "minimal": [0.0, 0.0]}

@@ -25,6 +25,7 @@ from receiver.api.openapi import ApiRoute, Operation
 from receiver.api.params import BadParameter, read_query
 from receiver.forwarding.handlers import (
     CHANGEABLE,
+    POLICY,
     HandlerError,
     HandlerExists,
     NewHandler,
@@ -125,17 +126,6 @@ def new_handler(document: object) -> NewHandler:
         ),
         **handler_fields({name: document[name] for name in POLICY if name in document}),
     )
-
-
-POLICY = (
-    "final_statuses",
-    "max_in_flight",
-    "rate",
-    "attempts",
-    "first_retry",
-    "notify_url",
-    "name",
-)
 
 
 async def patch(request: Request) -> Response:

@@ -187,32 +187,35 @@ async def create_pool(
     statements. `pooled`: `url` is a connection pooler in transaction mode (see
     `POOLED`).
     """
+    options: dict[str, Any]
     if pooled:
-        return await asyncpg.create_pool(
-            asyncpg_dsn(url),
-            min_size=0,
-            max_size=size,
-            command_timeout=command_timeout,
-            max_inactive_connection_lifetime=60,
-            **POOLED,
-        )
-    settings = {
-        "application_name": "receiver",
-        # Prepared statements would otherwise settle on a generic plan made
-        # while the tables were small (whole-table scans that never go away).
-        # The webhook writer's batches are the exception: their statements are
-        # written to keep one plan that reads by key (receiver/ingest/writer.py).
-        "plan_cache_mode": "force_custom_plan",
-        # JIT compiles a plan the planner thinks costly: hundreds of milliseconds
-        # (measured) spent on statements that then touch a few rows.
-        "jit": "off",
-    }
-    if statement_timeout is not None:
-        settings["statement_timeout"] = str(int(statement_timeout * 1000))
-    if work_mem is not None:
-        settings["work_mem"] = work_mem
-    if generic_plans:
-        settings.update(GENERIC_PLANS)
+        options = POOLED
+    else:
+        settings = {
+            "application_name": "receiver",
+            # Prepared statements would otherwise settle on a generic plan made
+            # while the tables were small (whole-table scans that never go away).
+            # The webhook writer's batches are the exception: their statements are
+            # written to keep one plan that reads by key (receiver/ingest/writer.py).
+            "plan_cache_mode": "force_custom_plan",
+            # JIT compiles a plan the planner thinks costly: hundreds of milliseconds
+            # (measured) spent on statements that then touch a few rows.
+            "jit": "off",
+        }
+        if statement_timeout is not None:
+            settings["statement_timeout"] = str(int(statement_timeout * 1000))
+        if work_mem is not None:
+            settings["work_mem"] = work_mem
+        if generic_plans:
+            settings.update(GENERIC_PLANS)
+        options = {
+            "server_settings": settings,
+            # Without session state (no LISTEN, SET or advisory lock is ever left on its
+            # connections), a connection goes back to the pool without the reset query
+            # that would otherwise cost a round trip per batch; an open transaction is
+            # still rolled back.
+            "reset": None if session_state else _keep_session,
+        }
     return await asyncpg.create_pool(
         asyncpg_dsn(url),
         min_size=0,
@@ -221,12 +224,7 @@ async def create_pool(
         # Idle connections are dropped so that a restarted database is not met
         # with a pool full of dead sockets.
         max_inactive_connection_lifetime=60,
-        server_settings=settings,
-        # Without session state (no LISTEN, SET or advisory lock is ever left on its
-        # connections), a connection goes back to the pool without the reset query
-        # that would otherwise cost a round trip per batch; an open transaction is
-        # still rolled back.
-        reset=None if session_state else _keep_session,
+        **options,
     )
 
 

@@ -86,20 +86,17 @@ MAX_FIRST_RETRY = 86400.0
 DEFAULT_OVERLAP = 86400
 """Seconds the secret before a rotation keeps signing, unless told otherwise."""
 # The fields `update_handler` changes, as the CLI and the API name them.
-CHANGEABLE = (
-    "name",
-    "url",
-    "secret",
-    "timeout",
-    "events",
-    "status_filter",
+# Its policy, and its name: what a new handler may give beside where it goes and what.
+POLICY = (
     "final_statuses",
     "max_in_flight",
     "rate",
     "attempts",
     "first_retry",
     "notify_url",
+    "name",
 )
+CHANGEABLE = ("url", "secret", "timeout", "events", "status_filter", *POLICY)
 
 
 # A handler's name: printable, not blank at either end, not `#n` (how ids are shown).
