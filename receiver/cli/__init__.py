@@ -11,7 +11,8 @@ from receiver.cli.arguments import whole
 from receiver.cli.backup import add_backup_commands
 from receiver.cli.callr import add_callr_commands
 from receiver.cli.database import DatabaseNotReady
-from receiver.cli.forwarding import add_forward_commands, add_handler_commands
+from receiver.cli.forwarding import add_handler_commands
+from receiver.cli.forwards import add_forward_commands
 from receiver.cli.replay import add_replay_commands
 from receiver.cli.send import add_send_command, add_sends_commands
 from receiver.cli.service import run_migrations, serve, worker

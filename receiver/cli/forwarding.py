@@ -1,4 +1,5 @@
-"""The forwarding commands: `handlers ...` and `forwards ...`."""
+"""`receiver handlers`: the handlers that receive replies and status news (added, changed,
+listed, disabled, removed), and the connection every forwarding command runs on."""
 
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from receiver.cli.arguments import Commands, configured, timestamp, whole
+from receiver.cli.arguments import Commands, configured
 from receiver.cli.callr import duration
 from receiver.cli.database import open_migrated_database
 from receiver.cli.listing import add_json_flag, print_listing
 from receiver.db.engine import Connection, asyncpg_dsn
-from receiver.db.models import ForwardState
 from receiver.forwarding.destinations import Destinations
 from receiver.forwarding.handlers import (
     CHANGEABLE,
@@ -30,12 +30,10 @@ from receiver.forwarding.handlers import (
     set_enabled,
     update_handler,
 )
-from receiver.forwarding.outbox import RETRYABLE_STATES, ForwardFilter, retry_forwards
-from receiver.forwarding.routing import route_unrouted
 from receiver.forwarding.signing import new_secret
 
 
-def _run_with_connection(operation: Callable[[Any], Awaitable[int]]) -> int:
+def run_with_connection(operation: Callable[[Any], Awaitable[int]]) -> int:
     """Run `operation(conn)` against the configured (or embedded) database."""
     settings = configured()
     database = open_migrated_database(settings)
@@ -86,7 +84,7 @@ def handlers_add(args: argparse.Namespace) -> int:
             print(f"{routed} waiting forward(s) routed")
         return 0
 
-    return _run_with_connection(add)
+    return run_with_connection(add)
 
 
 def handlers_update(args: argparse.Namespace) -> int:
@@ -122,7 +120,7 @@ def handlers_update(args: argparse.Namespace) -> int:
             print(f"secret (shown once, give it to the handler): {changes['secret']}")
         return 0
 
-    return _run_with_connection(update)
+    return run_with_connection(update)
 
 
 def handlers_rotate_secret(args: argparse.Namespace) -> int:
@@ -143,7 +141,7 @@ def handlers_rotate_secret(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return _run_with_connection(rotate)
+    return run_with_connection(rotate)
 
 
 def _events(text: str) -> tuple[str, ...]:
@@ -172,16 +170,6 @@ _HANDLER_COLUMNS = [
     ("disabled because", "disabled_reason"),
     ("created (UTC)", "created_at"),
 ]
-_FORWARD_COLUMNS = [
-    ("id", "id"),
-    ("state", "state"),
-    ("attempts", "attempts"),
-    ("handler", "handler_id"),
-    ("sms", "sms_id"),
-    ("user_data", "user_data"),
-    ("created (UTC)", "created_at"),
-    ("last error", "last_error"),
-]
 
 
 def handlers_list(args: argparse.Namespace) -> int:
@@ -192,7 +180,7 @@ def handlers_list(args: argparse.Namespace) -> int:
         print_listing(rows, _HANDLER_COLUMNS, as_json=args.json, nothing="no handler")
         return 0
 
-    return _run_with_connection(show)
+    return run_with_connection(show)
 
 
 def handlers_remove(args: argparse.Namespace) -> int:
@@ -204,7 +192,7 @@ def handlers_remove(args: argparse.Namespace) -> int:
         print(f"receiver: no handler {args.id}", file=sys.stderr)
         return 1
 
-    return _run_with_connection(remove)
+    return run_with_connection(remove)
 
 
 def handlers_toggle(args: argparse.Namespace) -> int:
@@ -218,54 +206,7 @@ def handlers_toggle(args: argparse.Namespace) -> int:
         print(_json(handler.to_json()))
         return 0
 
-    return _run_with_connection(toggle)
-
-
-def forwards_route_pending(args: argparse.Namespace) -> int:
-    """Route the forwards that were waiting for a handler."""
-
-    async def route(conn: Connection) -> int:
-        print(f"{await route_unrouted(conn)} forward(s) routed")
-        return 0
-
-    return _run_with_connection(route)
-
-
-def forwards_retry(args: argparse.Namespace) -> int:
-    """Queue forwards (dead ones by default) for delivery now."""
-    selection = ForwardFilter(
-        state=args.state,
-        handler_id=args.handler_id,
-        since=args.since,
-        until=args.until,
-        event_id=args.event_id,
-    )
-
-    async def retry(conn: Connection) -> int:
-        print(f"{await retry_forwards(conn, selection)} forward(s) queued")
-        return 0
-
-    return _run_with_connection(retry)
-
-
-def forwards_list(args: argparse.Namespace) -> int:
-    """Print forwards (newest first), optionally of one state: a table, or (--json) one
-    JSON object a line."""
-
-    async def show(conn: Connection) -> int:
-        rows = await conn.fetch(
-            "SELECT id, event_id, sms_id, handler_id, rule, user_data, state, attempts,"
-            " next_attempt_at, created_at, delivered_at, last_error FROM forwards"
-            " WHERE $1::text IS NULL OR state = $1 ORDER BY id DESC LIMIT $2",
-            args.state,
-            args.limit,
-        )
-        print_listing(
-            [dict(row) for row in rows], _FORWARD_COLUMNS, as_json=args.json, nothing="no forward"
-        )
-        return 0
-
-    return _run_with_connection(show)
+    return run_with_connection(toggle)
 
 
 def _json(document: dict[str, object]) -> str:
@@ -378,26 +319,3 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
         help="where the owning team hears of the handler's health: failing, disabled,"
         " recovered (a signed JSON notice)",
     )
-
-
-def add_forward_commands(commands: Commands) -> None:
-    forwards = commands.add_parser("forwards", help="the replies forwarded to handlers")
-    sub = forwards.add_subparsers(dest="action", required=True)
-    route = sub.add_parser("route-pending", help="route the forwards waiting for a handler")
-    route.set_defaults(run=forwards_route_pending)
-    listing = sub.add_parser("list", help="list forwards, newest first")
-    listing.add_argument(
-        "--state", choices=[state.value for state in ForwardState], help="only this state"
-    )
-    listing.add_argument("--limit", type=whole(1, 10_000), default=100, help="at most this many")
-    add_json_flag(listing)
-    listing.set_defaults(run=forwards_list)
-    retry = sub.add_parser("retry", help="queue forwards for delivery now (dead ones by default)")
-    retry.add_argument("--state", choices=RETRYABLE_STATES, default="dead")
-    retry.add_argument(
-        "--handler", dest="handler_id", type=int, help="only this handler's forwards"
-    )
-    retry.add_argument("--since", type=timestamp, help="created at or after (ISO 8601, UTC)")
-    retry.add_argument("--until", type=timestamp, help="created before (ISO 8601, UTC)")
-    retry.add_argument("--event-id", help="only the forward of this event")
-    retry.set_defaults(run=forwards_retry)
