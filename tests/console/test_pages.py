@@ -477,6 +477,9 @@ async def test_replies_waiting_for_a_handler_say_for_which_user_data_and_get_one
     assert 'href="/console/handlers?user_data=booking-7#add"' in waiting
     forwards = await client.get("/console/forwards", params={"state": "unrouted"})
     assert "waiting for a handler for <code>booking-7</code>" in forwards.text
+    # An admin, but nothing on the page can be sent again: no box, no button.
+    assert "Send the selected again" not in forwards.text
+    assert 'type="checkbox" name="forward"' not in forwards.text
     reply = await client.get("/console/messages/2d2f3b0a5d2e4f60718293a4b5c6d7e9")
     assert "Waiting for a handler for <code>booking-7</code>" in reply.text
     assert "routed by <strong>unrouted" not in reply.text.lower()
