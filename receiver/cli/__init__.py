@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -101,4 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseNotReady as error:
         print(f"receiver: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # Its reader went away (`receiver forwards list | head`): nothing more to say, and
+        # nothing for the interpreter to flush into the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return result

@@ -3,12 +3,16 @@ the same rows in both."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
+import sys
 
 import pytest
 
 from receiver.app import create_app
+from receiver.cli import main
 from testkit.callr_events import mo_event
 from testkit.support import running, until_projected
 from tests.conftest import TEST_URL_TOKEN, SettingsFactory
@@ -73,3 +77,21 @@ def test_an_empty_list_says_so_to_people_and_nothing_to_scripts(database_url: st
         assert (table.returncode, as_json.returncode) == (0, 0), command
         assert table.stdout == as_json.stdout == "", command
         assert table.stderr.startswith("no "), command
+
+
+def test_a_list_whose_reader_went_away_ends_quietly(
+    filled: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`receiver handlers list | head -0`: the pipe is closed under it; no traceback."""
+    for name, value in filled.items():
+        monkeypatch.setenv(name, value)
+    read, write = os.pipe()
+    os.close(read)
+    closed = io.TextIOWrapper(open(write, "wb"), line_buffering=True)  # noqa: SIM115
+    with capsys.disabled():
+        monkeypatch.setattr(sys, "stdout", closed)
+        said = main(["handlers", "list"])
+        monkeypatch.undo()
+    # What it could not write went nowhere: the pipe is /dev/null now.
+    closed.close()
+    assert said == 141
