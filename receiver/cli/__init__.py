@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.run(args)
+        # What is still buffered goes out here, where a closed pipe is caught below.
+        sys.stdout.flush()
     except SettingsError as error:
         print(f"receiver: {error}", file=sys.stderr)
         return 2
