@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 from urllib.parse import quote, urlencode
@@ -33,14 +33,17 @@ from receiver.console.handlers import HandlerForms
 from receiver.console.mask import Mask
 from receiver.console.pages import back_to_form, in_utc, next_page, read_pool
 from receiver.console.session import Session, Sessions
+from receiver.db.engine import Connection
 from receiver.forwarding.handlers import (
     HandlerView,
     list_handlers,
 )
 from receiver.forwarding.outbox import retry_forwards_by_id
+from receiver.forwarding.routing import status_handler_for
 from receiver.forwarding.watch import silence, troubled_handlers
 from receiver.http import whole_number
 from receiver.projection.backlog import backlog
+from receiver.status import TERMINAL
 
 log = structlog.get_logger("receiver.console")
 
@@ -48,6 +51,7 @@ log = structlog.get_logger("receiver.console")
 _LOOKS_LIKE_NUMBER = re.compile(r"\+?[0-9 ().-]{1,24}")
 # A page's place and the page's own notices: not what chooses the messages.
 _NOT_FILTERS = ("cursor", "limit", "notice", "n")
+_TERMINAL = frozenset(status.value for status in TERMINAL)
 
 
 def _is_number(q: str) -> bool:
@@ -217,6 +221,7 @@ class Console(HandlerForms):
             attempts = await reads.attempts_of(conn, forward_ids)
             handlers = {h.id: h for h in await list_handlers(conn, query_values=session.admin)}
             sent = await conn.fetchrow(_SEND_OF, found["id"])
+            late_handler = await _late_status_handler(conn, found, handlers)
         return self.render(
             request,
             session,
@@ -227,7 +232,7 @@ class Console(HandlerForms):
             replies=replies,
             attempts=attempts,
             handlers=handlers,
-            late_handler=_late_status_handler(found, handlers.values()),
+            late_handler=late_handler,
             unchanging=_unchanging_events(found),
             back=request.url.path,
         )
@@ -310,23 +315,21 @@ class Console(HandlerForms):
         return back_to_form(form, notice)
 
 
-def _late_status_handler(
-    message: Mapping[str, Any], handlers: Iterable[HandlerView]
+async def _late_status_handler(
+    conn: Connection, message: Mapping[str, Any], handlers: Mapping[int, HandlerView]
 ) -> HandlerView | None:
-    """For an MT with no status callback: a handler that takes its user_data's status
-    news but was added after its last change (callbacks go out for changes after a
-    handler is added, never for the ones before)."""
-    if message["direction"] != "outbound" or message["forwards"] or not message["user_data"]:
+    """For an MT with no status callback: the handler its status news would go to now
+    (the projector's own choice), when it was added after the SMS's last change
+    (callbacks go out for changes after a handler is added, never for the ones before)."""
+    if message["direction"] != "outbound" or message["forwards"]:
         return None
-    user_data = str(message["user_data"])
-    for handler in handlers:
-        if "status" not in handler.events or handler.user_data is None:
-            continue
-        wanted = handler.user_data
-        matches = user_data.startswith(wanted[:-1]) if wanted.endswith("*") else user_data == wanted
-        if matches and handler.created_at > message["status_at"]:
-            return handler
-    return None
+    handler_id = await status_handler_for(
+        conn, message["user_data"], terminal=message["status"] in _TERMINAL
+    )
+    handler = handlers.get(handler_id) if handler_id is not None else None
+    if handler is None or handler.created_at <= message["status_at"]:
+        return None
+    return handler
 
 
 def _unchanging_events(message: Mapping[str, Any]) -> set[str]:

@@ -238,9 +238,9 @@ async def _keep_session(connection: Any) -> None:
 #   connection): asyncpg prepares each unnamed, in the same round trip as its run,
 #   and PostgreSQL plans it for its own values;
 # - the only startup parameter is one poolers keep (PgBouncer refuses the others), so
-#   the server's or the role's own settings apply: `jit`, `statement_timeout` and
-#   `work_mem` are set on the role (docs/configuration.md); the query API's statements
-#   are still cut at its timeout, by the client's cancel one second later;
+#   the server's or the database's own settings apply (docs/configuration.md asks for
+#   `jit = off` on the database); the query API's statements are still cut at its
+#   timeout, by the client's cancel one second later;
 # - no reset query (it would run on whichever server connection is free).
 # The transaction-level settings (`SET LOCAL`, as in `batch_transaction`) hold as before.
 POOLED: dict[str, Any] = {

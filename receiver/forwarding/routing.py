@@ -223,6 +223,21 @@ async def route_unrouted(conn: Connection) -> int:
 # told the second): a callback never goes backwards and is never sent twice (the
 # partial unique index is the last word when two projections race).
 # The status a handler was told of, and the news, in the evidence order.
+# The handler for a status change of an SMS with `{user_data}`, to a status `{terminal}`
+# or not: the choice above, in one place for the projector and the console.
+_STATUS_HANDLER = """
+SELECT h.id, h.is_default FROM handlers h
+WHERE h.enabled AND h.statuses AND ({terminal} OR NOT h.terminal_only)
+  AND (h.is_default OR ({user_data} IS NOT NULL
+       AND (h.match = {user_data} OR (h.prefix AND starts_with({user_data}, h.match)))))
+ORDER BY h.is_default, h.prefix, length(h.match) DESC
+LIMIT 1
+"""
+_STATUS_HANDLER_FOR = (
+    "SELECT id FROM ("
+    + _STATUS_HANDLER.format(terminal="$2::boolean", user_data="$1::text")
+    + ") h"
+)
 _TOLD = evidence_row("f.status_terminal", "f.status_at", "f.status_rank", "f.status_after")
 _NEWS = evidence_row("r.terminal", "r.at", "r.rank", "r.after")
 _ANNOUNCE = f"""
@@ -242,12 +257,7 @@ routed AS (
         SELECT m.user_data FROM messages m WHERE m.sms_id = c.sms_id LIMIT 1
     ) m
     CROSS JOIN LATERAL (
-        SELECT h.id, h.is_default FROM handlers h
-        WHERE h.enabled AND h.statuses AND (c.terminal OR NOT h.terminal_only)
-          AND (h.is_default OR (m.user_data IS NOT NULL
-               AND (h.match = m.user_data OR (h.prefix AND starts_with(m.user_data, h.match)))))
-        ORDER BY h.is_default, h.prefix, length(h.match) DESC
-        LIMIT 1
+        {_STATUS_HANDLER.format(terminal="c.terminal", user_data="m.user_data")}
     ) h
 ),
 inserted AS (
@@ -274,6 +284,15 @@ SELECT count(*) AS n, (SELECT count(*) FROM (
     SELECT pg_notify($2, '') FROM inserted LIMIT 1) AS notify) AS notified
 FROM inserted
 """
+
+
+async def status_handler_for(
+    conn: Connection, user_data: str | None, *, terminal: bool
+) -> int | None:
+    """The id of the handler a status change of an SMS with `user_data` (to a terminal
+    status, or not) goes to now; None when no handler would hear of it."""
+    found = await conn.fetchval(_STATUS_HANDLER_FOR, user_data, terminal)
+    return None if found is None else int(found)
 
 
 async def announce(conn: Connection, changes: Sequence[StatusChange]) -> int:

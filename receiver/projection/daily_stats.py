@@ -230,14 +230,13 @@ async def window(
     stale: list[date] = []
     if first < end:
         stale = [row["day"] for row in await conn.fetch(_STALE, first, end)]
-        if stale and await conn.fetchval("SELECT pg_is_in_recovery()"):
-            # A read replica (receiver.db.replica) counts them live, and leaves them to
-            # the primary's `keep`.
-            pass
-        elif len(stale) <= REFRESH_IN_REQUEST:
+        # A read replica (receiver.db.replica) counts them live, and leaves them to the
+        # primary's `keep`: it can write nothing.
+        writable = not stale or not await conn.fetchval("SELECT pg_is_in_recovery()")
+        if writable and len(stale) <= REFRESH_IN_REQUEST:
             await refresh(conn, stale)
             stale = []
-        else:
+        elif writable:
             # Counting many days takes longer than counting their messages once: count
             # them live now, and leave them marked for `keep` to count ahead.
             await mark_changed(conn, stale)
